@@ -1,0 +1,406 @@
+//! The PolicyEnforcer actor: owns the Casbin enforcer and decides every request.
+//!
+//! The model and the policy lines come from files (`config/rbac_model.conf`,
+//! `config/policy.csv`); the memberships (`g, user, role, org`) come from the
+//! [`MemberStore`]. A reload builds a whole new enforcer and swaps it in only when it
+//! loaded, so a bad policy leaves the old one in force and no request sees half of one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use casbin::rhai::Dynamic;
+use casbin::function_map::OperatorFunction;
+use casbin::{CachedApi, CachedEnforcer, CoreApi, DefaultModel, MgmtApi, StringAdapter};
+use serde::Serialize;
+
+use crate::store::{MemberStore, StoreError};
+
+/// Why a policy could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The model or the policy does not parse.
+    #[error("policy does not load: {0}")]
+    Invalid(String),
+    /// The member store could not be read.
+    #[error(transparent)]
+    Members(#[from] StoreError),
+}
+
+/// Where the policy comes from.
+#[derive(Clone)]
+pub struct PolicySources {
+    /// The Casbin model (`rbac_model.conf`).
+    pub model: PathBuf,
+    /// The policy lines (`policy.csv`).
+    pub policy: PathBuf,
+    /// The memberships.
+    pub members: Arc<dyn MemberStore>,
+}
+
+/// What a (re)load put in force.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PolicyStats {
+    /// `p` lines.
+    pub policies: usize,
+    /// `g` lines (memberships and role inheritance).
+    pub groupings: usize,
+    /// Roles named in `p` lines.
+    pub roles: Vec<String>,
+    /// How long the load took, in milliseconds.
+    pub load_ms: f64,
+}
+
+/// The answer to [`Authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// Why, in words fit for an audit record and a 403 message.
+    pub reason: String,
+}
+
+/// Sent by the HTTP layer for every request: may `subject` do `action` on `object` in
+/// `org`? Ask with `send(..).timeout(..)`; no answer means deny.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Decision")]
+pub struct Authorize {
+    /// The user (a token's `sub`).
+    pub subject: String,
+    /// The org (the Casbin domain).
+    pub org: u64,
+    /// `core:pods`, `apps:deployments/scale`, or a non-resource path.
+    pub object: String,
+    /// The Kubernetes verb.
+    pub action: String,
+}
+
+/// Sent by the admin endpoint: load model, policy and memberships again.
+#[derive(Message)]
+#[rtype(result = "Result<PolicyStats, PolicyError>")]
+pub struct Reload;
+
+/// Sent by anyone who needs the current figures.
+#[derive(Message)]
+#[rtype(result = "PolicyStats")]
+pub struct Stats;
+
+/// Owns the enforcer.
+pub struct PolicyEnforcer {
+    sources: PolicySources,
+    enforcer: CachedEnforcer,
+    stats: PolicyStats,
+    members_revision: String,
+    poll: Duration,
+    polling: bool,
+}
+
+/// Reads model, policy and memberships and builds an enforcer from them.
+async fn load(sources: &PolicySources) -> Result<(CachedEnforcer, PolicyStats, String), PolicyError> {
+    let started = Instant::now();
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let model_text = read(&sources.model)?;
+    let mut policy_text = read(&sources.policy)?;
+    let revision = sources.members.revision().await?;
+    let members = sources.members.all().await?;
+    if !policy_text.ends_with('\n') {
+        policy_text.push('\n');
+    }
+    for m in &members {
+        policy_text.push_str(&format!("g, {}, {}, {}\n", m.user, m.role, m.org));
+    }
+    let model = DefaultModel::from_str(&model_text)
+        .await
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+    let mut enforcer = CachedEnforcer::new(model, StringAdapter::new(policy_text))
+        .await
+        .map_err(|e| PolicyError::Invalid(format!("policy {}: {e}", sources.policy.display())))?;
+    enforcer.enable_auto_save(false);
+    enforcer.add_function("objectMatch", OperatorFunction::Arg2(object_match_fn));
+    enforcer.add_function("verbMatch", OperatorFunction::Arg2(verb_match_fn));
+    enforcer.set_cache(Box::new(casbin::DefaultCache::new(100_000)));
+    // Evaluate once so that a matcher that does not compile fails here, not per request.
+    enforcer
+        .enforce(("kubegate:probe", "0", "/", "get"))
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+    let mut roles: Vec<String> = enforcer.get_policy().into_iter().filter_map(|p| p.into_iter().next()).collect();
+    roles.sort();
+    roles.dedup();
+    let stats = PolicyStats {
+        policies: enforcer.get_policy().len(),
+        groupings: enforcer.get_grouping_policy().len(),
+        roles,
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    Ok((enforcer, stats, revision))
+}
+
+/// `objectMatch(object, pattern)`: `*` in the pattern matches any run of characters
+/// (`/` and `:` included); everything else is literal. `*` alone matches every object.
+pub fn object_match(object: &str, pattern: &str) -> bool {
+    let (o, p) = (object.as_bytes(), pattern.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < o.len() {
+        if j < p.len() && p[j] == b'*' {
+            star = Some((j, i));
+            j += 1;
+        } else if j < p.len() && p[j] == o[i] {
+            i += 1;
+            j += 1;
+        } else if let Some((sj, si)) = star {
+            j = sj + 1;
+            i = si + 1;
+            star = Some((sj, si + 1));
+        } else {
+            return false;
+        }
+    }
+    p[j..].iter().all(|&c| c == b'*')
+}
+
+/// `verbMatch(verb, pattern)`: the pattern is `*` or verbs separated by `|`.
+pub fn verb_match(verb: &str, pattern: &str) -> bool {
+    pattern.split('|').map(str::trim).any(|v| v == "*" || v == verb)
+}
+
+fn object_match_fn(a: Dynamic, b: Dynamic) -> Dynamic {
+    Dynamic::from(object_match(&a.to_string(), &b.to_string()))
+}
+
+fn verb_match_fn(a: Dynamic, b: Dynamic) -> Dynamic {
+    Dynamic::from(verb_match(&a.to_string(), &b.to_string()))
+}
+
+impl PolicyEnforcer {
+    /// Loads the policy; fails when it does not load. `poll` is how often the member
+    /// store is checked for changes made by other processes.
+    pub async fn load(sources: PolicySources, poll: Duration) -> Result<PolicyEnforcer, PolicyError> {
+        let (enforcer, stats, members_revision) = load(&sources).await?;
+        log::info!(
+            "policy loaded: {} rules, {} role bindings",
+            stats.policies,
+            stats.groupings
+        );
+        Ok(PolicyEnforcer {
+            sources,
+            enforcer,
+            stats,
+            members_revision,
+            poll,
+            polling: false,
+        })
+    }
+
+    /// What the current policy holds.
+    pub fn stats(&self) -> &PolicyStats {
+        &self.stats
+    }
+
+    /// Reloads in the background and swaps the result in; the old enforcer keeps
+    /// answering meanwhile.
+    fn reload(&mut self) -> ResponseActFuture<Self, Result<PolicyStats, PolicyError>> {
+        let sources = self.sources.clone();
+        Box::pin(async move { load(&sources).await }.into_actor(self).map(|result, act, _| {
+            let (enforcer, stats, revision) = result.inspect_err(|e| log::error!("policy reload refused, old policy stays: {e}"))?;
+            act.enforcer = enforcer;
+            act.stats = stats.clone();
+            act.members_revision = revision;
+            log::info!("policy reloaded: {} rules, {} role bindings", stats.policies, stats.groupings);
+            Ok(stats)
+        }))
+    }
+
+    fn check_members(&mut self, ctx: &mut Context<Self>) {
+        if self.polling {
+            return;
+        }
+        self.polling = true;
+        let members = self.sources.members.clone();
+        let check = async move { members.revision().await };
+        ctx.spawn(check.into_actor(self).then(|revision, act, _| {
+            let changed = matches!(&revision, Ok(r) if *r != act.members_revision);
+            let reload = if changed { Some(act.reload()) } else { None };
+            async {}.into_actor(act).then(move |_, act, _| {
+                let fut: ResponseActFuture<Self, ()> = match reload {
+                    Some(reload) => Box::pin(reload.map(|_, act: &mut Self, _| act.polling = false)),
+                    None => {
+                        act.polling = false;
+                        Box::pin(async {}.into_actor(act))
+                    }
+                };
+                fut
+            })
+        }));
+    }
+}
+
+impl Actor for PolicyEnforcer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16_384);
+        if !self.poll.is_zero() {
+            ctx.run_interval(self.poll, |act, ctx| act.check_members(ctx));
+        }
+    }
+}
+
+impl Handler<Authorize> for PolicyEnforcer {
+    type Result = MessageResult<Authorize>;
+
+    fn handle(&mut self, msg: Authorize, _: &mut Self::Context) -> Self::Result {
+        let org = msg.org.to_string();
+        let decision = match self
+            .enforcer
+            .enforce((msg.subject.as_str(), org.as_str(), msg.object.as_str(), msg.action.as_str()))
+        {
+            Ok(true) => Decision {
+                allowed: true,
+                reason: "allowed by policy".into(),
+            },
+            Ok(false) => Decision {
+                allowed: false,
+                reason: format!(
+                    "user \"{}\" may not {} {} in org {}",
+                    msg.subject, msg.action, msg.object, msg.org
+                ),
+            },
+            Err(e) => {
+                log::error!("policy evaluation failed, denying: {e}");
+                Decision {
+                    allowed: false,
+                    reason: format!("policy evaluation failed: {e}"),
+                }
+            }
+        };
+        MessageResult(decision)
+    }
+}
+
+impl Handler<Reload> for PolicyEnforcer {
+    type Result = ResponseActFuture<Self, Result<PolicyStats, PolicyError>>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        self.reload()
+    }
+}
+
+impl Handler<Stats> for PolicyEnforcer {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileMemberStore;
+
+    const MODEL: &str = include_str!("../../config/rbac_model.conf");
+    const POLICY: &str = include_str!("../../config/policy.csv");
+
+    async fn enforcer(dir: &std::path::Path) -> (Addr<PolicyEnforcer>, Arc<FileMemberStore>) {
+        std::fs::write(dir.join("model.conf"), MODEL).unwrap();
+        std::fs::write(dir.join("policy.csv"), POLICY).unwrap();
+        let members = Arc::new(FileMemberStore::new(dir));
+        members.set(1, "alice", "admin").await.unwrap();
+        members.set(1, "bob", "member").await.unwrap();
+        let sources = PolicySources {
+            model: dir.join("model.conf"),
+            policy: dir.join("policy.csv"),
+            members: members.clone(),
+        };
+        (PolicyEnforcer::load(sources, Duration::from_millis(50)).await.unwrap().start(), members)
+    }
+
+    async fn may(addr: &Addr<PolicyEnforcer>, who: &str, org: u64, object: &str, action: &str) -> bool {
+        addr.send(Authorize {
+            subject: who.into(),
+            org,
+            object: object.into(),
+            action: action.into(),
+        })
+        .await
+        .unwrap()
+        .allowed
+    }
+
+    #[test]
+    fn matchers() {
+        assert!(object_match("core:pods", "*"));
+        assert!(object_match("/version", "*"));
+        assert!(object_match("core:secrets", "*:secrets"));
+        assert!(!object_match("core:pods", "*:secrets"));
+        assert!(!object_match("core:secretsx", "*:secrets"));
+        assert!(object_match("core:secrets/x", "*:secrets/*"));
+        assert!(object_match("apps:deployments/scale", "apps:*/scale"));
+        assert!(!object_match("core:pods", "core:pod"));
+        assert!(verb_match("get", "get|list|watch"));
+        assert!(!verb_match("getx", "get|list|watch"));
+        assert!(!verb_match("delete", "get|list|watch"));
+        assert!(verb_match("connect", "*"));
+    }
+
+    #[actix_rt::test]
+    async fn default_policy_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, _) = enforcer(dir.path()).await;
+        for verb in ["get", "list", "watch", "create", "delete", "connect"] {
+            assert!(may(&addr, "alice", 1, "core:pods", verb).await, "admin {verb}");
+        }
+        assert!(may(&addr, "alice", 1, "core:secrets", "get").await);
+        for verb in ["get", "list", "watch"] {
+            assert!(may(&addr, "bob", 1, "core:pods", verb).await, "member {verb}");
+            assert!(may(&addr, "bob", 1, "/version", verb).await, "member {verb} /version");
+        }
+        for verb in ["create", "update", "patch", "delete", "deletecollection", "connect"] {
+            assert!(!may(&addr, "bob", 1, "core:pods", verb).await, "member {verb}");
+        }
+        assert!(!may(&addr, "bob", 1, "core:secrets", "get").await);
+        assert!(!may(&addr, "bob", 1, "core:secrets", "list").await);
+        assert!(!may(&addr, "bob", 1, "core:pods/exec", "connect").await);
+        assert!(!may(&addr, "bob", 1, "core:pods/log", "getx").await);
+        // other orgs and strangers
+        assert!(!may(&addr, "alice", 2, "core:pods", "get").await);
+        assert!(!may(&addr, "mallory", 1, "core:pods", "get").await);
+    }
+
+    #[actix_rt::test]
+    async fn membership_changes_are_picked_up_and_bad_policy_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, members) = enforcer(dir.path()).await;
+        assert!(!may(&addr, "carol", 1, "core:pods", "get").await);
+        members.set(1, "carol", "member").await.unwrap();
+        let mut seen = false;
+        for _ in 0..100 {
+            if may(&addr, "carol", 1, "core:pods", "get").await {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen, "a membership added by another process is seen without a reload");
+
+        std::fs::write(dir.path().join("model.conf"), "[request_definition]\nr = sub\n[matchers]\nm = (((\n").unwrap();
+        let err = addr.send(Reload).await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("matcher"), "{err}");
+        assert!(may(&addr, "alice", 1, "core:pods", "delete").await, "old policy stays in force");
+    }
+}

@@ -1,0 +1,231 @@
+//! The ClusterRegistry actor: one proxy instance per cluster, built on first use from the
+//! kubeconfig in the store, dropped when the cluster goes or its credentials change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::cluster::ClusterProxy;
+use crate::kubeconfig::{self, KubeconfigRules};
+use crate::store::{ClusterStore, StoreError};
+use crate::ClusterKey;
+
+/// Why a proxy instance could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The org has no such cluster.
+    #[error("{0} not found")]
+    NotFound(ClusterKey),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored kubeconfig is not usable.
+    #[error("the kubeconfig of {key} is not usable: {reason}")]
+    Kubeconfig {
+        /// The cluster.
+        key: ClusterKey,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Sent by HTTP workers: the live proxy instance of a cluster, if one is built.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<ClusterProxy>>")]
+pub struct Get(pub ClusterKey);
+
+/// Sent by HTTP workers when [`Get`] found nothing: build the instance from the store.
+/// Idempotent: concurrent requests for one cluster cause one store read.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<ClusterProxy>, RegistryError>")]
+pub struct Create(pub ClusterKey);
+
+/// Sent when a cluster is deleted or its kubeconfig changes: drop the instance.
+/// Answers whether there was one.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Evict(pub ClusterKey);
+
+/// Sent by the metrics and debug endpoints: how many instances are live.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveCount;
+
+type Waiter = oneshot::Sender<Result<Arc<ClusterProxy>, RegistryError>>;
+
+/// Owns the proxy instances. Runs on its own arbiter; store reads never block workers.
+pub struct ClusterRegistry {
+    store: Arc<dyn ClusterStore>,
+    rules: KubeconfigRules,
+    proxies: HashMap<ClusterKey, Arc<ClusterProxy>>,
+    building: HashMap<ClusterKey, Vec<Waiter>>,
+    next_generation: u64,
+}
+
+impl ClusterRegistry {
+    /// A registry reading kubeconfigs from `store` and checking them with `rules`.
+    pub fn new(store: Arc<dyn ClusterStore>, rules: KubeconfigRules) -> Self {
+        ClusterRegistry {
+            store,
+            rules,
+            proxies: HashMap::new(),
+            building: HashMap::new(),
+            next_generation: 1,
+        }
+    }
+
+    fn finish(&mut self, key: ClusterKey, result: Result<Arc<ClusterProxy>, RegistryError>) {
+        if let Ok(proxy) = &result {
+            self.proxies.insert(key, proxy.clone());
+        }
+        for waiter in self.building.remove(&key).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+impl Actor for ClusterRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<Get> for ClusterRegistry {
+    type Result = Option<Arc<ClusterProxy>>;
+
+    fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
+        self.proxies.get(&msg.0).cloned()
+    }
+}
+
+impl Handler<Create> for ClusterRegistry {
+    type Result = ResponseFuture<Result<Arc<ClusterProxy>, RegistryError>>;
+
+    fn handle(&mut self, Create(key): Create, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(proxy) = self.proxies.get(&key) {
+            let proxy = proxy.clone();
+            return Box::pin(async move { Ok(proxy) });
+        }
+        let (tx, rx) = oneshot::channel();
+        let first = !self.building.contains_key(&key);
+        self.building.entry(key).or_default().push(tx);
+        if first {
+            let store = self.store.clone();
+            let rules = self.rules.clone();
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let build = async move {
+                let record = store
+                    .get(key.org, key.cluster)
+                    .await?
+                    .ok_or(RegistryError::NotFound(key))?;
+                let invalid = |reason: String| RegistryError::Kubeconfig { key, reason };
+                let spec = kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &rules)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let proxy = ClusterProxy::build(key, record.name, &spec, generation)
+                    .map_err(|e| invalid(e.to_string()))?;
+                log::info!("built proxy for {key} ({}), generation {generation}", proxy.name);
+                Ok(Arc::new(proxy))
+            };
+            ctx.spawn(build.into_actor(self).map(move |result, act, _| act.finish(key, result)));
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("the registry stopped while building".into()).into())
+            })
+        })
+    }
+}
+
+impl Handler<Evict> for ClusterRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, Evict(key): Evict, _: &mut Self::Context) -> bool {
+        match self.proxies.remove(&key) {
+            Some(proxy) => {
+                proxy.mark_evicted();
+                log::info!("evicted proxy for {key}");
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<LiveCount> for ClusterRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: LiveCount, _: &mut Self::Context) -> usize {
+        self.proxies.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClusterRecord;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store that counts reads and serves one cluster.
+    struct CountingStore {
+        reads: AtomicUsize,
+    }
+
+    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: t}\n";
+
+    #[async_trait]
+    impl ClusterStore for CountingStore {
+        async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok((id == 1).then(|| ClusterRecord {
+                org,
+                id,
+                name: "dev".into(),
+                kubeconfig: KUBECONFIG.into(),
+                context: None,
+                created_at: String::new(),
+            }))
+        }
+        async fn list(&self, _: u64) -> Result<Vec<ClusterRecord>, StoreError> {
+            Ok(vec![])
+        }
+        async fn create(&self, _: u64, _: &str, _: &str, _: Option<&str>) -> Result<ClusterRecord, StoreError> {
+            Err(StoreError::Unavailable("read only".into()))
+        }
+        async fn delete(&self, _: u64, _: u64) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    #[actix_rt::test]
+    async fn concurrent_creates_read_once_and_evict_marks() {
+        let store = Arc::new(CountingStore { reads: AtomicUsize::new(0) });
+        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
+        let key = ClusterKey { org: 1, cluster: 1 };
+        let results = futures_util::future::join_all((0..50).map(|_| registry.send(Create(key)))).await;
+        let proxies: Vec<_> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        assert!(proxies.iter().all(|p| Arc::ptr_eq(p, &proxies[0])));
+        assert_eq!(registry.send(LiveCount).await.unwrap(), 1);
+        assert!(registry.send(Evict(key)).await.unwrap());
+        assert!(proxies[0].is_evicted());
+        assert!(registry.send(Get(key)).await.unwrap().is_none());
+        let rebuilt = registry.send(Create(key)).await.unwrap().unwrap();
+        assert!(rebuilt.generation > proxies[0].generation);
+    }
+
+    #[actix_rt::test]
+    async fn unknown_cluster_is_not_found() {
+        let store = Arc::new(CountingStore { reads: AtomicUsize::new(0) });
+        let registry = ClusterRegistry::new(store, KubeconfigRules::default()).start();
+        let err = registry.send(Create(ClusterKey { org: 1, cluster: 9 })).await.unwrap().unwrap_err();
+        assert!(matches!(err, RegistryError::NotFound(_)));
+        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! Building audit events on the request path and handing them to the Auditor actor.
+//!
+//! Streamed responses (lists, watches) are audited when they end, with the bytes that
+//! went each way, by wrapping the bodies in [`Counted`] streams.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use actix::Recipient;
+use actix_web::HttpRequest;
+use bytes::Bytes;
+use futures_util::Stream;
+use kubegate_actors::attributes::RequestAttributes;
+use kubegate_actors::auditor::{AuditDecision, AuditEvent, Record};
+
+/// Query parameters whose values are never recorded.
+const SECRET_QUERY_KEYS: [&str; 8] = ["token", "password", "secret", "auth", "key", "sig", "code", "credential"];
+
+/// Masks the values of token-like query parameters.
+pub fn mask_query(query: &str) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_key(k) => format!("{k}=REDACTED"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_QUERY_KEYS.iter().any(|s| key.contains(s))
+}
+
+/// Hands an event to the Auditor. `try_send` first (it cannot be cancelled, so an event
+/// sent while a worker shuts down still arrives); when the mailbox is full, `send` with
+/// back-pressure on this worker. A closed mailbox is logged, never silent.
+pub fn submit(auditor: &Recipient<Record>, event: AuditEvent) {
+    use actix::dev::SendError;
+    match auditor.try_send(Record(event)) {
+        Ok(()) => {}
+        Err(SendError::Full(record)) => {
+            let request = auditor.send(record);
+            match actix_rt::Arbiter::try_current() {
+                Some(arbiter) => {
+                    arbiter.spawn(async move {
+                        if let Err(e) = request.await {
+                            log::error!("audit event lost: {e}");
+                        }
+                    });
+                }
+                None => log::error!("audit event lost: auditor busy and no runtime to wait on it"),
+            }
+        }
+        Err(SendError::Closed(record)) => {
+            log::error!("audit event lost, auditor stopped: request {}", record.0.request_id);
+        }
+    }
+}
+
+/// What is known of a request while it is handled; becomes its [`AuditEvent`].
+pub struct AuditContext {
+    started: Instant,
+    /// The event being filled in.
+    pub event: AuditEvent,
+}
+
+impl AuditContext {
+    /// Starts an event for `req`.
+    pub fn new(req: &HttpRequest, request_id: &str) -> AuditContext {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .chars()
+                .take(256)
+                .collect::<String>()
+        };
+        AuditContext {
+            started: Instant::now(),
+            event: AuditEvent {
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                request_id: request_id.to_string(),
+                user: String::new(),
+                org: None,
+                cluster: None,
+                attributes: RequestAttributes::default(),
+                method: req.method().to_string(),
+                path: String::new(),
+                query: mask_query(req.uri().query().unwrap_or("")),
+                client: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                user_agent: header("user-agent"),
+                status: 0,
+                duration_ms: 0.0,
+                bytes_in: 0,
+                bytes_out: 0,
+                decision: AuditDecision::Deny,
+                reason: String::new(),
+                error: None,
+            },
+        }
+    }
+
+    /// Completes the event and submits it.
+    pub fn finish(mut self, auditor: &Recipient<Record>, status: u16, bytes_in: u64, bytes_out: u64) {
+        self.event.status = status;
+        self.event.bytes_in = bytes_in;
+        self.event.bytes_out = bytes_out;
+        self.event.duration_ms = (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        submit(auditor, self.event);
+    }
+}
+
+/// Counts the bytes of a stream into a shared cell.
+pub struct Counted<S> {
+    inner: S,
+    count: Rc<Cell<u64>>,
+}
+
+impl<S> Counted<S> {
+    /// Wraps `inner`; `count` grows with every chunk.
+    pub fn new(inner: S, count: Rc<Cell<u64>>) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<S, E> Stream for Counted<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.count.set(self.count.get() + chunk.len() as u64);
+        }
+        polled
+    }
+}
+
+/// A response body that records the request's audit event when it is dropped: after
+/// its last byte, or when the client went away mid-stream.
+pub struct AuditedBody<S> {
+    inner: S,
+    sent: u64,
+    failed: Option<String>,
+    received: Rc<Cell<u64>>,
+    pending: Option<(AuditContext, Recipient<Record>, u16)>,
+}
+
+impl<S> AuditedBody<S> {
+    /// Wraps `inner`; `received` counts the request body.
+    pub fn new(inner: S, ctx: AuditContext, auditor: Recipient<Record>, status: u16, received: Rc<Cell<u64>>) -> Self {
+        AuditedBody {
+            inner,
+            sent: 0,
+            failed: None,
+            received,
+            pending: Some((ctx, auditor, status)),
+        }
+    }
+}
+
+impl<S, E> Stream for AuditedBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
+            Poll::Ready(Some(Err(e))) => self.failed = Some(format!("upstream body: {e}")),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl<S> Drop for AuditedBody<S> {
+    fn drop(&mut self) {
+        if let Some((mut ctx, auditor, status)) = self.pending.take() {
+            if let Some(error) = self.failed.take() {
+                ctx.event.error = Some(error);
+            }
+            ctx.finish(&auditor, status, self.received.get(), self.sent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_token_like_values() {
+        assert_eq!(mask_query(""), "");
+        assert_eq!(mask_query("watch=true&resourceVersion=5"), "watch=true&resourceVersion=5");
+        assert_eq!(
+            mask_query("access_token=abc&labelSelector=a%3Db&X-Amz-Signature=zz&password=p"),
+            "access_token=REDACTED&labelSelector=a%3Db&X-Amz-Signature=REDACTED&password=REDACTED"
+        );
+        assert_eq!(mask_query("id_token=x&code=y"), "id_token=REDACTED&code=REDACTED");
+    }
+}

@@ -1,0 +1,297 @@
+//! Bearer tokens: HS256 JWTs that kubegate issues, with Pipeline's claims.
+//!
+//! Verification pins the algorithm and checks signature, expiry, issuer and audience.
+//! A token is never logged; errors say what is wrong without echoing it.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, ConfigError};
+
+/// The claims of a kubegate token (as Pipeline's: iss, aud, iat, exp, sub, jti, scope,
+/// type, text).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// The user: the policy subject.
+    pub sub: String,
+    /// The token's id.
+    pub jti: String,
+    /// What the token may be used for.
+    #[serde(default)]
+    pub scope: String,
+    /// `user` for tokens of people.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The token's name, given by its owner.
+    #[serde(default)]
+    pub text: String,
+}
+
+/// Why a bearer token was refused. Messages never contain the token.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("no credentials: send Authorization: Bearer <token> (create one with `kubegate token create`)")]
+    Missing,
+    /// The header is not `Bearer <token>`.
+    #[error("the Authorization header must be \"Bearer <token>\"")]
+    NotBearer,
+    /// The token has expired.
+    #[error("the token has expired; create a new one")]
+    Expired,
+    /// Anything else: bad signature, wrong issuer or audience, not a JWT, wrong algorithm.
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Issues and verifies tokens with one key.
+pub struct TokenAuthority {
+    issuer: String,
+    audience: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    default_ttl: Duration,
+    max_ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthority")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly issued token.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    /// The token's id (its `jti`).
+    pub id: String,
+    /// The token itself (a secret; shown once).
+    pub token: String,
+    /// When it expires, RFC 3339.
+    pub expires_at: String,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads the signing key: `KUBEGATE_SIGNING_KEY`, or the key file, created with 32
+/// random bytes (base64) when missing.
+pub fn load_signing_key(config: &AuthConfig) -> Result<Vec<u8>, ConfigError> {
+    if let Ok(key) = std::env::var("KUBEGATE_SIGNING_KEY") {
+        return check_key(key.trim().as_bytes().to_vec(), "KUBEGATE_SIGNING_KEY");
+    }
+    let path = &config.signing_key_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) => check_key(text.trim().as_bytes().to_vec(), &path.display().to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(path),
+        Err(e) => Err(ConfigError::SigningKey(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn check_key(key: Vec<u8>, from: &str) -> Result<Vec<u8>, ConfigError> {
+    if key.len() < 32 {
+        return Err(ConfigError::SigningKey(format!(
+            "{from} holds {} bytes; use at least 32",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+fn create_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut raw = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut raw)
+        .map_err(|_| ConfigError::SigningKey("no secure random source".into()))?;
+    let text = base64::engine::general_purpose::STANDARD.encode(raw);
+    match kubegate_actors::fsutil::create_atomic(path, format!("{text}\n").as_bytes()) {
+        Ok(()) => {
+            log::info!("created a new token signing key in {}", path.display());
+            Ok(text.into_bytes())
+        }
+        // another process created it first: use theirs
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::SigningKey(format!("cannot read {}: {e}", path.display())))?;
+            check_key(text.trim().as_bytes().to_vec(), &path.display().to_string())
+        }
+        Err(e) => Err(ConfigError::SigningKey(format!("cannot create {}: {e}", path.display()))),
+    }
+}
+
+impl TokenAuthority {
+    /// An authority for `config`, signing with `key`.
+    pub fn new(config: &AuthConfig, key: &[u8]) -> TokenAuthority {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        TokenAuthority {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
+        }
+    }
+
+    /// Issues a token for `user`, valid for `ttl` (the default when `None`).
+    pub fn issue(&self, user: &str, ttl: Option<Duration>, name: &str) -> Result<IssuedToken, String> {
+        if user.is_empty() || user.chars().any(|c| c.is_control() || c == ',' || c.is_whitespace()) {
+            return Err("the user name must be non-empty, without spaces, commas or control characters".into());
+        }
+        let ttl = ttl.unwrap_or(self.default_ttl);
+        if ttl.is_zero() || ttl > self.max_ttl {
+            return Err(format!(
+                "the lifetime must be more than 0 and at most {}",
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        let iat = now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat,
+            exp: iat + ttl.as_secs(),
+            sub: user.to_string(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: "api:invoke".into(),
+            kind: "user".into(),
+            text: name.to_string(),
+        };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| format!("cannot sign the token: {e}"))?;
+        let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+        Ok(IssuedToken {
+            id: claims.jti,
+            token,
+            expires_at: humantime::format_rfc3339_seconds(expires_at).to_string(),
+        })
+    }
+
+    /// Verifies a token and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
+                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted (HS256 only)".into()),
+                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("claim {c} is missing")),
+                _ => AuthError::Invalid("not a well-formed token".into()),
+            })
+            .and_then(|claims| {
+                if claims.sub.is_empty() {
+                    Err(AuthError::Invalid("claim sub is empty".into()))
+                } else {
+                    Ok(claims)
+                }
+            })
+    }
+
+    /// Authenticates an `Authorization` header value.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Claims, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| AuthError::NotBearer)?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::NotBearer);
+        }
+        self.verify(token.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn authority() -> TokenAuthority {
+        TokenAuthority::new(&Config::defaults().auth, b"0123456789abcdef0123456789abcdef")
+    }
+
+    #[test]
+    fn issue_and_verify() {
+        let a = authority();
+        let t = a.issue("alice", Some(Duration::from_secs(60)), "laptop").unwrap();
+        let c = a.verify(&t.token).unwrap();
+        assert_eq!((c.sub.as_str(), c.jti.as_str(), c.text.as_str()), ("alice", t.id.as_str(), "laptop"));
+        assert_eq!(c.exp - c.iat, 60);
+        let header = format!("Bearer {}", t.token);
+        assert_eq!(a.authenticate(Some(header.as_bytes())).unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn refusals() {
+        let a = authority();
+        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(a.authenticate(Some(b"Basic abc")), Err(AuthError::NotBearer));
+        assert_eq!(a.authenticate(Some(b"Bearer")), Err(AuthError::NotBearer));
+        assert!(matches!(a.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+        let other = TokenAuthority::new(&Config::defaults().auth, b"another key another key another key");
+        let t = other.issue("alice", None, "").unwrap();
+        assert_eq!(a.verify(&t.token), Err(AuthError::Invalid("bad signature".into())));
+        // alg: none
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"alice","iss":"https://kubegate.local/","aud":"https://kubegate.local","exp":{}}}"#, now() + 60))
+        );
+        assert!(matches!(a.verify(&none), Err(AuthError::Invalid(_))));
+        assert!(a.issue("a,b", None, "").is_err());
+        assert!(a.issue("alice", Some(Duration::from_secs(10 * 365 * 86400)), "").is_err());
+    }
+
+    #[test]
+    fn expired_and_wrong_audience() {
+        let mut cfg = Config::defaults().auth;
+        let key = b"0123456789abcdef0123456789abcdef";
+        let a = TokenAuthority::new(&cfg, key);
+        let claims = Claims {
+            iss: cfg.issuer.clone(),
+            aud: cfg.audience.clone(),
+            iat: now() - 100,
+            exp: now() - 50,
+            sub: "alice".into(),
+            jti: "x".into(),
+            scope: String::new(),
+            kind: String::new(),
+            text: String::new(),
+        };
+        let t = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap();
+        assert_eq!(a.verify(&t), Err(AuthError::Expired));
+        cfg.audience = "someone else".into();
+        let b = TokenAuthority::new(&cfg, key);
+        let t = b.issue("alice", None, "").unwrap();
+        assert_eq!(a.verify(&t.token), Err(AuthError::Invalid("wrong audience".into())));
+    }
+}

@@ -1,0 +1,125 @@
+//! What the command-line tool does, beside `serve`: clusters, members, tokens, checks.
+//! The CLI and the server share the stores named in the configuration.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::kubeconfig;
+use kubegate_actors::policy::{PolicyEnforcer, PolicySources};
+use kubegate_actors::store::{ClusterRecord, StoreError};
+use kubegate_actors::ClusterKey;
+
+use crate::auth::{load_signing_key, IssuedToken, TokenAuthority};
+use crate::config::Config;
+use crate::server::{kubeconfig_rules, Stores};
+
+/// A CLI failure, with a message that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Something about the input.
+    #[error("{0}")]
+    Input(String),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks `kubeconfig` (with kube's types, then by building its TLS settings) and stores
+/// it as a new cluster of `org`. Returns the record.
+pub async fn add_cluster(
+    config: &Config,
+    org: u64,
+    name: &str,
+    kubeconfig_text: &str,
+    context: Option<&str>,
+) -> Result<ClusterRecord, CliError> {
+    check_name(name)?;
+    let spec = kubeconfig::parse(kubeconfig_text, context, &kubeconfig_rules(config))
+        .map_err(|e| CliError::Input(format!("invalid kubeconfig: {e}")))?;
+    ClusterProxy::build(ClusterKey { org, cluster: 0 }, name.to_string(), &spec, 0)
+        .map_err(|e| CliError::Input(format!("invalid kubeconfig: {e}")))?;
+    let stores = Stores::open(config);
+    Ok(stores.clusters.create(org, name, kubeconfig_text, context).await?)
+}
+
+fn check_name(name: &str) -> Result<(), CliError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Input(format!(
+            "the cluster name \"{name}\" must be 1 to 63 characters of a-z, 0-9, '-', '_' and '.'"
+        )))
+    }
+}
+
+/// The roles the policy file grants anything to.
+pub fn policy_roles(policy: &Path) -> Result<Vec<String>, CliError> {
+    let text = std::fs::read_to_string(policy)
+        .map_err(|e| CliError::Input(format!("cannot read the policy {}: {e}", policy.display())))?;
+    let mut roles: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split(',').map(str::trim);
+            (fields.next() == Some("p")).then(|| fields.next().unwrap_or("").to_string())
+        })
+        .filter(|r| !r.is_empty())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+/// Gives `user` the role `role` in `org`, after checking the role exists in the policy.
+pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Result<(), CliError> {
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"') {
+        return Err(CliError::Input(
+            "the user must be non-empty, without spaces, commas, quotes or control characters".into(),
+        ));
+    }
+    let roles = policy_roles(&config.policy.policy)?;
+    if !roles.iter().any(|r| r == role) {
+        return Err(CliError::Input(format!(
+            "the role \"{role}\" is not in the policy {}; known roles: {}",
+            config.policy.policy.display(),
+            roles.join(", ")
+        )));
+    }
+    Stores::open(config).members.set(org, user, role).await?;
+    Ok(())
+}
+
+/// Issues a token for `user`.
+pub fn create_token(config: &Config, user: &str, ttl: Option<Duration>, name: &str) -> Result<IssuedToken, CliError> {
+    let key = load_signing_key(&config.auth).map_err(|e| CliError::Input(e.to_string()))?;
+    TokenAuthority::new(&config.auth, &key)
+        .issue(user, ttl, name)
+        .map_err(CliError::Input)
+}
+
+/// Checks that the policy loads with the configured member store. Returns a summary.
+pub async fn check_policy(config: &Config) -> Result<String, CliError> {
+    let stores = Stores::open(config);
+    let enforcer = PolicyEnforcer::load(
+        PolicySources {
+            model: config.policy.model.clone(),
+            policy: config.policy.policy.clone(),
+            members: stores.members,
+        },
+        Duration::ZERO,
+    )
+    .await
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let stats = enforcer.stats();
+    Ok(format!(
+        "policy: {} rules, {} role bindings, roles: {}",
+        stats.policies,
+        stats.groupings,
+        stats.roles.join(", ")
+    ))
+}

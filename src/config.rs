@@ -1,0 +1,232 @@
+//! kubegate's configuration: plain serde data with named defaults.
+//!
+//! `config/default.toml` documents every key. When the file given with `--config` is the
+//! default one and does not exist, the same defaults are used (they are embedded), so
+//! `kubegate serve` runs from anywhere. Relative paths resolve against the working
+//! directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The documented defaults, embedded.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The path `--config` defaults to.
+pub const DEFAULT_PATH: &str = "config/default.toml";
+
+/// Why the configuration could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// The token signing key is missing or unusable.
+    #[error("signing key: {0}")]
+    SigningKey(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP serving.
+    pub server: ServerConfig,
+    /// Where clusters and memberships are kept.
+    pub store: StoreConfig,
+    /// Tokens.
+    pub auth: AuthConfig,
+    /// Authorization.
+    pub policy: PolicyConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
+    /// Rules for clusters and their kubeconfigs.
+    pub clusters: ClustersConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long in-flight requests may take to finish at shutdown.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file`: the embedded store in a local directory.
+    pub kind: String,
+    /// The directory of the file store.
+    pub path: PathBuf,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `iss` of issued tokens, and the only issuer accepted.
+    pub issuer: String,
+    /// `aud` of issued tokens, and the only audience accepted.
+    pub audience: String,
+    /// File holding the HS256 signing key; created with a random key when missing.
+    /// The environment variable `KUBEGATE_SIGNING_KEY` takes precedence.
+    pub signing_key_file: PathBuf,
+    /// Lifetime of a token when none is asked for.
+    #[serde(deserialize_with = "duration")]
+    pub default_ttl: Duration,
+    /// Longest lifetime a token may be given.
+    #[serde(deserialize_with = "duration")]
+    pub max_ttl: Duration,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The Casbin model.
+    pub model: PathBuf,
+    /// The policy lines.
+    pub policy: PathBuf,
+    /// How long a request waits for a decision before it is denied.
+    #[serde(deserialize_with = "duration")]
+    pub decision_timeout: Duration,
+    /// How often the member store is checked for changes made by other processes.
+    #[serde(deserialize_with = "duration")]
+    pub member_poll: Duration,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file.
+    pub file: PathBuf,
+    /// Events written together.
+    pub batch: usize,
+    /// Longest time an event waits before it is written.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Duration,
+}
+
+/// `[clusters]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClustersConfig {
+    /// Accept `http://` API servers.
+    pub allow_insecure_http: bool,
+    /// Time allowed to connect (TCP and TLS) to an API server.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("\"{text}\" is not a duration (e.g. 10s, 24h): {e}")))
+}
+
+impl Config {
+    /// Reads `path`; the default path falls back to the embedded defaults when absent.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
+                DEFAULT_TOML.to_string()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded defaults.
+    pub fn defaults() -> Config {
+        Config::parse(DEFAULT_TOML, Path::new("(embedded defaults)")).expect("embedded defaults parse")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.store.kind != "file" {
+            problems.push(format!("store.kind: \"{}\" is not supported (use \"file\")", self.store.kind));
+        }
+        if self.auth.default_ttl > self.auth.max_ttl {
+            problems.push("auth.default_ttl: is longer than auth.max_ttl".to_string());
+        }
+        if self.auth.default_ttl.is_zero() {
+            problems.push("auth.default_ttl: must be more than 0".to_string());
+        }
+        if self.audit.batch == 0 {
+            problems.push("audit.batch: must be at least 1".to_string());
+        }
+        if self.policy.decision_timeout.is_zero() {
+            problems.push("policy.decision_timeout: must be more than 0".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::defaults();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.auth.default_ttl, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_named() {
+        let bad = DEFAULT_TOML.replace("[server]", "[server]\nlisten_port = 1");
+        let e = Config::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let bad = DEFAULT_TOML.replace("connect_timeout = \"10s\"", "connect_timeout = \"soon\"");
+        let e = Config::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+}

@@ -1,0 +1,15 @@
+//! kubegate: an authenticating, authorizing and auditing gateway in front of many
+//! Kubernetes API servers.
+//!
+//! This crate is the HTTP layer (routes, authentication, configuration, the CLI's
+//! building blocks); the actors live in `kubegate-actors`.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod path;
+pub mod proxy;
+pub mod server;
+pub mod status;
+pub mod upstream;

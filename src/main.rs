@@ -1,0 +1,191 @@
+//! The `kubegate` command: `serve`, and the tools that manage what it serves.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kubegate::config::{Config, DEFAULT_PATH};
+use kubegate::server::{Gateway, Stores};
+
+#[derive(Parser)]
+#[command(name = "kubegate", version, about = "An authenticating, authorizing and auditing gateway in front of Kubernetes API servers")]
+struct Cli {
+    /// Configuration file (the embedded defaults when the default path does not exist).
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway.
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Issue API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Manage org members and their roles.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Check the configuration and the policy, then exit.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the token alone, on one line).
+    Create {
+        /// The user the token speaks for (its `sub`).
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. 1h, 24h, 30d (default: auth.default_ttl).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// A name for the token.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Add a cluster from a kubeconfig and print its id.
+    Add {
+        #[arg(long)]
+        org: u64,
+        #[arg(long)]
+        name: String,
+        /// The kubeconfig file (credentials must be embedded, not file references).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The context to use (default: current-context).
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// List an org's clusters.
+    List {
+        #[arg(long)]
+        org: u64,
+    },
+    /// Remove a cluster.
+    Remove {
+        #[arg(long)]
+        org: u64,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Give a user a role in an org (replacing their earlier role).
+    Add {
+        #[arg(long)]
+        org: u64,
+        #[arg(long)]
+        user: String,
+        /// A role of the policy: admin or member with the default policy.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a user from an org.
+    Remove {
+        #[arg(long)]
+        org: u64,
+        #[arg(long)]
+        user: String,
+    },
+    /// List memberships.
+    List {
+        #[arg(long)]
+        org: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let config = Config::load(&cli.config)?;
+    actix_web::rt::System::new().block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            let listener = TcpListener::bind(config.server.listen)
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let gateway = Gateway::bind(&config, listener).await?;
+            log::info!("kubegate listening on http://{}", config.server.listen);
+            gateway.run().await?;
+        }
+        Command::Token {
+            command: TokenCommand::Create { user, ttl, name },
+        } => {
+            let issued = kubegate::cli::create_token(&config, &user, ttl, &name)?;
+            println!("{}", issued.token);
+        }
+        Command::Cluster { command } => match command {
+            ClusterCommand::Add {
+                org,
+                name,
+                kubeconfig,
+                context,
+            } => {
+                let text = std::fs::read_to_string(&kubeconfig)
+                    .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
+                let record = kubegate::cli::add_cluster(&config, org, &name, &text, context.as_deref()).await?;
+                println!("{}", record.id);
+            }
+            ClusterCommand::List { org } => {
+                for record in Stores::open(&config).clusters.list(org).await? {
+                    println!("{}\t{}\t{}", record.id, record.name, record.created_at);
+                }
+            }
+            ClusterCommand::Remove { org, id } => {
+                if !Stores::open(&config).clusters.delete(org, id).await? {
+                    anyhow::bail!("org {org} has no cluster {id}");
+                }
+            }
+        },
+        Command::Member { command } => match command {
+            MemberCommand::Add { org, user, role } => {
+                kubegate::cli::set_member(&config, org, &user, &role).await?;
+            }
+            MemberCommand::Remove { org, user } => {
+                if !Stores::open(&config).members.remove(org, &user).await? {
+                    anyhow::bail!("{user} is not a member of org {org}");
+                }
+            }
+            MemberCommand::List { org } => {
+                for m in Stores::open(&config).members.all().await? {
+                    if org.is_none_or(|o| o == m.org) {
+                        println!("{}\t{}\t{}", m.org, m.user, m.role);
+                    }
+                }
+            }
+        },
+        Command::CheckConfig => {
+            let summary = kubegate::cli::check_policy(&config).await?;
+            println!("configuration OK\n{summary}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! The proxy route: `ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/{path}`.
+//!
+//! The order of the pipeline is written once, in [`handle`]:
+//!
+//! 1. check the path (400): what is authorized must be what is forwarded;
+//! 2. authenticate (401): nobody learns anything about an org without an identity;
+//! 3. authorize (403) before looking the cluster up, so outsiders cannot probe which
+//!    cluster ids exist;
+//! 4. find the cluster's proxy instance (404, 503);
+//! 5. forward, streaming both ways (502, 504);
+//!
+//! and every request, whatever its end, becomes one audit event.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::{Addr, MailboxError};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use awc::error::{ConnectError, SendRequestError};
+use kubegate_actors::attributes::RequestAttributes;
+use kubegate_actors::auditor::AuditDecision;
+use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::policy::Authorize;
+use kubegate_actors::registry::{ClusterRegistry, Create, RegistryError};
+use kubegate_actors::store::StoreError;
+use kubegate_actors::ClusterKey;
+use serde_json::json;
+
+use crate::audit::{AuditContext, AuditedBody, Counted};
+use crate::path::ProxyPath;
+use crate::server::{AppState, RequestId};
+use crate::status::StatusError;
+use crate::upstream;
+
+/// Request headers never forwarded: hop-by-hop headers, and what would let a client speak
+/// for kubegate (its credentials) or for someone else (impersonation, front-proxy users).
+fn is_dropped_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+            | "cookie"
+            | "content-length"
+            | "expect"
+            | "x-forwarded-for"
+    ) || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+}
+
+/// Response headers never passed back: hop-by-hop, and the body framing actix-web sets.
+fn is_dropped_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// Header names listed in `Connection`: hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn is_upgrade(req: &HttpRequest) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        || connection_listed(req.headers()).iter().any(|t| t == "upgrade")
+}
+
+/// Where a request stands once it may be forwarded.
+struct Authorized {
+    path: ProxyPath,
+    proxy: Arc<ClusterProxy>,
+    client: awc::Client,
+}
+
+/// The proxy handler.
+pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let mut audit = AuditContext::new(&req, &request_id);
+    match admit(&req, &state, &mut audit).await {
+        Ok(authorized) => forward(req, payload, state, audit, authorized).await,
+        Err(error) => {
+            if error.code.is_server_error() && audit.event.decision == AuditDecision::Allow {
+                audit.event.decision = AuditDecision::Error;
+            }
+            audit.event.error = Some(error.message.clone());
+            if audit.event.reason.is_empty() {
+                audit.event.reason = error.message.clone();
+            }
+            let body = error.body();
+            let bytes_out = body.len() as u64;
+            let response = error.response();
+            audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
+            response
+        }
+    }
+}
+
+/// Steps 1 to 4 of the pipeline: everything before forwarding.
+async fn admit(req: &HttpRequest, state: &AppState, audit: &mut AuditContext) -> Result<Authorized, StatusError> {
+    // 1. the path, checked once
+    audit.event.path = req.uri().path().to_string();
+    let path = ProxyPath::parse(req.uri().path())?;
+    audit.event.path = path.k8s_path.clone();
+    audit.event.org = Some(path.org);
+    audit.event.cluster = Some(path.cluster);
+    let query = req.uri().query().unwrap_or("");
+    let attributes = RequestAttributes::derive(req.method().as_str(), &path.k8s_path, query, is_upgrade(req));
+    audit.event.attributes = attributes.clone();
+
+    // 2. who is asking
+    let claims = state
+        .tokens
+        .authenticate(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+        .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+    audit.event.user = claims.sub.clone();
+
+    // 3. may they
+    let object = attributes.object(&path.k8s_path);
+    let ask = Authorize {
+        subject: claims.sub.clone(),
+        org: path.org,
+        object,
+        action: attributes.verb.clone(),
+    };
+    let decision = state.policy.send(ask).timeout(state.decision_timeout).await.map_err(|e| {
+        let why = match e {
+            MailboxError::Timeout => "did not answer in time",
+            MailboxError::Closed => "is not running",
+        };
+        log::error!("policy enforcer {why}: request {} denied", audit.event.request_id);
+        StatusError::unavailable(format!("authorization is unavailable (the policy enforcer {why}); the request was denied"))
+    })?;
+    audit.event.reason = decision.reason.clone();
+    if !decision.allowed {
+        return Err(forbidden(&claims.sub, &path, &attributes));
+    }
+    audit.event.decision = AuditDecision::Allow;
+
+    // 4. the cluster
+    let key = ClusterKey {
+        org: path.org,
+        cluster: path.cluster,
+    };
+    let (proxy, client) = cluster_client(&state.registry, key, state).await?;
+    proxy.touch();
+    Ok(Authorized { path, proxy, client })
+}
+
+fn forbidden(user: &str, path: &ProxyPath, a: &RequestAttributes) -> StatusError {
+    let place = format!("cluster {} of org {}", path.cluster, path.org);
+    if a.is_resource {
+        let what = if a.subresource.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
+        };
+        let subject = if a.name.is_empty() {
+            what.clone()
+        } else {
+            format!("{} \"{}\"", a.resource, a.name)
+        };
+        let scope = if a.namespace.is_empty() {
+            format!("at the cluster scope of {place}")
+        } else {
+            format!("in the namespace \"{}\" of {place}", a.namespace)
+        };
+        StatusError::forbidden(format!(
+            "{subject} is forbidden: User \"{user}\" cannot {} resource \"{what}\" in API group \"{}\" {scope}",
+            a.verb, a.api_group
+        ))
+        .with_details(json!({"name": a.name, "group": a.api_group, "kind": a.resource}))
+    } else {
+        StatusError::forbidden(format!(
+            "forbidden: User \"{user}\" cannot {} path \"{}\" in {place}",
+            a.verb, path.k8s_path
+        ))
+    }
+}
+
+/// This worker's client for the cluster, asking the registry when the worker has none.
+async fn cluster_client(
+    registry: &Addr<ClusterRegistry>,
+    key: ClusterKey,
+    state: &AppState,
+) -> Result<(Arc<ClusterProxy>, awc::Client), StatusError> {
+    if let Some(found) = upstream::cached(key) {
+        return Ok(found);
+    }
+    let proxy = registry
+        .send(Create(key))
+        .await
+        .map_err(|_| StatusError::unavailable("the cluster registry is not running"))?
+        .map_err(|e| match e {
+            RegistryError::NotFound(_) => StatusError::not_found(format!(
+                "cluster {} not found in org {}",
+                key.cluster, key.org
+            ))
+            .with_details(json!({"name": key.cluster.to_string(), "kind": "clusters"})),
+            RegistryError::Store(StoreError::Unavailable(reason)) => {
+                StatusError::unavailable(format!("the cluster store is unavailable: {reason}"))
+            }
+            other => StatusError::internal(other.to_string()),
+        })?;
+    let client = upstream::client_for(&proxy, state.connect_timeout);
+    Ok((proxy, client))
+}
+
+/// Step 5: stream the request to the API server and its answer back.
+async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    mut audit: AuditContext,
+    authorized: Authorized,
+) -> HttpResponse {
+    let Authorized { path, proxy, client } = authorized;
+    let mut url = format!("{}{}", proxy.server, path.k8s_path);
+    if let Some(query) = req.uri().query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let mut upstream = client.request(req.method().clone(), url);
+    let listed = connection_listed(req.headers());
+    for (name, value) in req.headers() {
+        if !is_dropped_request_header(name) && !listed.iter().any(|l| l == name.as_str()) {
+            upstream = upstream.append_header((name.clone(), value.clone()));
+        }
+    }
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
+        Some(earlier) => earlier.to_string(),
+        None => peer,
+    };
+    if !forwarded_for.is_empty() {
+        upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
+    }
+    if let Some(authorization) = proxy.authorization_header() {
+        upstream = upstream.insert_header((header::AUTHORIZATION, authorization));
+    }
+
+    let received = Rc::new(Cell::new(0u64));
+    let body = Counted::new(payload, received.clone());
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    let chunked = req
+        .headers()
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let sent = match content_length {
+        Some(None) => Err(StatusError::bad_request("the Content-Length header is not a number")),
+        Some(Some(0)) | None if !chunked => Ok(upstream.send().await),
+        Some(Some(len)) => Ok(upstream
+            .send_body(actix_web::body::SizedStream::new(len, body))
+            .await),
+        _ => Ok(upstream.send_stream(body).await),
+    };
+    let response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let error = upstream_error(&e, &proxy);
+            log::warn!("request {} to {}: {e}", audit.event.request_id, proxy.key);
+            audit.event.decision = AuditDecision::Error;
+            audit.event.error = Some(error.message.clone());
+            let body = error.body();
+            let response = error.response();
+            audit.finish(&state.auditor, error.code.as_u16(), received.get(), body.len() as u64);
+            return response;
+        }
+        Err(error) => {
+            audit.event.decision = AuditDecision::Deny;
+            audit.event.error = Some(error.message.clone());
+            let response = error.response();
+            audit.finish(&state.auditor, error.code.as_u16(), 0, 0);
+            return response;
+        }
+    };
+
+    let status = response.status();
+    let mut builder = HttpResponse::build(status);
+    let listed = connection_listed(response.headers());
+    for (name, value) in response.headers() {
+        if !is_dropped_response_header(name) && !listed.iter().any(|l| l == name.as_str()) {
+            builder.append_header((name.clone(), value.clone()));
+        }
+    }
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    let body = AuditedBody::new(response, audit, state.auditor.clone(), status.as_u16(), received);
+    let bodiless = req.method() == Method::HEAD || status.as_u16() == 204 || status.as_u16() == 304 || status.is_informational();
+    if bodiless {
+        drop(body);
+        if let Some(len) = length {
+            builder.no_chunking(len);
+        }
+        return builder.finish();
+    }
+    match length {
+        Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
+        None => builder.streaming(body),
+    }
+}
+
+fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
+    let name = format!("the API server of cluster \"{}\" ({})", proxy.name, proxy.server);
+    match e {
+        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
+            StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
+        }
+        SendRequestError::Connect(ConnectError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => {
+            StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
+        }
+        SendRequestError::Connect(c) => StatusError::bad_gateway(format!("{name} is unreachable: {c}")),
+        other => StatusError::bad_gateway(format!("{name} failed: {other}")),
+    }
+}

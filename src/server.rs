@@ -1,0 +1,220 @@
+//! Starting kubegate: the actors, then the HTTP server, in one place.
+//!
+//! Middleware order (outermost first): request id, so that every response, errors
+//! included, carries `X-Request-Id`; then the routes. Authentication, authorization and
+//! audit of the proxy route happen inside its handler, in the order written in
+//! [`crate::proxy`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, Recipient};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, Record};
+use kubegate_actors::kubeconfig::KubeconfigRules;
+use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicyError, PolicySources};
+use kubegate_actors::registry::ClusterRegistry;
+use kubegate_actors::store::{ClusterStore, FileClusterStore, FileMemberStore, MemberStore};
+
+use crate::auth::{load_signing_key, TokenAuthority};
+use crate::config::{Config, ConfigError};
+use crate::status::StatusError;
+
+/// Why kubegate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policy does not load.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The listener could not be used.
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The request id of a request, set by the outermost middleware.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// What every handler shares.
+pub struct AppState {
+    /// The cluster registry.
+    pub registry: Addr<ClusterRegistry>,
+    /// The policy enforcer.
+    pub policy: Recipient<Authorize>,
+    /// The auditor.
+    pub auditor: Recipient<Record>,
+    /// Verifies bearer tokens.
+    pub tokens: Arc<TokenAuthority>,
+    /// How long to wait for a policy decision.
+    pub decision_timeout: Duration,
+    /// How long to wait for a connection to an API server.
+    pub connect_timeout: Duration,
+}
+
+/// The stores named in the configuration.
+pub struct Stores {
+    /// Clusters.
+    pub clusters: Arc<dyn ClusterStore>,
+    /// Memberships.
+    pub members: Arc<dyn MemberStore>,
+}
+
+impl Stores {
+    /// Opens the stores of `config`.
+    pub fn open(config: &Config) -> Stores {
+        Stores {
+            clusters: Arc::new(FileClusterStore::new(&config.store.path)),
+            members: Arc::new(FileMemberStore::new(&config.store.path)),
+        }
+    }
+}
+
+/// The kubeconfig rules of `config`.
+pub fn kubeconfig_rules(config: &Config) -> KubeconfigRules {
+    KubeconfigRules {
+        allow_insecure_http: config.clusters.allow_insecure_http,
+    }
+}
+
+/// The running actors.
+pub struct Services {
+    /// The cluster registry.
+    pub registry: Addr<ClusterRegistry>,
+    /// The policy enforcer.
+    pub policy: Addr<PolicyEnforcer>,
+    /// The auditor.
+    pub auditor: Addr<Auditor>,
+    /// Tokens.
+    pub tokens: Arc<TokenAuthority>,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Services {
+    /// Starts every actor on its own arbiter (thread), so that store reads, policy
+    /// decisions and audit writes never run on an HTTP worker.
+    pub async fn start(config: &Config) -> Result<Services, StartError> {
+        let key = load_signing_key(&config.auth)?;
+        let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
+        let stores = Stores::open(config);
+        let enforcer = PolicyEnforcer::load(
+            PolicySources {
+                model: config.policy.model.clone(),
+                policy: config.policy.policy.clone(),
+                members: stores.members.clone(),
+            },
+            config.policy.member_poll,
+        )
+        .await?;
+        let (registry_arbiter, policy_arbiter, audit_arbiter) = (Arbiter::new(), Arbiter::new(), Arbiter::new());
+        let rules = kubeconfig_rules(config);
+        let clusters = stores.clusters.clone();
+        let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
+            ClusterRegistry::new(clusters, rules)
+        });
+        let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
+        let sink = JsonLinesFile::new(&config.audit.file);
+        let (batch, interval) = (config.audit.batch, config.audit.flush_interval);
+        let auditor = Auditor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
+            Auditor::new(Box::new(sink), batch, interval)
+        });
+        Ok(Services {
+            registry,
+            policy,
+            auditor,
+            tokens,
+            _arbiters: vec![registry_arbiter, policy_arbiter, audit_arbiter],
+        })
+    }
+}
+
+async fn request_id(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    StatusError::not_found(format!("the server could not find the requested resource {}", req.path())).response()
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// The routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route(
+            "/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy{tail:.*}",
+            web::route().to(crate::proxy::handle),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// A bound, not yet running kubegate.
+pub struct Gateway {
+    server: actix_web::dev::Server,
+    services: Services,
+}
+
+impl Gateway {
+    /// Starts the actors and binds the HTTP server to `listener` (port 0 works: bind
+    /// first, then serve).
+    pub async fn bind(config: &Config, listener: TcpListener) -> Result<Gateway, StartError> {
+        let services = Services::start(config).await?;
+        let state = web::Data::new(AppState {
+            registry: services.registry.clone(),
+            policy: services.policy.clone().recipient(),
+            auditor: services.auditor.clone().recipient(),
+            tokens: services.tokens.clone(),
+            decision_timeout: config.policy.decision_timeout,
+            connect_timeout: config.clusters.connect_timeout,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(request_id))
+                .configure(routes)
+        })
+        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+        .listen(listener)?;
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        Ok(Gateway {
+            server: server.run(),
+            services,
+        })
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGINT, SIGTERM or the handle), then writes every queued
+    /// audit event.
+    pub async fn run(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        match self.services.auditor.send(Flush).await {
+            Ok(Ok(n)) => log::info!("audit flushed ({n} events) at shutdown"),
+            Ok(Err(e)) => log::error!("audit flush at shutdown failed: {e}"),
+            Err(e) => log::error!("audit flush at shutdown failed: {e}"),
+        }
+        served
+    }
+}
