@@ -17,7 +17,16 @@ use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::{AuditDecision, AuditEvent, Record};
 
 /// Query parameters whose values are never recorded.
-const SECRET_QUERY_KEYS: [&str; 8] = ["token", "password", "secret", "auth", "key", "sig", "code", "credential"];
+const SECRET_QUERY_KEYS: [&str; 8] = [
+    "token",
+    "password",
+    "secret",
+    "auth",
+    "key",
+    "sig",
+    "code",
+    "credential",
+];
 
 /// Masks the values of token-like query parameters.
 pub fn mask_query(query: &str) -> String {
@@ -60,7 +69,10 @@ pub fn submit(auditor: &Recipient<Record>, event: AuditEvent) {
             }
         }
         Err(SendError::Closed(record)) => {
-            log::error!("audit event lost, auditor stopped: request {}", record.0.request_id);
+            log::error!(
+                "audit event lost, auditor stopped: request {}",
+                record.0.request_id
+            );
         }
     }
 }
@@ -96,7 +108,10 @@ impl AuditContext {
                 method: req.method().to_string(),
                 path: String::new(),
                 query: mask_query(req.uri().query().unwrap_or("")),
-                client: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                client: req
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
                 user_agent: header("user-agent"),
                 status: 0,
                 duration_ms: 0.0,
@@ -110,11 +125,18 @@ impl AuditContext {
     }
 
     /// Completes the event and submits it.
-    pub fn finish(mut self, auditor: &Recipient<Record>, status: u16, bytes_in: u64, bytes_out: u64) {
+    pub fn finish(
+        mut self,
+        auditor: &Recipient<Record>,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
         self.event.status = status;
         self.event.bytes_in = bytes_in;
         self.event.bytes_out = bytes_out;
-        self.event.duration_ms = (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        self.event.duration_ms =
+            (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         submit(auditor, self.event);
     }
 }
@@ -159,7 +181,13 @@ pub struct AuditedBody<S> {
 
 impl<S> AuditedBody<S> {
     /// Wraps `inner`; `received` counts the request body.
-    pub fn new(inner: S, ctx: AuditContext, auditor: Recipient<Record>, status: u16, received: Rc<Cell<u64>>) -> Self {
+    pub fn new(
+        inner: S,
+        ctx: AuditContext,
+        auditor: Recipient<Record>,
+        status: u16,
+        received: Rc<Cell<u64>>,
+    ) -> Self {
         AuditedBody {
             inner,
             sent: 0,
@@ -206,11 +234,17 @@ mod tests {
     #[test]
     fn masks_token_like_values() {
         assert_eq!(mask_query(""), "");
-        assert_eq!(mask_query("watch=true&resourceVersion=5"), "watch=true&resourceVersion=5");
+        assert_eq!(
+            mask_query("watch=true&resourceVersion=5"),
+            "watch=true&resourceVersion=5"
+        );
         assert_eq!(
             mask_query("access_token=abc&labelSelector=a%3Db&X-Amz-Signature=zz&password=p"),
             "access_token=REDACTED&labelSelector=a%3Db&X-Amz-Signature=REDACTED&password=REDACTED"
         );
-        assert_eq!(mask_query("id_token=x&code=y"), "id_token=REDACTED&code=REDACTED");
+        assert_eq!(
+            mask_query("id_token=x&code=y"),
+            "id_token=REDACTED&code=REDACTED"
+        );
     }
 }

@@ -105,7 +105,10 @@ pub fn load_signing_key(config: &AuthConfig) -> Result<Vec<u8>, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => check_key(text.trim().as_bytes().to_vec(), &path.display().to_string()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(path),
-        Err(e) => Err(ConfigError::SigningKey(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(ConfigError::SigningKey(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -133,11 +136,15 @@ fn create_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
         }
         // another process created it first: use theirs
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::SigningKey(format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::SigningKey(format!("cannot read {}: {e}", path.display()))
+            })?;
             check_key(text.trim().as_bytes().to_vec(), &path.display().to_string())
         }
-        Err(e) => Err(ConfigError::SigningKey(format!("cannot create {}: {e}", path.display()))),
+        Err(e) => Err(ConfigError::SigningKey(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -161,9 +168,21 @@ impl TokenAuthority {
     }
 
     /// Issues a token for `user`, valid for `ttl` (the default when `None`).
-    pub fn issue(&self, user: &str, ttl: Option<Duration>, name: &str) -> Result<IssuedToken, String> {
-        if user.is_empty() || user.chars().any(|c| c.is_control() || c == ',' || c.is_whitespace()) {
-            return Err("the user name must be non-empty, without spaces, commas or control characters".into());
+    pub fn issue(
+        &self,
+        user: &str,
+        ttl: Option<Duration>,
+        name: &str,
+    ) -> Result<IssuedToken, String> {
+        if user.is_empty()
+            || user
+                .chars()
+                .any(|c| c.is_control() || c == ',' || c.is_whitespace())
+        {
+            return Err(
+                "the user name must be non-empty, without spaces, commas or control characters"
+                    .into(),
+            );
         }
         let ttl = ttl.unwrap_or(self.default_ttl);
         if ttl.is_zero() || ttl > self.max_ttl {
@@ -204,8 +223,12 @@ impl TokenAuthority {
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
                 ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted (HS256 only)".into()),
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("claim {c} is missing")),
+                ErrorKind::InvalidAlgorithm => {
+                    AuthError::Invalid("algorithm not accepted (HS256 only)".into())
+                }
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("claim {c} is missing"))
+                }
                 _ => AuthError::Invalid("not a well-formed token".into()),
             })
             .and_then(|claims| {
@@ -235,40 +258,65 @@ mod tests {
     use crate::config::Config;
 
     fn authority() -> TokenAuthority {
-        TokenAuthority::new(&Config::defaults().auth, b"0123456789abcdef0123456789abcdef")
+        TokenAuthority::new(
+            &Config::defaults().auth,
+            b"0123456789abcdef0123456789abcdef",
+        )
     }
 
     #[test]
     fn issue_and_verify() {
         let a = authority();
-        let t = a.issue("alice", Some(Duration::from_secs(60)), "laptop").unwrap();
+        let t = a
+            .issue("alice", Some(Duration::from_secs(60)), "laptop")
+            .unwrap();
         let c = a.verify(&t.token).unwrap();
-        assert_eq!((c.sub.as_str(), c.jti.as_str(), c.text.as_str()), ("alice", t.id.as_str(), "laptop"));
+        assert_eq!(
+            (c.sub.as_str(), c.jti.as_str(), c.text.as_str()),
+            ("alice", t.id.as_str(), "laptop")
+        );
         assert_eq!(c.exp - c.iat, 60);
         let header = format!("Bearer {}", t.token);
-        assert_eq!(a.authenticate(Some(header.as_bytes())).unwrap().sub, "alice");
+        assert_eq!(
+            a.authenticate(Some(header.as_bytes())).unwrap().sub,
+            "alice"
+        );
     }
 
     #[test]
     fn refusals() {
         let a = authority();
         assert_eq!(a.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(a.authenticate(Some(b"Basic abc")), Err(AuthError::NotBearer));
+        assert_eq!(
+            a.authenticate(Some(b"Basic abc")),
+            Err(AuthError::NotBearer)
+        );
         assert_eq!(a.authenticate(Some(b"Bearer")), Err(AuthError::NotBearer));
         assert!(matches!(a.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
-        let other = TokenAuthority::new(&Config::defaults().auth, b"another key another key another key");
+        let other = TokenAuthority::new(
+            &Config::defaults().auth,
+            b"another key another key another key",
+        );
         let t = other.issue("alice", None, "").unwrap();
-        assert_eq!(a.verify(&t.token), Err(AuthError::Invalid("bad signature".into())));
+        assert_eq!(
+            a.verify(&t.token),
+            Err(AuthError::Invalid("bad signature".into()))
+        );
         // alg: none
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let none = format!(
             "{}.{}.",
             b64(r#"{"alg":"none","typ":"JWT"}"#),
-            b64(&format!(r#"{{"sub":"alice","iss":"https://kubegate.local/","aud":"https://kubegate.local","exp":{}}}"#, now() + 60))
+            b64(&format!(
+                r#"{{"sub":"alice","iss":"https://kubegate.local/","aud":"https://kubegate.local","exp":{}}}"#,
+                now() + 60
+            ))
         );
         assert!(matches!(a.verify(&none), Err(AuthError::Invalid(_))));
         assert!(a.issue("a,b", None, "").is_err());
-        assert!(a.issue("alice", Some(Duration::from_secs(10 * 365 * 86400)), "").is_err());
+        assert!(a
+            .issue("alice", Some(Duration::from_secs(10 * 365 * 86400)), "")
+            .is_err());
     }
 
     #[test]
@@ -287,11 +335,19 @@ mod tests {
             kind: String::new(),
             text: String::new(),
         };
-        let t = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap();
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap();
         assert_eq!(a.verify(&t), Err(AuthError::Expired));
         cfg.audience = "someone else".into();
         let b = TokenAuthority::new(&cfg, key);
         let t = b.issue("alice", None, "").unwrap();
-        assert_eq!(a.verify(&t.token), Err(AuthError::Invalid("wrong audience".into())));
+        assert_eq!(
+            a.verify(&t.token),
+            Err(AuthError::Invalid("wrong audience".into()))
+        );
     }
 }

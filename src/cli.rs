@@ -40,15 +40,18 @@ pub async fn add_cluster(
     ClusterProxy::build(ClusterKey { org, cluster: 0 }, name.to_string(), &spec, 0)
         .map_err(|e| CliError::Input(format!("invalid kubeconfig: {e}")))?;
     let stores = Stores::open(config);
-    Ok(stores.clusters.create(org, name, kubeconfig_text, context).await?)
+    Ok(stores
+        .clusters
+        .create(org, name, kubeconfig_text, context)
+        .await?)
 }
 
 fn check_name(name: &str) -> Result<(), CliError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        });
     if ok {
         Ok(())
     } else {
@@ -60,8 +63,9 @@ fn check_name(name: &str) -> Result<(), CliError> {
 
 /// The roles the policy file grants anything to.
 pub fn policy_roles(policy: &Path) -> Result<Vec<String>, CliError> {
-    let text = std::fs::read_to_string(policy)
-        .map_err(|e| CliError::Input(format!("cannot read the policy {}: {e}", policy.display())))?;
+    let text = std::fs::read_to_string(policy).map_err(|e| {
+        CliError::Input(format!("cannot read the policy {}: {e}", policy.display()))
+    })?;
     let mut roles: Vec<String> = text
         .lines()
         .filter_map(|l| {
@@ -77,9 +81,14 @@ pub fn policy_roles(policy: &Path) -> Result<Vec<String>, CliError> {
 
 /// Gives `user` the role `role` in `org`, after checking the role exists in the policy.
 pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Result<(), CliError> {
-    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"') {
+    if user.is_empty()
+        || user
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
+    {
         return Err(CliError::Input(
-            "the user must be non-empty, without spaces, commas, quotes or control characters".into(),
+            "the user must be non-empty, without spaces, commas, quotes or control characters"
+                .into(),
         ));
     }
     let roles = policy_roles(&config.policy.policy)?;
@@ -95,7 +104,12 @@ pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Re
 }
 
 /// Issues a token for `user`.
-pub fn create_token(config: &Config, user: &str, ttl: Option<Duration>, name: &str) -> Result<IssuedToken, CliError> {
+pub fn create_token(
+    config: &Config,
+    user: &str,
+    ttl: Option<Duration>,
+    name: &str,
+) -> Result<IssuedToken, CliError> {
     let key = load_signing_key(&config.auth).map_err(|e| CliError::Input(e.to_string()))?;
     TokenAuthority::new(&config.auth, &key)
         .issue(user, ttl, name)

@@ -147,8 +147,9 @@ pub struct ClustersConfig {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("\"{text}\" is not a duration (e.g. 10s, 24h): {e}")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!("\"{text}\" is not a duration (e.g. 10s, 24h): {e}"))
+    })
 }
 
 impl Config {
@@ -156,7 +157,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
+            {
                 DEFAULT_TOML.to_string()
             }
             Err(source) => {
@@ -181,13 +184,17 @@ impl Config {
 
     /// The embedded defaults.
     pub fn defaults() -> Config {
-        Config::parse(DEFAULT_TOML, Path::new("(embedded defaults)")).expect("embedded defaults parse")
+        Config::parse(DEFAULT_TOML, Path::new("(embedded defaults)"))
+            .expect("embedded defaults parse")
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.store.kind != "file" {
-            problems.push(format!("store.kind: \"{}\" is not supported (use \"file\")", self.store.kind));
+            problems.push(format!(
+                "store.kind: \"{}\" is not supported (use \"file\")",
+                self.store.kind
+            ));
         }
         if self.auth.default_ttl > self.auth.max_ttl {
             problems.push("auth.default_ttl: is longer than auth.max_ttl".to_string());
@@ -223,10 +230,14 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_durations_are_named() {
         let bad = DEFAULT_TOML.replace("[server]", "[server]\nlisten_port = 1");
-        let e = Config::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_port"), "{e}");
         let bad = DEFAULT_TOML.replace("connect_timeout = \"10s\"", "connect_timeout = \"soon\"");
-        let e = Config::parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a duration"), "{e}");
     }
 }

@@ -10,7 +10,11 @@ use kubegate::config::{Config, DEFAULT_PATH};
 use kubegate::server::{Gateway, Stores};
 
 #[derive(Parser)]
-#[command(name = "kubegate", version, about = "An authenticating, authorizing and auditing gateway in front of Kubernetes API servers")]
+#[command(
+    name = "kubegate",
+    version,
+    about = "An authenticating, authorizing and auditing gateway in front of Kubernetes API servers"
+)]
 struct Cli {
     /// Configuration file (the embedded defaults when the default path does not exist).
     #[arg(long, global = true, default_value = DEFAULT_PATH)]
@@ -132,8 +136,9 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             }
             let listener = TcpListener::bind(config.server.listen)
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let address = listener.local_addr()?;
             let gateway = Gateway::bind(&config, listener).await?;
-            log::info!("kubegate listening on http://{}", config.server.listen);
+            log::info!("kubegate listening on http://{address}");
             gateway.run().await?;
         }
         Command::Token {
@@ -149,9 +154,12 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 kubeconfig,
                 context,
             } => {
-                let text = std::fs::read_to_string(&kubeconfig)
-                    .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
-                let record = kubegate::cli::add_cluster(&config, org, &name, &text, context.as_deref()).await?;
+                let text = std::fs::read_to_string(&kubeconfig).with_context(|| {
+                    format!("cannot read the kubeconfig {}", kubeconfig.display())
+                })?;
+                let record =
+                    kubegate::cli::add_cluster(&config, org, &name, &text, context.as_deref())
+                        .await?;
                 println!("{}", record.id);
             }
             ClusterCommand::List { org } => {

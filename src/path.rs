@@ -29,7 +29,9 @@ fn parse_id(segment: &str, what: &str) -> Result<u64, StatusError> {
     if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_digit()) || segment.len() > 19 {
         return Err(bad(format!("the {what} id \"{segment}\" must be a number")));
     }
-    segment.parse().map_err(|_| bad(format!("the {what} id \"{segment}\" must be a number")))
+    segment
+        .parse()
+        .map_err(|_| bad(format!("the {what} id \"{segment}\" must be a number")))
 }
 
 impl ProxyPath {
@@ -38,22 +40,36 @@ impl ProxyPath {
         let rest = raw
             .strip_prefix(PREFIX)
             .ok_or_else(|| bad("the path must start with /pipeline/api/v1/orgs/"))?;
-        let (org, rest) = rest.split_once('/').ok_or_else(|| bad("the path must name a cluster"))?;
+        let (org, rest) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("the path must name a cluster"))?;
         let rest = rest
             .strip_prefix("clusters/")
             .ok_or_else(|| bad("the path must continue with /clusters/{cluster}/proxy"))?;
-        let (cluster, rest) = rest.split_once('/').ok_or_else(|| bad("the path must end the cluster part with /proxy"))?;
+        let (cluster, rest) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("the path must end the cluster part with /proxy"))?;
         let tail = rest
             .strip_prefix("proxy")
             .ok_or_else(|| bad("the path must continue with /proxy"))?;
         let org = parse_id(org, "org")?;
         let cluster = parse_id(cluster, "cluster")?;
-        let k8s_path = if tail.is_empty() { "/".to_string() } else { tail.to_string() };
+        let k8s_path = if tail.is_empty() {
+            "/".to_string()
+        } else {
+            tail.to_string()
+        };
         if !k8s_path.starts_with('/') {
-            return Err(StatusError::not_found(format!("the path must continue with /proxy/, not /{rest}")));
+            return Err(StatusError::not_found(format!(
+                "the path must continue with /proxy/, not /{rest}"
+            )));
         }
         check_k8s_path(&k8s_path)?;
-        Ok(ProxyPath { org, cluster, k8s_path })
+        Ok(ProxyPath {
+            org,
+            cluster,
+            k8s_path,
+        })
     }
 }
 
@@ -64,7 +80,9 @@ fn check_k8s_path(path: &str) -> Result<(), StatusError> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = path.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = path
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     None => return Err(bad("the path has a malformed percent-encoding")),
                     Some(b'/' | b'\\' | b'.' | b'%') => {
@@ -79,7 +97,9 @@ fn check_k8s_path(path: &str) -> Result<(), StatusError> {
                 }
             }
             b'\\' => return Err(bad("backslashes are not allowed in the path")),
-            c if c < 0x20 || c == 0x7f => return Err(bad("control characters are not allowed in the path")),
+            c if c < 0x20 || c == 0x7f => {
+                return Err(bad("control characters are not allowed in the path"))
+            }
             _ => i += 1,
         }
     }
@@ -87,7 +107,9 @@ fn check_k8s_path(path: &str) -> Result<(), StatusError> {
     let last = segments.len() - 1;
     for (n, segment) in segments.iter().enumerate() {
         if *segment == "." || *segment == ".." {
-            return Err(bad("dot segments (\".\" and \"..\") are not allowed in the path"));
+            return Err(bad(
+                "dot segments (\".\" and \"..\") are not allowed in the path",
+            ));
         }
         if segment.is_empty() && n != last {
             return Err(bad("empty segments (\"//\") are not allowed in the path"));
@@ -115,8 +137,14 @@ mod tests {
             p("/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/"),
             Ok("/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/".into())
         );
-        assert_eq!(p("/api/v1/namespaces/a/pods/my.pod.name"), Ok("/api/v1/namespaces/a/pods/my.pod.name".into()));
-        assert_eq!(p("/api/v1/namespaces/a/services/x%3A80/proxy/"), Ok("/api/v1/namespaces/a/services/x%3A80/proxy/".into()));
+        assert_eq!(
+            p("/api/v1/namespaces/a/pods/my.pod.name"),
+            Ok("/api/v1/namespaces/a/pods/my.pod.name".into())
+        );
+        assert_eq!(
+            p("/api/v1/namespaces/a/services/x%3A80/proxy/"),
+            Ok("/api/v1/namespaces/a/services/x%3A80/proxy/".into())
+        );
         let full = ProxyPath::parse("/pipeline/api/v1/orgs/12/clusters/34/proxy/version").unwrap();
         assert_eq!((full.org, full.cluster), (12, 34));
     }
@@ -152,6 +180,9 @@ mod tests {
         assert!(ProxyPath::parse("/pipeline/api/v1/orgs/1/clusters/-1/proxy/").is_err());
         assert!(ProxyPath::parse("/pipeline/api/v1/orgs/%31/clusters/1/proxy/").is_err());
         assert!(ProxyPath::parse("/pipeline/api/v1/orgs/1/clusters/1/proxyfoo").is_err());
-        assert!(ProxyPath::parse("/pipeline/api/v1/orgs/99999999999999999999/clusters/1/proxy/").is_err());
+        assert!(
+            ProxyPath::parse("/pipeline/api/v1/orgs/99999999999999999999/clusters/1/proxy/")
+                .is_err()
+        );
     }
 }

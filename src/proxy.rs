@@ -89,7 +89,9 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 
 fn is_upgrade(req: &HttpRequest) -> bool {
     req.headers().contains_key(header::UPGRADE)
-        || connection_listed(req.headers()).iter().any(|t| t == "upgrade")
+        || connection_listed(req.headers())
+            .iter()
+            .any(|t| t == "upgrade")
 }
 
 /// Where a request stands once it may be forwarded.
@@ -100,7 +102,11 @@ struct Authorized {
 }
 
 /// The proxy handler.
-pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let request_id = req
         .extensions()
         .get::<RequestId>()
@@ -127,7 +133,11 @@ pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<Ap
 }
 
 /// Steps 1 to 4 of the pipeline: everything before forwarding.
-async fn admit(req: &HttpRequest, state: &AppState, audit: &mut AuditContext) -> Result<Authorized, StatusError> {
+async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    audit: &mut AuditContext,
+) -> Result<Authorized, StatusError> {
     // 1. the path, checked once
     audit.event.path = req.uri().path().to_string();
     let path = ProxyPath::parse(req.uri().path())?;
@@ -135,13 +145,22 @@ async fn admit(req: &HttpRequest, state: &AppState, audit: &mut AuditContext) ->
     audit.event.org = Some(path.org);
     audit.event.cluster = Some(path.cluster);
     let query = req.uri().query().unwrap_or("");
-    let attributes = RequestAttributes::derive(req.method().as_str(), &path.k8s_path, query, is_upgrade(req));
+    let attributes = RequestAttributes::derive(
+        req.method().as_str(),
+        &path.k8s_path,
+        query,
+        is_upgrade(req),
+    );
     audit.event.attributes = attributes.clone();
 
     // 2. who is asking
     let claims = state
         .tokens
-        .authenticate(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+        .authenticate(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
         .map_err(|e| StatusError::unauthorized(e.to_string()))?;
     audit.event.user = claims.sub.clone();
 
@@ -153,14 +172,24 @@ async fn admit(req: &HttpRequest, state: &AppState, audit: &mut AuditContext) ->
         object,
         action: attributes.verb.clone(),
     };
-    let decision = state.policy.send(ask).timeout(state.decision_timeout).await.map_err(|e| {
-        let why = match e {
-            MailboxError::Timeout => "did not answer in time",
-            MailboxError::Closed => "is not running",
-        };
-        log::error!("policy enforcer {why}: request {} denied", audit.event.request_id);
-        StatusError::unavailable(format!("authorization is unavailable (the policy enforcer {why}); the request was denied"))
-    })?;
+    let decision = state
+        .policy
+        .send(ask)
+        .timeout(state.decision_timeout)
+        .await
+        .map_err(|e| {
+            let why = match e {
+                MailboxError::Timeout => "did not answer in time",
+                MailboxError::Closed => "is not running",
+            };
+            log::error!(
+                "policy enforcer {why}: request {} denied",
+                audit.event.request_id
+            );
+            StatusError::unavailable(format!(
+                "authorization is unavailable (the policy enforcer {why}); the request was denied"
+            ))
+        })?;
     audit.event.reason = decision.reason.clone();
     if !decision.allowed {
         return Err(forbidden(&claims.sub, &path, &attributes));
@@ -174,7 +203,11 @@ async fn admit(req: &HttpRequest, state: &AppState, audit: &mut AuditContext) ->
     };
     let (proxy, client) = cluster_client(&state.registry, key, state).await?;
     proxy.touch();
-    Ok(Authorized { path, proxy, client })
+    Ok(Authorized {
+        path,
+        proxy,
+        client,
+    })
 }
 
 fn forbidden(user: &str, path: &ProxyPath, a: &RequestAttributes) -> StatusError {
@@ -244,7 +277,11 @@ async fn forward(
     mut audit: AuditContext,
     authorized: Authorized,
 ) -> HttpResponse {
-    let Authorized { path, proxy, client } = authorized;
+    let Authorized {
+        path,
+        proxy,
+        client,
+    } = authorized;
     let mut url = format!("{}{}", proxy.server, path.k8s_path);
     if let Some(query) = req.uri().query() {
         url.push('?');
@@ -257,8 +294,15 @@ async fn forward(
             upstream = upstream.append_header((name.clone(), value.clone()));
         }
     }
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let forwarded_for = match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
         Some(earlier) => earlier.to_string(),
         None => peer,
@@ -282,7 +326,9 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let sent = match content_length {
-        Some(None) => Err(StatusError::bad_request("the Content-Length header is not a number")),
+        Some(None) => Err(StatusError::bad_request(
+            "the Content-Length header is not a number",
+        )),
         Some(Some(0)) | None if !chunked => Ok(upstream.send().await),
         Some(Some(len)) => Ok(upstream
             .send_body(actix_web::body::SizedStream::new(len, body))
@@ -298,7 +344,12 @@ async fn forward(
             audit.event.error = Some(error.message.clone());
             let body = error.body();
             let response = error.response();
-            audit.finish(&state.auditor, error.code.as_u16(), received.get(), body.len() as u64);
+            audit.finish(
+                &state.auditor,
+                error.code.as_u16(),
+                received.get(),
+                body.len() as u64,
+            );
             return response;
         }
         Err(error) => {
@@ -323,8 +374,17 @@ async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    let body = AuditedBody::new(response, audit, state.auditor.clone(), status.as_u16(), received);
-    let bodiless = req.method() == Method::HEAD || status.as_u16() == 204 || status.as_u16() == 304 || status.is_informational();
+    let body = AuditedBody::new(
+        response,
+        audit,
+        state.auditor.clone(),
+        status.as_u16(),
+        received,
+    );
+    let bodiless = req.method() == Method::HEAD
+        || status.as_u16() == 204
+        || status.as_u16() == 304
+        || status.is_informational();
     if bodiless {
         drop(body);
         if let Some(len) = length {
@@ -339,15 +399,22 @@ async fn forward(
 }
 
 fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
-    let name = format!("the API server of cluster \"{}\" ({})", proxy.name, proxy.server);
+    let name = format!(
+        "the API server of cluster \"{}\" ({})",
+        proxy.name, proxy.server
+    );
     match e {
         SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
             StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
         }
-        SendRequestError::Connect(ConnectError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => {
+        SendRequestError::Connect(ConnectError::Io(io))
+            if io.kind() == std::io::ErrorKind::TimedOut =>
+        {
             StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
         }
-        SendRequestError::Connect(c) => StatusError::bad_gateway(format!("{name} is unreachable: {c}")),
+        SendRequestError::Connect(c) => {
+            StatusError::bad_gateway(format!("{name} is unreachable: {c}"))
+        }
         other => StatusError::bad_gateway(format!("{name} failed: {other}")),
     }
 }

@@ -113,7 +113,8 @@ impl Services {
             config.policy.member_poll,
         )
         .await?;
-        let (registry_arbiter, policy_arbiter, audit_arbiter) = (Arbiter::new(), Arbiter::new(), Arbiter::new());
+        let (registry_arbiter, policy_arbiter, audit_arbiter) =
+            (Arbiter::new(), Arbiter::new(), Arbiter::new());
         let rules = kubeconfig_rules(config);
         let clusters = stores.clusters.clone();
         let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
@@ -135,7 +136,10 @@ impl Services {
     }
 }
 
-async fn request_id(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.call(req).await?;
@@ -148,7 +152,11 @@ async fn request_id(req: ServiceRequest, next: Next<impl MessageBody>) -> Result
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    StatusError::not_found(format!("the server could not find the requested resource {}", req.path())).response()
+    StatusError::not_found(format!(
+        "the server could not find the requested resource {}",
+        req.path()
+    ))
+    .response()
 }
 
 async fn healthz() -> HttpResponse {

@@ -31,7 +31,12 @@ pub struct StatusError {
 }
 
 impl StatusError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>, source: ErrorSource) -> Self {
+    fn new(
+        code: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+        source: ErrorSource,
+    ) -> Self {
         StatusError {
             code,
             reason,
@@ -43,35 +48,75 @@ impl StatusError {
 
     /// 400
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message, ErrorSource::Downstream)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            message,
+            ErrorSource::Downstream,
+        )
     }
     /// 401
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message, ErrorSource::Downstream)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            message,
+            ErrorSource::Downstream,
+        )
     }
     /// 403
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden", message, ErrorSource::Downstream)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            message,
+            ErrorSource::Downstream,
+        )
     }
     /// 404
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message, ErrorSource::Downstream)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            message,
+            ErrorSource::Downstream,
+        )
     }
     /// 502: the API server could not be reached or broke off.
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "ServiceUnavailable", message, ErrorSource::Upstream)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "ServiceUnavailable",
+            message,
+            ErrorSource::Upstream,
+        )
     }
     /// 503: a part of kubegate the request needs is not available.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message, ErrorSource::Internal)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+            ErrorSource::Internal,
+        )
     }
     /// 504: the API server did not accept the connection in time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message, ErrorSource::Upstream)
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            message,
+            ErrorSource::Upstream,
+        )
     }
     /// 500
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message, ErrorSource::Internal)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            message,
+            ErrorSource::Internal,
+        )
     }
 
     /// Adds `details`.
@@ -110,7 +155,13 @@ impl StatusError {
 
 impl std::fmt::Display for StatusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.code.as_u16(), self.reason, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.code.as_u16(),
+            self.reason,
+            self.message
+        )
     }
 }
 
@@ -130,7 +181,8 @@ mod tests {
 
     #[test]
     fn body_is_a_kubernetes_status() {
-        let e = StatusError::not_found("cluster 7 not found").with_details(json!({"name": "7", "kind": "clusters"}));
+        let e = StatusError::not_found("cluster 7 not found")
+            .with_details(json!({"name": "7", "kind": "clusters"}));
         let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
         assert_eq!(v["kind"], "Status");
         assert_eq!(v["apiVersion"], "v1");

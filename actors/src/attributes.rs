@@ -51,9 +51,17 @@ impl RequestAttributes {
     /// itself for non-resource requests (`/version`).
     pub fn object(&self, path: &str) -> String {
         if !self.is_resource {
-            return if path.is_empty() { "/".into() } else { path.into() };
+            return if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            };
         }
-        let group = if self.api_group.is_empty() { "core" } else { &self.api_group };
+        let group = if self.api_group.is_empty() {
+            "core"
+        } else {
+            &self.api_group
+        };
         if self.subresource.is_empty() {
             format!("{group}:{}", self.resource)
         } else {
@@ -160,29 +168,123 @@ mod tests {
     fn verbs_and_objects() {
         let cases = [
             ("GET", "/api/v1/pods", "", "list", "core:pods"),
-            ("GET", "/api/v1/namespaces/default/pods", "watch=true&resourceVersion=5", "watch", "core:pods"),
-            ("GET", "/api/v1/namespaces/default/pods/web", "", "get", "core:pods"),
-            ("GET", "/api/v1/namespaces/default/pods/web/log", "", "get", "core:pods/log"),
-            ("POST", "/api/v1/namespaces/default/pods", "", "create", "core:pods"),
-            ("PUT", "/api/v1/namespaces/default/pods/web", "", "update", "core:pods"),
-            ("PATCH", "/apis/apps/v1/namespaces/x/deployments/d/scale", "", "patch", "apps:deployments/scale"),
-            ("DELETE", "/api/v1/namespaces/default/pods/web", "", "delete", "core:pods"),
-            ("DELETE", "/api/v1/namespaces/default/pods", "", "deletecollection", "core:pods"),
-            ("GET", "/api/v1/namespaces/default/pods/web/exec", "command=ls", "connect", "core:pods/exec"),
-            ("POST", "/api/v1/namespaces/default/pods/web/portforward", "", "connect", "core:pods/portforward"),
-            ("GET", "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/", "", "connect", "core:services/proxy"),
-            ("GET", "/api/v1/proxy/namespaces/default/pods/web", "", "connect", "core:pods/proxy"),
-            ("GET", "/api/v1/watch/namespaces/default/pods", "", "watch", "core:pods"),
-            ("GET", "/api/v1/namespaces/default", "", "get", "core:namespaces"),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods",
+                "watch=true&resourceVersion=5",
+                "watch",
+                "core:pods",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods/web",
+                "",
+                "get",
+                "core:pods",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods/web/log",
+                "",
+                "get",
+                "core:pods/log",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "",
+                "create",
+                "core:pods",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/default/pods/web",
+                "",
+                "update",
+                "core:pods",
+            ),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/x/deployments/d/scale",
+                "",
+                "patch",
+                "apps:deployments/scale",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/default/pods/web",
+                "",
+                "delete",
+                "core:pods",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/default/pods",
+                "",
+                "deletecollection",
+                "core:pods",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods/web/exec",
+                "command=ls",
+                "connect",
+                "core:pods/exec",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/default/pods/web/portforward",
+                "",
+                "connect",
+                "core:pods/portforward",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/",
+                "",
+                "connect",
+                "core:services/proxy",
+            ),
+            (
+                "GET",
+                "/api/v1/proxy/namespaces/default/pods/web",
+                "",
+                "connect",
+                "core:pods/proxy",
+            ),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/default/pods",
+                "",
+                "watch",
+                "core:pods",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default",
+                "",
+                "get",
+                "core:namespaces",
+            ),
             ("GET", "/api/v1/namespaces", "", "list", "core:namespaces"),
             ("GET", "/api/v1/secrets", "", "list", "core:secrets"),
             ("GET", "/api/v1", "", "get", "/api/v1"),
             ("GET", "/version", "", "get", "/version"),
             ("GET", "/", "", "get", "/"),
-            ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "", "create", "authorization.k8s.io:selfsubjectaccessreviews"),
+            (
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                "",
+                "create",
+                "authorization.k8s.io:selfsubjectaccessreviews",
+            ),
         ];
         for (method, path, query, verb, object) in cases {
-            assert_eq!(d(method, path, query), (verb.to_string(), object.to_string()), "{method} {path}?{query}");
+            assert_eq!(
+                d(method, path, query),
+                (verb.to_string(), object.to_string()),
+                "{method} {path}?{query}"
+            );
         }
     }
 
@@ -195,6 +297,9 @@ mod tests {
     #[test]
     fn namespace_and_name() {
         let a = RequestAttributes::derive("GET", "/api/v1/namespaces/ns1/configmaps/cm", "", false);
-        assert_eq!((a.namespace.as_str(), a.name.as_str(), a.resource.as_str()), ("ns1", "cm", "configmaps"));
+        assert_eq!(
+            (a.namespace.as_str(), a.name.as_str(), a.resource.as_str()),
+            ("ns1", "cm", "configmaps")
+        );
     }
 }

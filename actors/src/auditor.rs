@@ -178,12 +178,18 @@ impl Auditor {
                 Ok(n)
             }
             Err(e) => {
-                log::error!("audit sink failed, {} events kept queued: {e}", self.queue.len());
+                log::error!(
+                    "audit sink failed, {} events kept queued: {e}",
+                    self.queue.len()
+                );
                 if self.queue.len() > self.max_queue {
                     let excess = self.queue.len() - self.max_queue;
                     self.queue.drain(..excess);
                     self.dropped += excess as u64;
-                    log::error!("audit queue full: dropped {excess} oldest events ({} in all)", self.dropped);
+                    log::error!(
+                        "audit queue full: dropped {excess} oldest events ({} in all)",
+                        self.dropped
+                    );
                 }
                 Err(e.to_string())
             }
@@ -259,14 +265,25 @@ mod tests {
     async fn batches_reach_the_file_on_flush() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit/audit.jsonl");
-        let auditor = Auditor::new(Box::new(JsonLinesFile::new(&path)), 1000, Duration::from_secs(3600)).start();
+        let auditor = Auditor::new(
+            Box::new(JsonLinesFile::new(&path)),
+            1000,
+            Duration::from_secs(3600),
+        )
+        .start();
         for i in 0..10 {
             auditor.send(Record(event(i))).await.unwrap();
         }
-        assert!(!path.exists() || std::fs::read_to_string(&path).unwrap().is_empty(), "batched, not yet written");
+        assert!(
+            !path.exists() || std::fs::read_to_string(&path).unwrap().is_empty(),
+            "batched, not yet written"
+        );
         assert_eq!(auditor.send(Flush).await.unwrap().unwrap(), 10);
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 10);
         assert_eq!(lines[3]["request_id"], "r3");
         assert_eq!(lines[3]["verb"], "list");

@@ -128,14 +128,22 @@ pub fn tls_config(spec: &ClusterSpec) -> Result<ClientConfig, KubeconfigError> {
             Some(pem) => {
                 let mut added = 0;
                 for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| bad("certificate-authority-data", format!("is not PEM: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| bad("certificate-authority-data", format!("holds an unusable certificate: {e}")))?;
+                    let cert = cert.map_err(|e| {
+                        bad("certificate-authority-data", format!("is not PEM: {e}"))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        bad(
+                            "certificate-authority-data",
+                            format!("holds an unusable certificate: {e}"),
+                        )
+                    })?;
                     added += 1;
                 }
                 if added == 0 {
-                    return Err(bad("certificate-authority-data", "holds no PEM certificate"));
+                    return Err(bad(
+                        "certificate-authority-data",
+                        "holds no PEM certificate",
+                    ));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -145,8 +153,8 @@ pub fn tls_config(spec: &ClusterSpec) -> Result<ClientConfig, KubeconfigError> {
             .map_err(|e| bad("certificate-authority-data", e))?;
         match &spec.tls_server_name {
             Some(name) => {
-                let name = ServerName::try_from(name.clone())
-                    .map_err(|e| bad("tls-server-name", e))?;
+                let name =
+                    ServerName::try_from(name.clone()).map_err(|e| bad("tls-server-name", e))?;
                 Arc::new(FixedServerName { inner, name })
             }
             None => inner,
@@ -167,9 +175,12 @@ pub fn tls_config(spec: &ClusterSpec) -> Result<ClientConfig, KubeconfigError> {
             }
             let key = PrivateKeyDer::from_pem_slice(key_pem.expose_secret().as_bytes())
                 .map_err(|_| bad("client-key-data", "holds no usable PEM private key"))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| bad("client-key-data", format!("does not fit the certificate: {e}")))?
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                bad(
+                    "client-key-data",
+                    format!("does not fit the certificate: {e}"),
+                )
+            })?
         }
         None => builder.with_no_client_auth(),
     };
@@ -245,7 +256,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -254,7 +270,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

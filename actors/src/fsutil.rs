@@ -7,7 +7,10 @@ use std::path::Path;
 
 /// Creates `dir` and its parents with mode 0700 when missing.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Writes `bytes` to a new temporary file next to `path`, mode 0600, synced to disk.
@@ -16,11 +19,7 @@ fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<std::path::PathBuf> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     create_private_dir(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        uniq()
-    ));
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), uniq()));
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

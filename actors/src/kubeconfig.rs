@@ -109,7 +109,10 @@ impl std::fmt::Debug for ClusterSpec {
         f.debug_struct("ClusterSpec")
             .field("server", &self.server)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "..."))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|_| "[redacted]"),
+            )
             .field("tls_server_name", &self.tls_server_name)
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
             .field("auth", &self.auth)
@@ -137,8 +140,7 @@ pub fn parse(
     context: Option<&str>,
     rules: &KubeconfigRules,
 ) -> Result<ClusterSpec, KubeconfigError> {
-    let config =
-        Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?;
+    let config = Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?;
     resolve(&config, context, rules)
 }
 
@@ -165,9 +167,10 @@ pub fn resolve(
             list: "contexts",
             name: context_name.clone(),
         })?;
-    let ctx = named.context.as_ref().ok_or_else(|| {
-        field(format!("contexts[{context_name}].context"), "is empty")
-    })?;
+    let ctx = named
+        .context
+        .as_ref()
+        .ok_or_else(|| field(format!("contexts[{context_name}].context"), "is empty"))?;
     let cluster_entry = config
         .clusters
         .iter()
@@ -264,15 +267,47 @@ fn check_server(server: &str, rules: &KubeconfigRules) -> Result<String, String>
     Ok(server.trim_end_matches('/').to_string())
 }
 
-fn apply_user(spec: &mut ClusterSpec, info: &AuthInfo, prefix: &str) -> Result<(), KubeconfigError> {
+fn apply_user(
+    spec: &mut ClusterSpec,
+    info: &AuthInfo,
+    prefix: &str,
+) -> Result<(), KubeconfigError> {
     let refused: [(&str, bool, &str); 7] = [
-        ("client-certificate", info.client_certificate.is_some(), "file references are not accepted; embed it as client-certificate-data"),
-        ("client-key", info.client_key.is_some(), "file references are not accepted; embed it as client-key-data"),
-        ("tokenFile", info.token_file.is_some(), "file references are not accepted; put the token in token"),
-        ("exec", info.exec.is_some(), "exec credential plugins are not accepted; use a token or a client certificate"),
-        ("auth-provider", info.auth_provider.is_some(), "auth-provider plugins are not accepted; use a token or a client certificate"),
-        ("as", info.impersonate.is_some() || info.impersonate_groups.is_some(), "impersonation in the kubeconfig is not supported"),
-        ("as-uid", info.impersonate_uid.is_some() || info.impersonate_user_extra.is_some(), "impersonation in the kubeconfig is not supported"),
+        (
+            "client-certificate",
+            info.client_certificate.is_some(),
+            "file references are not accepted; embed it as client-certificate-data",
+        ),
+        (
+            "client-key",
+            info.client_key.is_some(),
+            "file references are not accepted; embed it as client-key-data",
+        ),
+        (
+            "tokenFile",
+            info.token_file.is_some(),
+            "file references are not accepted; put the token in token",
+        ),
+        (
+            "exec",
+            info.exec.is_some(),
+            "exec credential plugins are not accepted; use a token or a client certificate",
+        ),
+        (
+            "auth-provider",
+            info.auth_provider.is_some(),
+            "auth-provider plugins are not accepted; use a token or a client certificate",
+        ),
+        (
+            "as",
+            info.impersonate.is_some() || info.impersonate_groups.is_some(),
+            "impersonation in the kubeconfig is not supported",
+        ),
+        (
+            "as-uid",
+            info.impersonate_uid.is_some() || info.impersonate_user_extra.is_some(),
+            "impersonation in the kubeconfig is not supported",
+        ),
     ];
     if let Some((name, _, reason)) = refused.iter().find(|(_, present, _)| *present) {
         return Err(field(format!("{prefix}.{name}"), reason));
@@ -286,14 +321,24 @@ fn apply_user(spec: &mut ClusterSpec, info: &AuthInfo, prefix: &str) -> Result<(
             spec.client_cert = Some((cert, SecretString::from(key)));
         }
         (Some(_), None) => {
-            return Err(field(format!("{prefix}.client-key-data"), "is required with client-certificate-data"))
+            return Err(field(
+                format!("{prefix}.client-key-data"),
+                "is required with client-certificate-data",
+            ))
         }
         (None, Some(_)) => {
-            return Err(field(format!("{prefix}.client-certificate-data"), "is required with client-key-data"))
+            return Err(field(
+                format!("{prefix}.client-certificate-data"),
+                "is required with client-key-data",
+            ))
         }
         (None, None) => {}
     }
-    if let Some(token) = info.token.as_ref().filter(|t| !t.expose_secret().is_empty()) {
+    if let Some(token) = info
+        .token
+        .as_ref()
+        .filter(|t| !t.expose_secret().is_empty())
+    {
         spec.auth = UpstreamAuth::Bearer(token.clone());
     } else if let Some(username) = info.username.as_ref().filter(|u| !u.is_empty()) {
         let password = info
@@ -339,30 +384,54 @@ mod tests {
         assert_eq!(spec.ca_pem.as_deref(), Some(&b"hello"[..]));
         assert_eq!(spec.tls_server_name.as_deref(), Some("kubernetes"));
         assert_eq!(spec.auth.header_value().as_deref(), Some("Bearer abc"));
-        assert!(!format!("{spec:?}").contains("abc"), "debug output hides the token");
+        assert!(
+            !format!("{spec:?}").contains("abc"),
+            "debug output hides the token"
+        );
     }
 
     #[test]
     fn refuses_files_and_plugins_naming_the_field() {
         let ok = "    server: https://h:6443";
-        assert!(err("    server: https://h\n    certificate-authority: /etc/ca.crt", "    token: t")
-            .starts_with("clusters[dev].cluster.certificate-authority:"));
+        assert!(err(
+            "    server: https://h\n    certificate-authority: /etc/ca.crt",
+            "    token: t"
+        )
+        .starts_with("clusters[dev].cluster.certificate-authority:"));
         assert!(err(ok, "    client-certificate: /c\n    client-key: /k")
             .starts_with("users[admin].user.client-certificate:"));
         assert!(err(ok, "    tokenFile: /t").starts_with("users[admin].user.tokenFile:"));
-        assert!(err(ok, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws")
-            .starts_with("users[admin].user.exec:"));
-        assert!(err(ok, "    auth-provider:\n      name: gcp").starts_with("users[admin].user.auth-provider:"));
-        assert!(err("    server: http://h:8080", "    token: t").starts_with("clusters[dev].cluster.server: must be an https"));
-        assert!(err("    insecure-skip-tls-verify: true", "    token: t").starts_with("clusters[dev].cluster.server: is required"));
-        assert!(err(ok, "    client-certificate-data: aGVsbG8=").contains("client-key-data: is required"));
-        assert!(err("    server: https://h\n    certificate-authority-data: '%%%'", "    token: t").contains("not valid base64"));
+        assert!(err(
+            ok,
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws"
+        )
+        .starts_with("users[admin].user.exec:"));
+        assert!(err(ok, "    auth-provider:\n      name: gcp")
+            .starts_with("users[admin].user.auth-provider:"));
+        assert!(err("    server: http://h:8080", "    token: t")
+            .starts_with("clusters[dev].cluster.server: must be an https"));
+        assert!(err("    insecure-skip-tls-verify: true", "    token: t")
+            .starts_with("clusters[dev].cluster.server: is required"));
+        assert!(err(ok, "    client-certificate-data: aGVsbG8=")
+            .contains("client-key-data: is required"));
+        assert!(err(
+            "    server: https://h\n    certificate-authority-data: '%%%'",
+            "    token: t"
+        )
+        .contains("not valid base64"));
     }
 
     #[test]
     fn http_only_when_allowed() {
-        let rules = KubeconfigRules { allow_insecure_http: true };
-        let spec = parse(&config("    server: http://127.0.0.1:8080", "    token: t"), None, &rules).unwrap();
+        let rules = KubeconfigRules {
+            allow_insecure_http: true,
+        };
+        let spec = parse(
+            &config("    server: http://127.0.0.1:8080", "    token: t"),
+            None,
+            &rules,
+        )
+        .unwrap();
         assert_eq!(spec.server, "http://127.0.0.1:8080");
     }
 

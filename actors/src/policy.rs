@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use casbin::rhai::Dynamic;
 use casbin::function_map::OperatorFunction;
+use casbin::rhai::Dynamic;
 use casbin::{CachedApi, CachedEnforcer, CoreApi, DefaultModel, MgmtApi, StringAdapter};
 use serde::Serialize;
 
@@ -105,7 +105,9 @@ pub struct PolicyEnforcer {
 }
 
 /// Reads model, policy and memberships and builds an enforcer from them.
-async fn load(sources: &PolicySources) -> Result<(CachedEnforcer, PolicyStats, String), PolicyError> {
+async fn load(
+    sources: &PolicySources,
+) -> Result<(CachedEnforcer, PolicyStats, String), PolicyError> {
     let started = Instant::now();
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
@@ -137,7 +139,11 @@ async fn load(sources: &PolicySources) -> Result<(CachedEnforcer, PolicyStats, S
     enforcer
         .enforce(("kubegate:probe", "0", "/", "get"))
         .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
-    let mut roles: Vec<String> = enforcer.get_policy().into_iter().filter_map(|p| p.into_iter().next()).collect();
+    let mut roles: Vec<String> = enforcer
+        .get_policy()
+        .into_iter()
+        .filter_map(|p| p.into_iter().next())
+        .collect();
     roles.sort();
     roles.dedup();
     let stats = PolicyStats {
@@ -175,7 +181,10 @@ pub fn object_match(object: &str, pattern: &str) -> bool {
 
 /// `verbMatch(verb, pattern)`: the pattern is `*` or verbs separated by `|`.
 pub fn verb_match(verb: &str, pattern: &str) -> bool {
-    pattern.split('|').map(str::trim).any(|v| v == "*" || v == verb)
+    pattern
+        .split('|')
+        .map(str::trim)
+        .any(|v| v == "*" || v == verb)
 }
 
 fn object_match_fn(a: Dynamic, b: Dynamic) -> Dynamic {
@@ -189,7 +198,10 @@ fn verb_match_fn(a: Dynamic, b: Dynamic) -> Dynamic {
 impl PolicyEnforcer {
     /// Loads the policy; fails when it does not load. `poll` is how often the member
     /// store is checked for changes made by other processes.
-    pub async fn load(sources: PolicySources, poll: Duration) -> Result<PolicyEnforcer, PolicyError> {
+    pub async fn load(
+        sources: PolicySources,
+        poll: Duration,
+    ) -> Result<PolicyEnforcer, PolicyError> {
         let (enforcer, stats, members_revision) = load(&sources).await?;
         log::info!(
             "policy loaded: {} rules, {} role bindings",
@@ -215,14 +227,24 @@ impl PolicyEnforcer {
     /// answering meanwhile.
     fn reload(&mut self) -> ResponseActFuture<Self, Result<PolicyStats, PolicyError>> {
         let sources = self.sources.clone();
-        Box::pin(async move { load(&sources).await }.into_actor(self).map(|result, act, _| {
-            let (enforcer, stats, revision) = result.inspect_err(|e| log::error!("policy reload refused, old policy stays: {e}"))?;
-            act.enforcer = enforcer;
-            act.stats = stats.clone();
-            act.members_revision = revision;
-            log::info!("policy reloaded: {} rules, {} role bindings", stats.policies, stats.groupings);
-            Ok(stats)
-        }))
+        Box::pin(
+            async move { load(&sources).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    let (enforcer, stats, revision) = result.inspect_err(|e| {
+                        log::error!("policy reload refused, old policy stays: {e}")
+                    })?;
+                    act.enforcer = enforcer;
+                    act.stats = stats.clone();
+                    act.members_revision = revision;
+                    log::info!(
+                        "policy reloaded: {} rules, {} role bindings",
+                        stats.policies,
+                        stats.groupings
+                    );
+                    Ok(stats)
+                }),
+        )
     }
 
     fn check_members(&mut self, ctx: &mut Context<Self>) {
@@ -237,7 +259,9 @@ impl PolicyEnforcer {
             let reload = if changed { Some(act.reload()) } else { None };
             async {}.into_actor(act).then(move |_, act, _| {
                 let fut: ResponseActFuture<Self, ()> = match reload {
-                    Some(reload) => Box::pin(reload.map(|_, act: &mut Self, _| act.polling = false)),
+                    Some(reload) => {
+                        Box::pin(reload.map(|_, act: &mut Self, _| act.polling = false))
+                    }
                     None => {
                         act.polling = false;
                         Box::pin(async {}.into_actor(act))
@@ -265,10 +289,12 @@ impl Handler<Authorize> for PolicyEnforcer {
 
     fn handle(&mut self, msg: Authorize, _: &mut Self::Context) -> Self::Result {
         let org = msg.org.to_string();
-        let decision = match self
-            .enforcer
-            .enforce((msg.subject.as_str(), org.as_str(), msg.object.as_str(), msg.action.as_str()))
-        {
+        let decision = match self.enforcer.enforce((
+            msg.subject.as_str(),
+            org.as_str(),
+            msg.object.as_str(),
+            msg.action.as_str(),
+        )) {
             Ok(true) => Decision {
                 allowed: true,
                 reason: "allowed by policy".into(),
@@ -327,10 +353,22 @@ mod tests {
             policy: dir.join("policy.csv"),
             members: members.clone(),
         };
-        (PolicyEnforcer::load(sources, Duration::from_millis(50)).await.unwrap().start(), members)
+        (
+            PolicyEnforcer::load(sources, Duration::from_millis(50))
+                .await
+                .unwrap()
+                .start(),
+            members,
+        )
     }
 
-    async fn may(addr: &Addr<PolicyEnforcer>, who: &str, org: u64, object: &str, action: &str) -> bool {
+    async fn may(
+        addr: &Addr<PolicyEnforcer>,
+        who: &str,
+        org: u64,
+        object: &str,
+        action: &str,
+    ) -> bool {
         addr.send(Authorize {
             subject: who.into(),
             org,
@@ -363,15 +401,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (addr, _) = enforcer(dir.path()).await;
         for verb in ["get", "list", "watch", "create", "delete", "connect"] {
-            assert!(may(&addr, "alice", 1, "core:pods", verb).await, "admin {verb}");
+            assert!(
+                may(&addr, "alice", 1, "core:pods", verb).await,
+                "admin {verb}"
+            );
         }
         assert!(may(&addr, "alice", 1, "core:secrets", "get").await);
         for verb in ["get", "list", "watch"] {
-            assert!(may(&addr, "bob", 1, "core:pods", verb).await, "member {verb}");
-            assert!(may(&addr, "bob", 1, "/version", verb).await, "member {verb} /version");
+            assert!(
+                may(&addr, "bob", 1, "core:pods", verb).await,
+                "member {verb}"
+            );
+            assert!(
+                may(&addr, "bob", 1, "/version", verb).await,
+                "member {verb} /version"
+            );
         }
-        for verb in ["create", "update", "patch", "delete", "deletecollection", "connect"] {
-            assert!(!may(&addr, "bob", 1, "core:pods", verb).await, "member {verb}");
+        for verb in [
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+            "connect",
+        ] {
+            assert!(
+                !may(&addr, "bob", 1, "core:pods", verb).await,
+                "member {verb}"
+            );
         }
         assert!(!may(&addr, "bob", 1, "core:secrets", "get").await);
         assert!(!may(&addr, "bob", 1, "core:secrets", "list").await);
@@ -396,11 +453,21 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(seen, "a membership added by another process is seen without a reload");
+        assert!(
+            seen,
+            "a membership added by another process is seen without a reload"
+        );
 
-        std::fs::write(dir.path().join("model.conf"), "[request_definition]\nr = sub\n[matchers]\nm = (((\n").unwrap();
+        std::fs::write(
+            dir.path().join("model.conf"),
+            "[request_definition]\nr = sub\n[matchers]\nm = (((\n",
+        )
+        .unwrap();
         let err = addr.send(Reload).await.unwrap().unwrap_err();
         assert!(err.to_string().contains("matcher"), "{err}");
-        assert!(may(&addr, "alice", 1, "core:pods", "delete").await, "old policy stays in force");
+        assert!(
+            may(&addr, "alice", 1, "core:pods", "delete").await,
+            "old policy stays in force"
+        );
     }
 }

@@ -128,10 +128,17 @@ impl Handler<Create> for ClusterRegistry {
                     .map_err(|e| invalid(e.to_string()))?;
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
                     .map_err(|e| invalid(e.to_string()))?;
-                log::info!("built proxy for {key} ({}), generation {generation}", proxy.name);
+                log::info!(
+                    "built proxy for {key} ({}), generation {generation}",
+                    proxy.name
+                );
                 Ok(Arc::new(proxy))
             };
-            ctx.spawn(build.into_actor(self).map(move |result, act, _| act.finish(key, result)));
+            ctx.spawn(
+                build
+                    .into_actor(self)
+                    .map(move |result, act, _| act.finish(key, result)),
+            );
         }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
@@ -195,7 +202,13 @@ mod tests {
         async fn list(&self, _: u64) -> Result<Vec<ClusterRecord>, StoreError> {
             Ok(vec![])
         }
-        async fn create(&self, _: u64, _: &str, _: &str, _: Option<&str>) -> Result<ClusterRecord, StoreError> {
+        async fn create(
+            &self,
+            _: u64,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<ClusterRecord, StoreError> {
             Err(StoreError::Unavailable("read only".into()))
         }
         async fn delete(&self, _: u64, _: u64) -> Result<bool, StoreError> {
@@ -205,10 +218,13 @@ mod tests {
 
     #[actix_rt::test]
     async fn concurrent_creates_read_once_and_evict_marks() {
-        let store = Arc::new(CountingStore { reads: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            reads: AtomicUsize::new(0),
+        });
         let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
         let key = ClusterKey { org: 1, cluster: 1 };
-        let results = futures_util::future::join_all((0..50).map(|_| registry.send(Create(key)))).await;
+        let results =
+            futures_util::future::join_all((0..50).map(|_| registry.send(Create(key)))).await;
         let proxies: Vec<_> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert_eq!(store.reads.load(Ordering::SeqCst), 1);
         assert!(proxies.iter().all(|p| Arc::ptr_eq(p, &proxies[0])));
@@ -222,9 +238,15 @@ mod tests {
 
     #[actix_rt::test]
     async fn unknown_cluster_is_not_found() {
-        let store = Arc::new(CountingStore { reads: AtomicUsize::new(0) });
+        let store = Arc::new(CountingStore {
+            reads: AtomicUsize::new(0),
+        });
         let registry = ClusterRegistry::new(store, KubeconfigRules::default()).start();
-        let err = registry.send(Create(ClusterKey { org: 1, cluster: 9 })).await.unwrap().unwrap_err();
+        let err = registry
+            .send(Create(ClusterKey { org: 1, cluster: 9 }))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, RegistryError::NotFound(_)));
         assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
     }

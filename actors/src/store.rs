@@ -105,10 +105,14 @@ impl FileClusterStore {
 
     fn read(path: &Path) -> Result<Option<ClusterRecord>, StoreError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(path, e)),
         }
@@ -321,7 +325,10 @@ mod tests {
             store.create(1, "dev", "kc", None).await,
             Err(StoreError::DuplicateName(_))
         ));
-        assert_eq!(store.get(1, 2).await.unwrap().unwrap().context.as_deref(), Some("ctx"));
+        assert_eq!(
+            store.get(1, 2).await.unwrap().unwrap().context.as_deref(),
+            Some("ctx")
+        );
         assert_eq!(store.list(1).await.unwrap().len(), 2);
         assert!(store.delete(1, 1).await.unwrap());
         assert!(!store.delete(1, 1).await.unwrap());
@@ -341,7 +348,11 @@ mod tests {
         assert_ne!(store.revision().await.unwrap(), before);
         let all = store.all().await.unwrap();
         assert_eq!(all.len(), 2);
-        assert!(all.contains(&Membership { org: 1, user: "alice".into(), role: "member".into() }));
+        assert!(all.contains(&Membership {
+            org: 1,
+            user: "alice".into(),
+            role: "member".into()
+        }));
         assert!(store.remove(1, "alice").await.unwrap());
         assert!(!store.remove(1, "alice").await.unwrap());
         assert_eq!(store.all().await.unwrap().len(), 1);

@@ -1,0 +1,7 @@
+//! The shared test harness: a Kubernetes API server stand-in, a PKI for it, and kubegate
+//! started on port 0 in front of it.
+#![allow(dead_code)]
+
+pub mod apiserver;
+pub mod certs;
+pub mod gateway;

@@ -1,0 +1,820 @@
+//! The proxy route end to end: kubegate in front of the API server stand-in.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::apiserver::ApiServer;
+use common::certs::TestPki;
+use common::gateway::TestGateway;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A kubeconfig for `server` with the given cluster and user fields (YAML lines).
+fn kubeconfig(server: &str, cluster_fields: &[String], user_fields: &[String]) -> String {
+    let indent = |fields: &[String]| {
+        fields
+            .iter()
+            .map(|f| format!("    {f}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\nclusters:\n- name: test\n  cluster:\n    server: {server}\n{}users:\n- name: test\n  user:\n{}",
+        indent(cluster_fields),
+        if user_fields.is_empty() { "    {}\n".to_string() } else { indent(user_fields) }
+    )
+}
+
+fn client_cert_fields(pki: &TestPki) -> Vec<String> {
+    vec![
+        format!("client-certificate-data: {}", b64(&pki.client_cert_pem)),
+        format!("client-key-data: {}", b64(&pki.client_key_pem)),
+    ]
+}
+
+fn ca_field(pki: &TestPki) -> String {
+    format!("certificate-authority-data: {}", b64(&pki.ca_pem))
+}
+
+struct Setup {
+    api: ApiServer,
+    gw: TestGateway,
+}
+
+/// An API server stand-in registered as cluster 1 of org 1, with alice admin, bob member,
+/// and carol admin of org 2 only.
+fn setup() -> Setup {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .member(2, "carol", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    Setup { api, gw }
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let mut res = match body {
+        Some(body) => req.send_json(&body).await,
+        None => req.send().await,
+    }
+    .expect("kubegate answers");
+    let bytes = res.body().limit(64 << 20).await.expect("a body");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (res.status().as_u16(), value)
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+}
+
+#[actix_rt::test]
+async fn admin_reads_and_writes_through_every_method() {
+    let s = setup();
+    let token = s.gw.token("alice");
+    let pods = s.gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+
+    let (code, created) = call("POST", &pods, Some(&token), Some(pod("web"))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["metadata"]["name"], "web");
+
+    let (code, list) = call("GET", &pods, Some(&token), None).await;
+    assert_eq!(code, 200);
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["metadata"]["name"] == "web"));
+
+    let web = format!("{pods}/web");
+    let (code, got) = call("GET", &web, Some(&token), None).await;
+    assert_eq!((code, got["kind"].as_str()), (200, Some("Pod")));
+
+    let mut updated = got.clone();
+    updated["metadata"]["labels"] = json!({"tier": "front"});
+    let (code, put) = call("PUT", &web, Some(&token), Some(updated)).await;
+    assert_eq!(code, 200, "{put}");
+    assert_eq!(put["metadata"]["labels"]["tier"], "front");
+
+    let mut res = client()
+        .patch(&web)
+        .bearer_auth(&token)
+        .content_type("application/merge-patch+json")
+        .send_body(r#"{"metadata":{"labels":{"tier":"back"}}}"#)
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let patched: Value = res.json().await.unwrap();
+    assert_eq!(patched["metadata"]["labels"]["tier"], "back");
+
+    // the query string is kept
+    let (code, list) = call(
+        "GET",
+        &format!("{pods}?labelSelector=tier%3Dback"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(s
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.path_and_query().ends_with("?labelSelector=tier%3Dback")));
+
+    let (code, _) = call("DELETE", &web, Some(&token), None).await;
+    assert_eq!(code, 200);
+    // upstream errors pass through as they are
+    let (code, status) = call("GET", &web, Some(&token), None).await;
+    assert_eq!(code, 404);
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "NotFound");
+
+    // the API root, with and without the slash
+    for root in ["", "/"] {
+        let (code, paths) = call("GET", &s.gw.proxy_url(1, 1, root), Some(&token), None).await;
+        assert_eq!(code, 200, "root {root:?}");
+        assert!(paths["paths"].as_array().is_some(), "{paths}");
+    }
+}
+
+#[actix_rt::test]
+async fn credentials_and_identity_headers_never_reach_the_cluster() {
+    let s = setup();
+    let token = s.gw.token("alice");
+    s.api.clear_requests();
+    // written by hand: HTTP clients rewrite Connection headers
+    let request = format!(
+        "GET /pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods HTTP/1.1\r\n\
+         Host: kubegate\r\n\
+         Authorization: Bearer {token}\r\n\
+         Cookie: session=s3cr3t\r\n\
+         Impersonate-User: system:admin\r\n\
+         Impersonate-Group: system:masters\r\n\
+         Impersonate-Extra-Scopes: all\r\n\
+         Impersonate-Uid: 0\r\n\
+         X-Remote-User: system:admin\r\n\
+         X-Remote-Group: system:masters\r\n\
+         Proxy-Authorization: Basic eDp5\r\n\
+         Connection: close, X-Hop\r\n\
+         X-Hop: 1\r\n\
+         X-Custom: kept\r\n\
+         Accept: application/json\r\n\r\n"
+    );
+    let addr = s.gw.url.trim_start_matches("http://").to_string();
+    let answer = common::gateway::block_on(move || async move {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("x-request-id:"));
+    let requests = s.api.requests();
+    let seen = requests.last().expect("the API server saw the request");
+    let names: Vec<String> = seen.headers.iter().map(|(n, _)| n.clone()).collect();
+    for banned in [
+        "authorization",
+        "cookie",
+        "impersonate-user",
+        "impersonate-group",
+        "impersonate-extra-scopes",
+        "impersonate-uid",
+        "x-remote-user",
+        "x-remote-group",
+        "proxy-authorization",
+        "x-hop",
+    ] {
+        assert!(
+            !names.contains(&banned.to_string()),
+            "{banned} reached the API server: {names:?}"
+        );
+    }
+    let header = |n: &str| seen.header(n).map(str::to_string);
+    assert_eq!(header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(header("accept").as_deref(), Some("application/json"));
+    assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    // kubegate's own credentials: the client certificate of the kubeconfig
+    assert_eq!(seen.identity.user(), Some("kubegate"));
+}
+
+#[actix_rt::test]
+async fn token_kubeconfigs_send_the_cluster_token_not_the_users() {
+    let api = ApiServer::builder().token("cluster-secret-token").start();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_token())
+        .start();
+    let user_token = gw.token("alice");
+    let (code, _) = call(
+        "GET",
+        &gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods"),
+        Some(&user_token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let seen = api.requests().pop().unwrap();
+    let auth: Vec<&String> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(auth, vec!["Bearer cluster-secret-token"]);
+}
+
+#[actix_rt::test]
+async fn tls_server_name_and_insecure_skip_verify_are_honoured() {
+    let api = ApiServer::start();
+    let pki = api.pki();
+    let server = api.url().to_string();
+    let good = kubeconfig(
+        &server,
+        &[
+            ca_field(pki),
+            "tls-server-name: kubernetes.default.svc".into(),
+        ],
+        &client_cert_fields(pki),
+    );
+    let wrong = kubeconfig(
+        &server,
+        &[ca_field(pki), "tls-server-name: wrong.example".into()],
+        &client_cert_fields(pki),
+    );
+    let insecure = kubeconfig(
+        &server,
+        &["insecure-skip-tls-verify: true".into()],
+        &client_cert_fields(pki),
+    );
+    let untrusted = kubeconfig(&server, &[], &client_cert_fields(pki));
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(1, "good", &good)
+        .cluster(1, "wrong", &wrong)
+        .cluster(1, "insecure", &insecure)
+        .cluster(1, "public-roots", &untrusted)
+        .start();
+    let token = gw.token("alice");
+    let version = |id: u64| gw.proxy_url(1, id, "/version");
+    assert_eq!(call("GET", &version(1), Some(&token), None).await.0, 200);
+    let (code, status) = call("GET", &version(2), Some(&token), None).await;
+    assert_eq!(
+        code, 502,
+        "a certificate not valid for tls-server-name is refused: {status}"
+    );
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(call("GET", &version(3), Some(&token), None).await.0, 200);
+    assert_eq!(
+        call("GET", &version(4), Some(&token), None).await.0,
+        502,
+        "the test CA is not a public root"
+    );
+}
+
+#[actix_rt::test]
+async fn watch_events_arrive_one_by_one_while_the_stream_stays_open() {
+    let s = setup();
+    let token = s.gw.token("bob");
+    let url =
+        s.gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let mut res = client().get(url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut buffered = Vec::new();
+    for name in ["first", "second", "third"] {
+        let sent = Instant::now();
+        s.api.put_object("default", "pods", pod(name));
+        let event = loop {
+            if let Some(pos) = buffered.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffered.drain(..=pos).collect();
+                break serde_json::from_slice::<Value>(&line).unwrap();
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), res.next())
+                .await
+                .expect("the event arrives while the stream is open")
+                .expect("the stream is still open")
+                .unwrap();
+            buffered.extend_from_slice(&chunk);
+        };
+        assert_eq!(event["type"], "ADDED");
+        assert_eq!(event["object"]["metadata"]["name"], name);
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "event {name} took {:?}",
+            sent.elapsed()
+        );
+    }
+    drop(res);
+    // let the client runtime close the connection; kubegate notices a client that went
+    // away from an idle stream when it next writes to it, here the next event
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    for name in ["fourth", "fifth"] {
+        s.api.put_object("default", "pods", pod(name));
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the watch is audited when it ends, with the bytes it carried
+    let event = s.gw.wait_audit(|e| e["verb"] == "watch");
+    assert_eq!(event["user"], "bob");
+    assert!(event["bytes_out"].as_u64().unwrap() > 100, "{event}");
+}
+
+#[actix_rt::test]
+async fn a_large_list_streams_through_whole() {
+    let s = setup();
+    let token = s.gw.token("alice");
+    let size = 48 << 20;
+    s.api.put_configmaps_of_size("big", "cm", 48, 1 << 20);
+    let path = "/api/v1/namespaces/big/configmaps";
+    let mut direct = 0usize;
+    {
+        let pki = s.api.pki();
+        let tls = pki.client_config();
+        let direct_client = awc::Client::builder()
+            .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(tls)))
+            .disable_timeout()
+            .finish();
+        let mut res = direct_client
+            .get(format!("{}{path}", s.api.url()))
+            .send()
+            .await
+            .unwrap();
+        while let Some(chunk) = res.next().await {
+            direct += chunk.unwrap().len();
+        }
+    }
+    assert!(
+        direct >= size - (64 << 10),
+        "the stand-in serves {direct} bytes"
+    );
+    let mut res = client()
+        .get(s.gw.proxy_url(1, 1, path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut through = 0usize;
+    let mut chunks = 0;
+    let mut tail = Vec::new();
+    while let Some(chunk) = res.next().await {
+        let chunk = chunk.unwrap();
+        through += chunk.len();
+        chunks += 1;
+        tail = chunk.to_vec();
+    }
+    assert_eq!(through, direct);
+    assert!(
+        chunks > 10,
+        "the body came in {chunks} chunks, not as one buffer"
+    );
+    assert!(String::from_utf8_lossy(&tail).trim_end().ends_with('}'));
+    let event = s.gw.wait_audit(|e| e["path"] == path && e["status"] == 200);
+    assert_eq!(event["bytes_out"].as_u64().unwrap() as usize, direct);
+}
+
+#[actix_rt::test]
+async fn path_attacks_are_refused_before_authorization() {
+    let s = setup();
+    let token = s.gw.token("bob");
+    s.api.clear_requests();
+    let attacks = [
+        "/api/v1/namespaces/default/pods/../../secrets",
+        "/api/v1/namespaces/default/./secrets",
+        "/api/v1/namespaces/default/pods/%2e%2e/%2e%2e/secrets",
+        "/api/v1/namespaces/default%2fsecrets",
+        "/api/v1/namespaces/default/pods%2F..%2Fsecrets",
+        "/api/v1/%5c..%5csecrets",
+        "/api/v1/namespaces/default/%252e%252e/secrets",
+        "/api//v1/secrets",
+    ];
+    for attack in attacks {
+        let (code, status) = call("GET", &s.gw.proxy_url(1, 1, attack), Some(&token), None).await;
+        assert_eq!(code, 400, "{attack}");
+        assert_eq!(status["kind"], "Status", "{attack}");
+        assert_eq!(status["reason"], "BadRequest", "{attack}");
+        assert!(
+            status["message"].as_str().unwrap().contains("not allowed"),
+            "{status}"
+        );
+    }
+    assert!(
+        s.api.requests().is_empty(),
+        "nothing reached the API server"
+    );
+    let event = s.gw.wait_audit(|e| e["status"] == 400);
+    assert_eq!(event["decision"], "deny");
+}
+
+#[actix_rt::test]
+async fn every_authentication_failure_is_a_401_status() {
+    let s = setup();
+    let url = s.gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    let cfg = &s.gw.config.auth;
+    let key = std::fs::read_to_string(&cfg.signing_key_file).unwrap();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.trim().as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |aud: &str, iss: &str, exp: u64| json!({"sub": "alice", "aud": aud, "iss": iss, "iat": now, "exp": exp, "jti": "j"});
+    let unsigned = format!(
+        "{}.{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(claims(&cfg.audience, &cfg.issuer, now + 600).to_string())
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("basic", Some("Basic YWxpY2U6cGFzcw==".into())),
+        ("garbage", Some("Bearer not-a-jwt".into())),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                sign(claims(&cfg.audience, &cfg.issuer, now - 120))
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                sign(claims("https://other", &cfg.issuer, now + 600))
+            )),
+        ),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                sign(claims(&cfg.audience, "https://other/", now + 600))
+            )),
+        ),
+        ("alg none", Some(format!("Bearer {unsigned}"))),
+        (
+            "other key",
+            Some(format!("Bearer {}", {
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &claims(&cfg.audience, &cfg.issuer, now + 600),
+                    &jsonwebtoken::EncodingKey::from_secret(b"another key that is long enough!!"),
+                )
+                .unwrap()
+            })),
+        ),
+    ];
+    for (name, header) in cases {
+        let mut req = client().get(&url);
+        if let Some(h) = &header {
+            req = req.insert_header(("Authorization", h.as_str()));
+        }
+        let mut res = req.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{name}");
+        let status: Value = res.json().await.unwrap();
+        assert_eq!(status["kind"], "Status", "{name}");
+        assert_eq!(status["reason"], "Unauthorized", "{name}");
+        if name == "expired" {
+            assert!(
+                status["message"].as_str().unwrap().contains("expired"),
+                "{status}"
+            );
+        }
+    }
+    let denied: Vec<Value> =
+        s.gw.audit_events()
+            .into_iter()
+            .filter(|e| e["status"] == 401)
+            .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut count = denied.len();
+    while count < 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        count =
+            s.gw.audit_events()
+                .iter()
+                .filter(|e| e["status"] == 401)
+                .count();
+    }
+    assert_eq!(count, 8, "every 401 is audited");
+}
+
+#[actix_rt::test]
+async fn roles_decide_who_may_do_what() {
+    let s = setup();
+    let (alice, bob, carol, mallory) = (
+        s.gw.token("alice"),
+        s.gw.token("bob"),
+        s.gw.token("carol"),
+        s.gw.token("mallory"),
+    );
+    let pods = s.gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    assert_eq!(
+        call("POST", &pods, Some(&alice), Some(pod("victim")))
+            .await
+            .0,
+        201
+    );
+
+    // bob, a member, reads but does not write, read secrets, or exec
+    assert_eq!(call("GET", &pods, Some(&bob), None).await.0, 200);
+    assert_eq!(
+        call("GET", &s.gw.proxy_url(1, 1, "/version"), Some(&bob), None)
+            .await
+            .0,
+        200
+    );
+    let (code, status) = call("DELETE", &format!("{pods}/victim"), Some(&bob), None).await;
+    assert_eq!(code, 403);
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "pods \"victim\" is forbidden: User \"bob\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\" of cluster 1 of org 1"
+    );
+    assert_eq!(call("POST", &pods, Some(&bob), Some(pod("x"))).await.0, 403);
+    assert_eq!(
+        call(
+            "GET",
+            &s.gw.proxy_url(1, 1, "/api/v1/namespaces/default/secrets"),
+            Some(&bob),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &s.gw.proxy_url(
+                1,
+                1,
+                "/api/v1/namespaces/default/pods/victim/exec?command=sh"
+            ),
+            Some(&bob),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &s.gw.proxy_url(
+                1,
+                1,
+                "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/"
+            ),
+            Some(&bob),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    let upgrade = client()
+        .get(&pods)
+        .bearer_auth(&bob)
+        .insert_header(("Connection", "Upgrade"))
+        .insert_header(("Upgrade", "websocket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status().as_u16(), 403, "any upgrade is connect");
+
+    // carol is admin of org 2 only; mallory of nothing: 403 for every cluster of org 1,
+    // existing or not
+    for token in [&carol, &mallory] {
+        assert_eq!(call("GET", &pods, Some(token), None).await.0, 403);
+        assert_eq!(
+            call(
+                "GET",
+                &s.gw.proxy_url(1, 99, "/api/v1/pods"),
+                Some(token),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+    }
+    // alice deletes
+    assert_eq!(
+        call("DELETE", &format!("{pods}/victim"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+
+    // a membership added while running takes effect
+    s.gw.set_member(1, "mallory", "member");
+    assert_eq!(call("GET", &pods, Some(&mallory), None).await.0, 200);
+
+    let denied =
+        s.gw.wait_audit(|e| e["user"] == "bob" && e["verb"] == "delete");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["status"], 403);
+    assert_eq!(denied["resource"], "pods");
+    assert_eq!(denied["name"], "victim");
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("may not delete"),
+        "{denied}"
+    );
+    let allowed =
+        s.gw.wait_audit(|e| e["user"] == "alice" && e["verb"] == "delete");
+    assert_eq!(
+        (allowed["decision"].as_str(), allowed["status"].as_u64()),
+        (Some("allow"), Some(200))
+    );
+    assert_eq!(allowed["org"], 1);
+    assert_eq!(allowed["cluster"], 1);
+    assert_eq!(allowed["namespace"], "default");
+}
+
+#[actix_rt::test]
+async fn unknown_unreachable_and_silent_clusters() {
+    let api = ApiServer::start();
+    let pki = api.pki();
+    // a port nobody listens on
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // a listener that never answers the TLS handshake
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(
+            1,
+            "closed",
+            &kubeconfig(
+                &format!("https://{closed}"),
+                &[ca_field(pki)],
+                &client_cert_fields(pki),
+            ),
+        )
+        .cluster(
+            1,
+            "silent",
+            &kubeconfig(
+                &format!("https://{silent_addr}"),
+                &[ca_field(pki)],
+                &client_cert_fields(pki),
+            ),
+        )
+        .start();
+    let token = gw.token("alice");
+    let (code, status) = call(
+        "GET",
+        &gw.proxy_url(1, 7, "/api/v1/pods"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert_eq!(status["reason"], "NotFound");
+    assert_eq!(status["message"], "cluster 7 not found in org 1");
+
+    let (code, status) = call(
+        "GET",
+        &gw.proxy_url(1, 1, "/api/v1/pods"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 502, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("unreachable"),
+        "{status}"
+    );
+
+    let started = Instant::now();
+    let (code, status) = call(
+        "GET",
+        &gw.proxy_url(1, 2, "/api/v1/pods"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 504, "{status}");
+    assert_eq!(status["reason"], "Timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let failed = gw.wait_audit(|e| e["status"] == 504);
+    assert_eq!(failed["decision"], "error");
+    drop(silent);
+}
+
+#[actix_rt::test]
+async fn upstream_redirects_are_passed_back_not_followed() {
+    // a tiny HTTPS server that only redirects, with the stand-in's PKI
+    let pki = TestPki::new();
+    let tls = pki.server_config();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(|| {
+                actix_web::App::new().default_service(actix_web::web::to(|| async {
+                    actix_web::HttpResponse::Found()
+                        .insert_header(("Location", "https://evil.example/"))
+                        .finish()
+                }))
+            })
+            .workers(1)
+            .listen_rustls_0_23(listener, tls)
+            .unwrap()
+            .run();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    let handle = rx.recv().unwrap();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(
+            1,
+            "redirecting",
+            &kubeconfig(
+                &format!("https://{addr}"),
+                &[ca_field(&pki)],
+                &client_cert_fields(&pki),
+            ),
+        )
+        .start();
+    let no_redirects = awc::Client::builder().disable_redirects().finish();
+    let res = no_redirects
+        .get(gw.proxy_url(1, 1, "/api"))
+        .bearer_auth(gw.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 302);
+    assert_eq!(
+        res.headers().get("location").unwrap(),
+        "https://evil.example/"
+    );
+    handle.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn the_audit_trail_holds_no_secrets() {
+    let s = setup();
+    let token = s.gw.token("alice");
+    let url = s.gw.proxy_url(
+        1,
+        1,
+        "/api/v1/namespaces/default/pods?access_token=query-secret-1&labelSelector=a%3Db",
+    );
+    let res = client()
+        .get(url)
+        .bearer_auth(&token)
+        .insert_header(("Cookie", "session=cookie-secret-2"))
+        .insert_header(("User-Agent", "kubectl/v1.32 (linux/amd64)"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let event =
+        s.gw.wait_audit(|e| e["path"] == "/api/v1/namespaces/default/pods");
+    assert_eq!(event["query"], "access_token=REDACTED&labelSelector=a%3Db");
+    assert_eq!(event["user_agent"], "kubectl/v1.32 (linux/amd64)");
+    assert_eq!(event["client"], "127.0.0.1");
+    assert_eq!(event["method"], "GET");
+    assert_eq!(event["verb"], "list");
+    assert!(event["request_id"].as_str().unwrap().len() >= 16);
+    assert!(event["duration_ms"].as_f64().unwrap() > 0.0);
+    let audit = std::fs::read_to_string(&s.gw.config.audit.file).unwrap();
+    for secret in [token.as_str(), "query-secret-1", "cookie-secret-2"] {
+        assert!(!audit.contains(secret), "the audit file holds a secret");
+    }
+    let key = std::fs::read_to_string(&s.gw.config.auth.signing_key_file).unwrap();
+    assert!(!audit.contains(key.trim()));
+}
