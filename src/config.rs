@@ -67,8 +67,16 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Address to serve plain HTTP on; absent: no plain HTTP.
+    pub listen: Option<SocketAddr>,
+    /// Address to serve HTTPS on; absent: no HTTPS.
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key for HTTPS.
+    pub tls_key_file: PathBuf,
+    /// Create a self-signed CA and certificate at those paths when they are missing.
+    pub tls_self_signed: bool,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// How long in-flight requests may take to finish at shutdown.
@@ -202,6 +210,9 @@ impl Config {
         if self.auth.default_ttl.is_zero() {
             problems.push("auth.default_ttl: must be more than 0".to_string());
         }
+        if self.server.listen.is_none() && self.server.listen_tls.is_none() {
+            problems.push("server: set listen, listen_tls or both".to_string());
+        }
         if self.audit.batch == 0 {
             problems.push("audit.batch: must be at least 1".to_string());
         }
@@ -223,8 +234,17 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let c = Config::defaults();
-        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.server.listen.unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(c.server.listen_tls.unwrap().to_string(), "127.0.0.1:9443");
         assert_eq!(c.auth.default_ttl, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn the_compose_config_parses() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/compose.toml"))
+                .unwrap();
+        Config::parse(&text, Path::new("config/compose.toml")).unwrap();
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub mod path;
 pub mod proxy;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod upstream;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kubegate::config::{Config, DEFAULT_PATH};
-use kubegate::server::{Gateway, Stores};
+use kubegate::server::{Gateway, Listeners, Stores};
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +27,12 @@ struct Cli {
 enum Command {
     /// Serve the gateway.
     Serve {
-        /// Address to listen on (overrides server.listen).
+        /// Address to serve plain HTTP on (overrides server.listen).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Address to serve HTTPS on (overrides server.listen_tls).
+        #[arg(long)]
+        listen_tls: Option<SocketAddr>,
     },
     /// Issue API tokens.
     Token {
@@ -130,15 +133,34 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen } => {
-            if let Some(listen) = listen {
+        Command::Serve { listen, listen_tls } => {
+            if listen.is_some() {
                 config.server.listen = listen;
             }
-            let listener = TcpListener::bind(config.server.listen)
-                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            let address = listener.local_addr()?;
-            let gateway = Gateway::bind(&config, listener).await?;
-            log::info!("kubegate listening on http://{address}");
+            if listen_tls.is_some() {
+                config.server.listen_tls = listen_tls;
+            }
+            let listeners = Listeners::bind(&config)?;
+            let http = listeners
+                .http
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?;
+            let https = listeners
+                .https
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?;
+            let gateway = Gateway::bind(&config, listeners).await?;
+            if let Some(address) = http {
+                log::info!("kubegate listening on http://{address}");
+            }
+            if let Some(address) = https {
+                log::info!(
+                    "kubegate listening on https://{address} (certificate {})",
+                    config.server.tls_cert_file.display()
+                );
+            }
             gateway.run().await?;
         }
         Command::Token {

@@ -173,6 +173,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// The sockets kubegate serves on; bind them first, so port 0 works.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Plain HTTP.
+    pub http: Option<TcpListener>,
+    /// HTTPS.
+    pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config` (`server.listen`, `server.listen_tls`).
+    pub fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let bind = |addr: Option<std::net::SocketAddr>| {
+            addr.map(|a| {
+                TcpListener::bind(a).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"))
+                })
+            })
+            .transpose()
+        };
+        Ok(Listeners {
+            http: bind(config.server.listen)?,
+            https: bind(config.server.listen_tls)?,
+        })
+    }
+}
+
 /// A bound, not yet running kubegate.
 pub struct Gateway {
     server: actix_web::dev::Server,
@@ -180,9 +207,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the actors and binds the HTTP server to `listener` (port 0 works: bind
-    /// first, then serve).
-    pub async fn bind(config: &Config, listener: TcpListener) -> Result<Gateway, StartError> {
+    /// Starts the actors and serves on `listeners`.
+    pub async fn bind(config: &Config, listeners: Listeners) -> Result<Gateway, StartError> {
+        let tls = match &listeners.https {
+            Some(_) => {
+                let server = &config.server;
+                if server.tls_self_signed {
+                    crate::tls::ensure_self_signed(&server.tls_cert_file, &server.tls_key_file)?;
+                }
+                Some(crate::tls::server_config(
+                    &server.tls_cert_file,
+                    &server.tls_key_file,
+                )?)
+            }
+            None => None,
+        };
         let services = Services::start(config).await?;
         let state = web::Data::new(AppState {
             registry: services.registry.clone(),
@@ -198,8 +237,13 @@ impl Gateway {
                 .wrap(from_fn(request_id))
                 .configure(routes)
         })
-        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
-        .listen(listener)?;
+        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1));
+        if let Some(listener) = listeners.http {
+            server = server.listen(listener)?;
+        }
+        if let (Some(listener), Some(tls)) = (listeners.https, tls) {
+            server = server.listen_rustls_0_23(listener, tls)?;
+        }
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use kubegate::config::Config;
-use kubegate::server::Gateway;
+use kubegate::server::{Gateway, Listeners};
 
 /// A kubegate being set up.
 pub struct GatewayBuilder {
@@ -52,7 +52,10 @@ impl TestGateway {
     pub fn builder() -> GatewayBuilder {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut config = Config::defaults();
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.server.listen_tls = None;
+        config.server.tls_cert_file = dir.path().join("data/tls/server.crt");
+        config.server.tls_key_file = dir.path().join("data/tls/server.key");
         config.server.workers = 2;
         config.server.shutdown_grace = Duration::from_secs(2);
         config.store.path = dir.path().join("data");
@@ -193,7 +196,11 @@ impl GatewayBuilder {
         let run_config = config.clone();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let gateway = Gateway::bind(&run_config, listener)
+                let listeners = Listeners {
+                    http: Some(listener),
+                    https: None,
+                };
+                let gateway = Gateway::bind(&run_config, listeners)
                     .await
                     .expect("kubegate starts");
                 tx.send(gateway.handle()).unwrap();
