@@ -4,11 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kubegate_actors::cluster::ClusterProxy;
-use kubegate_actors::kubeconfig;
 use kubegate_actors::policy::{PolicyEnforcer, PolicySources};
 use kubegate_actors::store::{ClusterRecord, StoreError};
-use kubegate_actors::ClusterKey;
 
 use crate::auth::{load_signing_key, IssuedToken, TokenAuthority};
 use crate::config::Config;
@@ -25,8 +22,7 @@ pub enum CliError {
     Store(#[from] StoreError),
 }
 
-/// Checks `kubeconfig` (with kube's types, then by building its TLS settings) and stores
-/// it as a new cluster of `org`. Returns the record.
+/// Checks `kubeconfig` and stores it as a new cluster of `org` (the REST API's code path).
 pub async fn add_cluster(
     config: &Config,
     org: u64,
@@ -34,31 +30,17 @@ pub async fn add_cluster(
     kubeconfig_text: &str,
     context: Option<&str>,
 ) -> Result<ClusterRecord, CliError> {
-    check_name(name)?;
-    let spec = kubeconfig::parse(kubeconfig_text, context, &kubeconfig_rules(config))
-        .map_err(|e| CliError::Input(format!("invalid kubeconfig: {e}")))?;
-    ClusterProxy::build(ClusterKey { org, cluster: 0 }, name.to_string(), &spec, 0)
-        .map_err(|e| CliError::Input(format!("invalid kubeconfig: {e}")))?;
     let stores = Stores::open(config);
-    Ok(stores
-        .clusters
-        .create(org, name, kubeconfig_text, context)
-        .await?)
-}
-
-fn check_name(name: &str) -> Result<(), CliError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::Input(format!(
-            "the cluster name \"{name}\" must be 1 to 63 characters of a-z, 0-9, '-', '_' and '.'"
-        )))
-    }
+    crate::clusters::create(
+        stores.clusters.as_ref(),
+        &kubeconfig_rules(config),
+        org,
+        name,
+        kubeconfig_text,
+        context,
+    )
+    .await
+    .map_err(|e| CliError::Input(e.to_string()))
 }
 
 /// The roles the policy file grants anything to.

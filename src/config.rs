@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub tls_key_file: PathBuf,
     /// Create a self-signed CA and certificate at those paths when they are missing.
     pub tls_self_signed: bool,
+    /// The URL clients reach kubegate at (for generated kubeconfigs); absent: taken
+    /// from each request's scheme and Host.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// How long in-flight requests may take to finish at shutdown.
@@ -151,6 +155,9 @@ pub struct ClustersConfig {
     /// Time allowed to connect (TCP and TLS) to an API server.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Proxy instances unused this long are dropped (and rebuilt on demand); 0: never.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -212,6 +219,13 @@ impl Config {
         }
         if self.server.listen.is_none() && self.server.listen_tls.is_none() {
             problems.push("server: set listen, listen_tls or both".to_string());
+        }
+        if let Some(url) = &self.server.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(format!(
+                    "server.public_url: \"{url}\" must start with https:// or http://"
+                ));
+            }
         }
         if self.audit.batch == 0 {
             problems.push("audit.batch: must be at least 1".to_string());

@@ -4,9 +4,12 @@
 //! This crate is the HTTP layer (routes, authentication, configuration, the CLI's
 //! building blocks); the actors live in `kubegate-actors`.
 
+pub mod access;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod clusters;
 pub mod config;
 pub mod path;
 pub mod proxy;

@@ -15,8 +15,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::{Addr, MailboxError};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix::Addr;
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
@@ -154,42 +154,17 @@ async fn admit(
     audit.event.attributes = attributes.clone();
 
     // 2. who is asking
-    let claims = state
-        .tokens
-        .authenticate(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        )
-        .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+    let claims = crate::access::authenticate(req, state)?;
     audit.event.user = claims.sub.clone();
 
     // 3. may they
-    let object = attributes.object(&path.k8s_path);
     let ask = Authorize {
         subject: claims.sub.clone(),
         org: path.org,
-        object,
+        object: attributes.object(&path.k8s_path),
         action: attributes.verb.clone(),
     };
-    let decision = state
-        .policy
-        .send(ask)
-        .timeout(state.decision_timeout)
-        .await
-        .map_err(|e| {
-            let why = match e {
-                MailboxError::Timeout => "did not answer in time",
-                MailboxError::Closed => "is not running",
-            };
-            log::error!(
-                "policy enforcer {why}: request {} denied",
-                audit.event.request_id
-            );
-            StatusError::unavailable(format!(
-                "authorization is unavailable (the policy enforcer {why}); the request was denied"
-            ))
-        })?;
+    let decision = crate::access::decide(state, ask).await?;
     audit.event.reason = decision.reason.clone();
     if !decision.allowed {
         return Err(forbidden(&claims.sub, &path, &attributes));

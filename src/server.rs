@@ -17,8 +17,8 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, Record};
 use kubegate_actors::kubeconfig::KubeconfigRules;
-use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicyError, PolicySources};
-use kubegate_actors::registry::ClusterRegistry;
+use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicyError, PolicySources, Stats};
+use kubegate_actors::registry::{ClusterRegistry, LiveCount};
 use kubegate_actors::store::{ClusterStore, FileClusterStore, FileMemberStore, MemberStore};
 
 use crate::auth::{load_signing_key, TokenAuthority};
@@ -49,6 +49,8 @@ pub struct AppState {
     pub registry: Addr<ClusterRegistry>,
     /// The policy enforcer.
     pub policy: Recipient<Authorize>,
+    /// The policy enforcer, for its figures.
+    pub policy_stats: Recipient<Stats>,
     /// The auditor.
     pub auditor: Recipient<Record>,
     /// Verifies bearer tokens.
@@ -57,6 +59,14 @@ pub struct AppState {
     pub decision_timeout: Duration,
     /// How long to wait for a connection to an API server.
     pub connect_timeout: Duration,
+    /// The cluster store.
+    pub clusters: Arc<dyn ClusterStore>,
+    /// Rules every kubeconfig must follow.
+    pub rules: KubeconfigRules,
+    /// The URL clients reach kubegate at, for generated kubeconfigs.
+    pub public_url: Option<String>,
+    /// The CA of the self-signed serving certificate, for generated kubeconfigs.
+    pub served_ca: Option<std::path::PathBuf>,
 }
 
 /// The stores named in the configuration.
@@ -94,6 +104,8 @@ pub struct Services {
     pub auditor: Addr<Auditor>,
     /// Tokens.
     pub tokens: Arc<TokenAuthority>,
+    /// The stores.
+    pub stores: Stores,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -117,8 +129,9 @@ impl Services {
             (Arbiter::new(), Arbiter::new(), Arbiter::new());
         let rules = kubeconfig_rules(config);
         let clusters = stores.clusters.clone();
+        let idle = config.clusters.idle_timeout;
         let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
-            ClusterRegistry::new(clusters, rules)
+            ClusterRegistry::new(clusters, rules).with_idle_timeout(idle)
         });
         let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
         let sink = JsonLinesFile::new(&config.audit.file);
@@ -131,6 +144,7 @@ impl Services {
             policy,
             auditor,
             tokens,
+            stores,
             _arbiters: vec![registry_arbiter, policy_arbiter, audit_arbiter],
         })
     }
@@ -163,13 +177,75 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
+/// Ready when the cluster store answers and the policy enforcer and auditor run.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut problems = Vec::new();
+    if let Err(e) = state.clusters.check().await {
+        problems.push(format!("store: {e}"));
+    }
+    if state
+        .policy_stats
+        .send(Stats)
+        .timeout(state.decision_timeout)
+        .await
+        .is_err()
+    {
+        problems.push("policy: the policy enforcer does not answer".to_string());
+    }
+    if !state.auditor.connected() {
+        problems.push("audit: the auditor is not running".to_string());
+    }
+    if problems.is_empty() {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "problems": problems}))
+    }
+}
+
+/// Prometheus metrics (the figures kubegate has so far).
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let live = state.registry.send(LiveCount).await.unwrap_or(0);
+    let stats = state
+        .policy_stats
+        .send(Stats)
+        .timeout(state.decision_timeout)
+        .await
+        .ok();
+    let mut text = String::new();
+    text.push_str(
+        "# HELP kubegate_cluster_proxies_live Cluster proxy instances the registry holds.\n",
+    );
+    text.push_str("# TYPE kubegate_cluster_proxies_live gauge\n");
+    text.push_str(&format!("kubegate_cluster_proxies_live {live}\n"));
+    if let Some(stats) = stats {
+        text.push_str("# HELP kubegate_policy_rules Policy lines in force.\n");
+        text.push_str("# TYPE kubegate_policy_rules gauge\n");
+        text.push_str(&format!("kubegate_policy_rules {}\n", stats.policies));
+        text.push_str(
+            "# HELP kubegate_policy_role_bindings Role bindings (memberships) in force.\n",
+        );
+        text.push_str("# TYPE kubegate_policy_role_bindings gauge\n");
+        text.push_str(&format!(
+            "kubegate_policy_role_bindings {}\n",
+            stats.groupings
+        ));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}
+
 /// The routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route(
             "/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy{tail:.*}",
             web::route().to(crate::proxy::handle),
         )
+        .configure(crate::api::routes)
         .default_service(web::to(not_found));
 }
 
@@ -226,10 +302,18 @@ impl Gateway {
         let state = web::Data::new(AppState {
             registry: services.registry.clone(),
             policy: services.policy.clone().recipient(),
+            policy_stats: services.policy.clone().recipient(),
             auditor: services.auditor.clone().recipient(),
             tokens: services.tokens.clone(),
             decision_timeout: config.policy.decision_timeout,
             connect_timeout: config.clusters.connect_timeout,
+            clusters: services.stores.clusters.clone(),
+            rules: kubeconfig_rules(config),
+            public_url: config.server.public_url.clone(),
+            served_ca: config
+                .server
+                .tls_self_signed
+                .then(|| crate::tls::ca_path(&config.server.tls_cert_file)),
         });
         let mut server = HttpServer::new(move || {
             App::new()

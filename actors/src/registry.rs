@@ -1,8 +1,9 @@
 //! The ClusterRegistry actor: one proxy instance per cluster, built on first use from the
 //! kubeconfig in the store, dropped when the cluster goes or its credentials change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -61,7 +62,11 @@ pub struct ClusterRegistry {
     rules: KubeconfigRules,
     proxies: HashMap<ClusterKey, Arc<ClusterProxy>>,
     building: HashMap<ClusterKey, Vec<Waiter>>,
+    /// Clusters evicted while their instance was being built: the build read what is
+    /// now stale, so it is handed to its waiters once but not kept.
+    stale_builds: HashSet<ClusterKey>,
     next_generation: u64,
+    idle_timeout: Option<Duration>,
 }
 
 impl ClusterRegistry {
@@ -72,13 +77,41 @@ impl ClusterRegistry {
             rules,
             proxies: HashMap::new(),
             building: HashMap::new(),
+            stale_builds: HashSet::new(),
             next_generation: 1,
+            idle_timeout: None,
+        }
+    }
+
+    /// Evicts instances unused for `timeout`; they are rebuilt on demand.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    fn evict_idle(&mut self, timeout: Duration) {
+        let limit = timeout.as_millis() as u64;
+        let idle: Vec<ClusterKey> = self
+            .proxies
+            .iter()
+            .filter(|(_, p)| p.idle_ms() >= limit)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            if let Some(proxy) = self.proxies.remove(&key) {
+                proxy.mark_evicted();
+                log::info!("evicted idle proxy for {key}");
+            }
         }
     }
 
     fn finish(&mut self, key: ClusterKey, result: Result<Arc<ClusterProxy>, RegistryError>) {
         if let Ok(proxy) = &result {
-            self.proxies.insert(key, proxy.clone());
+            if self.stale_builds.remove(&key) {
+                proxy.mark_evicted();
+            } else {
+                self.proxies.insert(key, proxy.clone());
+            }
         }
         for waiter in self.building.remove(&key).unwrap_or_default() {
             let _ = waiter.send(result.clone());
@@ -91,6 +124,10 @@ impl Actor for ClusterRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        if let Some(timeout) = self.idle_timeout {
+            let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+            ctx.run_interval(every, move |act, _| act.evict_idle(timeout));
+        }
     }
 }
 
@@ -152,6 +189,9 @@ impl Handler<Evict> for ClusterRegistry {
     type Result = bool;
 
     fn handle(&mut self, Evict(key): Evict, _: &mut Self::Context) -> bool {
+        if self.building.contains_key(&key) {
+            self.stale_builds.insert(key);
+        }
         match self.proxies.remove(&key) {
             Some(proxy) => {
                 proxy.mark_evicted();
@@ -197,6 +237,7 @@ mod tests {
                 kubeconfig: KUBECONFIG.into(),
                 context: None,
                 created_at: String::new(),
+                updated_at: None,
             }))
         }
         async fn list(&self, _: u64) -> Result<Vec<ClusterRecord>, StoreError> {
@@ -211,8 +252,20 @@ mod tests {
         ) -> Result<ClusterRecord, StoreError> {
             Err(StoreError::Unavailable("read only".into()))
         }
+        async fn update(
+            &self,
+            _: u64,
+            _: u64,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<Option<ClusterRecord>, StoreError> {
+            Ok(None)
+        }
         async fn delete(&self, _: u64, _: u64) -> Result<bool, StoreError> {
             Ok(false)
+        }
+        async fn check(&self) -> Result<(), StoreError> {
+            Ok(())
         }
     }
 
@@ -234,6 +287,43 @@ mod tests {
         assert!(registry.send(Get(key)).await.unwrap().is_none());
         let rebuilt = registry.send(Create(key)).await.unwrap().unwrap();
         assert!(rebuilt.generation > proxies[0].generation);
+    }
+
+    #[actix_rt::test]
+    async fn idle_instances_are_evicted_and_rebuilt() {
+        let store = Arc::new(CountingStore {
+            reads: AtomicUsize::new(0),
+        });
+        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default())
+            .with_idle_timeout(Duration::from_millis(100))
+            .start();
+        let key = ClusterKey { org: 1, cluster: 1 };
+        let first = registry.send(Create(key)).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(first.is_evicted());
+        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
+        let second = registry.send(Create(key)).await.unwrap().unwrap();
+        assert!(!second.is_evicted());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[actix_rt::test]
+    async fn an_eviction_during_a_build_is_not_lost() {
+        let store = Arc::new(CountingStore {
+            reads: AtomicUsize::new(0),
+        });
+        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
+        let key = ClusterKey { org: 1, cluster: 1 };
+        let building = registry.send(Create(key));
+        // the store answers after 20 ms: evict while the build is under way
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        registry.send(Evict(key)).await.unwrap();
+        let stale = building.await.unwrap().unwrap();
+        assert!(
+            stale.is_evicted(),
+            "what was read before the eviction is not kept"
+        );
+        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
     }
 
     #[actix_rt::test]

@@ -55,6 +55,9 @@ pub struct ClusterRecord {
     pub context: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
+    /// Time of the last kubeconfig update, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterRecord {
@@ -83,8 +86,18 @@ pub trait ClusterStore: Send + Sync {
         kubeconfig: &str,
         context: Option<&str>,
     ) -> Result<ClusterRecord, StoreError>;
+    /// Replaces a cluster's kubeconfig and context; `None` when there is no such cluster.
+    async fn update(
+        &self,
+        org: u64,
+        id: u64,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<Option<ClusterRecord>, StoreError>;
     /// Removes a cluster; `false` when there was none.
     async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError>;
+    /// Checks that the store can be reached and read (for `/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
 }
 
 /// The embedded cluster store: `{dir}/orgs/{org}/clusters/{id}.json`.
@@ -181,6 +194,7 @@ impl ClusterStore for FileClusterStore {
                 kubeconfig: kubeconfig.to_string(),
                 context: context.map(str::to_string),
                 created_at: now_rfc3339(),
+                updated_at: None,
             };
             let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
             let path = dir.join(format!("{id}.json"));
@@ -193,12 +207,40 @@ impl ClusterStore for FileClusterStore {
         }
     }
 
+    async fn update(
+        &self,
+        org: u64,
+        id: u64,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<Option<ClusterRecord>, StoreError> {
+        let path = self.org_dir(org).join(format!("{id}.json"));
+        let Some(mut record) = Self::read(&path)? else {
+            return Ok(None);
+        };
+        record.kubeconfig = kubeconfig.to_string();
+        record.context = context.map(str::to_string);
+        record.updated_at = Some(now_rfc3339());
+        let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
+        write_atomic(&path, &bytes).map_err(|e| StoreError::io(&path, e))?;
+        Ok(Some(record))
+    }
+
     async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError> {
         let path = self.org_dir(org).join(format!("{id}.json"));
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        match std::fs::metadata(&self.dir) {
+            Ok(_) => Ok(()),
+            // not created yet: it will be on the first write
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&self.dir, e)),
         }
     }
 }
@@ -330,6 +372,13 @@ mod tests {
             Some("ctx")
         );
         assert_eq!(store.list(1).await.unwrap().len(), 2);
+        let updated = store.update(1, 2, "kc2", None).await.unwrap().unwrap();
+        assert_eq!(
+            (updated.kubeconfig.as_str(), updated.context),
+            ("kc2", None)
+        );
+        assert!(updated.updated_at.is_some());
+        assert!(store.update(1, 42, "kc", None).await.unwrap().is_none());
         assert!(store.delete(1, 1).await.unwrap());
         assert!(!store.delete(1, 1).await.unwrap());
         assert!(store.get(1, 1).await.unwrap().is_none());

@@ -66,6 +66,7 @@ impl TestGateway {
         config.audit.file = dir.path().join("data/audit.jsonl");
         config.audit.flush_interval = Duration::from_millis(20);
         config.clusters.connect_timeout = Duration::from_secs(2);
+        config.clusters.idle_timeout = Duration::ZERO;
         GatewayBuilder {
             config,
             dir,

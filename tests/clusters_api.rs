@@ -1,0 +1,401 @@
+//! The cluster REST API and the registry's lifecycle behind it.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::apiserver::ApiServer;
+use common::gateway::TestGateway;
+use futures_util::StreamExt;
+use kubegate_actors::kubeconfig::{self, KubeconfigRules};
+use serde_json::{json, Value};
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let mut res = match body {
+        Some(body) => req.send_json(&body).await,
+        None => req.send().await,
+    }
+    .expect("kubegate answers");
+    let bytes = res.body().await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn setup() -> (ApiServer, TestGateway) {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .start();
+    (api, gw)
+}
+
+fn clusters_url(gw: &TestGateway, org: u64) -> String {
+    format!("{}/pipeline/api/v1/orgs/{org}/clusters", gw.url)
+}
+
+#[actix_rt::test]
+async fn create_list_get_update_delete_with_every_error() {
+    let (api, gw) = setup();
+    let (alice, bob, mallory) = (gw.token("alice"), gw.token("bob"), gw.token("mallory"));
+    let url = clusters_url(&gw, 1);
+    let kubeconfig = api.kubeconfig_with_client_cert();
+
+    // create, with YAML and with base64
+    let (code, dev) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "dev", "kubeconfig": kubeconfig})),
+    )
+    .await;
+    assert_eq!(code, 201, "{dev}");
+    assert_eq!(
+        (dev["id"].as_u64(), dev["name"].as_str()),
+        (Some(1), Some("dev"))
+    );
+    assert_eq!(dev["server"], api.url());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&kubeconfig);
+    let (code, prod) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "prod", "kubeconfig": b64})),
+    )
+    .await;
+    assert_eq!((code, prod["id"].as_u64()), (201, Some(2)));
+
+    // errors that say what to fix
+    let exec = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://10.0.0.1'}\nusers:\n- name: u\n  user:\n    exec: {command: aws, apiVersion: client.authentication.k8s.io/v1}\n";
+    let cases = [
+        (
+            json!({"name": "eks", "kubeconfig": exec}),
+            400,
+            "users[u].user.exec",
+        ),
+        (
+            json!({"name": "Bad Name", "kubeconfig": kubeconfig}),
+            400,
+            "cluster name",
+        ),
+        (
+            json!({"name": "x", "kubeconfig": "::: not yaml"}),
+            400,
+            "invalid kubeconfig",
+        ),
+        (json!({"name": "x"}), 400, "missing field `kubeconfig`"),
+        (
+            json!({"name": "dev", "kubeconfig": kubeconfig}),
+            409,
+            "exists already",
+        ),
+    ];
+    for (body, want, says) in cases {
+        let (code, error) = call("POST", &url, Some(&alice), Some(body.clone())).await;
+        assert_eq!(code, want, "{body}: {error}");
+        assert_eq!(error["code"], want);
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+
+    // list and get show no credentials, to members too
+    let (code, list) = call("GET", &url, Some(&bob), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let text = list.to_string();
+    for secret in [&api.pki().client_key_pem, &b64] {
+        assert!(
+            !text.contains(secret.lines().nth(1).unwrap_or(secret)),
+            "credentials leaked: {text}"
+        );
+    }
+    assert!(!text.contains("client-key-data") && !text.contains("kubeconfig"));
+    let (code, one) = call("GET", &format!("{url}/2"), Some(&bob), None).await;
+    assert_eq!((code, one["name"].as_str()), (200, Some("prod")));
+    assert_eq!(
+        call("GET", &format!("{url}/9"), Some(&bob), None).await.0,
+        404
+    );
+    assert_eq!(
+        call("GET", &format!("{url}/x"), Some(&bob), None).await.0,
+        400
+    );
+
+    // members may not change anything; strangers see nothing; no token is a 401
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            Some(&bob),
+            Some(json!({"name": "b", "kubeconfig": kubeconfig}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call("DELETE", &format!("{url}/1"), Some(&bob), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(call("GET", &url, Some(&mallory), None).await.0, 403);
+    assert_eq!(call("GET", &url, None, None).await.0, 401);
+
+    // update and delete
+    let (code, updated) = call(
+        "PUT",
+        &format!("{url}/2"),
+        Some(&alice),
+        Some(json!({"kubeconfig": kubeconfig})),
+    )
+    .await;
+    assert_eq!(code, 200, "{updated}");
+    assert!(updated["updatedAt"].is_string());
+    assert_eq!(
+        call(
+            "PUT",
+            &format!("{url}/9"),
+            Some(&alice),
+            Some(json!({"kubeconfig": kubeconfig}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            "PUT",
+            &format!("{url}/2"),
+            Some(&alice),
+            Some(json!({"kubeconfig": exec}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call("DELETE", &format!("{url}/2"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call("DELETE", &format!("{url}/2"), Some(&alice), None)
+            .await
+            .0,
+        404
+    );
+
+    // the REST calls are audited too
+    let denied = gw.wait_audit(|e| e["user"] == "bob" && e["verb"] == "delete");
+    assert_eq!(
+        (denied["status"].as_u64(), denied["decision"].as_str()),
+        (Some(403), Some("deny"))
+    );
+}
+
+#[actix_rt::test]
+async fn delete_and_update_evict_the_proxy() {
+    let (api, gw) = setup();
+    let alice = gw.token("alice");
+    let url = clusters_url(&gw, 1);
+    let (code, _) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "dev", "kubeconfig": api.kubeconfig_with_client_cert()})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    assert_eq!(call("GET", &pods, Some(&alice), None).await.0, 200);
+    assert_eq!(
+        api.requests().last().unwrap().identity.user(),
+        Some("kubegate")
+    );
+
+    // a watch opened with the old credentials
+    let mut watch = client()
+        .get(format!("{pods}?watch=true"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+
+    // new credentials: the next request uses them
+    let (cert, key) = api.pki().issue_client_cert("second-identity", None);
+    let (code, _) = call(
+        "PUT",
+        &format!("{url}/1"),
+        Some(&alice),
+        Some(json!({"kubeconfig": api.kubeconfig_with_cert(&cert, &key)})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(call("GET", &pods, Some(&alice), None).await.0, 200);
+    assert_eq!(
+        api.requests().last().unwrap().identity.user(),
+        Some("second-identity")
+    );
+
+    // the stream opened before the update may finish
+    api.put_object("default", "pods", json!({"metadata": {"name": "after-update"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+    let chunk = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("after-update"));
+
+    // deleted: the next request is a 404
+    assert_eq!(
+        call("DELETE", &format!("{url}/1"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+    let (code, status) = call("GET", &pods, Some(&alice), None).await;
+    assert_eq!(code, 404, "{status}");
+    assert_eq!(status["reason"], "NotFound");
+}
+
+#[actix_rt::test]
+async fn the_callers_kubeconfig_points_at_kubegate_with_their_token() {
+    let (api, gw) = setup();
+    let alice = gw.token("alice");
+    let url = clusters_url(&gw, 1);
+    call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "dev", "kubeconfig": api.kubeconfig_with_client_cert()})),
+    )
+    .await;
+    let bob = gw.token("bob");
+    let mut res = client()
+        .get(format!("{url}/1/config"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let yaml = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        !yaml.contains(
+            &base64::engine::general_purpose::STANDARD.encode(&api.pki().client_cert_pem)
+        ),
+        "no cluster credentials"
+    );
+    let rules = KubeconfigRules {
+        allow_insecure_http: true,
+    };
+    let spec = kubeconfig::parse(&yaml, None, &rules).expect("a valid kubeconfig");
+    assert_eq!(spec.server, gw.proxy_url(1, 1, ""));
+    let header = spec.auth.header_value().expect("a token");
+    let token = header.trim_start_matches("Bearer ");
+    assert_ne!(token, bob, "a new token");
+    let (code, _) = call(
+        "GET",
+        &format!("{}/api/v1/namespaces/default/pods", spec.server),
+        Some(token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "bob's new token reads through kubegate");
+}
+
+#[actix_rt::test]
+async fn health_readiness_and_live_proxies() {
+    let (api, gw) = setup();
+    let alice = gw.token("alice");
+    let body = |url: String| async move {
+        let mut res = client().get(url).send().await.unwrap();
+        (
+            res.status().as_u16(),
+            String::from_utf8(res.body().await.unwrap().to_vec()).unwrap(),
+        )
+    };
+    assert_eq!(
+        body(format!("{}/healthz", gw.url)).await,
+        (200, "ok".to_string())
+    );
+    assert_eq!(
+        body(format!("{}/readyz", gw.url)).await,
+        (200, "ok".to_string())
+    );
+    let (_, metrics) = body(format!("{}/metrics", gw.url)).await;
+    assert!(
+        metrics.contains("kubegate_cluster_proxies_live 0"),
+        "{metrics}"
+    );
+    call(
+        "POST",
+        &clusters_url(&gw, 1),
+        Some(&alice),
+        Some(json!({"name": "dev", "kubeconfig": api.kubeconfig_with_client_cert()})),
+    )
+    .await;
+    assert_eq!(
+        call("GET", &gw.proxy_url(1, 1, "/version"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+    let (_, metrics) = body(format!("{}/metrics", gw.url)).await;
+    assert!(
+        metrics.contains("kubegate_cluster_proxies_live 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kubegate_policy_rules 4"), "{metrics}");
+}
+
+#[actix_rt::test]
+async fn idle_proxies_are_dropped_and_rebuilt_on_demand() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .configure(|c| c.clusters.idle_timeout = Duration::from_millis(200))
+        .member(1, "alice", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let alice = gw.token("alice");
+    let live = || async {
+        let mut res = client()
+            .get(format!("{}/metrics", gw.url))
+            .send()
+            .await
+            .unwrap();
+        let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("kubegate_cluster_proxies_live "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        call("GET", &gw.proxy_url(1, 1, "/version"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(live().await, "1");
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(live().await, "0", "dropped after the idle timeout");
+    assert_eq!(
+        call("GET", &gw.proxy_url(1, 1, "/version"), Some(&alice), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(live().await, "1", "rebuilt on demand");
+}
