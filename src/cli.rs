@@ -30,7 +30,9 @@ pub async fn add_cluster(
     kubeconfig_text: &str,
     context: Option<&str>,
 ) -> Result<ClusterRecord, CliError> {
-    let stores = Stores::open(config);
+    let stores = Stores::open(config)
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?;
     crate::clusters::create(
         stores.clusters.as_ref(),
         &kubeconfig_rules(config),
@@ -81,7 +83,12 @@ pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Re
             roles.join(", ")
         )));
     }
-    Stores::open(config).members.set(org, user, role).await?;
+    Stores::open(config)
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?
+        .members
+        .set(org, user, role)
+        .await?;
     Ok(())
 }
 
@@ -100,7 +107,9 @@ pub fn create_token(
 
 /// Checks that the policy loads with the configured member store. Returns a summary.
 pub async fn check_policy(config: &Config) -> Result<String, CliError> {
-    let stores = Stores::open(config);
+    let stores = Stores::open(config)
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let enforcer = PolicyEnforcer::load(
         PolicySources {
             model: config.policy.model.clone(),

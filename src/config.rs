@@ -92,10 +92,76 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `file`: the embedded store in a local directory.
+    /// Where clusters are kept: `file` (the local directory `path`) or `vault`.
     pub kind: String,
-    /// The directory of the file store.
+    /// The local directory: clusters (kind `file`), memberships, the signing key.
     pub path: PathBuf,
+    /// `[store.vault]`, for kind `vault`.
+    #[serde(default)]
+    pub vault: Option<VaultConfig>,
+}
+
+/// `[store.vault]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `https://vault.example:8200`
+    pub address: String,
+    /// KV version 2 mount.
+    #[serde(default = "default_vault_mount")]
+    pub mount: String,
+    /// Path under the mount: records live at `{prefix}/orgs/{org}/clusters/{id}`.
+    #[serde(default = "default_vault_prefix")]
+    pub prefix: String,
+    /// `token`, `approle` or `kubernetes`.
+    #[serde(default = "default_vault_auth")]
+    pub auth: String,
+    /// File holding the token (auth `token`); else `VAULT_TOKEN` from the environment.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// AppRole auth mount.
+    #[serde(default = "default_approle_mount")]
+    pub approle_mount: String,
+    /// AppRole role id.
+    #[serde(default)]
+    pub role_id: Option<String>,
+    /// File holding the AppRole secret id; else `KUBEGATE_VAULT_SECRET_ID`.
+    #[serde(default)]
+    pub secret_id_file: Option<PathBuf>,
+    /// Kubernetes auth mount.
+    #[serde(default = "default_kubernetes_mount")]
+    pub kubernetes_mount: String,
+    /// Kubernetes auth role.
+    #[serde(default)]
+    pub kubernetes_role: Option<String>,
+    /// The service account token kubegate logs in with.
+    #[serde(default = "default_jwt_file")]
+    pub jwt_file: PathBuf,
+    /// Timeout of each call to Vault.
+    #[serde(default = "default_vault_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_vault_mount() -> String {
+    "secret".into()
+}
+fn default_vault_prefix() -> String {
+    "kubegate".into()
+}
+fn default_vault_auth() -> String {
+    "token".into()
+}
+fn default_approle_mount() -> String {
+    "approle".into()
+}
+fn default_kubernetes_mount() -> String {
+    "kubernetes".into()
+}
+fn default_jwt_file() -> PathBuf {
+    "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+}
+fn default_vault_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[auth]`

@@ -185,12 +185,17 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 println!("{}", record.id);
             }
             ClusterCommand::List { org } => {
-                for record in Stores::open(&config).clusters.list(org).await? {
+                for record in Stores::open(&config).await?.clusters.list(org).await? {
                     println!("{}\t{}\t{}", record.id, record.name, record.created_at);
                 }
             }
             ClusterCommand::Remove { org, id } => {
-                if !Stores::open(&config).clusters.delete(org, id).await? {
+                if !Stores::open(&config)
+                    .await?
+                    .clusters
+                    .delete(org, id)
+                    .await?
+                {
                     anyhow::bail!("org {org} has no cluster {id}");
                 }
             }
@@ -200,12 +205,17 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 kubegate::cli::set_member(&config, org, &user, &role).await?;
             }
             MemberCommand::Remove { org, user } => {
-                if !Stores::open(&config).members.remove(org, &user).await? {
+                if !Stores::open(&config)
+                    .await?
+                    .members
+                    .remove(org, &user)
+                    .await?
+                {
                     anyhow::bail!("{user} is not a member of org {org}");
                 }
             }
             MemberCommand::List { org } => {
-                for m in Stores::open(&config).members.all().await? {
+                for m in Stores::open(&config).await?.members.all().await? {
                     if org.is_none_or(|o| o == m.org) {
                         println!("{}\t{}\t{}", m.org, m.user, m.role);
                     }

@@ -20,9 +20,11 @@ use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicyError, PolicySources, Stats};
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
 use kubegate_actors::store::{ClusterStore, FileClusterStore, FileMemberStore, MemberStore};
+use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+use secrecy::SecretString;
 
 use crate::auth::{load_signing_key, TokenAuthority};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, VaultConfig};
 use crate::status::StatusError;
 
 /// Why kubegate could not start.
@@ -78,13 +80,78 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Opens the stores of `config`.
-    pub fn open(config: &Config) -> Stores {
-        Stores {
-            clusters: Arc::new(FileClusterStore::new(&config.store.path)),
+    /// Opens the stores of `config`. With Vault, logs in (a Vault that is down is not an
+    /// error here: requests that need it get a 503 until it is back).
+    pub async fn open(config: &Config) -> Result<Stores, ConfigError> {
+        let clusters: Arc<dyn ClusterStore> = match &config.store.vault {
+            Some(vault) if config.store.kind == "vault" => {
+                let store = VaultClusterStore::connect(vault_settings(vault)?)
+                    .await
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+                    arbiter.spawn(store.clone().keep_alive());
+                }
+                store
+            }
+            _ => Arc::new(FileClusterStore::new(&config.store.path)),
+        };
+        Ok(Stores {
+            clusters,
             members: Arc::new(FileMemberStore::new(&config.store.path)),
-        }
+        })
     }
+}
+
+fn read_secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    what: &str,
+) -> Result<SecretString, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "cannot read the {what} file {}: {e}",
+                path.display()
+            ))
+        })?;
+        return Ok(SecretString::from(text.trim().to_string()));
+    }
+    std::env::var(env).map(SecretString::from).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "the {what} is missing: set {env} or the file in the configuration"
+        ))
+    })
+}
+
+fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
+    let auth = match vault.auth.as_str() {
+        "approle" => VaultAuth::AppRole {
+            mount: vault.approle_mount.clone(),
+            role_id: vault.role_id.clone().unwrap_or_default(),
+            secret_id: read_secret(
+                vault.secret_id_file.as_deref(),
+                "KUBEGATE_VAULT_SECRET_ID",
+                "Vault AppRole secret id",
+            )?,
+        },
+        "kubernetes" => VaultAuth::Kubernetes {
+            mount: vault.kubernetes_mount.clone(),
+            role: vault.kubernetes_role.clone().unwrap_or_default(),
+            jwt_file: vault.jwt_file.clone(),
+        },
+        _ => VaultAuth::Token(read_secret(
+            vault.token_file.as_deref(),
+            "VAULT_TOKEN",
+            "Vault token",
+        )?),
+    };
+    Ok(VaultSettings {
+        address: vault.address.clone(),
+        mount: vault.mount.clone(),
+        prefix: vault.prefix.clone(),
+        auth,
+        timeout: vault.timeout,
+    })
 }
 
 /// The kubeconfig rules of `config`.
@@ -115,7 +182,7 @@ impl Services {
     pub async fn start(config: &Config) -> Result<Services, StartError> {
         let key = load_signing_key(&config.auth)?;
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
-        let stores = Stores::open(config);
+        let stores = Stores::open(config).await?;
         let enforcer = PolicyEnforcer::load(
             PolicySources {
                 model: config.policy.model.clone(),

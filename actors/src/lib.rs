@@ -17,6 +17,7 @@ pub mod kubeconfig;
 pub mod policy;
 pub mod registry;
 pub mod store;
+pub mod vault;
 
 /// Identifies one cluster: its organization and its id in that organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -5,3 +5,4 @@
 pub mod apiserver;
 pub mod certs;
 pub mod gateway;
+pub mod vault;

@@ -1,0 +1,379 @@
+//! The cluster store in Vault (KV version 2), as Pipeline keeps it: each cluster's record,
+//! kubeconfig included, at `{mount}/{prefix}/orgs/{org}/clusters/{id}`. Nothing secret is
+//! written to local disk.
+//!
+//! Authentication by token, AppRole, or a Kubernetes service account (when kubegate runs
+//! in a cluster). A renewable token is renewed before it expires; a login that expires is
+//! done again. When Vault cannot be reached or is sealed, every operation fails with
+//! [`StoreError::Unavailable`] and the next one tries again: nothing needs restarting.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+use vaultrs::kv2;
+
+use crate::store::{now_rfc3339, ClusterRecord, ClusterStore, StoreError};
+
+/// How kubegate logs in to Vault.
+#[derive(Clone)]
+pub enum VaultAuth {
+    /// A token given in configuration (file or environment).
+    Token(SecretString),
+    /// AppRole: role id and secret id, at the auth mount `mount`.
+    AppRole {
+        /// Auth mount, usually `approle`.
+        mount: String,
+        /// The role id.
+        role_id: String,
+        /// The secret id.
+        secret_id: SecretString,
+    },
+    /// A Kubernetes service account token, at the auth mount `mount`.
+    Kubernetes {
+        /// Auth mount, usually `kubernetes`.
+        mount: String,
+        /// The Vault role.
+        role: String,
+        /// The service account token file.
+        jwt_file: std::path::PathBuf,
+    },
+}
+
+/// Where Vault is and how to use it.
+#[derive(Clone)]
+pub struct VaultSettings {
+    /// `https://vault:8200`
+    pub address: String,
+    /// KV v2 mount, e.g. `secret`.
+    pub mount: String,
+    /// Path prefix under the mount, e.g. `kubegate`.
+    pub prefix: String,
+    /// How to log in.
+    pub auth: VaultAuth,
+    /// Timeout of each call to Vault.
+    pub timeout: Duration,
+}
+
+/// The Vault cluster store.
+pub struct VaultClusterStore {
+    settings: VaultSettings,
+    client: RwLock<Arc<VaultClient>>,
+    /// Lease of the current login, when it expires (`None`: does not expire).
+    lease: RwLock<Option<(bool, Duration)>>,
+}
+
+fn unavailable(address: &str, e: &ClientError) -> StoreError {
+    let why = match e {
+        ClientError::APIError { code: 503, .. } => "is sealed or in standby".to_string(),
+        ClientError::APIError { code: 403, .. } => {
+            "refused kubegate's token (permission denied)".to_string()
+        }
+        ClientError::APIError { code, errors } => format!("answered {code}: {}", errors.join("; ")),
+        ClientError::RestClientError { .. } => "cannot be reached".to_string(),
+        other => other.to_string(),
+    };
+    StoreError::Unavailable(format!("Vault at {address} {why}"))
+}
+
+fn is_not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::APIError { code: 404, .. })
+}
+
+impl VaultClusterStore {
+    /// Connects and logs in. Fails when the settings are unusable; a Vault that is down
+    /// is not an error here (the first operation will say so, and retry).
+    pub async fn connect(settings: VaultSettings) -> Result<Arc<VaultClusterStore>, StoreError> {
+        // reqwest's rustls takes the process-wide provider: kubegate's is ring
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let initial = match &settings.auth {
+            VaultAuth::Token(token) => token.expose_secret().to_string(),
+            _ => String::new(),
+        };
+        let client = Self::client(&settings, &initial)?;
+        let store = Arc::new(VaultClusterStore {
+            settings,
+            client: RwLock::new(Arc::new(client)),
+            lease: RwLock::new(None),
+        });
+        if let Err(e) = store.login().await {
+            log::error!("Vault login failed, will retry: {e}");
+        }
+        Ok(store)
+    }
+
+    fn client(settings: &VaultSettings, token: &str) -> Result<VaultClient, StoreError> {
+        let built = VaultClientSettingsBuilder::default()
+            .address(&settings.address)
+            .token(token)
+            .timeout(Some(settings.timeout))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("Vault settings: {e}")))?;
+        VaultClient::new(built).map_err(|e| StoreError::Unavailable(format!("Vault client: {e}")))
+    }
+
+    fn current(&self) -> Arc<VaultClient> {
+        self.client.read().expect("vault client lock").clone()
+    }
+
+    fn path(&self, org: u64, id: Option<u64>) -> String {
+        let base = format!(
+            "{}/orgs/{org}/clusters",
+            self.settings.prefix.trim_matches('/')
+        );
+        match id {
+            Some(id) => format!("{base}/{id}"),
+            None => base,
+        }
+    }
+
+    /// Logs in (AppRole, Kubernetes) or looks the token up (token auth), and records
+    /// whether and when the token must be renewed.
+    pub async fn login(&self) -> Result<(), StoreError> {
+        let address = &self.settings.address;
+        let anonymous = Self::client(&self.settings, "")?;
+        let info = match &self.settings.auth {
+            VaultAuth::Token(_) => {
+                let client = self.current();
+                let found = vaultrs::token::lookup_self(client.as_ref())
+                    .await
+                    .map_err(|e| unavailable(address, &e))?;
+                *self.lease.write().expect("lease lock") = (found.ttl > 0).then(|| {
+                    (
+                        found.renewable.unwrap_or(false),
+                        Duration::from_secs(found.ttl),
+                    )
+                });
+                return Ok(());
+            }
+            VaultAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => {
+                vaultrs::auth::approle::login(&anonymous, mount, role_id, secret_id.expose_secret())
+                    .await
+            }
+            VaultAuth::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt = std::fs::read_to_string(jwt_file).map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot read the service account token {}: {e}",
+                        jwt_file.display()
+                    ))
+                })?;
+                vaultrs::auth::kubernetes::login(&anonymous, mount, role, jwt.trim()).await
+            }
+        }
+        .map_err(|e| unavailable(address, &e))?;
+        let client = Self::client(&self.settings, &info.client_token)?;
+        *self.client.write().expect("vault client lock") = Arc::new(client);
+        *self.lease.write().expect("lease lock") = (info.lease_duration > 0)
+            .then(|| (info.renewable, Duration::from_secs(info.lease_duration)));
+        log::info!("logged in to Vault at {address}");
+        Ok(())
+    }
+
+    /// Keeps the login alive: renews a renewable token at two thirds of its lease, logs
+    /// in again when renewal is not possible. Runs until the store is dropped.
+    pub async fn keep_alive(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        loop {
+            let Some(store) = weak.upgrade() else { return };
+            let lease = *store.lease.read().expect("lease lock");
+            let wait = match lease {
+                Some((_, ttl)) => (ttl * 2 / 3).max(Duration::from_secs(1)),
+                None => Duration::from_secs(60),
+            };
+            drop(store);
+            tokio::time::sleep(wait).await;
+            let Some(store) = weak.upgrade() else { return };
+            let renewed = match lease {
+                Some((true, _)) => {
+                    let client = store.current();
+                    match vaultrs::token::renew_self(client.as_ref(), None).await {
+                        Ok(info) => {
+                            *store.lease.write().expect("lease lock") =
+                                Some((info.renewable, Duration::from_secs(info.lease_duration)));
+                            log::debug!("Vault token renewed for {}s", info.lease_duration);
+                            true
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "Vault token renewal failed: {}",
+                                unavailable(&store.settings.address, &e)
+                            );
+                            false
+                        }
+                    }
+                }
+                _ => lease.is_none(),
+            };
+            if !renewed {
+                if let Err(e) = store.login().await {
+                    log::error!("Vault login failed, will retry: {e}");
+                    *store.lease.write().expect("lease lock") =
+                        Some((false, Duration::from_secs(15)));
+                }
+            }
+        }
+    }
+
+    async fn read(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
+        let client = self.current();
+        match kv2::read::<ClusterRecord>(
+            client.as_ref(),
+            &self.settings.mount,
+            &self.path(org, Some(id)),
+        )
+        .await
+        {
+            Ok(record) => Ok(Some(record)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(ClientError::JsonParseError { source }) => Err(StoreError::Corrupt {
+                path: self.path(org, Some(id)),
+                reason: source.to_string(),
+            }),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+
+    async fn ids(&self, org: u64) -> Result<Vec<u64>, StoreError> {
+        let client = self.current();
+        match kv2::list(client.as_ref(), &self.settings.mount, &self.path(org, None)).await {
+            Ok(keys) => {
+                let mut ids: Vec<u64> = keys.iter().filter_map(|k| k.parse().ok()).collect();
+                ids.sort_unstable();
+                Ok(ids)
+            }
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterStore for VaultClusterStore {
+    async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
+        self.read(org, id).await
+    }
+
+    async fn list(&self, org: u64) -> Result<Vec<ClusterRecord>, StoreError> {
+        let mut records = Vec::new();
+        for id in self.ids(org).await? {
+            if let Some(record) = self.read(org, id).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn create(
+        &self,
+        org: u64,
+        name: &str,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<ClusterRecord, StoreError> {
+        let existing = self.list(org).await?;
+        if existing.iter().any(|r| r.name == name) {
+            return Err(StoreError::DuplicateName(name.to_string()));
+        }
+        let mut id = existing.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        loop {
+            let record = ClusterRecord {
+                org,
+                id,
+                name: name.to_string(),
+                kubeconfig: kubeconfig.to_string(),
+                context: context.map(str::to_string),
+                created_at: now_rfc3339(),
+                updated_at: None,
+            };
+            let client = self.current();
+            // cas = 0: write only if the path holds nothing, so two writers cannot take
+            // one id
+            let options = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 0 };
+            match kv2::set_with_options(
+                client.as_ref(),
+                &self.settings.mount,
+                &self.path(org, Some(id)),
+                &record,
+                options,
+            )
+            .await
+            {
+                Ok(_) => return Ok(record),
+                Err(ClientError::APIError { code: 400, errors })
+                    if errors.iter().any(|e| e.contains("check-and-set")) =>
+                {
+                    id += 1
+                }
+                Err(e) => return Err(unavailable(&self.settings.address, &e)),
+            }
+        }
+    }
+
+    async fn update(
+        &self,
+        org: u64,
+        id: u64,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<Option<ClusterRecord>, StoreError> {
+        let Some(mut record) = self.read(org, id).await? else {
+            return Ok(None);
+        };
+        record.kubeconfig = kubeconfig.to_string();
+        record.context = context.map(str::to_string);
+        record.updated_at = Some(now_rfc3339());
+        let client = self.current();
+        kv2::set(
+            client.as_ref(),
+            &self.settings.mount,
+            &self.path(org, Some(id)),
+            &record,
+        )
+        .await
+        .map_err(|e| unavailable(&self.settings.address, &e))?;
+        Ok(Some(record))
+    }
+
+    async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError> {
+        if self.read(org, id).await?.is_none() {
+            return Ok(false);
+        }
+        let client = self.current();
+        // every version and the metadata: the kubeconfig is gone, not soft-deleted
+        kv2::delete_metadata(
+            client.as_ref(),
+            &self.settings.mount,
+            &self.path(org, Some(id)),
+        )
+        .await
+        .map_err(|e| unavailable(&self.settings.address, &e))?;
+        Ok(true)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let client = self.current();
+        match kv2::list(
+            client.as_ref(),
+            &self.settings.mount,
+            self.settings.prefix.trim_matches('/'),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Clusters in Vault: the store against a real OpenBao server, and kubegate using it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::gateway::{block_on, TestGateway};
+use common::vault::Bao;
+use kubegate::config::VaultConfig;
+use kubegate_actors::store::{ClusterStore, StoreError};
+use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+fn settings(bao: &Bao, auth: VaultAuth) -> VaultSettings {
+    VaultSettings {
+        address: bao.address.clone(),
+        mount: "secret".into(),
+        prefix: "kubegate".into(),
+        auth,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn the_store_keeps_clusters_in_vault_kv2() {
+    let bao = Bao::start();
+    let settings = settings(
+        &bao,
+        VaultAuth::Token(SecretString::from("root".to_string())),
+    );
+    let (records, listed, updated, deleted, again, duplicate) = block_on(move || async move {
+        let store = VaultClusterStore::connect(settings).await.unwrap();
+        // ten writers at once: ten different ids
+        let creates = (0..10).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .create(1, &format!("c{i}"), "kubeconfig-yaml", None)
+                    .await
+                    .unwrap()
+            }
+        });
+        let records = futures_util::future::join_all(creates).await;
+        let listed = store.list(1).await.unwrap();
+        let updated = store
+            .update(1, 3, "new-kubeconfig", Some("ctx"))
+            .await
+            .unwrap()
+            .unwrap();
+        let deleted = store.delete(1, 3).await.unwrap();
+        let again = (
+            store.delete(1, 3).await.unwrap(),
+            store.get(1, 3).await.unwrap().is_none(),
+        );
+        let duplicate = matches!(
+            store.create(1, "c1", "x", None).await,
+            Err(StoreError::DuplicateName(_))
+        );
+        (records, listed, updated, deleted, again, duplicate)
+    });
+    let mut ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=10).collect::<Vec<_>>(),
+        "concurrent creates never share an id"
+    );
+    assert_eq!(listed.len(), 10);
+    assert_eq!(
+        (updated.kubeconfig.as_str(), updated.context.as_deref()),
+        ("new-kubeconfig", Some("ctx"))
+    );
+    assert!(deleted);
+    assert_eq!(again, (false, true));
+    assert!(duplicate);
+    // the record is where the documentation says, and deleted means every version
+    let (code, body) = bao.api("GET", "secret/data/kubegate/orgs/1/clusters/2", None);
+    assert_eq!(code, 200);
+    assert_eq!(body["data"]["data"]["kubeconfig"], "kubeconfig-yaml");
+    assert_eq!(
+        bao.api("GET", "secret/metadata/kubegate/orgs/1/clusters/3", None)
+            .0,
+        404
+    );
+}
+
+#[test]
+fn approle_login_and_token_renewal() {
+    let bao = Bao::start();
+    assert_eq!(
+        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .0,
+        204
+    );
+    let policy =
+        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
+    assert_eq!(
+        bao.api(
+            "PUT",
+            "sys/policies/acl/kubegate",
+            Some(json!({"policy": policy}))
+        )
+        .0,
+        204
+    );
+    // tokens that live 3 s unless renewed, at most a minute
+    let (code, _) = bao.api(
+        "POST",
+        "auth/approle/role/kubegate",
+        Some(json!({"token_policies": ["kubegate"], "token_ttl": "3s", "token_max_ttl": "60s"})),
+    );
+    assert_eq!(code, 204);
+    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .api("POST", "auth/approle/role/kubegate/secret-id", None)
+        .1["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let settings = settings(
+        &bao,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id: SecretString::from(secret_id),
+        },
+    );
+    let (early, late) = block_on(move || async move {
+        let store = VaultClusterStore::connect(settings).await.unwrap();
+        actix_rt::spawn(store.clone().keep_alive());
+        let early = store.create(7, "dev", "kc", None).await.map(|r| r.id);
+        // well past the 3 s lifetime: only renewal keeps the token valid
+        actix_rt::time::sleep(Duration::from_secs(7)).await;
+        let late = store.get(7, 1).await.map(|r| r.map(|r| r.name));
+        (early, late)
+    });
+    assert_eq!(early.unwrap(), 1);
+    assert_eq!(late.unwrap().as_deref(), Some("dev"));
+}
+
+fn vault_config(bao: &Bao, dir: &std::path::Path) -> VaultConfig {
+    let token_file = dir.join("vault-token");
+    std::fs::write(&token_file, &bao.root_token).unwrap();
+    toml::from_str(&format!(
+        "address = \"{}\"\ntoken_file = \"{}\"\n",
+        bao.address,
+        token_file.display()
+    ))
+    .unwrap()
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let mut res = client().get(url).bearer_auth(token).send().await.unwrap();
+    let bytes = res.body().await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// kubegate with its clusters in `bao`, alice admin of org 1, clusters registered.
+fn gateway(bao: &Bao, api: &ApiServer, clusters: usize) -> (TestGateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = vault_config(bao, dir.path());
+    let mut builder = TestGateway::builder()
+        .configure(move |c| {
+            c.store.kind = "vault".into();
+            c.store.vault = Some(vault);
+        })
+        .member(1, "alice", "admin");
+    for i in 0..clusters {
+        builder = builder.cluster(1, &format!("c{i}"), &api.kubeconfig_with_client_cert());
+    }
+    (builder.start(), dir)
+}
+
+#[actix_rt::test]
+async fn kubegate_serves_clusters_kept_in_vault_and_nothing_secret_touches_the_disk() {
+    let bao = Bao::start();
+    let api = ApiServer::start();
+    let (gw, _dir) = gateway(&bao, &api, 0);
+    let alice = gw.token("alice");
+    let url = format!("{}/pipeline/api/v1/orgs/1/clusters", gw.url);
+    let mut res = client()
+        .post(&url)
+        .bearer_auth(&alice)
+        .send_json(&json!({"name": "dev", "kubeconfig": api.kubeconfig_with_client_cert()}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201, "{:?}", res.body().await);
+    assert_eq!(
+        get(
+            &gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods"),
+            &alice
+        )
+        .await
+        .0,
+        200
+    );
+    let (code, body) = bao.api("GET", "secret/data/kubegate/orgs/1/clusters/1", None);
+    assert_eq!(code, 200);
+    assert_eq!(body["data"]["data"]["name"], "dev");
+    // the kubeconfig is nowhere under the data directory
+    let key_line = api.pki().client_key_pem.lines().nth(1).unwrap().to_string();
+    for entry in walk(&gw.data_dir()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("client-key-data") && !text.contains(&key_line),
+            "{} holds a secret",
+            entry.display()
+        );
+    }
+    assert!(!gw.data_dir().join("orgs").exists());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[actix_rt::test]
+async fn a_hundred_concurrent_first_requests_read_vault_once() {
+    let bao = Bao::start();
+    let api = ApiServer::start();
+    let (gw, _dir) = gateway(&bao, &api, 1);
+    let alice = gw.token("alice");
+    let path = "secret/data/kubegate/orgs/1/clusters/1";
+    let reads = || {
+        bao.audited_requests()
+            .iter()
+            .filter(|e| e["request"]["path"] == path)
+            .count()
+    };
+    let before = reads();
+    let url = gw.proxy_url(1, 1, "/version");
+    let requests = (0..100).map(|_| {
+        let (url, alice) = (url.clone(), alice.clone());
+        async move { get(&url, &alice).await.0 }
+    });
+    let codes = futures_util::future::join_all(requests).await;
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    assert_eq!(
+        reads() - before,
+        1,
+        "one Vault read for 100 concurrent first requests"
+    );
+}
+
+#[actix_rt::test]
+async fn while_vault_is_sealed_built_proxies_serve_and_new_ones_get_503() {
+    let bao = Bao::start();
+    let api = ApiServer::start();
+    let (gw, _dir) = gateway(&bao, &api, 2);
+    let alice = gw.token("alice");
+    let (first, second) = (
+        gw.proxy_url(1, 1, "/version"),
+        gw.proxy_url(1, 2, "/version"),
+    );
+    assert_eq!(get(&first, &alice).await.0, 200);
+
+    bao.seal();
+    assert_eq!(
+        get(&first, &alice).await.0,
+        200,
+        "a built proxy keeps serving"
+    );
+    let (code, status) = get(&second, &alice).await;
+    assert_eq!(code, 503, "{status}");
+    assert_eq!(status["kind"], "Status");
+    assert!(
+        status["message"].as_str().unwrap().contains("Vault"),
+        "{status}"
+    );
+    let mut ready = client()
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let report: Value = ready.json().await.unwrap();
+    assert!(
+        report["problems"][0].as_str().unwrap().contains("sealed"),
+        "{report}"
+    );
+
+    bao.unseal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = get(&second, &alice).await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubegate recovers when Vault is back"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = client()
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+}
