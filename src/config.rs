@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kubegate_actors::network::Network;
 use serde::{Deserialize, Deserializer};
 
 /// The documented defaults, embedded.
@@ -224,6 +225,16 @@ pub struct ClustersConfig {
     /// Proxy instances unused this long are dropped (and rebuilt on demand); 0: never.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// API servers may not be in these address ranges (the SSRF guard).
+    #[serde(default, deserialize_with = "networks")]
+    pub denied_networks: Vec<Network>,
+}
+
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|n| n.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -240,7 +240,7 @@ async fn cluster_client(
             }
             other => StatusError::internal(other.to_string()),
         })?;
-    let client = upstream::client_for(&proxy, state.connect_timeout);
+    let client = upstream::client_for(&proxy, state.connect_timeout, &state.rules.denied_networks);
     Ok((proxy, client))
 }
 

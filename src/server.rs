@@ -158,6 +158,7 @@ fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
 pub fn kubeconfig_rules(config: &Config) -> KubeconfigRules {
     KubeconfigRules {
         allow_insecure_http: config.clusters.allow_insecure_http,
+        denied_networks: Arc::new(config.clusters.denied_networks.clone()),
     }
 }
 

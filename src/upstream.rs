@@ -9,9 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_tls::connect::{Connector as TcpConnector, Resolve, Resolver};
 use awc::Client;
+use futures_util::future::LocalBoxFuture;
 use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::network::{denied_by, Network};
 use kubegate_actors::ClusterKey;
+use std::net::SocketAddr;
 
 thread_local! {
     static CLIENTS: RefCell<HashMap<ClusterKey, (Arc<ClusterProxy>, Client)>> = RefCell::new(HashMap::new());
@@ -32,8 +36,46 @@ pub fn cached(key: ClusterKey) -> Option<(Arc<ClusterProxy>, Client)> {
     })
 }
 
+/// Resolves host names, refusing addresses in denied ranges: checked at every connection,
+/// so a name that resolves elsewhere later is still caught.
+struct GuardedResolver {
+    denied: Arc<Vec<Network>>,
+}
+
+impl Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| denied_by(&self.denied, a.ip()).is_none())
+                .collect();
+            if allowed.is_empty() && !found.is_empty() {
+                let range = denied_by(&self.denied, found[0].ip())
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{host} resolves to {} in the denied network {range} (clusters.denied_networks)",
+                    found[0].ip()
+                )
+                .into());
+            }
+            Ok(allowed)
+        })
+    }
+}
+
 /// This worker's client for `proxy`, built now if the worker has none for this generation.
-pub fn client_for(proxy: &Arc<ClusterProxy>, connect_timeout: Duration) -> Client {
+pub fn client_for(
+    proxy: &Arc<ClusterProxy>,
+    connect_timeout: Duration,
+    denied: &Arc<Vec<Network>>,
+) -> Client {
     CLIENTS.with(|clients| {
         let mut clients = clients.borrow_mut();
         if let Some((known, client)) = clients.get(&proxy.key) {
@@ -41,7 +83,11 @@ pub fn client_for(proxy: &Arc<ClusterProxy>, connect_timeout: Duration) -> Clien
                 return client.clone();
             }
         }
+        let resolver = Resolver::custom(GuardedResolver {
+            denied: denied.clone(),
+        });
         let connector = awc::Connector::new()
+            .connector(TcpConnector::new(resolver).service())
             .rustls_0_23(proxy.tls.clone())
             .timeout(connect_timeout)
             // watches hold a connection each: no cap on connections per cluster

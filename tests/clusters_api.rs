@@ -300,6 +300,7 @@ async fn the_callers_kubeconfig_points_at_kubegate_with_their_token() {
     );
     let rules = KubeconfigRules {
         allow_insecure_http: true,
+        ..Default::default()
     };
     let spec = kubeconfig::parse(&yaml, None, &rules).expect("a valid kubeconfig");
     assert_eq!(spec.server, gw.proxy_url(1, 1, ""));
@@ -398,4 +399,59 @@ async fn idle_proxies_are_dropped_and_rebuilt_on_demand() {
         200
     );
     assert_eq!(live().await, "1", "rebuilt on demand");
+}
+
+#[actix_rt::test]
+async fn the_ssrf_guard_refuses_denied_addresses_when_added_and_when_connecting() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .configure(|c| {
+            c.clusters.denied_networks = vec![
+                "169.254.0.0/16".parse().unwrap(),
+                "127.0.0.0/8".parse().unwrap(),
+            ]
+        })
+        .member(1, "alice", "admin")
+        .start();
+    let alice = gw.token("alice");
+    let url = clusters_url(&gw, 1);
+    // an address in a denied range is refused when the cluster is added
+    let metadata = api
+        .kubeconfig_with_client_cert()
+        .replace(api.url(), "https://169.254.169.254");
+    let (code, error) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "meta", "kubeconfig": metadata})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("cluster.server") && message.contains("169.254.0.0/16"),
+        "{message}"
+    );
+    // a host name is checked each time it is resolved
+    let by_name = api
+        .kubeconfig_with_client_cert()
+        .replace("https://127.0.0.1:", "https://localhost:");
+    let (code, created) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "local", "kubeconfig": by_name})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let (code, status) = call("GET", &gw.proxy_url(1, 1, "/version"), Some(&alice), None).await;
+    assert_eq!(code, 502, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("denied network"),
+        "{status}"
+    );
+    assert!(api.requests().is_empty(), "nothing reached the API server");
 }

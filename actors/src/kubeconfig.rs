@@ -40,6 +40,9 @@ pub enum KubeconfigError {
 pub struct KubeconfigRules {
     /// Accept `http://` API servers (credentials then travel in clear text).
     pub allow_insecure_http: bool,
+    /// API servers may not be in these ranges (checked here for addresses, and at every
+    /// connection for host names).
+    pub denied_networks: std::sync::Arc<Vec<crate::network::Network>>,
 }
 
 /// How kubegate authenticates to the API server, besides a client certificate.
@@ -263,6 +266,17 @@ fn check_server(server: &str, rules: &KubeconfigRules) -> Result<String, String>
     }
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not carry a query, fragment or whitespace".into());
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        if let Some(range) = crate::network::denied_by(&rules.denied_networks, ip) {
+            return Err(format!(
+                "{ip} is in the denied network {range} (clusters.denied_networks)"
+            ));
+        }
     }
     Ok(server.trim_end_matches('/').to_string())
 }

@@ -14,6 +14,7 @@ pub mod auditor;
 pub mod cluster;
 pub mod fsutil;
 pub mod kubeconfig;
+pub mod network;
 pub mod policy;
 pub mod registry;
 pub mod store;
