@@ -228,6 +228,9 @@ pub struct ClustersConfig {
     /// API servers may not be in these address ranges (the SSRF guard).
     #[serde(default, deserialize_with = "networks")]
     pub denied_networks: Vec<Network>,
+    /// Exec credential plugins kubeconfigs may use, by their exact `command`.
+    #[serde(default)]
+    pub allowed_exec_plugins: Vec<String>,
 }
 
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, D::Error> {

@@ -238,6 +238,7 @@ async fn cluster_client(
             RegistryError::Store(StoreError::Unavailable(reason)) => {
                 StatusError::unavailable(format!("the cluster store is unavailable: {reason}"))
             }
+            RegistryError::Credentials { .. } => StatusError::bad_gateway(e.to_string()),
             other => StatusError::internal(other.to_string()),
         })?;
     let client = upstream::client_for(&proxy, state.connect_timeout, &state.rules.denied_networks);

@@ -159,6 +159,7 @@ pub fn kubeconfig_rules(config: &Config) -> KubeconfigRules {
     KubeconfigRules {
         allow_insecure_http: config.clusters.allow_insecure_http,
         denied_networks: Arc::new(config.clusters.denied_networks.clone()),
+        allowed_exec: Arc::new(config.clusters.allowed_exec_plugins.clone()),
     }
 }
 

@@ -21,12 +21,12 @@ thread_local! {
     static CLIENTS: RefCell<HashMap<ClusterKey, (Arc<ClusterProxy>, Client)>> = RefCell::new(HashMap::new());
 }
 
-/// This worker's client for a live (not evicted) instance of `key`, if it has one.
+/// This worker's client for a usable (not evicted, not expired) instance of `key`.
 pub fn cached(key: ClusterKey) -> Option<(Arc<ClusterProxy>, Client)> {
     CLIENTS.with(|clients| {
         let mut clients = clients.borrow_mut();
         match clients.get(&key) {
-            Some((proxy, client)) if !proxy.is_evicted() => Some((proxy.clone(), client.clone())),
+            Some((proxy, client)) if proxy.is_usable() => Some((proxy.clone(), client.clone())),
             Some(_) => {
                 clients.remove(&key);
                 None

@@ -455,3 +455,68 @@ async fn the_ssrf_guard_refuses_denied_addresses_when_added_and_when_connecting(
     );
     assert!(api.requests().is_empty(), "nothing reached the API server");
 }
+
+#[actix_rt::test]
+async fn allowed_exec_plugins_give_credentials_and_run_again_when_they_expire() {
+    let api = ApiServer::builder().token("from-the-plugin").start();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("credential-plugin");
+    let runs = dir.path().join("runs");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho run >> \"$RUNS\"\nexpires=$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)\nprintf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"from-the-plugin\",\"expirationTimestamp\":\"%s\"}}' \"$expires\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&plugin)
+        .status()
+        .unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      env:\n      - name: RUNS\n        value: {}\n",
+        api.url(),
+        base64::engine::general_purpose::STANDARD.encode(&api.pki().ca_pem),
+        plugin.display(),
+        runs.display()
+    );
+    let allowed = plugin.display().to_string();
+    let gw = TestGateway::builder()
+        .configure(move |c| c.clusters.allowed_exec_plugins = vec![allowed])
+        .member(1, "alice", "admin")
+        .cluster(1, "eks-like", &kubeconfig)
+        .start();
+    let alice = gw.token("alice");
+    let runs_so_far = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let version = gw.proxy_url(1, 1, "/version");
+    assert_eq!(call("GET", &version, Some(&alice), None).await.0, 200);
+    assert_eq!(call("GET", &version, Some(&alice), None).await.0, 200);
+    assert_eq!(runs_so_far(), 1, "the credential is reused while valid");
+    let seen = api.requests().pop().unwrap();
+    assert_eq!(seen.header("authorization"), Some("Bearer from-the-plugin"));
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(call("GET", &version, Some(&alice), None).await.0, 200);
+    assert_eq!(runs_so_far(), 2, "an expired credential is fetched again");
+
+    // a plugin that is not allowed is refused when the cluster is added, naming it
+    let gw2 = TestGateway::builder().member(1, "alice", "admin").start();
+    let (code, error) = call(
+        "POST",
+        &clusters_url(&gw2, 1),
+        Some(&gw2.token("alice")),
+        Some(json!({"name": "x", "kubeconfig": kubeconfig})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("users[u].user.exec"),
+        "{error}"
+    );
+}

@@ -34,6 +34,8 @@ pub struct ClusterProxy {
     pub generation: u64,
     evicted: AtomicBool,
     last_used_ms: AtomicU64,
+    /// When the credentials expire (an exec plugin's), in ms since the epoch; 0: never.
+    expires_at_ms: u64,
 }
 
 impl std::fmt::Debug for ClusterProxy {
@@ -77,7 +79,26 @@ impl ClusterProxy {
             generation,
             evicted: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now_ms()),
+            expires_at_ms: 0,
         })
+    }
+
+    /// Sets when the credentials expire.
+    pub fn with_expiry(mut self, expires_at: Option<SystemTime>) -> Self {
+        self.expires_at_ms = expires_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        self
+    }
+
+    /// True when the credentials expire within a second: time to build a new instance.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at_ms != 0 && now_ms() + 1000 >= self.expires_at_ms
+    }
+
+    /// Whether requests may use this instance: not evicted, credentials not expired.
+    pub fn is_usable(&self) -> bool {
+        !self.is_evicted() && !self.is_expired()
     }
 
     /// True once the registry has dropped this instance: callers must ask for a new one.

@@ -43,6 +43,9 @@ pub struct KubeconfigRules {
     /// API servers may not be in these ranges (checked here for addresses, and at every
     /// connection for host names).
     pub denied_networks: std::sync::Arc<Vec<crate::network::Network>>,
+    /// Exec credential plugins that may run, by their `command` exactly as written in
+    /// the kubeconfig. Empty: none.
+    pub allowed_exec: std::sync::Arc<Vec<String>>,
 }
 
 /// How kubegate authenticates to the API server, besides a client certificate.
@@ -60,6 +63,22 @@ pub enum UpstreamAuth {
         /// The password.
         password: SecretString,
     },
+    /// An allowed exec credential plugin, run when the proxy is built and again when the
+    /// credential it gave expires.
+    Exec(ExecPlugin),
+}
+
+/// An exec credential plugin (`users[].user.exec`), admitted by the allow-list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecPlugin {
+    /// The command, as written.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// `client.authentication.k8s.io/v1` or `v1beta1`.
+    pub api_version: String,
 }
 
 impl std::fmt::Debug for UpstreamAuth {
@@ -68,6 +87,7 @@ impl std::fmt::Debug for UpstreamAuth {
             UpstreamAuth::None => f.write_str("None"),
             UpstreamAuth::Bearer(_) => f.write_str("Bearer([redacted])"),
             UpstreamAuth::Basic { username, .. } => write!(f, "Basic({username}, [redacted])"),
+            UpstreamAuth::Exec(plugin) => write!(f, "Exec({})", plugin.command),
         }
     }
 }
@@ -76,7 +96,7 @@ impl UpstreamAuth {
     /// The `Authorization` header value, if any.
     pub fn header_value(&self) -> Option<String> {
         match self {
-            UpstreamAuth::None => None,
+            UpstreamAuth::None | UpstreamAuth::Exec(_) => None,
             UpstreamAuth::Bearer(token) => Some(format!("Bearer {}", token.expose_secret())),
             UpstreamAuth::Basic { username, password } => {
                 let raw = format!("{username}:{}", password.expose_secret());
@@ -199,7 +219,7 @@ pub fn resolve(
                 name: user.to_string(),
             })?;
         if let Some(info) = entry.auth_info.as_ref() {
-            apply_user(&mut spec, info, &format!("users[{user}].user"))?;
+            apply_user(&mut spec, info, &format!("users[{user}].user"), rules)?;
         }
     }
     Ok(spec)
@@ -285,7 +305,31 @@ fn apply_user(
     spec: &mut ClusterSpec,
     info: &AuthInfo,
     prefix: &str,
+    rules: &KubeconfigRules,
 ) -> Result<(), KubeconfigError> {
+    let allowed_exec = info.exec.as_ref().and_then(|exec| {
+        let command = exec.command.as_deref()?;
+        rules
+            .allowed_exec
+            .iter()
+            .any(|a| a == command)
+            .then(|| ExecPlugin {
+                command: command.to_string(),
+                args: exec.args.clone().unwrap_or_default(),
+                env: exec
+                    .env
+                    .iter()
+                    .flatten()
+                    .filter_map(|pair| {
+                        Some((pair.get("name")?.clone(), pair.get("value")?.clone()))
+                    })
+                    .collect(),
+                api_version: exec
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| "client.authentication.k8s.io/v1".to_string()),
+            })
+    });
     let refused: [(&str, bool, &str); 7] = [
         (
             "client-certificate",
@@ -304,8 +348,8 @@ fn apply_user(
         ),
         (
             "exec",
-            info.exec.is_some(),
-            "exec credential plugins are not accepted; use a token or a client certificate",
+            info.exec.is_some() && allowed_exec.is_none(),
+            "exec credential plugins are not accepted unless their command is in clusters.allowed_exec_plugins; use a token or a client certificate",
         ),
         (
             "auth-provider",
@@ -348,7 +392,9 @@ fn apply_user(
         }
         (None, None) => {}
     }
-    if let Some(token) = info
+    if let Some(plugin) = allowed_exec {
+        spec.auth = UpstreamAuth::Exec(plugin);
+    } else if let Some(token) = info
         .token
         .as_ref()
         .filter(|t| !t.expose_secret().is_empty())

@@ -12,6 +12,7 @@
 pub mod attributes;
 pub mod auditor;
 pub mod cluster;
+pub mod exec;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;

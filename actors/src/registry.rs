@@ -9,7 +9,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::cluster::ClusterProxy;
-use crate::kubeconfig::{self, KubeconfigRules};
+use crate::kubeconfig::{self, KubeconfigRules, UpstreamAuth};
+
+/// How long an exec credential plugin may take.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 use crate::store::{ClusterStore, StoreError};
 use crate::ClusterKey;
 
@@ -22,6 +25,14 @@ pub enum RegistryError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The exec credential plugin failed.
+    #[error("the credentials of {key} could not be had: {reason}")]
+    Credentials {
+        /// The cluster.
+        key: ClusterKey,
+        /// What the plugin did wrong.
+        reason: String,
+    },
     /// The stored kubeconfig is not usable.
     #[error("the kubeconfig of {key} is not usable: {reason}")]
     Kubeconfig {
@@ -144,8 +155,13 @@ impl Handler<Create> for ClusterRegistry {
 
     fn handle(&mut self, Create(key): Create, ctx: &mut Self::Context) -> Self::Result {
         if let Some(proxy) = self.proxies.get(&key) {
-            let proxy = proxy.clone();
-            return Box::pin(async move { Ok(proxy) });
+            if proxy.is_usable() {
+                let proxy = proxy.clone();
+                return Box::pin(async move { Ok(proxy) });
+            }
+            // its exec credential expired: build a new instance
+            proxy.mark_evicted();
+            self.proxies.remove(&key);
         }
         let (tx, rx) = oneshot::channel();
         let first = !self.building.contains_key(&key);
@@ -161,10 +177,25 @@ impl Handler<Create> for ClusterRegistry {
                     .await?
                     .ok_or(RegistryError::NotFound(key))?;
                 let invalid = |reason: String| RegistryError::Kubeconfig { key, reason };
-                let spec = kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &rules)
-                    .map_err(|e| invalid(e.to_string()))?;
+                let mut spec =
+                    kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &rules)
+                        .map_err(|e| invalid(e.to_string()))?;
+                let mut expires_at = None;
+                if let UpstreamAuth::Exec(plugin) = &spec.auth {
+                    let credential = crate::exec::run(plugin, EXEC_TIMEOUT)
+                        .await
+                        .map_err(|reason| RegistryError::Credentials { key, reason })?;
+                    expires_at = credential.expires_at;
+                    spec.auth = credential
+                        .token
+                        .map_or(UpstreamAuth::None, UpstreamAuth::Bearer);
+                    if credential.client_cert.is_some() {
+                        spec.client_cert = credential.client_cert;
+                    }
+                }
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
-                    .map_err(|e| invalid(e.to_string()))?;
+                    .map_err(|e| invalid(e.to_string()))?
+                    .with_expiry(expires_at);
                 log::info!(
                     "built proxy for {key} ({}), generation {generation}",
                     proxy.name
