@@ -485,6 +485,7 @@ mod tests {
     fn http_only_when_allowed() {
         let rules = KubeconfigRules {
             allow_insecure_http: true,
+            ..Default::default()
         };
         let spec = parse(
             &config("    server: http://127.0.0.1:8080", "    token: t"),
