@@ -32,7 +32,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
@@ -104,7 +104,7 @@ fn view(record: &ClusterRecord, state: &AppState) -> serde_json::Value {
     })
 }
 
-fn id_param(req: &HttpRequest, name: &str) -> Result<u64, ApiError> {
+pub fn id_param(req: &HttpRequest, name: &str) -> Result<u64, ApiError> {
     let raw = req.match_info().get(name).unwrap_or_default();
     raw.parse().map_err(|_| {
         ApiError::new(
@@ -114,12 +114,28 @@ fn id_param(req: &HttpRequest, name: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// Authenticates, authorizes `verb` on `object` in the URL's org, runs `work`, and audits.
-async fn guarded<F, Fut>(
+/// Who may make a call.
+#[derive(Clone, Copy)]
+pub enum Access<'a> {
+    /// Whoever the policy lets do `verb` on `object` in the URL's org.
+    Org {
+        /// The verb.
+        verb: &'a str,
+        /// The object (`kubegate:clusters`, `kubegate:members`).
+        object: &'a str,
+    },
+    /// Any authenticated user (answers about themselves).
+    Authenticated,
+    /// Global administrators only.
+    GlobalAdmin,
+}
+
+/// Authenticates, checks `access`, runs `work` with the org (for [`Access::Org`]) and the
+/// user, and audits the call whatever its end.
+pub async fn guarded<F, Fut>(
     req: &HttpRequest,
     state: &AppState,
-    verb: &str,
-    object: &str,
+    access: Access<'_>,
     work: F,
 ) -> HttpResponse
 where
@@ -133,6 +149,18 @@ where
         .unwrap_or_default();
     let mut audit = AuditContext::new(req, &request_id);
     audit.event.path = req.path().to_string();
+    let (verb, object) = match access {
+        Access::Org { verb, object } => (verb, object),
+        Access::Authenticated => ("get", "kubegate:self"),
+        Access::GlobalAdmin => (
+            if req.method() == actix_web::http::Method::GET {
+                "get"
+            } else {
+                "update"
+            },
+            "kubegate:admin",
+        ),
+    };
     audit.event.attributes = RequestAttributes {
         verb: verb.to_string(),
         is_resource: true,
@@ -141,27 +169,49 @@ where
         ..Default::default()
     };
     let result = async {
-        let org = id_param(req, "org")?;
-        audit.event.org = Some(org);
-        audit.event.cluster = req.match_info().get("id").and_then(|id| id.parse().ok());
+        let org = match access {
+            Access::Org { .. } => {
+                let org = id_param(req, "org")?;
+                audit.event.org = Some(org);
+                audit.event.cluster = req.match_info().get("id").and_then(|id| id.parse().ok());
+                org
+            }
+            _ => 0,
+        };
         let claims = crate::access::authenticate(req, state)?;
         audit.event.user = claims.sub.clone();
-        let ask = Authorize {
-            subject: claims.sub.clone(),
-            org,
-            object: object.to_string(),
-            action: verb.to_string(),
-        };
-        let decision = crate::access::decide(state, ask).await?;
-        audit.event.reason = decision.reason.clone();
-        if !decision.allowed {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "user \"{}\" may not {verb} clusters in org {org}",
-                    claims.sub
-                ),
-            ));
+        match access {
+            Access::Org { verb, object } => {
+                let ask = Authorize {
+                    subject: claims.sub.clone(),
+                    org,
+                    object: object.to_string(),
+                    action: verb.to_string(),
+                };
+                let decision = crate::access::decide(state, ask).await?;
+                audit.event.reason = decision.reason.clone();
+                if !decision.allowed {
+                    let what = object.trim_start_matches("kubegate:").replace('/', " ");
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("user \"{}\" may not {verb} {what} in org {org}", claims.sub),
+                    ));
+                }
+            }
+            Access::GlobalAdmin => {
+                if !state.global_admins.contains(&claims.sub) {
+                    audit.event.reason = "not a global administrator".into();
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "user \"{}\" is not a global administrator (policy.global_admins)",
+                            claims.sub
+                        ),
+                    ));
+                }
+                audit.event.reason = "allowed: global administrator".into();
+            }
+            Access::Authenticated => audit.event.reason = "allowed: authenticated".into(),
         }
         audit.event.decision = AuditDecision::Allow;
         work(org, claims.sub).await
@@ -185,7 +235,7 @@ where
     response
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -216,8 +266,10 @@ async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) 
     guarded(
         &req,
         &state,
-        "create",
-        "kubegate:clusters",
+        Access::Org {
+            verb: "create",
+            object: "kubegate:clusters",
+        },
         |org, _| async move {
             let state = st;
             let new: CreateCluster = parse_json(&body)?;
@@ -241,8 +293,10 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guarded(
         &req,
         &state,
-        "list",
-        "kubegate:clusters",
+        Access::Org {
+            verb: "list",
+            object: "kubegate:clusters",
+        },
         |org, _| async move {
             let state = st;
             let records = state.clusters.list(org).await?;
@@ -268,8 +322,10 @@ async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guarded(
         &req,
         &state,
-        "get",
-        "kubegate:clusters",
+        Access::Org {
+            verb: "get",
+            object: "kubegate:clusters",
+        },
         |org, _| async move {
             let (state, req) = (st, rq);
             let record = find(&state, &req, org).await?;
@@ -284,8 +340,10 @@ async fn update(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) 
     guarded(
         &req,
         &state,
-        "update",
-        "kubegate:clusters",
+        Access::Org {
+            verb: "update",
+            object: "kubegate:clusters",
+        },
         |org, _| async move {
             let (state, req) = (st, rq);
             let id = id_param(&req, "id")?;
@@ -318,8 +376,10 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guarded(
         &req,
         &state,
-        "delete",
-        "kubegate:clusters",
+        Access::Org {
+            verb: "delete",
+            object: "kubegate:clusters",
+        },
         |org, _| async move {
             let (state, req) = (st, rq);
             let id = id_param(&req, "id")?;
@@ -346,7 +406,7 @@ async fn evict(state: &AppState, key: ClusterKey) {
 /// a new token of theirs: never the cluster's own credentials.
 async fn kubeconfig_for_caller(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let (st, rq) = (state.clone(), req.clone());
-    guarded(&req, &state, "get", "kubegate:clusters/config", |org, user| async move {
+    guarded(&req, &state, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
         let (state, req) = (st, rq);
         let record = find(&state, &req, org).await?;
         let base = match &state.public_url {

@@ -115,6 +115,7 @@ pub async fn check_policy(config: &Config) -> Result<String, CliError> {
             model: config.policy.model.clone(),
             policy: config.policy.policy.clone(),
             members: stores.members,
+            global_admins: config.policy.global_admins.clone(),
         },
         Duration::ZERO,
     )

@@ -198,6 +198,10 @@ pub struct PolicyConfig {
     /// How often the member store is checked for changes made by other processes.
     #[serde(deserialize_with = "duration")]
     pub member_poll: Duration,
+    /// Subjects that may do anything in every org, manage every org's members and
+    /// reload the policy.
+    #[serde(default)]
+    pub global_admins: Vec<String>,
 }
 
 /// `[audit]`

@@ -5,6 +5,7 @@
 //! building blocks); the actors live in `kubegate-actors`.
 
 pub mod access;
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;

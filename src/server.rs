@@ -17,7 +17,9 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, Record};
 use kubegate_actors::kubeconfig::KubeconfigRules;
-use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicyError, PolicySources, Stats};
+use kubegate_actors::policy::{
+    Authorize, PolicyEnforcer, PolicyError, PolicySources, Reload, Stats,
+};
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
 use kubegate_actors::store::{ClusterStore, FileClusterStore, FileMemberStore, MemberStore};
 use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
@@ -53,6 +55,12 @@ pub struct AppState {
     pub policy: Recipient<Authorize>,
     /// The policy enforcer, for its figures.
     pub policy_stats: Recipient<Stats>,
+    /// The policy enforcer, to reload.
+    pub policy_reload: Recipient<Reload>,
+    /// Memberships.
+    pub members: Arc<dyn MemberStore>,
+    /// Subjects allowed everything.
+    pub global_admins: Vec<String>,
     /// The auditor.
     pub auditor: Recipient<Record>,
     /// Verifies bearer tokens.
@@ -190,6 +198,7 @@ impl Services {
                 model: config.policy.model.clone(),
                 policy: config.policy.policy.clone(),
                 members: stores.members.clone(),
+                global_admins: config.policy.global_admins.clone(),
             },
             config.policy.member_poll,
         )
@@ -315,6 +324,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::route().to(crate::proxy::handle),
         )
         .configure(crate::api::routes)
+        .configure(crate::admin::routes)
         .default_service(web::to(not_found));
 }
 
@@ -372,6 +382,9 @@ impl Gateway {
             registry: services.registry.clone(),
             policy: services.policy.clone().recipient(),
             policy_stats: services.policy.clone().recipient(),
+            policy_reload: services.policy.clone().recipient(),
+            members: services.stores.members.clone(),
+            global_admins: config.policy.global_admins.clone(),
             auditor: services.auditor.clone().recipient(),
             tokens: services.tokens.clone(),
             decision_timeout: config.policy.decision_timeout,

@@ -1,0 +1,218 @@
+//! Org membership, the caller's orgs, and the policy reload: the REST API around the
+//! PolicyEnforcer.
+//!
+//! - `GET /pipeline/api/v1/orgs`: the orgs the caller belongs to, with the role;
+//! - `GET /pipeline/api/v1/orgs/{org}/members`, `PUT|DELETE .../members/{user}`: org
+//!   admins (and global administrators) change memberships; members may list them;
+//! - `POST /pipeline/api/v1/admin/policy/reload`: global administrators reload the model
+//!   and policy; a policy that does not load is refused with its line, and the old one
+//!   stays in force.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use kubegate_actors::policy::{Reload, Stats};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{guarded, parse_json, Access, ApiError};
+use crate::server::AppState;
+
+/// The routes of this API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pipeline/api/v1/orgs", web::get().to(my_orgs))
+        .route(
+            "/pipeline/api/v1/orgs/{org}/members",
+            web::get().to(list_members),
+        )
+        .route(
+            "/pipeline/api/v1/orgs/{org}/members/{user}",
+            web::put().to(set_member),
+        )
+        .route(
+            "/pipeline/api/v1/orgs/{org}/members/{user}",
+            web::delete().to(remove_member),
+        )
+        .route(
+            "/pipeline/api/v1/admin/policy/reload",
+            web::post().to(reload),
+        );
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Loads the policy again so that a membership change takes effect now on this replica
+/// (others notice the member store's change within `policy.member_poll`).
+async fn apply(state: &AppState) -> Result<(), ApiError> {
+    match state.policy_reload.send(Reload).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the membership is stored but the policy did not reload: {e}"),
+        )),
+        Err(e) => Err(unavailable(format!(
+            "the membership is stored but the policy enforcer did not answer: {e}"
+        ))),
+    }
+}
+
+async fn my_orgs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+        let all = st.members.all().await.map_err(unavailable)?;
+        let global = st.global_admins.contains(&user);
+        let mut orgs: Vec<serde_json::Value> = all
+            .iter()
+            .filter(|m| m.user == user)
+            .map(|m| json!({"id": m.org, "role": m.role}))
+            .collect();
+        if global {
+            let mut known: Vec<u64> = all.iter().map(|m| m.org).collect();
+            known.sort_unstable();
+            known.dedup();
+            for org in known {
+                if !orgs.iter().any(|o| o["id"] == org) {
+                    orgs.push(json!({"id": org, "role": "global-admin"}));
+                }
+            }
+        }
+        orgs.sort_by_key(|o| o["id"].as_u64());
+        Ok(HttpResponse::Ok().json(orgs))
+    })
+    .await
+}
+
+async fn list_members(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(
+        &req,
+        &state,
+        Access::Org {
+            verb: "list",
+            object: "kubegate:members",
+        },
+        |org, _| async move {
+            let members: Vec<_> = st
+                .members
+                .all()
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|m| m.org == org)
+                .map(|m| json!({"user": m.user, "role": m.role}))
+                .collect();
+            Ok(HttpResponse::Ok().json(members))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRole {
+    role: String,
+}
+
+fn user_param(req: &HttpRequest) -> Result<String, ApiError> {
+    let user = req.match_info().get("user").unwrap_or_default();
+    let user = percent_encoding::percent_decode_str(user)
+        .decode_utf8_lossy()
+        .to_string();
+    if user.is_empty()
+        || user
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the user must be non-empty, without spaces, commas, quotes or control characters",
+        ));
+    }
+    Ok(user)
+}
+
+async fn set_member(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(
+        &req,
+        &state,
+        Access::Org {
+            verb: "update",
+            object: "kubegate:members",
+        },
+        |org, _| async move {
+            let user = user_param(&rq)?;
+            let SetRole { role } = parse_json(&body)?;
+            let stats = st.policy_stats.send(Stats).await.map_err(unavailable)?;
+            if !stats.roles.contains(&role) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the role \"{role}\" is not in the policy; known roles: {}",
+                        stats.roles.join(", ")
+                    ),
+                ));
+            }
+            st.members
+                .set(org, &user, &role)
+                .await
+                .map_err(unavailable)?;
+            apply(&st).await?;
+            Ok(HttpResponse::Ok().json(json!({"org": org, "user": user, "role": role})))
+        },
+    )
+    .await
+}
+
+async fn remove_member(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(
+        &req,
+        &state,
+        Access::Org {
+            verb: "delete",
+            object: "kubegate:members",
+        },
+        |org, _| async move {
+            let user = user_param(&rq)?;
+            if !st.members.remove(org, &user).await.map_err(unavailable)? {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("{user} is not a member of org {org}"),
+                ));
+            }
+            apply(&st).await?;
+            Ok(HttpResponse::Ok().json(json!({"org": org, "user": user, "removed": true})))
+        },
+    )
+    .await
+}
+
+async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::GlobalAdmin, |_, user| async move {
+        let stats = st
+            .policy_reload
+            .send(Reload)
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{e}; the policy in force is unchanged"),
+                )
+            })?;
+        log::info!(
+            "policy reloaded by {user}: {} rules, {} role bindings",
+            stats.policies,
+            stats.groupings
+        );
+        Ok(HttpResponse::Ok().json(stats))
+    })
+    .await
+}
