@@ -66,7 +66,7 @@ impl Kubegate {
     }
 
     /// Starts `serve` on port 0 (HTTP and HTTPS) and returns the child and the HTTPS URL.
-    fn serve(&self) -> (Child, String) {
+    fn serve(&self) -> (Server, String) {
         let mut child = self
             .command(&[
                 "serve",
@@ -92,7 +92,7 @@ impl Kubegate {
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("kubegate serve starts");
-        (child, url)
+        (Server(child), url)
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
@@ -101,6 +101,16 @@ impl Kubegate {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+}
+
+/// A `kubegate serve` process, killed if the test ends before it exits.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -292,11 +302,11 @@ fn kubectl_through_kubegate_as_admin_and_member() {
     // every request is in the audit trail, kubectl's user agent and all, and SIGTERM
     // flushes it
     let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exited = wait_exit(&mut server, Duration::from_secs(20));
+    let exited = wait_exit(&mut server.0, Duration::from_secs(20));
     assert!(exited.success(), "kubegate exits 0 on SIGTERM");
     let audit = gate.audit();
     let by = |user: &str, verb: &str| {
