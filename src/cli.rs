@@ -113,7 +113,7 @@ pub async fn check_policy(config: &Config) -> Result<String, CliError> {
     let enforcer = PolicyEnforcer::load(
         PolicySources {
             model: config.policy.model.clone(),
-            policy: config.policy.policy.clone(),
+            policy: stores.policy,
             members: stores.members,
             global_admins: config.policy.global_admins.clone(),
         },

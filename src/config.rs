@@ -202,6 +202,17 @@ pub struct PolicyConfig {
     /// reload the policy.
     #[serde(default)]
     pub global_admins: Vec<String>,
+    /// Where policy lines and memberships live: `file` (`policy` and the member store
+    /// in `store.path`) or `postgres` (Casbin's `casbin_rule` table).
+    #[serde(default = "default_policy_storage")]
+    pub storage: String,
+    /// With `storage = "postgres"`: `host=... user=... dbname=...` or `postgres://...`.
+    #[serde(default)]
+    pub postgres_url: Option<String>,
+}
+
+fn default_policy_storage() -> String {
+    "file".into()
 }
 
 /// `[audit]`
@@ -303,6 +314,15 @@ impl Config {
         }
         if self.server.listen.is_none() && self.server.listen_tls.is_none() {
             problems.push("server: set listen, listen_tls or both".to_string());
+        }
+        match (self.policy.storage.as_str(), &self.policy.postgres_url) {
+            ("file", _) | ("postgres", Some(_)) => {}
+            ("postgres", None) => problems.push(
+                "policy.postgres_url: is required with policy.storage = \"postgres\"".to_string(),
+            ),
+            (other, _) => problems.push(format!(
+                "policy.storage: \"{other}\" is not one of file, postgres"
+            )),
         }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {

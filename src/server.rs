@@ -20,8 +20,11 @@ use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{
     Authorize, PolicyEnforcer, PolicyError, PolicySources, Reload, Stats,
 };
+use kubegate_actors::postgres::PostgresPolicyStore;
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
-use kubegate_actors::store::{ClusterStore, FileClusterStore, FileMemberStore, MemberStore};
+use kubegate_actors::store::{
+    ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
+};
 use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
 use secrecy::SecretString;
 
@@ -85,6 +88,8 @@ pub struct Stores {
     pub clusters: Arc<dyn ClusterStore>,
     /// Memberships.
     pub members: Arc<dyn MemberStore>,
+    /// Policy lines.
+    pub policy: Arc<dyn PolicyStore>,
 }
 
 impl Stores {
@@ -103,9 +108,30 @@ impl Stores {
             }
             _ => Arc::new(FileClusterStore::new(&config.store.path)),
         };
+        let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
+            match config.policy.storage.as_str() {
+                "postgres" => {
+                    let seed = std::fs::read_to_string(&config.policy.policy).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "cannot read the policy {}: {e}",
+                            config.policy.policy.display()
+                        ))
+                    })?;
+                    let url = config.policy.postgres_url.as_deref().unwrap_or_default();
+                    let store = PostgresPolicyStore::connect(url, &seed)
+                        .await
+                        .map_err(|e| ConfigError::Invalid(format!("policy.postgres_url: {e}")))?;
+                    (store.clone(), store)
+                }
+                _ => (
+                    Arc::new(FileMemberStore::new(&config.store.path)),
+                    Arc::new(FilePolicyStore::new(&config.policy.policy)),
+                ),
+            };
         Ok(Stores {
             clusters,
-            members: Arc::new(FileMemberStore::new(&config.store.path)),
+            members,
+            policy,
         })
     }
 }
@@ -196,7 +222,7 @@ impl Services {
         let enforcer = PolicyEnforcer::load(
             PolicySources {
                 model: config.policy.model.clone(),
-                policy: config.policy.policy.clone(),
+                policy: stores.policy.clone(),
                 members: stores.members.clone(),
                 global_admins: config.policy.global_admins.clone(),
             },

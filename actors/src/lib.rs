@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;
 pub mod policy;
+pub mod postgres;
 pub mod registry;
 pub mod store;
 pub mod vault;

@@ -15,7 +15,7 @@ use casbin::rhai::Dynamic;
 use casbin::{CachedApi, CachedEnforcer, CoreApi, DefaultModel, MgmtApi, StringAdapter};
 use serde::Serialize;
 
-use crate::store::{MemberStore, StoreError};
+use crate::store::{MemberStore, PolicyStore, StoreError};
 
 /// Why a policy could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,8 +41,8 @@ pub enum PolicyError {
 pub struct PolicySources {
     /// The Casbin model (`rbac_model.conf`).
     pub model: PathBuf,
-    /// The policy lines (`policy.csv`).
-    pub policy: PathBuf,
+    /// The policy lines (`policy.csv`, or PostgreSQL).
+    pub policy: Arc<dyn PolicyStore>,
     /// The memberships.
     pub members: Arc<dyn MemberStore>,
     /// Subjects allowed everything in every org (global administrators).
@@ -118,12 +118,15 @@ async fn load(
         })
     };
     let model_text = read(&sources.model)?;
-    let mut policy_text = read(&sources.policy)?;
-    check_lines(
-        &model_text,
-        &policy_text,
-        &sources.policy.display().to_string(),
-    )?;
+    let mut policy_text = sources
+        .policy
+        .policy_text()
+        .await
+        .map_err(|e| PolicyError::Read {
+            path: sources.policy.describe(),
+            reason: e.to_string(),
+        })?;
+    check_lines(&model_text, &policy_text, &sources.policy.describe())?;
     let revision = sources.members.revision().await?;
     let members = sources.members.all().await?;
     if !policy_text.ends_with('\n') {
@@ -137,7 +140,7 @@ async fn load(
         .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
     let mut enforcer = CachedEnforcer::new(model, StringAdapter::new(policy_text))
         .await
-        .map_err(|e| PolicyError::Invalid(format!("policy {}: {e}", sources.policy.display())))?;
+        .map_err(|e| PolicyError::Invalid(format!("policy {}: {e}", sources.policy.describe())))?;
     enforcer.enable_auto_save(false);
     enforcer.add_function("objectMatch", OperatorFunction::Arg2(object_match_fn));
     enforcer.add_function("verbMatch", OperatorFunction::Arg2(verb_match_fn));
@@ -390,7 +393,19 @@ impl Handler<Reload> for PolicyEnforcer {
     type Result = ResponseActFuture<Self, Result<PolicyStats, PolicyError>>;
 
     fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
-        self.reload()
+        let policy = self.sources.policy.clone();
+        Box::pin(self.reload().then(move |result, act, _| {
+            async move {
+                if result.is_ok() {
+                    // other replicas reload when they see the store's revision change
+                    if let Err(e) = policy.announce_reload().await {
+                        log::warn!("could not tell other replicas about the reload: {e}");
+                    }
+                }
+                result
+            }
+            .into_actor(act)
+        }))
     }
 }
 
@@ -418,7 +433,7 @@ mod tests {
         members.set(1, "bob", "member").await.unwrap();
         let sources = PolicySources {
             model: dir.join("model.conf"),
-            policy: dir.join("policy.csv"),
+            policy: Arc::new(crate::store::FilePolicyStore::new(dir.join("policy.csv"))),
             members: members.clone(),
             global_admins: vec!["root".into()],
         };

@@ -245,6 +245,43 @@ impl ClusterStore for FileClusterStore {
     }
 }
 
+/// Where the policy lines (`p` lines, role inheritance) come from.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The lines, as CSV text.
+    async fn policy_text(&self) -> Result<String, StoreError>;
+    /// Where they are, for messages (`config/policy.csv`, `postgres casbin_rule`).
+    fn describe(&self) -> String;
+    /// Tells other replicas that the policy was reloaded here, so they reload too.
+    async fn announce_reload(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The policy lines in a CSV file (`config/policy.csv`).
+#[derive(Debug, Clone)]
+pub struct FilePolicyStore {
+    path: PathBuf,
+}
+
+impl FilePolicyStore {
+    /// Lines from `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FilePolicyStore { path: path.into() }
+    }
+}
+
+#[async_trait]
+impl PolicyStore for FilePolicyStore {
+    async fn policy_text(&self) -> Result<String, StoreError> {
+        std::fs::read_to_string(&self.path).map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 /// One membership: a user's role in an org.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
