@@ -334,6 +334,14 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "kubegate_policy_role_bindings {}\n",
             stats.groupings
         ));
+        text.push_str(
+            "# HELP kubegate_policy_reloads_total Reloads that put a new policy in force.\n",
+        );
+        text.push_str("# TYPE kubegate_policy_reloads_total counter\n");
+        text.push_str(&format!(
+            "kubegate_policy_reloads_total {}\n",
+            stats.reloads
+        ));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -60,6 +60,8 @@ pub struct PolicyStats {
     pub roles: Vec<String>,
     /// How long the load took, in milliseconds.
     pub load_ms: f64,
+    /// Reloads that put a new policy in force since start.
+    pub reloads: u64,
 }
 
 /// The answer to [`Authorize`].
@@ -161,6 +163,7 @@ async fn load(
         groupings: enforcer.get_grouping_policy().len(),
         roles,
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        reloads: 0,
     };
     Ok((enforcer, stats, revision))
 }
@@ -300,6 +303,8 @@ impl PolicyEnforcer {
                         log::error!("policy reload refused, old policy stays: {e}")
                     })?;
                     act.enforcer = enforcer;
+                    let mut stats = stats;
+                    stats.reloads = act.stats.reloads + 1;
                     act.stats = stats.clone();
                     act.members_revision = revision;
                     log::info!(

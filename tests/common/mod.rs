@@ -5,4 +5,5 @@
 pub mod apiserver;
 pub mod certs;
 pub mod gateway;
+pub mod postgres;
 pub mod vault;
