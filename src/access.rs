@@ -1,5 +1,9 @@
 //! Who is asking, and may they: shared by the proxy route and the REST API.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
 use actix::MailboxError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpRequest;
@@ -21,9 +25,53 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Claims, Statu
         .map_err(|e| StatusError::unauthorized(e.to_string()))
 }
 
-/// Asks the PolicyEnforcer, with the configured timeout. No answer in time, or no
+type Question = (String, u64, String, String);
+
+thread_local! {
+    /// This worker's copy of the PolicyEnforcer's recent answers, each with the policy
+    /// generation it was given under: an answer is used only while no new policy has
+    /// been put in force since. It saves a round trip to the actor's thread per request.
+    static ANSWERS: RefCell<HashMap<Question, (u64, Decision)>> = RefCell::new(HashMap::new());
+}
+
+/// Most answers a worker keeps; past it, it starts over.
+const MAX_ANSWERS: usize = 65_536;
+
+/// Asks the PolicyEnforcer, with the configured timeout, unless this worker has its
+/// answer to the same question under the policy in force. No answer in time, or no
 /// enforcer, is a deny: the error is a 503 that says so.
 pub async fn decide(state: &AppState, ask: Authorize) -> Result<Decision, StatusError> {
+    // read before asking: an answer given while a reload happens is filed under the old
+    // generation, and so never used
+    let generation = state.policy_generation.load(Ordering::Acquire);
+    let question = (
+        ask.subject.clone(),
+        ask.org,
+        ask.object.clone(),
+        ask.action.clone(),
+    );
+    let known = ANSWERS.with(|answers| {
+        answers
+            .borrow()
+            .get(&question)
+            .filter(|(given, _)| *given == generation)
+            .map(|(_, decision)| decision.clone())
+    });
+    if let Some(decision) = known {
+        return Ok(decision);
+    }
+    let decision = ask_enforcer(state, ask).await?;
+    ANSWERS.with(|answers| {
+        let mut answers = answers.borrow_mut();
+        if answers.len() >= MAX_ANSWERS {
+            answers.clear();
+        }
+        answers.insert(question, (generation, decision.clone()));
+    });
+    Ok(decision)
+}
+
+async fn ask_enforcer(state: &AppState, ask: Authorize) -> Result<Decision, StatusError> {
     state
         .policy
         .send(ask)

@@ -58,6 +58,8 @@ pub struct AppState {
     pub policy: Recipient<Authorize>,
     /// The policy enforcer, for its figures.
     pub policy_stats: Recipient<Stats>,
+    /// Changes whenever a new policy is put in force (answers kept by workers expire).
+    pub policy_generation: Arc<std::sync::atomic::AtomicU64>,
     /// The policy enforcer, to reload.
     pub policy_reload: Recipient<Reload>,
     /// Memberships.
@@ -203,6 +205,8 @@ pub struct Services {
     pub registry: Addr<ClusterRegistry>,
     /// The policy enforcer.
     pub policy: Addr<PolicyEnforcer>,
+    /// The policy enforcer's generation counter.
+    pub policy_generation: Arc<std::sync::atomic::AtomicU64>,
     /// The auditor.
     pub auditor: Addr<Auditor>,
     /// Tokens.
@@ -237,6 +241,7 @@ impl Services {
         let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
             ClusterRegistry::new(clusters, rules).with_idle_timeout(idle)
         });
+        let policy_generation = enforcer.generation();
         let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
         let sink = JsonLinesFile::new(&config.audit.file);
         let (batch, interval) = (config.audit.batch, config.audit.flush_interval);
@@ -246,6 +251,7 @@ impl Services {
         Ok(Services {
             registry,
             policy,
+            policy_generation,
             auditor,
             tokens,
             stores,
@@ -267,6 +273,25 @@ async fn request_id(
             .insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
+}
+
+/// Proxy requests to the proxy handler, anything else a 404 `Status`.
+async fn proxy_or_not_found(
+    req: actix_web::HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let path = req.uri().path();
+    let is_proxy = path.starts_with(crate::path::PREFIX)
+        && path
+            .split('/')
+            .nth(8)
+            .is_some_and(|segment| segment.starts_with("proxy"));
+    if is_proxy {
+        crate::proxy::handle(req, payload, state).await
+    } else {
+        not_found(req).await
+    }
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
@@ -353,13 +378,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .route(
-            "/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy{tail:.*}",
-            web::route().to(crate::proxy::handle),
-        )
         .configure(crate::api::routes)
         .configure(crate::admin::routes)
-        .default_service(web::to(not_found));
+        // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
+        // is the default service: its path is parsed (and checked) once, from the raw
+        // URI, by the handler; a pattern here would only add a regex per request.
+        .default_service(web::to(proxy_or_not_found));
 }
 
 /// The sockets kubegate serves on; bind them first, so port 0 works.
@@ -416,6 +440,7 @@ impl Gateway {
             registry: services.registry.clone(),
             policy: services.policy.clone().recipient(),
             policy_stats: services.policy.clone().recipient(),
+            policy_generation: services.policy_generation.clone(),
             policy_reload: services.policy.clone().recipient(),
             members: services.stores.members.clone(),
             global_admins: config.policy.global_admins.clone(),
@@ -437,7 +462,10 @@ impl Gateway {
                 .wrap(from_fn(request_id))
                 .configure(routes)
         })
-        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1));
+        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+        // a client that closes its side is gone: without this, a watch it left would
+        // hold its upstream connection until the next event fails to be written
+        .h1_allow_half_closed(false);
         if let Some(listener) = listeners.http {
             server = server.listen(listener)?;
         }

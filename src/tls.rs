@@ -107,7 +107,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigErro
                     cert.display()
                 ))
             })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: actix-web's HTTP/2 streams notice a client's reset only when they
+    // next write, so a watch left by an HTTP/2 client would hold its upstream
+    // connection until its next event; over HTTP/1.1 kubegate notices at once.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -322,13 +322,15 @@ async fn watch_events_arrive_one_by_one_while_the_stream_stays_open() {
             sent.elapsed()
         );
     }
+    assert_eq!(s.api.open_watches(), 1);
     drop(res);
-    // let the client runtime close the connection; kubegate notices a client that went
-    // away from an idle stream when it next writes to it, here the next event
+    // let the client runtime close the connection: kubegate notices at once, though the
+    // stream is idle, and lets go of the API server's watch
     actix_rt::time::sleep(Duration::from_millis(300)).await;
-    for name in ["fourth", "fifth"] {
-        s.api.put_object("default", "pods", pod(name));
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.api.open_watches() > 0 {
+        assert!(Instant::now() < deadline, "the upstream watch is still open");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     // the watch is audited when it ends, with the bytes it carried
     let event = s.gw.wait_audit(|e| e["verb"] == "watch");

@@ -6,6 +6,7 @@
 //! loaded, so a bad policy leaves the old one in force and no request sees half of one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,7 @@ pub struct Stats;
 
 /// Owns the enforcer.
 pub struct PolicyEnforcer {
+    generation: Arc<AtomicU64>,
     sources: PolicySources,
     enforcer: CachedEnforcer,
     stats: PolicyStats,
@@ -277,6 +279,7 @@ impl PolicyEnforcer {
             stats.groupings
         );
         Ok(PolicyEnforcer {
+            generation: Arc::new(AtomicU64::new(1)),
             sources,
             enforcer,
             stats,
@@ -284,6 +287,48 @@ impl PolicyEnforcer {
             poll,
             polling: false,
         })
+    }
+
+    /// A counter that changes whenever a new policy is put in force: whoever keeps
+    /// answers of this enforcer keeps them only while it has not changed.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    /// Decides one question, on the calling thread (the actor's handler, and benchmarks).
+    pub fn decide(&self, msg: &Authorize) -> Decision {
+        if self.sources.global_admins.contains(&msg.subject) {
+            return Decision {
+                allowed: true,
+                reason: "allowed: global administrator".into(),
+            };
+        }
+        let org = msg.org.to_string();
+        match self.enforcer.enforce((
+            msg.subject.as_str(),
+            org.as_str(),
+            msg.object.as_str(),
+            msg.action.as_str(),
+        )) {
+            Ok(true) => Decision {
+                allowed: true,
+                reason: "allowed by policy".into(),
+            },
+            Ok(false) => Decision {
+                allowed: false,
+                reason: format!(
+                    "user \"{}\" may not {} {} in org {}",
+                    msg.subject, msg.action, msg.object, msg.org
+                ),
+            },
+            Err(e) => {
+                log::error!("policy evaluation failed, denying: {e}");
+                Decision {
+                    allowed: false,
+                    reason: format!("policy evaluation failed: {e}"),
+                }
+            }
+        }
     }
 
     /// What the current policy holds.
@@ -306,6 +351,7 @@ impl PolicyEnforcer {
                     let mut stats = stats;
                     stats.reloads = act.stats.reloads + 1;
                     act.stats = stats.clone();
+                    act.generation.fetch_add(1, Ordering::AcqRel);
                     act.members_revision = revision;
                     log::info!(
                         "policy reloaded: {} rules, {} role bindings",
@@ -358,39 +404,7 @@ impl Handler<Authorize> for PolicyEnforcer {
     type Result = MessageResult<Authorize>;
 
     fn handle(&mut self, msg: Authorize, _: &mut Self::Context) -> Self::Result {
-        if self.sources.global_admins.contains(&msg.subject) {
-            return MessageResult(Decision {
-                allowed: true,
-                reason: "allowed: global administrator".into(),
-            });
-        }
-        let org = msg.org.to_string();
-        let decision = match self.enforcer.enforce((
-            msg.subject.as_str(),
-            org.as_str(),
-            msg.object.as_str(),
-            msg.action.as_str(),
-        )) {
-            Ok(true) => Decision {
-                allowed: true,
-                reason: "allowed by policy".into(),
-            },
-            Ok(false) => Decision {
-                allowed: false,
-                reason: format!(
-                    "user \"{}\" may not {} {} in org {}",
-                    msg.subject, msg.action, msg.object, msg.org
-                ),
-            },
-            Err(e) => {
-                log::error!("policy evaluation failed, denying: {e}");
-                Decision {
-                    allowed: false,
-                    reason: format!("policy evaluation failed: {e}"),
-                }
-            }
-        };
-        MessageResult(decision)
+        MessageResult(self.decide(&msg))
     }
 }
 
