@@ -1,7 +1,8 @@
 //! Starting kubegate: the actors, then the HTTP server, in one place.
 //!
-//! Middleware order (outermost first): request id, so that every response, errors
-//! included, carries `X-Request-Id`; then the routes. Authentication, authorization and
+//! Middleware order (outermost first): `front`, which gives every request its id (so
+//! that every response, errors included, carries `X-Request-Id`) and serves the proxy
+//! route; then the router for everything else. Authentication, authorization and
 //! audit of the proxy route happen inside its handler, in the order written in
 //! [`crate::proxy`].
 
@@ -260,38 +261,40 @@ impl Services {
     }
 }
 
-async fn request_id(
+/// Whether `path` is a proxy path: `/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy...`.
+fn is_proxy_path(path: &str) -> bool {
+    path.starts_with(crate::path::PREFIX)
+        && path
+            .split('/')
+            .nth(8)
+            .is_some_and(|segment| segment.starts_with("proxy"))
+}
+
+/// The front of every request: gives it its request id (echoed as `X-Request-Id`), and
+/// hands proxy requests to the proxy handler before the router, whose patterns would
+/// only cost regex matching: the proxy handler parses and checks its path itself.
+async fn front(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.call(req).await?;
+    let mut response = match req.app_data::<web::Data<AppState>>().cloned() {
+        Some(state) if is_proxy_path(req.path()) => {
+            let (http, mut payload) = req.into_parts();
+            let payload =
+                <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload).await?;
+            let answer = crate::proxy::handle(http.clone(), payload, state).await;
+            ServiceResponse::new(http, answer).map_into_right_body()
+        }
+        _ => next.call(req).await?.map_into_left_body(),
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
-}
-
-/// Proxy requests to the proxy handler, anything else a 404 `Status`.
-async fn proxy_or_not_found(
-    req: actix_web::HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let path = req.uri().path();
-    let is_proxy = path.starts_with(crate::path::PREFIX)
-        && path
-            .split('/')
-            .nth(8)
-            .is_some_and(|segment| segment.starts_with("proxy"));
-    if is_proxy {
-        crate::proxy::handle(req, payload, state).await
-    } else {
-        not_found(req).await
-    }
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
@@ -381,9 +384,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(crate::api::routes)
         .configure(crate::admin::routes)
         // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
-        // is the default service: its path is parsed (and checked) once, from the raw
-        // URI, by the handler; a pattern here would only add a regex per request.
-        .default_service(web::to(proxy_or_not_found));
+        // is served by the `front` middleware, before this router.
+        .default_service(web::to(not_found));
 }
 
 /// The sockets kubegate serves on; bind them first, so port 0 works.
@@ -459,7 +461,7 @@ impl Gateway {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(from_fn(request_id))
+                .wrap(from_fn(front))
                 .configure(routes)
         })
         .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
