@@ -3,18 +3,19 @@
 //! Streamed responses (lists, watches) are audited when they end, with the bytes that
 //! went each way, by wrapping the bodies in [`Counted`] streams.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::Recipient;
 use actix_web::HttpRequest;
 use bytes::Bytes;
 use futures_util::Stream;
 use kubegate_actors::attributes::RequestAttributes;
-use kubegate_actors::auditor::{AuditDecision, AuditEvent, Record};
+use kubegate_actors::auditor::{AuditDecision, AuditEvent, RecordBatch};
 
 /// Query parameters whose values are never recorded.
 const SECRET_QUERY_KEYS: [&str; 8] = [
@@ -48,32 +49,122 @@ fn is_secret_key(key: &str) -> bool {
     SECRET_QUERY_KEYS.iter().any(|s| key.contains(s))
 }
 
-/// Hands an event to the Auditor. `try_send` first (it cannot be cancelled, so an event
-/// sent while a worker shuts down still arrives); when the mailbox is full, `send` with
-/// back-pressure on this worker. A closed mailbox is logged, never silent.
-pub fn submit(auditor: &Recipient<Record>, event: AuditEvent) {
+/// Events gathered by workers and not yet handed to the Auditor, in every worker.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// A worker hands its events over when it has this many...
+const BATCH: usize = 32;
+/// ...or when the first of them has waited this long.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// The events one worker has gathered.
+#[derive(Default)]
+struct WorkerEvents {
+    events: Vec<AuditEvent>,
+    auditor: Option<Recipient<RecordBatch>>,
+    timer_set: bool,
+}
+
+impl Drop for WorkerEvents {
+    /// A worker that stops hands over what it still holds.
+    fn drop(&mut self) {
+        if let Some(auditor) = self.auditor.take() {
+            hand_over(&auditor, std::mem::take(&mut self.events));
+        }
+    }
+}
+
+thread_local! {
+    static GATHERED: RefCell<WorkerEvents> = RefCell::new(WorkerEvents::default());
+}
+
+/// Hands an event to the Auditor: gathered by this worker and sent with others within
+/// [`LINGER`], so that a busy worker does not wake the auditor's thread per request.
+pub fn submit(auditor: &Recipient<RecordBatch>, event: AuditEvent) {
+    PENDING.fetch_add(1, Ordering::AcqRel);
+    let (full, set_timer) = GATHERED.with(|gathered| {
+        let mut gathered = gathered.borrow_mut();
+        if gathered.auditor.is_none() {
+            gathered.auditor = Some(auditor.clone());
+        }
+        gathered.events.push(event);
+        let set_timer = !gathered.timer_set;
+        gathered.timer_set = true;
+        (gathered.events.len() >= BATCH, set_timer)
+    });
+    if full {
+        hand_over_gathered();
+    } else if set_timer {
+        match actix_rt::Arbiter::try_current() {
+            Some(arbiter) => {
+                arbiter.spawn(async {
+                    actix_rt::time::sleep(LINGER).await;
+                    hand_over_gathered();
+                });
+            }
+            None => hand_over_gathered(),
+        }
+    }
+}
+
+fn hand_over_gathered() {
+    let taken = GATHERED.with(|gathered| {
+        let mut gathered = gathered.borrow_mut();
+        gathered.timer_set = false;
+        let auditor = gathered.auditor.clone()?;
+        Some((auditor, std::mem::take(&mut gathered.events)))
+    });
+    if let Some((auditor, events)) = taken {
+        hand_over(&auditor, events);
+    }
+}
+
+/// `try_send` first (it cannot be cancelled, so events handed over while a worker shuts
+/// down still arrive); when the mailbox is full, `send` with back-pressure on this
+/// worker. A closed mailbox is logged, never silent.
+fn hand_over(auditor: &Recipient<RecordBatch>, events: Vec<AuditEvent>) {
     use actix::dev::SendError;
-    match auditor.try_send(Record(event)) {
-        Ok(()) => {}
-        Err(SendError::Full(record)) => {
-            let request = auditor.send(record);
+    let count = events.len();
+    if count == 0 {
+        return;
+    }
+    match auditor.try_send(RecordBatch(events)) {
+        Ok(()) => {
+            PENDING.fetch_sub(count, Ordering::AcqRel);
+        }
+        Err(SendError::Full(batch)) => {
+            let request = auditor.send(batch);
             match actix_rt::Arbiter::try_current() {
                 Some(arbiter) => {
                     arbiter.spawn(async move {
                         if let Err(e) = request.await {
-                            log::error!("audit event lost: {e}");
+                            log::error!("{count} audit events lost: {e}");
                         }
+                        PENDING.fetch_sub(count, Ordering::AcqRel);
                     });
                 }
-                None => log::error!("audit event lost: auditor busy and no runtime to wait on it"),
+                None => {
+                    log::error!("{count} audit events lost: the auditor is busy and this worker is stopping");
+                    PENDING.fetch_sub(count, Ordering::AcqRel);
+                }
             }
         }
-        Err(SendError::Closed(record)) => {
-            log::error!(
-                "audit event lost, auditor stopped: request {}",
-                record.0.request_id
-            );
+        Err(SendError::Closed(_)) => {
+            log::error!("{count} audit events lost: the auditor has stopped");
+            PENDING.fetch_sub(count, Ordering::AcqRel);
         }
+    }
+}
+
+/// Waits (at shutdown) until every worker has handed over what it gathered, for at most
+/// `limit`. Returns how many events were still not handed over.
+pub async fn drain_workers(limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let pending = PENDING.load(Ordering::Acquire);
+        if pending == 0 || Instant::now() >= deadline {
+            return pending;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -127,7 +218,7 @@ impl AuditContext {
     /// Completes the event and submits it.
     pub fn finish(
         mut self,
-        auditor: &Recipient<Record>,
+        auditor: &Recipient<RecordBatch>,
         status: u16,
         bytes_in: u64,
         bytes_out: u64,
@@ -176,7 +267,7 @@ pub struct AuditedBody<S> {
     sent: u64,
     failed: Option<String>,
     received: Rc<Cell<u64>>,
-    pending: Option<(AuditContext, Recipient<Record>, u16)>,
+    pending: Option<(AuditContext, Recipient<RecordBatch>, u16)>,
 }
 
 impl<S> AuditedBody<S> {
@@ -184,7 +275,7 @@ impl<S> AuditedBody<S> {
     pub fn new(
         inner: S,
         ctx: AuditContext,
-        auditor: Recipient<Record>,
+        auditor: Recipient<RecordBatch>,
         status: u16,
         received: Rc<Cell<u64>>,
     ) -> Self {

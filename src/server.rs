@@ -16,7 +16,7 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
-use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, Record};
+use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, RecordBatch};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{
     Authorize, PolicyEnforcer, PolicyError, PolicySources, Reload, Stats,
@@ -68,7 +68,7 @@ pub struct AppState {
     /// Subjects allowed everything.
     pub global_admins: Vec<String>,
     /// The auditor.
-    pub auditor: Recipient<Record>,
+    pub auditor: Recipient<RecordBatch>,
     /// Verifies bearer tokens.
     pub tokens: Arc<TokenAuthority>,
     /// How long to wait for a policy decision.
@@ -261,6 +261,16 @@ impl Services {
     }
 }
 
+/// A new request id: 32 hex digits, a random prefix drawn once per process (so that
+/// replicas do not collide) and a counter (no random draw per request).
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n:016x}")
+}
+
 /// Whether `path` is a proxy path: `/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy...`.
 fn is_proxy_path(path: &str) -> bool {
     path.starts_with(crate::path::PREFIX)
@@ -277,7 +287,7 @@ async fn front(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = next_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = match req.app_data::<web::Data<AppState>>().cloned() {
         Some(state) if is_proxy_path(req.path()) => {
@@ -492,6 +502,10 @@ impl Gateway {
     /// audit event.
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        let left = crate::audit::drain_workers(Duration::from_secs(5)).await;
+        if left > 0 {
+            log::error!("{left} audit events were not handed over by the workers at shutdown");
+        }
         match self.services.auditor.send(Flush).await {
             Ok(Ok(n)) => log::info!("audit flushed ({n} events) at shutdown"),
             Ok(Err(e)) => log::error!("audit flush at shutdown failed: {e}"),

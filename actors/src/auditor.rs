@@ -72,6 +72,12 @@ pub struct AuditEvent {
 #[rtype(result = "()")]
 pub struct Record(pub AuditEvent);
 
+/// Sent by HTTP workers: the events they gathered over a few milliseconds, in one
+/// message, so that a busy worker does not wake the auditor for every request.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordBatch(pub Vec<AuditEvent>);
+
 /// Sent at shutdown (and by tests): write every queued event now. Answers how many
 /// events were written by this flush.
 #[derive(Message)]
@@ -218,6 +224,17 @@ impl Handler<Record> for Auditor {
 
     fn handle(&mut self, Record(event): Record, _: &mut Self::Context) {
         self.queue.push(event);
+        if self.queue.len() >= self.batch {
+            let _ = self.write_queue();
+        }
+    }
+}
+
+impl Handler<RecordBatch> for Auditor {
+    type Result = ();
+
+    fn handle(&mut self, RecordBatch(events): RecordBatch, _: &mut Self::Context) {
+        self.queue.extend(events);
         if self.queue.len() >= self.batch {
             let _ = self.write_queue();
         }
