@@ -329,7 +329,10 @@ async fn watch_events_arrive_one_by_one_while_the_stream_stays_open() {
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     let deadline = Instant::now() + Duration::from_secs(2);
     while s.api.open_watches() > 0 {
-        assert!(Instant::now() < deadline, "the upstream watch is still open");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream watch is still open"
+        );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     // the watch is audited when it ends, with the bytes it carried
