@@ -167,6 +167,14 @@ async fn build_enforcer(
     enforcer.add_function("objectMatch", OperatorFunction::Arg2(object_match_fn));
     enforcer.add_function("verbMatch", OperatorFunction::Arg2(verb_match_fn));
     enforcer.set_cache(Box::new(casbin::DefaultCache::new(capacity)));
+    // role inheritance for every org: `g, auditor, member, *`
+    enforcer
+        .get_role_manager()
+        .write()
+        .matching_fn(None, Some(domain_match));
+    enforcer
+        .build_role_links()
+        .map_err(|e| PolicyError::Invalid(format!("policy {}: {e}", sources.policy.describe())))?;
     // Evaluate once so that a matcher that does not compile fails here, not per request.
     enforcer
         .enforce(("kubegate:probe", "0", "/", "get"))
@@ -333,6 +341,11 @@ pub fn object_match(object: &str, pattern: &str) -> bool {
         }
     }
     p[j..].iter().all(|&c| c == b'*')
+}
+
+/// Role links in the domain `*` hold in every org.
+fn domain_match(domain: &str, pattern: &str) -> bool {
+    domain == pattern || pattern == "*" || domain == "*"
 }
 
 /// `verbMatch(verb, pattern)`: the pattern is `*` or verbs separated by `|`.
@@ -636,19 +649,23 @@ mod tests {
         let (addr, members) = enforcer(dir.path()).await;
         std::fs::write(
             dir.path().join("policy.csv"),
-            format!("{POLICY}p, auditor, 3, *, get|list, allow\np, member, 5, core:secrets, get, allow\n"),
+            format!("{POLICY}p, auditor, 3, core:configmaps, create, allow\np, member, 5, core:secrets, get, allow\ng, auditor, member, *\n"),
         )
         .unwrap();
         members.set(3, "erin", "auditor").await.unwrap();
         members.set(4, "erin", "auditor").await.unwrap();
         members.set(5, "frank", "member").await.unwrap();
         addr.send(Reload).await.unwrap().unwrap();
-        assert!(may(&addr, "erin", 3, "core:secrets", "get").await);
+        assert!(may(&addr, "erin", 3, "core:configmaps", "create").await);
         assert!(!may(&addr, "erin", 3, "core:pods", "delete").await);
         assert!(
-            !may(&addr, "erin", 4, "core:secrets", "get").await,
+            !may(&addr, "erin", 4, "core:configmaps", "create").await,
             "org 3's line says nothing of org 4"
         );
+        // auditors are members in every org (`g, auditor, member, *`), denies included
+        assert!(may(&addr, "erin", 4, "core:pods", "list").await);
+        assert!(!may(&addr, "erin", 4, "core:pods", "delete").await);
+        assert!(!may(&addr, "erin", 3, "core:secrets", "get").await);
         // a deny for every org still wins over an org's own allow
         assert!(!may(&addr, "frank", 5, "core:secrets", "get").await);
         assert!(may(&addr, "frank", 5, "core:pods", "list").await);
