@@ -64,6 +64,7 @@ fn question(rng: &mut Rng) -> Authorize {
         org,
         object: OBJECTS[rng.next(OBJECTS.len() as u64) as usize].to_string(),
         action: VERBS[rng.next(VERBS.len() as u64) as usize].to_string(),
+        ..Default::default()
     }
 }
 

@@ -25,7 +25,8 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Claims, Statu
         .map_err(|e| StatusError::unauthorized(e.to_string()))
 }
 
-type Question = (String, u64, String, String);
+/// Subject, org, object, verb, and namespace, name and path when the model uses them.
+type Question = (String, u64, String, String, String, String, String);
 
 thread_local! {
     /// This worker's copy of the PolicyEnforcer's recent answers, each with the policy
@@ -43,12 +44,17 @@ const MAX_ANSWERS: usize = 65_536;
 pub async fn decide(state: &AppState, ask: Authorize) -> Result<Decision, StatusError> {
     // read before asking: an answer given while a reload happens is filed under the old
     // generation, and so never used
-    let generation = state.policy_generation.load(Ordering::Acquire);
+    let generation = state.policy_shape.generation.load(Ordering::Acquire);
+    let detailed = state.policy_shape.detailed.load(Ordering::Acquire);
+    let detail = |s: &String| if detailed { s.clone() } else { String::new() };
     let question = (
         ask.subject.clone(),
         ask.org,
         ask.object.clone(),
         ask.action.clone(),
+        detail(&ask.namespace),
+        detail(&ask.name),
+        detail(&ask.path),
     );
     let known = ANSWERS.with(|answers| {
         answers

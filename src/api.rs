@@ -187,6 +187,8 @@ where
                     org,
                     object: object.to_string(),
                     action: verb.to_string(),
+                    path: req.path().to_string(),
+                    ..Default::default()
                 };
                 let decision = crate::access::decide(state, ask).await?;
                 audit.event.reason = decision.reason.clone();

@@ -163,6 +163,9 @@ async fn admit(
         org: path.org,
         object: attributes.object(&path.k8s_path),
         action: attributes.verb.clone(),
+        namespace: attributes.namespace.clone(),
+        name: attributes.name.clone(),
+        path: path.k8s_path.clone(),
     };
     let decision = crate::access::decide(state, ask).await?;
     audit.event.reason = decision.reason.clone();

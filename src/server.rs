@@ -19,7 +19,7 @@ use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, RecordBatch};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{
-    Authorize, PolicyEnforcer, PolicyError, PolicySources, Reload, Stats,
+    Authorize, PolicyEnforcer, PolicyError, PolicyShape, PolicySources, Reload, Stats,
 };
 use kubegate_actors::postgres::PostgresPolicyStore;
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
@@ -59,8 +59,8 @@ pub struct AppState {
     pub policy: Recipient<Authorize>,
     /// The policy enforcer, for its figures.
     pub policy_stats: Recipient<Stats>,
-    /// Changes whenever a new policy is put in force (answers kept by workers expire).
-    pub policy_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// What workers keeping the enforcer's answers must know of the policy in force.
+    pub policy_shape: Arc<PolicyShape>,
     /// The policy enforcer, to reload.
     pub policy_reload: Recipient<Reload>,
     /// Memberships.
@@ -206,8 +206,8 @@ pub struct Services {
     pub registry: Addr<ClusterRegistry>,
     /// The policy enforcer.
     pub policy: Addr<PolicyEnforcer>,
-    /// The policy enforcer's generation counter.
-    pub policy_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The policy enforcer's generation and shape.
+    pub policy_shape: Arc<PolicyShape>,
     /// The auditor.
     pub auditor: Addr<Auditor>,
     /// Tokens.
@@ -242,7 +242,7 @@ impl Services {
         let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
             ClusterRegistry::new(clusters, rules).with_idle_timeout(idle)
         });
-        let policy_generation = enforcer.generation();
+        let policy_shape = enforcer.shape();
         let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
         let sink = JsonLinesFile::new(&config.audit.file);
         let (batch, interval) = (config.audit.batch, config.audit.flush_interval);
@@ -252,7 +252,7 @@ impl Services {
         Ok(Services {
             registry,
             policy,
-            policy_generation,
+            policy_shape,
             auditor,
             tokens,
             stores,
@@ -452,7 +452,7 @@ impl Gateway {
             registry: services.registry.clone(),
             policy: services.policy.clone().recipient(),
             policy_stats: services.policy.clone().recipient(),
-            policy_generation: services.policy_generation.clone(),
+            policy_shape: services.policy_shape.clone(),
             policy_reload: services.policy.clone().recipient(),
             members: services.stores.members.clone(),
             global_admins: config.policy.global_admins.clone(),

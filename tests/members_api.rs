@@ -311,3 +311,37 @@ async fn requests_in_flight_never_see_a_half_loaded_policy() {
         "every read allowed throughout: {codes:?}"
     );
 }
+
+#[actix_rt::test]
+async fn a_model_that_matches_namespaces_restricts_members_to_theirs() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::fs::read_to_string(repo.join("config/rbac_model.conf"))
+        .unwrap()
+        .replace("r = sub, dom, obj, act", "r = sub, dom, obj, act, ns")
+        .replace("p = sub, dom, obj, act, eft", "p = sub, dom, obj, act, ns, eft")
+        .replace("verbMatch(r.act, p.act)", "verbMatch(r.act, p.act) && objectMatch(r.ns, p.ns)");
+    std::fs::write(dir.path().join("model.conf"), model).unwrap();
+    std::fs::write(
+        dir.path().join("policy.csv"),
+        "p, admin, *, *, *, *, allow\np, member, *, *, get|list|watch, team-a, allow\n",
+    )
+    .unwrap();
+    let (model, policy) = (dir.path().join("model.conf"), dir.path().join("policy.csv"));
+    let gw = TestGateway::builder()
+        .configure(move |c| {
+            c.policy.model = model;
+            c.policy.policy = policy;
+        })
+        .member(1, "bob", "member")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let bob = gw.token("bob");
+    let pods = |ns: &str| gw.proxy_url(1, 1, &format!("/api/v1/namespaces/{ns}/pods"));
+    // asked twice each: a worker's kept answer must not leak from one namespace to another
+    for _ in 0..2 {
+        assert_eq!(call("GET", &pods("team-a"), &bob, None).await.0, 200);
+        assert_eq!(call("GET", &pods("team-b"), &bob, None).await.0, 403);
+    }
+}

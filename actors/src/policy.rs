@@ -6,7 +6,7 @@
 //! loaded, so a bad policy leaves the old one in force and no request sees half of one.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,17 +77,72 @@ pub struct Decision {
 
 /// Sent by the HTTP layer for every request: may `subject` do `action` on `object` in
 /// `org`? Ask with `send(..).timeout(..)`; no answer means deny.
-#[derive(Message, Debug, Clone)]
+#[derive(Message, Debug, Clone, Default)]
 #[rtype(result = "Decision")]
 pub struct Authorize {
-    /// The user (a token's `sub`).
+    /// The user (a token's `sub`): the model's request field `sub`.
     pub subject: String,
-    /// The org (the Casbin domain).
+    /// The org (the Casbin domain): `dom`.
     pub org: u64,
-    /// `core:pods`, `apps:deployments/scale`, or a non-resource path.
+    /// `core:pods`, `apps:deployments/scale`, or a non-resource path: `obj`.
     pub object: String,
-    /// The Kubernetes verb.
+    /// The Kubernetes verb: `act`.
     pub action: String,
+    /// The namespace, empty when none: `ns`.
+    pub namespace: String,
+    /// The object's name, empty when none: `name`.
+    pub name: String,
+    /// The Kubernetes path (or the REST path): `path`.
+    pub path: String,
+}
+
+/// A request field a model may declare in `[request_definition]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestField {
+    Sub,
+    Dom,
+    Obj,
+    Act,
+    Ns,
+    Name,
+    Path,
+}
+
+/// The request fields of `model`, in order.
+fn request_fields(model: &str) -> Result<Vec<RequestField>, String> {
+    let definition = model
+        .lines()
+        .find_map(|line| {
+            let (name, fields) = line.split_once('=')?;
+            (name.trim() == "r").then_some(fields)
+        })
+        .ok_or("the model has no request definition (r = ...)")?;
+    definition
+        .split(',')
+        .map(str::trim)
+        .map(|field| match field {
+            "sub" => Ok(RequestField::Sub),
+            "dom" => Ok(RequestField::Dom),
+            "obj" => Ok(RequestField::Obj),
+            "act" => Ok(RequestField::Act),
+            "ns" => Ok(RequestField::Ns),
+            "name" => Ok(RequestField::Name),
+            "path" => Ok(RequestField::Path),
+            other => Err(format!(
+                "the request field \"{other}\" is not one kubegate provides (sub, dom, obj, act, ns, name, path)"
+            )),
+        })
+        .collect()
+}
+
+/// What callers that keep the enforcer's answers must know of the policy in force.
+#[derive(Debug, Default)]
+pub struct PolicyShape {
+    /// Changes whenever a new policy is put in force: answers given before are stale.
+    pub generation: AtomicU64,
+    /// Whether the model looks at the namespace, the name or the path, so that answers
+    /// depend on them too.
+    pub detailed: AtomicBool,
 }
 
 /// Sent by the admin endpoint: load model, policy and memberships again.
@@ -102,7 +157,8 @@ pub struct Stats;
 
 /// Owns the enforcer.
 pub struct PolicyEnforcer {
-    generation: Arc<AtomicU64>,
+    shape: Arc<PolicyShape>,
+    fields: Vec<RequestField>,
     sources: PolicySources,
     enforcers: Enforcers,
     stats: PolicyStats,
@@ -120,11 +176,21 @@ pub struct PolicyEnforcer {
 pub struct Enforcers {
     by_org: HashMap<u64, CachedEnforcer>,
     rest: CachedEnforcer,
+    fields: Vec<RequestField>,
 }
 
 impl Enforcers {
     fn for_org(&self, org: u64) -> &CachedEnforcer {
         self.by_org.get(&org).unwrap_or(&self.rest)
+    }
+
+    fn is_detailed(&self) -> bool {
+        self.fields.iter().any(|f| {
+            matches!(
+                f,
+                RequestField::Ns | RequestField::Name | RequestField::Path
+            )
+        })
     }
 }
 
@@ -159,6 +225,7 @@ async fn build_enforcer(
     text: String,
     capacity: usize,
     sources: &PolicySources,
+    fields: &[RequestField],
 ) -> Result<CachedEnforcer, PolicyError> {
     let mut enforcer = CachedEnforcer::new(model.clone(), StringAdapter::new(text))
         .await
@@ -176,10 +243,33 @@ async fn build_enforcer(
         .build_role_links()
         .map_err(|e| PolicyError::Invalid(format!("policy {}: {e}", sources.policy.describe())))?;
     // Evaluate once so that a matcher that does not compile fails here, not per request.
+    let probe = Authorize {
+        subject: "kubegate:probe".into(),
+        object: "/".into(),
+        action: "get".into(),
+        path: "/".into(),
+        ..Default::default()
+    };
     enforcer
-        .enforce(("kubegate:probe", "0", "/", "get"))
+        .enforce(arguments(fields, &probe, "0"))
         .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
     Ok(enforcer)
+}
+
+/// The question's values in the order of the model's request fields.
+fn arguments<'a>(fields: &[RequestField], ask: &'a Authorize, org: &'a str) -> Vec<&'a str> {
+    fields
+        .iter()
+        .map(|field| match field {
+            RequestField::Sub => ask.subject.as_str(),
+            RequestField::Dom => org,
+            RequestField::Obj => ask.object.as_str(),
+            RequestField::Act => ask.action.as_str(),
+            RequestField::Ns => ask.namespace.as_str(),
+            RequestField::Name => ask.name.as_str(),
+            RequestField::Path => ask.path.as_str(),
+        })
+        .collect()
 }
 
 /// Reads model, policy and memberships and builds the enforcers from them.
@@ -208,6 +298,8 @@ async fn load(sources: &PolicySources) -> Result<(Enforcers, PolicyStats, String
     }
     let model = DefaultModel::from_str(&model_text)
         .await
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+    let fields = request_fields(&model_text)
         .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
 
     // sort the lines by the org they are about
@@ -246,10 +338,18 @@ async fn load(sources: &PolicySources) -> Result<(Enforcers, PolicyStats, String
     }
     let mut enforcers = Enforcers {
         by_org: HashMap::with_capacity(by_org.len()),
-        rest: build_enforcer(&model, shared.clone(), 10_000, sources).await?,
+        rest: build_enforcer(&model, shared.clone(), 10_000, sources, &fields).await?,
+        fields,
     };
     for (org, text) in by_org {
-        let enforcer = build_enforcer(&model, format!("{shared}{text}"), 20_000, sources).await?;
+        let enforcer = build_enforcer(
+            &model,
+            format!("{shared}{text}"),
+            20_000,
+            sources,
+            &enforcers.fields,
+        )
+        .await?;
         enforcers.by_org.insert(org, enforcer);
     }
     roles.sort();
@@ -377,8 +477,14 @@ impl PolicyEnforcer {
             stats.policies,
             stats.groupings
         );
+        let shape = Arc::new(PolicyShape::default());
+        shape.generation.store(1, Ordering::Release);
+        shape
+            .detailed
+            .store(enforcers.is_detailed(), Ordering::Release);
         Ok(PolicyEnforcer {
-            generation: Arc::new(AtomicU64::new(1)),
+            shape,
+            fields: enforcers.fields.clone(),
             sources,
             enforcers,
             stats,
@@ -388,10 +494,10 @@ impl PolicyEnforcer {
         })
     }
 
-    /// A counter that changes whenever a new policy is put in force: whoever keeps
-    /// answers of this enforcer keeps them only while it has not changed.
-    pub fn generation(&self) -> Arc<AtomicU64> {
-        self.generation.clone()
+    /// What whoever keeps this enforcer's answers must know: a generation that changes
+    /// whenever a new policy is put in force, and which fields answers depend on.
+    pub fn shape(&self) -> Arc<PolicyShape> {
+        self.shape.clone()
     }
 
     /// Decides one question, on the calling thread (the actor's handler, and benchmarks).
@@ -403,12 +509,11 @@ impl PolicyEnforcer {
             };
         }
         let org = msg.org.to_string();
-        match self.enforcers.for_org(msg.org).enforce((
-            msg.subject.as_str(),
-            org.as_str(),
-            msg.object.as_str(),
-            msg.action.as_str(),
-        )) {
+        match self
+            .enforcers
+            .for_org(msg.org)
+            .enforce(arguments(&self.fields, msg, &org))
+        {
             Ok(true) => Decision {
                 allowed: true,
                 reason: "allowed by policy".into(),
@@ -446,11 +551,15 @@ impl PolicyEnforcer {
                     let (enforcers, stats, revision) = result.inspect_err(|e| {
                         log::error!("policy reload refused, old policy stays: {e}")
                     })?;
+                    act.fields = enforcers.fields.clone();
+                    act.shape
+                        .detailed
+                        .store(enforcers.is_detailed(), Ordering::Release);
                     act.enforcers = enforcers;
                     let mut stats = stats;
                     stats.reloads = act.stats.reloads + 1;
                     act.stats = stats.clone();
-                    act.generation.fetch_add(1, Ordering::AcqRel);
+                    act.shape.generation.fetch_add(1, Ordering::AcqRel);
                     act.members_revision = revision;
                     log::info!(
                         "policy reloaded: {} rules, {} role bindings",
@@ -576,6 +685,7 @@ mod tests {
             org,
             object: object.into(),
             action: action.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -672,6 +782,72 @@ mod tests {
         // orgs without lines of their own use the shared ones
         assert!(may(&addr, "alice", 1, "core:pods", "delete").await);
         assert!(!may(&addr, "alice", 9, "core:pods", "get").await);
+    }
+
+    #[actix_rt::test]
+    async fn models_may_match_on_namespace_name_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = MODEL
+            .replace("r = sub, dom, obj, act", "r = sub, dom, obj, act, ns, path")
+            .replace(
+                "p = sub, dom, obj, act, eft",
+                "p = sub, dom, obj, act, ns, path, eft",
+            )
+            .replace(
+                "verbMatch(r.act, p.act)",
+                "verbMatch(r.act, p.act) && objectMatch(r.ns, p.ns) && objectMatch(r.path, p.path)",
+            );
+        std::fs::write(dir.path().join("model.conf"), model).unwrap();
+        std::fs::write(
+            dir.path().join("policy.csv"),
+            "p, member, *, *, get|list, dev, *, allow\np, member, *, *, get, *, /version, allow\np, member, *, core:pods, get, dev, *-debug, deny\n",
+        )
+        .unwrap();
+        let members = Arc::new(FileMemberStore::new(dir.path()));
+        members.set(1, "bob", "member").await.unwrap();
+        let sources = PolicySources {
+            model: dir.path().join("model.conf"),
+            policy: Arc::new(crate::store::FilePolicyStore::new(
+                dir.path().join("policy.csv"),
+            )),
+            members,
+            global_admins: vec![],
+        };
+        let enforcer = PolicyEnforcer::load(sources, Duration::ZERO).await.unwrap();
+        assert!(enforcer.shape().detailed.load(Ordering::Acquire));
+        let ask = |ns: &str, path: &str, object: &str| Authorize {
+            subject: "bob".into(),
+            org: 1,
+            object: object.into(),
+            action: "get".into(),
+            namespace: ns.into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        assert!(
+            enforcer
+                .decide(&ask("dev", "/api/v1/namespaces/dev/pods/web", "core:pods"))
+                .allowed
+        );
+        assert!(
+            !enforcer
+                .decide(&ask(
+                    "prod",
+                    "/api/v1/namespaces/prod/pods/web",
+                    "core:pods"
+                ))
+                .allowed
+        );
+        assert!(enforcer.decide(&ask("", "/version", "/version")).allowed);
+        assert!(
+            !enforcer
+                .decide(&ask(
+                    "dev",
+                    "/api/v1/namespaces/dev/pods/web-debug",
+                    "core:pods"
+                ))
+                .allowed
+        );
     }
 
     #[actix_rt::test]
