@@ -124,11 +124,17 @@ enum MemberCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let config = Config::load(&cli.config)?;
-    actix_web::rt::System::new().block_on(run(cli.command, config))
+    let result = Config::load(&cli.config)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| actix_web::rt::System::new().block_on(run(cli.command, config)));
+    if let Err(e) = result {
+        // the message and its causes, without a backtrace: this is for people
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
