@@ -320,8 +320,14 @@ async fn a_model_that_matches_namespaces_restricts_members_to_theirs() {
     let model = std::fs::read_to_string(repo.join("config/rbac_model.conf"))
         .unwrap()
         .replace("r = sub, dom, obj, act", "r = sub, dom, obj, act, ns")
-        .replace("p = sub, dom, obj, act, eft", "p = sub, dom, obj, act, ns, eft")
-        .replace("verbMatch(r.act, p.act)", "verbMatch(r.act, p.act) && objectMatch(r.ns, p.ns)");
+        .replace(
+            "p = sub, dom, obj, act, eft",
+            "p = sub, dom, obj, act, ns, eft",
+        )
+        .replace(
+            "verbMatch(r.act, p.act)",
+            "verbMatch(r.act, p.act) && objectMatch(r.ns, p.ns)",
+        );
     std::fs::write(dir.path().join("model.conf"), model).unwrap();
     std::fs::write(
         dir.path().join("policy.csv"),

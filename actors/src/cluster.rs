@@ -65,11 +65,6 @@ impl ClusterProxy {
         spec: &ClusterSpec,
         generation: u64,
     ) -> Result<ClusterProxy, KubeconfigError> {
-        if spec.insecure_skip_tls_verify {
-            log::warn!(
-                "{key} ({name}): insecure-skip-tls-verify is set; the API server's certificate is not checked"
-            );
-        }
         Ok(ClusterProxy {
             key,
             name,
