@@ -196,6 +196,12 @@ impl Handler<Create> for ClusterRegistry {
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
                     .map_err(|e| invalid(e.to_string()))?
                     .with_expiry(expires_at);
+                if spec.insecure_skip_tls_verify {
+                    log::warn!(
+                        "{key} ({}): insecure-skip-tls-verify is set; the API server's certificate is not checked",
+                        proxy.name
+                    );
+                }
                 log::info!(
                     "built proxy for {key} ({}), generation {generation}",
                     proxy.name
