@@ -211,6 +211,22 @@ pub struct PolicyConfig {
     pub postgres_url: Option<String>,
 }
 
+fn default_audit_sinks() -> Vec<String> {
+    vec!["file".into()]
+}
+fn default_max_file_bytes() -> u64 {
+    100 << 20
+}
+fn default_keep_files() -> usize {
+    5
+}
+fn default_max_queue() -> usize {
+    100_000
+}
+fn default_spill_dir() -> PathBuf {
+    "data/audit-spill".into()
+}
+
 fn default_policy_storage() -> String {
     "file".into()
 }
@@ -219,8 +235,26 @@ fn default_policy_storage() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// Where events go, one or several of `file`, `stdout`, `postgres`.
+    #[serde(default = "default_audit_sinks")]
+    pub sinks: Vec<String>,
     /// The JSON-lines file.
     pub file: PathBuf,
+    /// The file is rotated when it would grow past this many bytes; 0: never.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` ... `.N`).
+    #[serde(default = "default_keep_files")]
+    pub keep_files: usize,
+    /// With the `postgres` sink: `host=... user=... dbname=...`.
+    #[serde(default)]
+    pub postgres_url: Option<String>,
+    /// Events waiting for one sink, past which they go to a spill file.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Where spill files go.
+    #[serde(default = "default_spill_dir")]
+    pub spill_dir: PathBuf,
     /// Events written together.
     pub batch: usize,
     /// Longest time an event waits before it is written.
@@ -330,6 +364,19 @@ impl Config {
                     "server.public_url: \"{url}\" must start with https:// or http://"
                 ));
             }
+        }
+        for sink in &self.audit.sinks {
+            if !matches!(sink.as_str(), "file" | "stdout" | "postgres") {
+                problems.push(format!(
+                    "audit.sinks: \"{sink}\" is not one of file, stdout, postgres"
+                ));
+            }
+        }
+        if self.audit.sinks.is_empty() {
+            problems.push("audit.sinks: name at least one sink".to_string());
+        }
+        if self.audit.sinks.iter().any(|s| s == "postgres") && self.audit.postgres_url.is_none() {
+            problems.push("audit.postgres_url: is required with the postgres sink".to_string());
         }
         if self.audit.batch == 0 {
             problems.push("audit.batch: must be at least 1".to_string());

@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod audit_api;
 pub mod auth;
 pub mod cli;
 pub mod clusters;

@@ -153,6 +153,20 @@ async fn admit(
     );
     audit.event.attributes = attributes.clone();
 
+    // the audit trail must be able to record the request: refuse while events are
+    // being lost (a sink down and its spill file failing too)
+    let counters = &state.audit_counters;
+    if counters.lost.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && counters
+            .failing_sinks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    {
+        return Err(StatusError::unavailable(
+            "the audit trail cannot record requests right now; kubegate refuses them until it can",
+        ));
+    }
+
     // 2. who is asking
     let claims = crate::access::authenticate(req, state)?;
     audit.event.user = claims.sub.clone();

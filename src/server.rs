@@ -7,6 +7,7 @@
 //! [`crate::proxy`].
 
 use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,14 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
-use kubegate_actors::auditor::{Auditor, Flush, JsonLinesFile, RecordBatch};
+use kubegate_actors::auditor::{
+    AuditCounters, AuditSink, Auditor, Flush, JsonLinesFile, RecordBatch, StdoutSink,
+};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{
     Authorize, PolicyEnforcer, PolicyError, PolicyShape, PolicySources, Reload, Stats,
 };
+use kubegate_actors::postgres::PostgresAuditSink;
 use kubegate_actors::postgres::PostgresPolicyStore;
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
 use kubegate_actors::store::{
@@ -67,6 +71,10 @@ pub struct AppState {
     pub members: Arc<dyn MemberStore>,
     /// Subjects allowed everything.
     pub global_admins: Vec<String>,
+    /// The auditor's figures (queue depth, spills, failing sinks).
+    pub audit_counters: Arc<AuditCounters>,
+    /// Where the audit query API reads from.
+    pub audit_source: crate::audit_api::AuditSource,
     /// The auditor.
     pub auditor: Recipient<RecordBatch>,
     /// Verifies bearer tokens.
@@ -210,6 +218,8 @@ pub struct Services {
     pub policy_shape: Arc<PolicyShape>,
     /// The auditor.
     pub auditor: Addr<Auditor>,
+    /// The auditor's figures.
+    pub audit_counters: Arc<AuditCounters>,
     /// Tokens.
     pub tokens: Arc<TokenAuthority>,
     /// The stores.
@@ -244,16 +254,38 @@ impl Services {
         });
         let policy_shape = enforcer.shape();
         let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
-        let sink = JsonLinesFile::new(&config.audit.file);
-        let (batch, interval) = (config.audit.batch, config.audit.flush_interval);
+        let audit = config.audit.clone();
+        let auditor_built = std::sync::mpsc::channel();
         let auditor = Auditor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
-            Auditor::new(Box::new(sink), batch, interval)
+            let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
+            for name in &audit.sinks {
+                match name.as_str() {
+                    "stdout" => sinks.push(Box::new(StdoutSink)),
+                    "postgres" => sinks.push(Box::new(PostgresAuditSink::start(
+                        audit.postgres_url.as_deref().unwrap_or_default(),
+                        Duration::from_secs(5),
+                    ))),
+                    _ => sinks.push(Box::new(
+                        JsonLinesFile::new(&audit.file)
+                            .with_rotation(audit.max_file_bytes, audit.keep_files),
+                    )),
+                }
+            }
+            let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
+                .with_spill(audit.spill_dir.clone(), audit.max_queue);
+            let _ = auditor_built.0.send(auditor.counters());
+            auditor
         });
+        let audit_counters = auditor_built
+            .1
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| StartError::Io(std::io::Error::other("the auditor did not start")))?;
         Ok(Services {
             registry,
             policy,
             policy_shape,
             auditor,
+            audit_counters,
             tokens,
             stores,
             _arbiters: vec![registry_arbiter, policy_arbiter, audit_arbiter],
@@ -337,6 +369,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.auditor.connected() {
         problems.push("audit: the auditor is not running".to_string());
     }
+    let failing = state.audit_counters.failing_sinks.load(Ordering::Relaxed);
+    if failing > 0 {
+        problems.push(format!(
+            "audit: {failing} sink(s) failing; {} events queued, {} spilled to disk",
+            state.audit_counters.queued.load(Ordering::Relaxed),
+            state.audit_counters.spilled.load(Ordering::Relaxed)
+        ));
+    }
     if problems.is_empty() {
         HttpResponse::Ok().content_type("text/plain").body("ok")
     } else {
@@ -381,6 +421,43 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             stats.reloads
         ));
     }
+    let audit = &state.audit_counters;
+    for (name, help, kind, value) in [
+        (
+            "kubegate_audit_queued_events",
+            "Audit events waiting in memory, over all sinks.",
+            "gauge",
+            audit.queued.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_audit_written_events_total",
+            "Audit events written, over all sinks.",
+            "counter",
+            audit.written.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_audit_spilled_events_total",
+            "Audit events spilled to disk because a sink was behind.",
+            "counter",
+            audit.spilled.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_audit_lost_events_total",
+            "Audit events lost (spill failed too).",
+            "counter",
+            audit.lost.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_audit_failing_sinks",
+            "Audit sinks failing now.",
+            "gauge",
+            audit.failing_sinks.load(Ordering::Relaxed),
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)
@@ -393,6 +470,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .configure(crate::api::routes)
         .configure(crate::admin::routes)
+        .configure(crate::audit_api::routes)
         // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
         // is served by the `front` middleware, before this router.
         .default_service(web::to(not_found));
@@ -456,6 +534,8 @@ impl Gateway {
             policy_reload: services.policy.clone().recipient(),
             members: services.stores.members.clone(),
             global_admins: config.policy.global_admins.clone(),
+            audit_counters: services.audit_counters.clone(),
+            audit_source: crate::audit_api::AuditSource::of(config),
             auditor: services.auditor.clone().recipient(),
             tokens: services.tokens.clone(),
             decision_timeout: config.policy.decision_timeout,

@@ -359,7 +359,7 @@ async fn health_readiness_and_live_proxies() {
         metrics.contains("kubegate_cluster_proxies_live 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("kubegate_policy_rules 4"), "{metrics}");
+    assert!(metrics.contains("kubegate_policy_rules 5"), "{metrics}");
 }
 
 #[actix_rt::test]

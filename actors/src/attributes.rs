@@ -1,10 +1,10 @@
 //! Kubernetes request attributes, derived once from method, path and query, the way the
 //! API server's RequestInfo does, so that policies can speak of verbs and resources.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a request does, in Kubernetes terms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RequestAttributes {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, `connect`; for non-resource paths, the lower-case method mapped
@@ -13,19 +13,19 @@ pub struct RequestAttributes {
     /// True for `/api/...` and `/apis/...` resource requests.
     pub is_resource: bool,
     /// API group; empty for the core group.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_group: String,
     /// Resource, e.g. `pods`.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
     /// Subresource, e.g. `exec`, `log`, `proxy`.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subresource: String,
     /// Namespace, when the request is namespaced.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Object name, when the request names one.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
 }
 

@@ -5,15 +5,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attributes::RequestAttributes;
 
 /// What was decided about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditDecision {
     /// Authorized and forwarded.
@@ -25,7 +27,7 @@ pub enum AuditDecision {
 }
 
 /// One request, as the audit trail records it. Never holds credentials or bodies.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When the request arrived, RFC 3339 with milliseconds.
     pub time: String,
@@ -86,16 +88,31 @@ pub struct Flush;
 
 /// A place events are written to.
 pub trait AuditSink: Send {
+    /// A short name for logs and spill files (`file`, `stdout`, `postgres`).
+    fn name(&self) -> &str;
     /// Writes a batch; on error nothing of the batch counts as written.
     fn write_batch(&mut self, events: &[AuditEvent]) -> io::Result<()>;
     /// Makes everything written durable.
     fn sync(&mut self) -> io::Result<()>;
 }
 
-/// Appends one JSON object per line to a file (mode 0600).
+fn json_lines(events: &[AuditEvent]) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(events.len() * 512);
+    for event in events {
+        serde_json::to_writer(&mut buf, event)?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
+/// Appends one JSON object per line to a file (mode 0600), rotated by size:
+/// `audit.jsonl` becomes `audit.jsonl.1`, `.1` becomes `.2`, and so on up to `keep`.
 pub struct JsonLinesFile {
     path: PathBuf,
     out: Option<BufWriter<File>>,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
 }
 
 impl JsonLinesFile {
@@ -104,7 +121,18 @@ impl JsonLinesFile {
         JsonLinesFile {
             path: path.into(),
             out: None,
+            size: 0,
+            max_bytes: 0,
+            keep: 0,
         }
+    }
+
+    /// Rotates the file when it would grow past `max_bytes` (0: never), keeping `keep`
+    /// rotated files.
+    pub fn with_rotation(mut self, max_bytes: u64, keep: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self.keep = keep;
+        self
     }
 
     fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
@@ -117,26 +145,63 @@ impl JsonLinesFile {
                 .append(true)
                 .mode(0o600)
                 .open(&self.path)?;
+            self.size = file.metadata()?.len();
             self.out = Some(BufWriter::with_capacity(256 * 1024, file));
         }
         Ok(self.out.as_mut().expect("opened above"))
     }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(mut out) = self.out.take() {
+            out.flush()?;
+            out.get_ref().sync_data()?;
+        }
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..self.keep).rev() {
+                let from = self.rotated(n);
+                if from.exists() {
+                    std::fs::rename(&from, self.rotated(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, self.rotated(1))?;
+        }
+        self.size = 0;
+        Ok(())
+    }
 }
 
 impl AuditSink for JsonLinesFile {
+    fn name(&self) -> &str {
+        "file"
+    }
+
     fn write_batch(&mut self, events: &[AuditEvent]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(events.len() * 512);
-        for event in events {
-            serde_json::to_writer(&mut buf, event)?;
-            buf.push(b'\n');
+        let buf = json_lines(events)?;
+        self.out()?;
+        if self.max_bytes > 0 && self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
         }
         let out = self.out()?;
         let written = out.write_all(&buf).and_then(|()| out.flush());
-        if written.is_err() {
-            // reopen next time: the file may have been moved or the disk freed
-            self.out = None;
+        match written {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // reopen next time: the file may have been moved or the disk freed
+                self.out = None;
+                Err(e)
+            }
         }
-        written
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -150,55 +215,250 @@ impl AuditSink for JsonLinesFile {
     }
 }
 
-/// Owns the sinks. Runs on its own arbiter so that disk writes never stall a worker.
-pub struct Auditor {
+/// One JSON object per line on standard output, for container log pipelines.
+#[derive(Default)]
+pub struct StdoutSink;
+
+impl AuditSink for StdoutSink {
+    fn name(&self) -> &str {
+        "stdout"
+    }
+
+    fn write_batch(&mut self, events: &[AuditEvent]) -> io::Result<()> {
+        let buf = json_lines(events)?;
+        let mut out = io::stdout().lock();
+        out.write_all(&buf)?;
+        out.flush()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        io::stdout().lock().flush()
+    }
+}
+
+/// A sink and the events it has yet to take.
+struct SinkQueue {
     sink: Box<dyn AuditSink>,
     queue: Vec<AuditEvent>,
+    /// Where events go when the queue is full, to be written when the sink is back.
+    spill: Option<PathBuf>,
+    failing: bool,
+}
+
+/// Owns the sinks. Runs on its own arbiter so that disk writes never stall a worker.
+/// Each sink has its own queue: a sink that is down keeps its events (up to
+/// `max_queue`, then in a spill file) and gets them when it is back, while the others
+/// go on.
+pub struct Auditor {
+    sinks: Vec<SinkQueue>,
     batch: usize,
     interval: Duration,
     max_queue: usize,
-    dropped: u64,
+    spill_dir: Option<PathBuf>,
+    counters: Arc<AuditCounters>,
+}
+
+/// Figures of the auditor, readable from any thread (for `/metrics` and `/readyz`).
+#[derive(Debug, Default)]
+pub struct AuditCounters {
+    /// Events waiting in memory, over all sinks.
+    pub queued: AtomicU64,
+    /// Events written to spill files because a sink's queue was full.
+    pub spilled: AtomicU64,
+    /// Events written, over all sinks.
+    pub written: AtomicU64,
+    /// Events lost (a spill file could not be written either).
+    pub lost: AtomicU64,
+    /// Sinks failing right now.
+    pub failing_sinks: AtomicU64,
 }
 
 impl Auditor {
     /// An auditor writing to `sink` every `interval`, or sooner when `batch` events wait.
     pub fn new(sink: Box<dyn AuditSink>, batch: usize, interval: Duration) -> Self {
+        Self::with_sinks(vec![sink], batch, interval)
+    }
+
+    /// An auditor writing to every sink of `sinks`.
+    pub fn with_sinks(sinks: Vec<Box<dyn AuditSink>>, batch: usize, interval: Duration) -> Self {
         Auditor {
-            sink,
-            queue: Vec::with_capacity(batch),
+            sinks: sinks
+                .into_iter()
+                .map(|sink| SinkQueue {
+                    sink,
+                    queue: Vec::new(),
+                    spill: None,
+                    failing: false,
+                })
+                .collect(),
             batch: batch.max(1),
             interval,
-            max_queue: 1_000_000,
-            dropped: 0,
+            max_queue: 100_000,
+            spill_dir: None,
+            counters: Arc::new(AuditCounters::default()),
         }
     }
 
-    fn write_queue(&mut self) -> Result<usize, String> {
-        if self.queue.is_empty() {
-            return Ok(0);
+    /// Past `max_queue` events waiting for one sink, events go to a spill file in `dir`.
+    pub fn with_spill(mut self, dir: PathBuf, max_queue: usize) -> Self {
+        self.spill_dir = Some(dir);
+        self.max_queue = max_queue.max(1);
+        self
+    }
+
+    /// The auditor's figures.
+    pub fn counters(&self) -> Arc<AuditCounters> {
+        self.counters.clone()
+    }
+
+    fn accept(&mut self, events: Vec<AuditEvent>) {
+        let n = events.len() as u64;
+        let last = self.sinks.len().saturating_sub(1);
+        let mut events = Some(events);
+        for i in 0..self.sinks.len() {
+            let batch = if i == last {
+                events.take().unwrap_or_default()
+            } else {
+                events.clone().unwrap_or_default()
+            };
+            self.sinks[i].queue.extend(batch);
+            self.counters.queued.fetch_add(n, Ordering::Relaxed);
+            if self.sinks[i].queue.len() > self.max_queue {
+                self.spill(i);
+            }
         }
-        match self.sink.write_batch(&self.queue) {
+        if self.sinks.iter().any(|s| s.queue.len() >= self.batch) {
+            let _ = self.write_queues();
+        }
+    }
+
+    fn spill(&mut self, i: usize) {
+        let dir = match &self.spill_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let sq = &mut self.sinks[i];
+                let excess = sq.queue.len() - self.max_queue;
+                sq.queue.drain(..excess);
+                self.counters
+                    .queued
+                    .fetch_sub(excess as u64, Ordering::Relaxed);
+                self.counters
+                    .lost
+                    .fetch_add(excess as u64, Ordering::Relaxed);
+                log::error!(
+                    "audit queue of {} full and no spill directory: {excess} events lost",
+                    sq.sink.name()
+                );
+                return;
+            }
+        };
+        let sq = &mut self.sinks[i];
+        let path = dir.join(format!("audit-spill-{}.jsonl", sq.sink.name()));
+        let events: Vec<AuditEvent> = std::mem::take(&mut sq.queue);
+        let n = events.len() as u64;
+        let written = json_lines(&events).and_then(|buf| {
+            crate::fsutil::create_private_dir(&dir)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(&buf)?;
+            file.sync_data()
+        });
+        self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+        match written {
             Ok(()) => {
-                let n = self.queue.len();
-                self.queue.clear();
-                Ok(n)
+                self.counters.spilled.fetch_add(n, Ordering::Relaxed);
+                sq.spill = Some(path);
+                log::warn!(
+                    "audit sink {} is behind: {n} events spilled to disk",
+                    sq.sink.name()
+                );
             }
             Err(e) => {
+                self.counters.lost.fetch_add(n, Ordering::Relaxed);
                 log::error!(
-                    "audit sink failed, {} events kept queued: {e}",
-                    self.queue.len()
+                    "audit sink {} is behind and the spill file failed: {n} events lost: {e}",
+                    sq.sink.name()
                 );
-                if self.queue.len() > self.max_queue {
-                    let excess = self.queue.len() - self.max_queue;
-                    self.queue.drain(..excess);
-                    self.dropped += excess as u64;
-                    log::error!(
-                        "audit queue full: dropped {excess} oldest events ({} in all)",
-                        self.dropped
-                    );
-                }
-                Err(e.to_string())
             }
+        }
+    }
+
+    /// Writes what each sink has waiting, spilled events first. Answers how many events
+    /// were written, over all sinks, or the first error.
+    fn write_queues(&mut self) -> Result<usize, String> {
+        let mut written = 0;
+        let mut first_error = None;
+        for sq in &mut self.sinks {
+            // events spilled earlier go first, in order
+            if let Some(path) = sq.spill.clone() {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        let spilled: Vec<AuditEvent> = text
+                            .lines()
+                            .filter_map(|l| serde_json::from_str(l).ok())
+                            .collect();
+                        match sq.sink.write_batch(&spilled) {
+                            Ok(()) => {
+                                let _ = std::fs::remove_file(&path);
+                                sq.spill = None;
+                                written += spilled.len();
+                                log::info!(
+                                    "audit sink {} took {} spilled events",
+                                    sq.sink.name(),
+                                    spilled.len()
+                                );
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(format!("{}: {e}", sq.sink.name()));
+                                continue;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("cannot read the audit spill file {}: {e}", path.display())
+                    }
+                }
+            }
+            if sq.queue.is_empty() {
+                continue;
+            }
+            match sq.sink.write_batch(&sq.queue) {
+                Ok(()) => {
+                    let n = sq.queue.len();
+                    sq.queue.clear();
+                    written += n;
+                    self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
+                    if sq.failing {
+                        sq.failing = false;
+                        log::info!("audit sink {} is back", sq.sink.name());
+                    }
+                }
+                Err(e) => {
+                    if !sq.failing {
+                        log::error!(
+                            "audit sink {} failed, {} events kept queued: {e}",
+                            sq.sink.name(),
+                            sq.queue.len()
+                        );
+                    }
+                    sq.failing = true;
+                    first_error.get_or_insert(format!("{}: {e}", sq.sink.name()));
+                }
+            }
+        }
+        let failing = self.sinks.iter().filter(|s| s.failing).count() as u64;
+        self.counters
+            .failing_sinks
+            .store(failing, Ordering::Relaxed);
+        self.counters
+            .written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(written),
         }
     }
 }
@@ -209,13 +469,15 @@ impl Actor for Auditor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(65_536);
         ctx.run_interval(self.interval, |act, _| {
-            let _ = act.write_queue();
+            let _ = act.write_queues();
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let _ = self.write_queue();
-        let _ = self.sink.sync();
+        let _ = self.write_queues();
+        for sq in &mut self.sinks {
+            let _ = sq.sink.sync();
+        }
     }
 }
 
@@ -223,10 +485,7 @@ impl Handler<Record> for Auditor {
     type Result = ();
 
     fn handle(&mut self, Record(event): Record, _: &mut Self::Context) {
-        self.queue.push(event);
-        if self.queue.len() >= self.batch {
-            let _ = self.write_queue();
-        }
+        self.accept(vec![event]);
     }
 }
 
@@ -234,10 +493,7 @@ impl Handler<RecordBatch> for Auditor {
     type Result = ();
 
     fn handle(&mut self, RecordBatch(events): RecordBatch, _: &mut Self::Context) {
-        self.queue.extend(events);
-        if self.queue.len() >= self.batch {
-            let _ = self.write_queue();
-        }
+        self.accept(events);
     }
 }
 
@@ -245,8 +501,12 @@ impl Handler<Flush> for Auditor {
     type Result = Result<usize, String>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
-        let n = self.write_queue()?;
-        self.sink.sync().map_err(|e| e.to_string())?;
+        let n = self.write_queues()?;
+        for sq in &mut self.sinks {
+            sq.sink
+                .sync()
+                .map_err(|e| format!("{}: {e}", sq.sink.name()))?;
+        }
         Ok(n)
     }
 }

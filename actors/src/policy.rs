@@ -891,7 +891,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("policy.csv"), POLICY).unwrap();
         let good = addr.send(Reload).await.unwrap().unwrap();
-        assert_eq!(good.policies, 4);
+        assert_eq!(good.policies, 5);
 
         std::fs::write(
             dir.path().join("model.conf"),

@@ -227,3 +227,251 @@ impl MemberStore for PostgresPolicyStore {
         Ok(revision.to_string())
     }
 }
+
+const AUDIT_SCHEMA: &str = r#"
+SELECT pg_advisory_xact_lock(7361545);
+CREATE TABLE IF NOT EXISTS kubegate_audit (
+    id BIGSERIAL PRIMARY KEY,
+    time TIMESTAMPTZ NOT NULL,
+    request_id TEXT NOT NULL,
+    "user" TEXT NOT NULL,
+    org BIGINT,
+    cluster BIGINT,
+    verb TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status INT NOT NULL,
+    decision TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kubegate_audit_time ON kubegate_audit (time);
+CREATE INDEX IF NOT EXISTS kubegate_audit_org ON kubegate_audit (org, id);
+CREATE INDEX IF NOT EXISTS kubegate_audit_user ON kubegate_audit ("user", id);
+CREATE INDEX IF NOT EXISTS kubegate_audit_cluster ON kubegate_audit (org, cluster, id);
+"#;
+
+type AuditJob = (
+    Vec<crate::auditor::AuditEvent>,
+    std::sync::mpsc::Sender<Result<(), String>>,
+);
+
+/// The audit trail in PostgreSQL: one row per event (the whole event as JSON, and the
+/// columns the query API filters on, indexed), inserted in batches. The Auditor's
+/// sinks are synchronous; this one hands each batch to a thread of its own that talks to
+/// PostgreSQL, and waits for it at most `timeout`.
+pub struct PostgresAuditSink {
+    jobs: std::sync::mpsc::Sender<AuditJob>,
+    timeout: std::time::Duration,
+}
+
+impl PostgresAuditSink {
+    /// Starts the sink's thread. The table is created on the first batch.
+    pub fn start(url: &str, timeout: std::time::Duration) -> PostgresAuditSink {
+        let (jobs, receive) = std::sync::mpsc::channel::<AuditJob>();
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("audit-postgres".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        log::error!("the PostgreSQL audit sink cannot start: {e}");
+                        return;
+                    }
+                };
+                let store = PostgresPolicyStore {
+                    url,
+                    client: Mutex::new(None),
+                };
+                let mut ready = false;
+                while let Ok((events, reply)) = receive.recv() {
+                    let result = runtime.block_on(async {
+                        let client = store.client().await.map_err(|e| e.to_string())?;
+                        if !ready {
+                            client
+                                .batch_execute(&format!("BEGIN;{AUDIT_SCHEMA}COMMIT;"))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            ready = true;
+                        }
+                        insert(&client, &events).await.map_err(|e| e.to_string())
+                    });
+                    let _ = reply.send(result);
+                }
+            })
+            .expect("a thread for the audit sink");
+        PostgresAuditSink { jobs, timeout }
+    }
+}
+
+async fn insert(
+    client: &Client,
+    events: &[crate::auditor::AuditEvent],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = client
+        .prepare(
+            "INSERT INTO kubegate_audit (time, request_id, \"user\", org, cluster, verb, resource, namespace, method, path, status, decision, event) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .await?;
+    client.batch_execute("BEGIN").await?;
+    for e in events {
+        let time =
+            humantime::parse_rfc3339_weak(&e.time).unwrap_or_else(|_| std::time::SystemTime::now());
+        let event = serde_json::to_string(e).unwrap_or_default();
+        let decision = serde_json::to_value(e.decision)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &time,
+                    &e.request_id,
+                    &e.user,
+                    &e.org.map(|o| o as i64),
+                    &e.cluster.map(|c| c as i64),
+                    &e.attributes.verb,
+                    &e.attributes.resource,
+                    &e.attributes.namespace,
+                    &e.method,
+                    &e.path,
+                    &i32::from(e.status),
+                    &decision,
+                    &event,
+                ],
+            )
+            .await;
+        if let Err(err) = inserted {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(err);
+        }
+    }
+    client.batch_execute("COMMIT").await
+}
+
+impl crate::auditor::AuditSink for PostgresAuditSink {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn write_batch(&mut self, events: &[crate::auditor::AuditEvent]) -> std::io::Result<()> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.jobs
+            .send((events.to_vec(), reply))
+            .map_err(|_| std::io::Error::other("the PostgreSQL audit sink has stopped"))?;
+        match answer.recv_timeout(self.timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(std::io::Error::other(format!("PostgreSQL: {e}"))),
+            Err(_) => Err(std::io::Error::other("PostgreSQL did not answer in time")),
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        // every batch is committed before write_batch returns
+        Ok(())
+    }
+}
+
+/// Filters of the audit query API.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery {
+    /// The org (always set).
+    pub org: u64,
+    /// Events at or after (RFC 3339).
+    pub since: Option<std::time::SystemTime>,
+    /// Events before.
+    pub until: Option<std::time::SystemTime>,
+    /// The user.
+    pub user: Option<String>,
+    /// The cluster.
+    pub cluster: Option<u64>,
+    /// The verb.
+    pub verb: Option<String>,
+    /// The HTTP status.
+    pub status: Option<u16>,
+    /// allow, deny or error.
+    pub decision: Option<String>,
+    /// Events older than this cursor (an id from an earlier page).
+    pub before: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Reads events from the PostgreSQL audit table, newest first. Returns the events (as
+/// stored JSON) and the cursor of the next page, if any.
+pub async fn query_audit(
+    url: &str,
+    q: &AuditQuery,
+) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(unavailable)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sql = String::from("SELECT id, event FROM kubegate_audit WHERE org = $1");
+    let org = q.org as i64;
+    let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(org)];
+    let mut add = |clause: &str, value: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+        params.push(value);
+        sql.push_str(&format!(" AND {clause} ${}", params.len()));
+    };
+    if let Some(t) = q.since {
+        add("time >=", Box::new(t));
+    }
+    if let Some(t) = q.until {
+        add("time <", Box::new(t));
+    }
+    if let Some(user) = &q.user {
+        add("\"user\" =", Box::new(user.clone()));
+    }
+    if let Some(cluster) = q.cluster {
+        add("cluster =", Box::new(cluster as i64));
+    }
+    if let Some(verb) = &q.verb {
+        add("verb =", Box::new(verb.clone()));
+    }
+    if let Some(status) = q.status {
+        add("status =", Box::new(i32::from(status)));
+    }
+    if let Some(decision) = &q.decision {
+        add("decision =", Box::new(decision.clone()));
+    }
+    if let Some(before) = q.before {
+        add("id <", Box::new(before));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = match client.query(&sql, &refs).await {
+        Ok(rows) => rows,
+        // no event was ever written: the table does not exist yet
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok((Vec::new(), None))
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    let more = rows.len() > q.limit;
+    let page = &rows[..rows.len().min(q.limit)];
+    let events = page
+        .iter()
+        .map(|row| {
+            serde_json::from_str(&row.get::<_, String>(1)).unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    let next = if more {
+        page.last().map(|row| row.get::<_, i64>(0))
+    } else {
+        None
+    };
+    Ok((events, next))
+}

@@ -1,0 +1,177 @@
+//! `GET /pipeline/api/v1/orgs/{org}/audit`: the org's audit trail, newest first, with
+//! filters (`since`, `until`, `user`, `cluster`, `verb`, `status`, `decision`) and cursor
+//! pagination (`limit`, `cursor`). Org admins see their org; global administrators
+//! every org. Served from PostgreSQL when that sink is configured, else from the
+//! JSON-lines file (and its rotated files).
+
+use std::path::PathBuf;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use kubegate_actors::postgres::{query_audit, AuditQuery};
+use serde_json::{json, Value};
+
+use crate::api::{guarded, Access, ApiError};
+use crate::config::Config;
+use crate::server::AppState;
+
+/// Where the query API reads events from.
+#[derive(Debug, Clone)]
+pub enum AuditSource {
+    /// The PostgreSQL sink's table.
+    Postgres(String),
+    /// The file sink: the file and how many rotated files there may be.
+    File(PathBuf, usize),
+    /// No sink that can be read (stdout only).
+    None,
+}
+
+impl AuditSource {
+    /// The best source the configuration offers.
+    pub fn of(config: &Config) -> AuditSource {
+        let has = |name: &str| config.audit.sinks.iter().any(|s| s == name);
+        match &config.audit.postgres_url {
+            Some(url) if has("postgres") => AuditSource::Postgres(url.clone()),
+            _ if has("file") => {
+                AuditSource::File(config.audit.file.clone(), config.audit.keep_files)
+            }
+            _ => AuditSource::None,
+        }
+    }
+}
+
+/// The routes of this API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pipeline/api/v1/orgs/{org}/audit", web::get().to(list));
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn parse_query(
+    org: u64,
+    query: &web::Query<Vec<(String, String)>>,
+) -> Result<(AuditQuery, usize), ApiError> {
+    let mut q = AuditQuery {
+        org,
+        limit: 100,
+        ..Default::default()
+    };
+    let mut file_cursor = 0;
+    for (key, value) in query.iter() {
+        let time = |v: &str| {
+            humantime::parse_rfc3339_weak(v)
+                .map_err(|e| bad(format!("{key}: \"{v}\" is not an RFC 3339 time: {e}")))
+        };
+        match key.as_str() {
+            "since" => q.since = Some(time(value)?),
+            "until" => q.until = Some(time(value)?),
+            "user" => q.user = Some(value.clone()),
+            "cluster" => q.cluster = Some(value.parse().map_err(|_| bad(format!("cluster: \"{value}\" is not a number")))?),
+            "verb" => q.verb = Some(value.clone()),
+            "status" => q.status = Some(value.parse().map_err(|_| bad(format!("status: \"{value}\" is not a number")))?),
+            "decision" if matches!(value.as_str(), "allow" | "deny" | "error") => q.decision = Some(value.clone()),
+            "decision" => return Err(bad(format!("decision: \"{value}\" is not one of allow, deny, error"))),
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad(format!("limit: \"{value}\" must be 1 to 1000")))?
+            }
+            "cursor" => {
+                let n: i64 = value.parse().map_err(|_| bad(format!("cursor: \"{value}\" is not a cursor this API gave")))?;
+                q.before = Some(n);
+                file_cursor = usize::try_from(n).unwrap_or(0);
+            }
+            other => return Err(bad(format!("unknown filter \"{other}\"; use since, until, user, cluster, verb, status, decision, limit, cursor"))),
+        }
+    }
+    Ok((q, file_cursor))
+}
+
+fn matches(event: &Value, q: &AuditQuery) -> bool {
+    let time = event["time"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    event["org"].as_u64() == Some(q.org)
+        && q.since.is_none_or(|s| time.is_some_and(|t| t >= s))
+        && q.until.is_none_or(|u| time.is_some_and(|t| t < u))
+        && q.user.as_deref().is_none_or(|u| event["user"] == u)
+        && q.cluster
+            .is_none_or(|c| event["cluster"].as_u64() == Some(c))
+        && q.verb.as_deref().is_none_or(|v| event["verb"] == v)
+        && q.status
+            .is_none_or(|s| event["status"].as_u64() == Some(u64::from(s)))
+        && q.decision.as_deref().is_none_or(|d| event["decision"] == d)
+}
+
+/// Reads the file and its rotated files, newest event first; `skip` matching events are
+/// passed over (the cursor).
+fn from_file(
+    file: PathBuf,
+    keep: usize,
+    q: &AuditQuery,
+    skip: usize,
+) -> std::io::Result<(Vec<Value>, Option<i64>)> {
+    let mut files = vec![file.clone()];
+    files.extend((1..=keep).map(|n| {
+        let mut name = file.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }));
+    let mut found = Vec::new();
+    let mut seen = 0;
+    for path in files {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in text.lines().rev() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if !matches(&event, q) {
+                continue;
+            }
+            seen += 1;
+            if seen <= skip {
+                continue;
+            }
+            if found.len() == q.limit {
+                return Ok((found, Some((skip + q.limit) as i64)));
+            }
+            found.push(event);
+        }
+    }
+    Ok((found, None))
+}
+
+async fn list(
+    req: HttpRequest,
+    query: web::Query<Vec<(String, String)>>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
+        let (q, skip) = parse_query(org, &query)?;
+        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
+        let (events, next) = match st.audit_source.clone() {
+            AuditSource::Postgres(url) => query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?,
+            AuditSource::File(file, keep) => web::block(move || from_file(file, keep, &q, skip))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .map_err(|e| unavailable(e.to_string()))?,
+            AuditSource::None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no audit sink that can be read is configured (add \"file\" or \"postgres\" to audit.sinks)",
+                ))
+            }
+        };
+        Ok(HttpResponse::Ok().json(json!({"events": events, "next": next.map(|n| n.to_string())})))
+    })
+    .await
+}
