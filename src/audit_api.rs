@@ -1,5 +1,5 @@
 //! `GET /pipeline/api/v1/orgs/{org}/audit`: the org's audit trail, newest first, with
-//! filters (`since`, `until`, `user`, `cluster`, `verb`, `status`, `decision`) and cursor
+//! filters (`since`, `until`, `user`, `cluster`, `verb`, `resource`, `status`, `decision`) and cursor
 //! pagination (`limit`, `cursor`). Org admins see their org; global administrators
 //! every org. Served from PostgreSQL when that sink is configured, else from the
 //! JSON-lines file (and its rotated files).
@@ -70,6 +70,7 @@ fn parse_query(
             "user" => q.user = Some(value.clone()),
             "cluster" => q.cluster = Some(value.parse().map_err(|_| bad(format!("cluster: \"{value}\" is not a number")))?),
             "verb" => q.verb = Some(value.clone()),
+            "resource" => q.resource = Some(value.clone()),
             "status" => q.status = Some(value.parse().map_err(|_| bad(format!("status: \"{value}\" is not a number")))?),
             "decision" if matches!(value.as_str(), "allow" | "deny" | "error") => q.decision = Some(value.clone()),
             "decision" => return Err(bad(format!("decision: \"{value}\" is not one of allow, deny, error"))),
@@ -85,7 +86,7 @@ fn parse_query(
                 q.before = Some(n);
                 file_cursor = usize::try_from(n).unwrap_or(0);
             }
-            other => return Err(bad(format!("unknown filter \"{other}\"; use since, until, user, cluster, verb, status, decision, limit, cursor"))),
+            other => return Err(bad(format!("unknown filter \"{other}\"; use since, until, user, cluster, verb, resource, status, decision, limit, cursor"))),
         }
     }
     Ok((q, file_cursor))
@@ -102,6 +103,7 @@ fn matches(event: &Value, q: &AuditQuery) -> bool {
         && q.cluster
             .is_none_or(|c| event["cluster"].as_u64() == Some(c))
         && q.verb.as_deref().is_none_or(|v| event["verb"] == v)
+        && q.resource.as_deref().is_none_or(|r| event["resource"] == r)
         && q.status
             .is_none_or(|s| event["status"].as_u64() == Some(u64::from(s)))
         && q.decision.as_deref().is_none_or(|d| event["decision"] == d)
@@ -121,32 +123,31 @@ fn from_file(
         name.push(format!(".{n}"));
         PathBuf::from(name)
     }));
-    let mut found = Vec::new();
-    let mut seen = 0;
+    let mut all = Vec::new();
     for path in files {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for line in text.lines().rev() {
-            let Ok(event) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            if !matches(&event, q) {
-                continue;
-            }
-            seen += 1;
-            if seen <= skip {
-                continue;
-            }
-            if found.len() == q.limit {
-                return Ok((found, Some((skip + q.limit) as i64)));
-            }
-            found.push(event);
-        }
+        all.extend(
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|event| matches(event, q)),
+        );
     }
-    Ok((found, None))
+    // workers hand events over in batches: the files are in writing order, not quite in
+    // time order
+    let key = |e: &Value| {
+        (
+            e["time"].as_str().unwrap_or("").to_string(),
+            e["request_id"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    all.sort_by_key(|e| std::cmp::Reverse(key(e)));
+    let more = all.len() > skip + q.limit;
+    let page: Vec<Value> = all.into_iter().skip(skip).take(q.limit).collect();
+    Ok((page, more.then(|| (skip + q.limit) as i64)))
 }
 
 async fn list(

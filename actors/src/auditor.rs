@@ -301,6 +301,17 @@ impl Auditor {
 
     /// Past `max_queue` events waiting for one sink, events go to a spill file in `dir`.
     pub fn with_spill(mut self, dir: PathBuf, max_queue: usize) -> Self {
+        // events spilled before a restart are written first, like any spilled events
+        for sq in &mut self.sinks {
+            let path = dir.join(format!("audit-spill-{}.jsonl", sq.sink.name()));
+            if path.exists() {
+                log::warn!(
+                    "audit events spilled before the last stop wait in {}",
+                    path.display()
+                );
+                sq.spill = Some(path);
+            }
+        }
         self.spill_dir = Some(dir);
         self.max_queue = max_queue.max(1);
         self
@@ -404,6 +415,10 @@ impl Auditor {
                             Ok(()) => {
                                 let _ = std::fs::remove_file(&path);
                                 sq.spill = None;
+                                if sq.failing && sq.queue.is_empty() {
+                                    sq.failing = false;
+                                    log::info!("audit sink {} is back", sq.sink.name());
+                                }
                                 written += spilled.len();
                                 log::info!(
                                     "audit sink {} took {} spilled events",
@@ -412,6 +427,13 @@ impl Auditor {
                                 );
                             }
                             Err(e) => {
+                                if !sq.failing {
+                                    log::error!(
+                                        "audit sink {} failed, its spilled events wait: {e}",
+                                        sq.sink.name()
+                                    );
+                                }
+                                sq.failing = true;
                                 first_error.get_or_insert(format!("{}: {e}", sq.sink.name()));
                                 continue;
                             }
@@ -566,5 +588,95 @@ mod tests {
         assert_eq!(lines[3]["verb"], "list");
         assert_eq!(lines[3]["resource"], "pods");
         assert_eq!(lines[3]["decision"], "allow");
+    }
+
+    #[actix_rt::test]
+    async fn the_file_rotates_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut sink = JsonLinesFile::new(&path).with_rotation(2_000, 2);
+        for i in 0..30 {
+            sink.write_batch(&[event(i)]).unwrap();
+        }
+        let sizes: Vec<u64> = ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+            .collect();
+        assert!(sizes.iter().all(|&s| s > 0 && s <= 2_000), "{sizes:?}");
+        assert!(
+            !dir.path().join("audit.jsonl.3").exists(),
+            "only two rotated files are kept"
+        );
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            newest
+                .trim_end()
+                .ends_with(&format!("\"request_id\":\"r29\"{}", ""))
+                || newest.contains("\"r29\"")
+        );
+    }
+
+    /// A sink that fails until told otherwise.
+    struct Flaky(
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    );
+
+    impl AuditSink for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn write_batch(&mut self, events: &[AuditEvent]) -> io::Result<()> {
+            if self.0.load(Ordering::SeqCst) {
+                return Err(io::Error::other("down"));
+            }
+            self.1
+                .lock()
+                .unwrap()
+                .extend(events.iter().map(|e| e.request_id.clone()));
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_sink_that_is_down_gets_every_event_in_order_when_back_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let auditor = Auditor::with_sinks(
+            vec![Box::new(Flaky(down.clone(), got.clone()))],
+            1000,
+            Duration::from_secs(3600),
+        )
+        .with_spill(dir.path().to_path_buf(), 5);
+        let counters = auditor.counters();
+        let addr = auditor.start();
+        for i in 0..12 {
+            addr.send(Record(event(i))).await.unwrap();
+        }
+        assert!(addr.send(Flush).await.unwrap().is_err());
+        assert_eq!(counters.failing_sinks.load(Ordering::SeqCst), 1);
+        assert!(counters.spilled.load(Ordering::SeqCst) >= 6);
+        // a restart while down: a new auditor finds the spill file
+        drop(addr);
+        let auditor = Auditor::with_sinks(
+            vec![Box::new(Flaky(down.clone(), got.clone()))],
+            1000,
+            Duration::from_secs(3600),
+        )
+        .with_spill(dir.path().to_path_buf(), 5);
+        let addr = auditor.start();
+        down.store(false, Ordering::SeqCst);
+        addr.send(Flush).await.unwrap().unwrap();
+        let got = got.lock().unwrap().clone();
+        let spilled = counters.spilled.load(Ordering::SeqCst) as usize;
+        let expected: Vec<String> = (0..spilled).map(|i| format!("r{i}")).collect();
+        assert_eq!(
+            got, expected,
+            "spilled events arrive once, in order, after the restart"
+        );
     }
 }

@@ -299,7 +299,12 @@ impl PostgresAuditSink {
                                 .map_err(|e| e.to_string())?;
                             ready = true;
                         }
-                        insert(&client, &events).await.map_err(|e| e.to_string())
+                        let inserted = insert(&client, &events).await;
+                        if inserted.is_err() {
+                            // the table may be gone with the database: make it again next time
+                            ready = false;
+                        }
+                        inserted.map_err(|e| e.to_string())
                     });
                     let _ = reply.send(result);
                 }
@@ -394,11 +399,13 @@ pub struct AuditQuery {
     pub cluster: Option<u64>,
     /// The verb.
     pub verb: Option<String>,
+    /// The resource.
+    pub resource: Option<String>,
     /// The HTTP status.
     pub status: Option<u16>,
     /// allow, deny or error.
     pub decision: Option<String>,
-    /// Events older than this cursor (an id from an earlier page).
+    /// The cursor: how many matching events earlier pages held.
     pub before: Option<i64>,
     /// Page size.
     pub limit: usize,
@@ -438,16 +445,21 @@ pub async fn query_audit(
     if let Some(verb) = &q.verb {
         add("verb =", Box::new(verb.clone()));
     }
+    if let Some(resource) = &q.resource {
+        add("resource =", Box::new(resource.clone()));
+    }
     if let Some(status) = q.status {
         add("status =", Box::new(i32::from(status)));
     }
     if let Some(decision) = &q.decision {
         add("decision =", Box::new(decision.clone()));
     }
-    if let Some(before) = q.before {
-        add("id <", Box::new(before));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+    // newest first; the cursor is how many events earlier pages held
+    let offset = q.before.unwrap_or(0).max(0);
+    sql.push_str(&format!(
+        " ORDER BY time DESC, id DESC LIMIT {} OFFSET {offset}",
+        q.limit + 1
+    ));
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
         .iter()
         .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))

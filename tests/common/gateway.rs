@@ -64,6 +64,7 @@ impl TestGateway {
         config.policy.policy = repo_file("config/policy.csv");
         config.policy.member_poll = Duration::from_millis(100);
         config.audit.file = dir.path().join("data/audit.jsonl");
+        config.audit.spill_dir = dir.path().join("data/audit-spill");
         config.audit.flush_interval = Duration::from_millis(20);
         config.clusters.connect_timeout = Duration::from_secs(2);
         config.clusters.idle_timeout = Duration::ZERO;

@@ -45,6 +45,27 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs SQL in the `test` database (to drop or create this one).
+    pub fn admin(&self, sql: &str) {
+        let sql = sql.to_string();
+        block_on(move || admin(sql)).unwrap();
+    }
+
+    /// The first column of the first row of a query, as text ("" for NULL).
+    pub fn dump(&self, sql: &str) -> String {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        block_on(move || async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            actix_rt::spawn(connection);
+            let row = client.query_one(&sql, &[]).await.unwrap();
+            row.get::<_, Option<String>>(0).unwrap_or_default()
+        })
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);

@@ -1,0 +1,366 @@
+//! The audit trail: every request one event, the sinks, the query API, nothing lost,
+//! nothing leaked.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::gateway::TestGateway;
+use common::postgres::TestDatabase;
+use serde_json::{json, Value};
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+async fn get(url: &str, token: &str) -> (u16, Value) {
+    let mut res = client().get(url).bearer_auth(token).send().await.unwrap();
+    let bytes = res.body().limit(8 << 20).await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn gateway(api: &ApiServer, change: impl FnOnce(&mut kubegate::config::Config)) -> TestGateway {
+    TestGateway::builder()
+        .configure(|c| {
+            c.policy.global_admins = vec!["root".into()];
+            change(c)
+        })
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .member(2, "dave", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start()
+}
+
+/// Polls `count` until it reaches `want` (5 s at most).
+fn wait_for(want: usize, count: impl Fn() -> usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = count();
+        if n >= want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[actix_rt::test]
+async fn n_concurrent_requests_give_exactly_n_events() {
+    let api = ApiServer::start();
+    let gw = gateway(&api, |_| {});
+    let (alice, bob) = (gw.token("alice"), gw.token("bob"));
+    let requests = (0..300).map(|i| {
+        let url = gw.proxy_url(1, 1, &format!("/api/v1/namespaces/default/pods?i={i}"));
+        let token = if i % 3 == 0 {
+            bob.clone()
+        } else {
+            alice.clone()
+        };
+        let method = if i % 2 == 0 { "GET" } else { "DELETE" };
+        async move {
+            let res = client()
+                .request(method.parse().unwrap(), url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            res.headers()
+                .get("x-request-id")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    });
+    let ids: HashSet<String> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 300, "every response has its own request id");
+    let seen = wait_for(300, || gw.audit_events().len());
+    assert_eq!(seen, 300, "exactly one event per request");
+    let audited: HashSet<String> = gw
+        .audit_events()
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(audited, ids);
+}
+
+#[actix_rt::test]
+async fn the_query_api_filters_and_pages_over_rotated_files() {
+    let api = ApiServer::start();
+    // tiny files: the trail spans several rotated files
+    let gw = gateway(&api, |c| {
+        c.audit.max_file_bytes = 4096;
+        c.audit.keep_files = 50;
+    });
+    let (alice, bob, root) = (gw.token("alice"), gw.token("bob"), gw.token("root"));
+    for i in 0..20 {
+        get(
+            &gw.proxy_url(1, 1, &format!("/api/v1/namespaces/default/pods?n={i}")),
+            &alice,
+        )
+        .await;
+    }
+    for _ in 0..5 {
+        let res = client()
+            .delete(gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods/web"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403);
+    }
+    wait_for(25, || gw.audit_events().len() + rotated(&gw));
+    assert!(
+        gw.config.audit.file.with_extension("jsonl.1").exists(),
+        "the file was rotated"
+    );
+
+    let audit = format!("{}/pipeline/api/v1/orgs/1/audit", gw.url);
+    let (code, page) = get(&format!("{audit}?decision=deny"), &alice).await;
+    assert_eq!(code, 200, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events
+        .iter()
+        .all(|e| e["user"] == "bob" && e["status"] == 403 && e["verb"] == "delete"));
+
+    // pages of 7 through the 20 lists, newest first, no event twice
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{audit}?user=alice&resource=pods&limit=7&cursor={c}"),
+            None => format!("{audit}?user=alice&resource=pods&limit=7"),
+        };
+        let (code, page) = get(&url, &alice).await;
+        assert_eq!(code, 200, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            seen.push(e["query"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..20).rev().map(|i| format!("n={i}")).collect();
+    assert_eq!(seen, expected);
+
+    // status and time filters
+    let (_, page) = get(&format!("{audit}?status=403&cluster=1"), &alice).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 5);
+    let (_, page) = get(
+        &format!("{audit}?since=2000-01-01T00:00:00Z&until=2001-01-01T00:00:00Z"),
+        &alice,
+    )
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0);
+
+    // members and other orgs' admins see nothing; global admins see it; bad filters say why
+    assert_eq!(get(&audit, &bob).await.0, 403);
+    assert_eq!(get(&audit, &gw.token("dave")).await.0, 403);
+    assert_eq!(get(&audit, &root).await.0, 200);
+    let (code, error) = get(&format!("{audit}?color=red"), &alice).await;
+    assert_eq!(code, 400);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown filter \"color\""),
+        "{error}"
+    );
+    assert_eq!(
+        get(&format!("{audit}?since=yesterday"), &alice).await.0,
+        400
+    );
+}
+
+fn rotated(gw: &TestGateway) -> usize {
+    (1..=50)
+        .map(|n| {
+            let mut name = gw.config.audit.file.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            std::fs::read_to_string(std::path::PathBuf::from(name)).map_or(0, |t| t.lines().count())
+        })
+        .sum()
+}
+
+#[actix_rt::test]
+async fn postgres_sink_serves_queries_and_loses_nothing_while_down() {
+    let api = ApiServer::start();
+    let db = TestDatabase::create();
+    let url = db.url.clone();
+    let gw = gateway(&api, move |c| {
+        c.audit.sinks = vec!["file".into(), "postgres".into()];
+        c.audit.postgres_url = Some(url);
+        c.audit.max_queue = 10;
+    });
+    let alice = gw.token("alice");
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    for _ in 0..5 {
+        assert_eq!(get(&pods, &alice).await.0, 200);
+    }
+    let audit = format!("{}/pipeline/api/v1/orgs/1/audit", gw.url);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, page) = get(&format!("{audit}?resource=pods"), &alice).await;
+        assert_eq!(code, 200, "{page}");
+        if page["events"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events reach PostgreSQL: {page}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // PostgreSQL goes away: requests go on, events queue, then spill to disk
+    let name = db.url.rsplit('=').next().unwrap().to_string();
+    db.admin(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    for _ in 0..30 {
+        assert_eq!(get(&pods, &alice).await.0, 200);
+    }
+    let metrics = |gw: &TestGateway| {
+        let url = format!("{}/metrics", gw.url);
+        async move {
+            let mut res = client().get(url).send().await.unwrap();
+            String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(&gw).await;
+        if text.contains("kubegate_audit_failing_sinks 1")
+            && !text.contains("kubegate_audit_spilled_events_total 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a failing sink and spills show in /metrics: {text}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        client()
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        503
+    );
+
+    // back: every event written, none twice
+    db.admin(&format!("CREATE DATABASE {name}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, page) = get(&format!("{audit}?resource=pods&limit=1000"), &alice).await;
+        if code == 200 && page["events"].as_array().unwrap().len() >= 30 {
+            let ids: HashSet<&str> = page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["request_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                page["events"].as_array().unwrap().len(),
+                30,
+                "no event twice"
+            );
+            assert_eq!(
+                ids.len(),
+                30,
+                "the 30 events made while it was down, once each"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queued and spilled events reach PostgreSQL again: {code} {page}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metrics(&gw)
+        .await
+        .contains("kubegate_audit_lost_events_total 0"));
+    assert_eq!(
+        client()
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[actix_rt::test]
+async fn planted_secrets_never_reach_any_sink() {
+    let api = ApiServer::start();
+    let db = TestDatabase::create();
+    let url = db.url.clone();
+    let gw = gateway(&api, move |c| {
+        c.audit.sinks = vec!["file".into(), "postgres".into()];
+        c.audit.postgres_url = Some(url);
+    });
+    let alice = gw.token("alice");
+    let secret_body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+                             "stringData": {"password": "body-secret-3"}});
+    let res = client()
+        .post(gw.proxy_url(
+            1,
+            1,
+            "/api/v1/namespaces/default/secrets?access_token=query-secret-2",
+        ))
+        .bearer_auth(&alice)
+        .insert_header(("Cookie", "session=cookie-secret-1"))
+        .send_json(&secret_body)
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    gw.wait_audit(|e| e["verb"] == "create");
+    let audit = format!("{}/pipeline/api/v1/orgs/1/audit", gw.url);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let (_, page) = get(&format!("{audit}?verb=create&resource=secrets"), &alice).await;
+        if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break page.to_string();
+        }
+        assert!(Instant::now() < deadline);
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    let file = std::fs::read_to_string(&gw.config.audit.file).unwrap();
+    for secret in [
+        alice.as_str(),
+        "cookie-secret-1",
+        "query-secret-2",
+        "body-secret-3",
+    ] {
+        assert!(!file.contains(secret), "the file sink holds a secret");
+        assert!(!rows.contains(secret), "the PostgreSQL sink holds a secret");
+    }
+    assert!(db
+        .dump("SELECT string_agg(event, '') FROM kubegate_audit")
+        .contains("access_token=REDACTED"));
+    for secret in [
+        alice.as_str(),
+        "cookie-secret-1",
+        "query-secret-2",
+        "body-secret-3",
+    ] {
+        assert!(!db
+            .dump("SELECT string_agg(event, '') FROM kubegate_audit")
+            .contains(secret));
+    }
+}
