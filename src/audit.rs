@@ -211,6 +211,8 @@ impl AuditContext {
                 decision: AuditDecision::Deny,
                 reason: String::new(),
                 error: None,
+                request_body: None,
+                aggregated: None,
             },
         }
     }
@@ -232,16 +234,120 @@ impl AuditContext {
     }
 }
 
-/// Counts the bytes of a stream into a shared cell.
+/// The first bytes of a request body, kept for the audit record.
+#[derive(Debug, Default)]
+pub struct CapturedBody {
+    bytes: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl CapturedBody {
+    /// Keeps at most `limit` bytes; past that, only that it was longer.
+    pub fn new(limit: usize) -> Rc<RefCell<CapturedBody>> {
+        Rc::new(RefCell::new(CapturedBody {
+            bytes: Vec::new(),
+            limit,
+            truncated: false,
+        }))
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        if self.bytes.len() + chunk.len() > self.limit {
+            // never keep part of a body: it could be part of a secret
+            self.truncated = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(chunk);
+        }
+    }
+
+    /// The body as the audit record keeps it: redacted JSON, or a note.
+    pub fn record(&self, seen: u64) -> serde_json::Value {
+        if self.truncated {
+            return serde_json::json!({"unrecorded": "longer than audit.max_body_bytes", "bytes": seen});
+        }
+        match serde_json::from_slice::<serde_json::Value>(&self.bytes) {
+            Ok(mut body) => {
+                redact(&mut body);
+                body
+            }
+            Err(_) => serde_json::json!({"unrecorded": "not JSON", "bytes": seen}),
+        }
+    }
+}
+
+/// Keys whose values are never recorded (after Rancher's list): matched in lower case,
+/// anywhere in the key.
+const SECRET_KEYS: [&str; 12] = [
+    "password",
+    "passphrase",
+    "token",
+    "secret",
+    "privatekey",
+    "private_key",
+    "accesskey",
+    "secretkey",
+    "clientkey",
+    "kubeconfig",
+    "credential",
+    "apikey",
+];
+
+/// Redacts a request body in place: every value of a Secret's `data` and `stringData`,
+/// and the value of every key that names a secret thing, at any depth.
+pub fn redact(body: &mut serde_json::Value) {
+    use serde_json::Value;
+    if body.get("kind").and_then(Value::as_str) == Some("Secret") {
+        for field in ["data", "stringData"] {
+            if let Some(Value::Object(map)) = body.get_mut(field) {
+                for value in map.values_mut() {
+                    *value = Value::String("REDACTED".into());
+                }
+            }
+        }
+    }
+    match body {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                let lower = key.to_ascii_lowercase();
+                if SECRET_KEYS.iter().any(|k| lower.contains(k)) {
+                    *value = Value::String("REDACTED".into());
+                } else {
+                    redact(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// Counts the bytes of a stream into a shared cell, and keeps the first of them when
+/// asked to.
 pub struct Counted<S> {
     inner: S,
     count: Rc<Cell<u64>>,
+    capture: Option<Rc<RefCell<CapturedBody>>>,
 }
 
 impl<S> Counted<S> {
     /// Wraps `inner`; `count` grows with every chunk.
     pub fn new(inner: S, count: Rc<Cell<u64>>) -> Self {
-        Counted { inner, count }
+        Counted {
+            inner,
+            count,
+            capture: None,
+        }
+    }
+
+    /// Also keeps the body (up to its limit) in `capture`.
+    pub fn capturing(mut self, capture: Rc<RefCell<CapturedBody>>) -> Self {
+        self.capture = Some(capture);
+        self
     }
 }
 
@@ -255,6 +361,9 @@ where
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &polled {
             self.count.set(self.count.get() + chunk.len() as u64);
+            if let Some(capture) = &self.capture {
+                capture.borrow_mut().push(chunk);
+            }
         }
         polled
     }
@@ -267,6 +376,7 @@ pub struct AuditedBody<S> {
     sent: u64,
     failed: Option<String>,
     received: Rc<Cell<u64>>,
+    body: Option<Rc<RefCell<CapturedBody>>>,
     pending: Option<(AuditContext, Recipient<RecordBatch>, u16)>,
 }
 
@@ -284,8 +394,17 @@ impl<S> AuditedBody<S> {
             sent: 0,
             failed: None,
             received,
+            body: None,
             pending: Some((ctx, auditor, status)),
         }
+    }
+}
+
+impl<S> AuditedBody<S> {
+    /// Records the request body kept in `body` with the event.
+    pub fn with_request_body(mut self, body: Option<Rc<RefCell<CapturedBody>>>) -> Self {
+        self.body = body;
+        self
     }
 }
 
@@ -313,6 +432,9 @@ impl<S> Drop for AuditedBody<S> {
             if let Some(error) = self.failed.take() {
                 ctx.event.error = Some(error);
             }
+            if let Some(body) = self.body.take() {
+                ctx.event.request_body = Some(body.borrow().record(self.received.get()));
+            }
             ctx.finish(&auditor, status, self.received.get(), self.sent);
         }
     }
@@ -321,6 +443,30 @@ impl<S> Drop for AuditedBody<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_redacted() {
+        let mut secret = serde_json::json!({"kind": "Secret", "data": {"tls.key": "a2V5"}, "stringData": {"user": "root"},
+            "metadata": {"name": "s", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x"}}});
+        redact(&mut secret);
+        assert_eq!(secret["data"]["tls.key"], "REDACTED");
+        assert_eq!(secret["stringData"]["user"], "REDACTED");
+        assert_eq!(secret["metadata"]["name"], "s");
+        let mut config = serde_json::json!({"kind": "ConfigMap", "data": {"db_password": "p", "apiToken": "t", "color": "red"},
+            "spec": {"list": [{"privateKey": "k"}, {"kubeconfig": {"nested": "x"}}]}});
+        redact(&mut config);
+        assert_eq!(config["data"]["db_password"], "REDACTED");
+        assert_eq!(config["data"]["apiToken"], "REDACTED");
+        assert_eq!(config["data"]["color"], "red");
+        assert_eq!(config["spec"]["list"][0]["privateKey"], "REDACTED");
+        assert_eq!(config["spec"]["list"][1]["kubeconfig"], "REDACTED");
+        let long = CapturedBody::new(4);
+        long.borrow_mut().push(b"{\"password\": 1}");
+        assert_eq!(
+            long.borrow().record(15)["unrecorded"],
+            "longer than audit.max_body_bytes"
+        );
+    }
 
     #[test]
     fn masks_token_like_values() {

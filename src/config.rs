@@ -227,6 +227,16 @@ fn default_spill_dir() -> PathBuf {
     "data/audit-spill".into()
 }
 
+fn default_denials_per_client() -> u64 {
+    20
+}
+fn default_denial_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_body_bytes() -> usize {
+    64 << 10
+}
+
 fn default_policy_storage() -> String {
     "file".into()
 }
@@ -255,6 +265,19 @@ pub struct AuditConfig {
     /// Where spill files go.
     #[serde(default = "default_spill_dir")]
     pub spill_dir: PathBuf,
+    /// 401s recorded one by one per client in each `denial_window`; the rest are
+    /// counted into one summary event (0: record every one).
+    #[serde(default = "default_denials_per_client")]
+    pub denials_per_client: u64,
+    /// The window of `denials_per_client`.
+    #[serde(default = "default_denial_window", deserialize_with = "duration")]
+    pub denial_window: Duration,
+    /// Record the bodies of writes (POST, PUT, PATCH), redacted, up to `max_body_bytes`.
+    #[serde(default)]
+    pub request_bodies: bool,
+    /// Bodies longer than this are recorded as truncated.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
     /// Events written together.
     pub batch: usize,
     /// Longest time an event waits before it is written.

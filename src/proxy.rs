@@ -308,7 +308,13 @@ async fn forward(
     }
 
     let received = Rc::new(Cell::new(0u64));
-    let body = Counted::new(payload, received.clone());
+    let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let captured = (state.audit_bodies.is_some() && writes)
+        .then(|| crate::audit::CapturedBody::new(state.audit_bodies.unwrap_or(0)));
+    let mut body = Counted::new(payload, received.clone());
+    if let Some(captured) = &captured {
+        body = body.capturing(captured.clone());
+    }
     let content_length = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -373,7 +379,8 @@ async fn forward(
         state.auditor.clone(),
         status.as_u16(),
         received,
-    );
+    )
+    .with_request_body(captured);
     let bodiless = req.method() == Method::HEAD
         || status.as_u16() == 204
         || status.as_u16() == 304

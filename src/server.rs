@@ -75,6 +75,8 @@ pub struct AppState {
     pub audit_counters: Arc<AuditCounters>,
     /// Where the audit query API reads from.
     pub audit_source: crate::audit_api::AuditSource,
+    /// Record the bodies of writes up to this many bytes (`None`: never).
+    pub audit_bodies: Option<usize>,
     /// The auditor.
     pub auditor: Recipient<RecordBatch>,
     /// Verifies bearer tokens.
@@ -272,7 +274,8 @@ impl Services {
                 }
             }
             let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
-                .with_spill(audit.spill_dir.clone(), audit.max_queue);
+                .with_spill(audit.spill_dir.clone(), audit.max_queue)
+                .with_denial_limit(audit.denials_per_client, audit.denial_window);
             let _ = auditor_built.0.send(auditor.counters());
             auditor
         });
@@ -536,6 +539,10 @@ impl Gateway {
             global_admins: config.policy.global_admins.clone(),
             audit_counters: services.audit_counters.clone(),
             audit_source: crate::audit_api::AuditSource::of(config),
+            audit_bodies: config
+                .audit
+                .request_bodies
+                .then_some(config.audit.max_body_bytes),
             auditor: services.auditor.clone().recipient(),
             tokens: services.tokens.clone(),
             decision_timeout: config.policy.decision_timeout,

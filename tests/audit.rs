@@ -313,6 +313,7 @@ async fn planted_secrets_never_reach_any_sink() {
     let gw = gateway(&api, move |c| {
         c.audit.sinks = vec!["file".into(), "postgres".into()];
         c.audit.postgres_url = Some(url);
+        c.audit.request_bodies = true;
     });
     let alice = gw.token("alice");
     let secret_body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
@@ -363,4 +364,93 @@ async fn planted_secrets_never_reach_any_sink() {
             .dump("SELECT string_agg(event, '') FROM kubegate_audit")
             .contains(secret));
     }
+}
+
+#[actix_rt::test]
+async fn bodies_of_writes_are_recorded_redacted_when_asked() {
+    let api = ApiServer::start();
+    let gw = gateway(&api, |c| {
+        c.audit.request_bodies = true;
+        c.audit.max_body_bytes = 2048;
+    });
+    let alice = gw.token("alice");
+    let post = |resource: &str, body: Value| {
+        let url = gw.proxy_url(1, 1, &format!("/api/v1/namespaces/default/{resource}"));
+        let token = alice.clone();
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .send_json(&body)
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                        "stringData": {"password": "hunter2"}, "data": {"tls.key": "c2VjcmV0"}});
+    assert_eq!(post("secrets", secret).await, 201);
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+                        "data": {"color": "blue", "api_token": "t0k3n"}});
+    assert_eq!(post("configmaps", config).await, 201);
+    let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"blob": "x".repeat(4096)}});
+    assert_eq!(post("configmaps", big).await, 201);
+
+    let recorded = gw.wait_audit(|e| e["resource"] == "secrets" && e["verb"] == "create");
+    let body = &recorded["request_body"];
+    assert_eq!(body["metadata"]["name"], "db");
+    assert_eq!(body["stringData"]["password"], "REDACTED");
+    assert_eq!(body["data"]["tls.key"], "REDACTED");
+    let recorded =
+        gw.wait_audit(|e| e["name"].is_null() && e["request_body"]["metadata"]["name"] == "app");
+    assert_eq!(recorded["request_body"]["data"]["color"], "blue");
+    assert_eq!(recorded["request_body"]["data"]["api_token"], "REDACTED");
+    let recorded = gw.wait_audit(|e| e["request_body"]["unrecorded"].is_string());
+    assert_eq!(
+        recorded["request_body"]["unrecorded"],
+        "longer than audit.max_body_bytes"
+    );
+    let file = std::fs::read_to_string(&gw.config.audit.file).unwrap();
+    for secret in ["hunter2", "c2VjcmV0", "t0k3n", "xxxxxxxx"] {
+        assert!(!file.contains(secret), "{secret} is in the audit file");
+    }
+}
+
+#[actix_rt::test]
+async fn a_flood_of_401s_is_counted_not_written_one_by_one() {
+    let api = ApiServer::start();
+    let gw = gateway(&api, |c| {
+        c.audit.denials_per_client = 5;
+        c.audit.denial_window = Duration::from_millis(500);
+    });
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    for i in 0..100 {
+        let res = client()
+            .get(&url)
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 401);
+    }
+    let summary = gw.wait_audit(|e| e["aggregated"].is_u64());
+    assert_eq!(summary["aggregated"], 95);
+    assert_eq!(summary["status"], 401);
+    assert_eq!(summary["client"], "127.0.0.1");
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .contains("95 more 401 responses"),
+        "{summary}"
+    );
+    let one_by_one = gw
+        .audit_events()
+        .iter()
+        .filter(|e| e["status"] == 401 && e["aggregated"].is_null())
+        .count();
+    assert_eq!(one_by_one, 5);
+    // other requests are not held back
+    assert_eq!(get(&url, &gw.token("alice")).await.0, 200);
 }

@@ -1,13 +1,14 @@
 //! The Auditor actor: receives one [`AuditEvent`] per request and writes them in batches,
 //! off the request path, to a JSON-lines file.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -65,8 +66,74 @@ pub struct AuditEvent {
     /// Why.
     pub reason: String,
     /// What went wrong, if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request body of a write, when configured: redacted, or a note that it was
+    /// too large or not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<serde_json::Value>,
+    /// On a summary of repeated 401s from one client: how many were not recorded one by
+    /// one in the window that ends here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<u64>,
+}
+
+/// Keeps a flood of 401s (someone trying tokens) from filling the disk: past `limit`
+/// in a window, a client's 401s are counted, then recorded as one summary event.
+struct DenialFlood {
+    limit: u64,
+    window: Duration,
+    clients: HashMap<String, (Instant, u64, Option<AuditEvent>)>,
+}
+
+impl DenialFlood {
+    /// Whether to record `event` now (else it is counted into its client's summary).
+    fn admit(&mut self, event: &AuditEvent) -> bool {
+        if self.limit == 0 || event.status != 401 {
+            return true;
+        }
+        let now = Instant::now();
+        let entry = self
+            .clients
+            .entry(event.client.clone())
+            .or_insert((now, 0, None));
+        if entry.1 < self.limit {
+            entry.1 += 1;
+            return true;
+        }
+        let summary = entry.2.get_or_insert_with(|| {
+            let mut summary = event.clone();
+            summary.request_id = format!("{}-aggregated", event.request_id);
+            summary.aggregated = Some(0);
+            summary
+        });
+        summary.aggregated = Some(summary.aggregated.unwrap_or(0) + 1);
+        summary.time = event.time.clone();
+        false
+    }
+
+    /// Summaries of the windows that have ended (of every window when `all`).
+    fn ended(&mut self, all: bool) -> Vec<AuditEvent> {
+        let now = Instant::now();
+        let window = if all { Duration::ZERO } else { self.window };
+        let mut summaries = Vec::new();
+        let full_window = self.window;
+        self.clients.retain(|client, (started, _, summary)| {
+            if now.duration_since(*started) < window {
+                return true;
+            }
+            if let Some(mut summary) = summary.take() {
+                let n = summary.aggregated.unwrap_or(0);
+                summary.reason = format!(
+                    "{n} more 401 responses to {client} within {}s, not recorded one by one",
+                    full_window.as_secs_f64()
+                );
+                summaries.push(summary);
+            }
+            false
+        });
+        summaries
+    }
 }
 
 /// Sent once per request, with `send(..)`: the event joins the next batch.
@@ -256,6 +323,7 @@ pub struct Auditor {
     max_queue: usize,
     spill_dir: Option<PathBuf>,
     counters: Arc<AuditCounters>,
+    flood: DenialFlood,
 }
 
 /// Figures of the auditor, readable from any thread (for `/metrics` and `/readyz`).
@@ -271,6 +339,8 @@ pub struct AuditCounters {
     pub lost: AtomicU64,
     /// Sinks failing right now.
     pub failing_sinks: AtomicU64,
+    /// 401s counted into summaries instead of recorded one by one.
+    pub aggregated: AtomicU64,
 }
 
 impl Auditor {
@@ -296,7 +366,20 @@ impl Auditor {
             max_queue: 100_000,
             spill_dir: None,
             counters: Arc::new(AuditCounters::default()),
+            flood: DenialFlood {
+                limit: 0,
+                window: Duration::from_secs(10),
+                clients: HashMap::new(),
+            },
         }
+    }
+
+    /// Records at most `limit` 401s per client in each `window`, and one summary of the
+    /// rest (0: every one).
+    pub fn with_denial_limit(mut self, limit: u64, window: Duration) -> Self {
+        self.flood.limit = limit;
+        self.flood.window = window;
+        self
     }
 
     /// Past `max_queue` events waiting for one sink, events go to a spill file in `dir`.
@@ -322,7 +405,18 @@ impl Auditor {
         self.counters.clone()
     }
 
-    fn accept(&mut self, events: Vec<AuditEvent>) {
+    fn accept(&mut self, mut events: Vec<AuditEvent>) {
+        let before = events.len();
+        events.retain(|e| self.flood.admit(e));
+        let counted = (before - events.len()) as u64;
+        if counted > 0 {
+            self.counters
+                .aggregated
+                .fetch_add(counted, Ordering::Relaxed);
+        }
+        if events.is_empty() {
+            return;
+        }
         let n = events.len() as u64;
         let last = self.sinks.len().saturating_sub(1);
         let mut events = Some(events);
@@ -491,11 +585,19 @@ impl Actor for Auditor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(65_536);
         ctx.run_interval(self.interval, |act, _| {
+            let summaries = act.flood.ended(false);
+            if !summaries.is_empty() {
+                act.accept(summaries);
+            }
             let _ = act.write_queues();
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        let summaries = self.flood.ended(true);
+        if !summaries.is_empty() {
+            self.accept(summaries);
+        }
         let _ = self.write_queues();
         for sq in &mut self.sinks {
             let _ = sq.sink.sync();
@@ -523,6 +625,10 @@ impl Handler<Flush> for Auditor {
     type Result = Result<usize, String>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        let summaries = self.flood.ended(true);
+        if !summaries.is_empty() {
+            self.accept(summaries);
+        }
         let n = self.write_queues()?;
         for sq in &mut self.sinks {
             sq.sink
@@ -557,6 +663,8 @@ mod tests {
             decision: AuditDecision::Allow,
             reason: "allowed by policy".into(),
             error: None,
+            request_body: None,
+            aggregated: None,
         }
     }
 
