@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
+use common::binary::{wait_exit, Kubegate};
 
 fn kubectl_bin() -> String {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
@@ -22,96 +23,6 @@ fn kubectl_bin() -> String {
         "kubectl is needed for this test: put it on the PATH or set KUBECTL (CI installs it)"
     );
     bin
-}
-
-/// The kubegate binary with a private configuration in a temporary directory.
-struct Kubegate {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Kubegate {
-    fn new() -> Kubegate {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let text = kubegate::config::DEFAULT_TOML
-            .replace(
-                "path = \"data\"",
-                &format!("path = \"{}\"", dir.path().join("data").display()),
-            )
-            .replace("\"data/", &format!("\"{}/data/", dir.path().display()))
-            .replace("\"config/", &format!("\"{}/config/", repo.display()))
-            .replace("member_poll = \"2s\"", "member_poll = \"100ms\"")
-            .replace("flush_interval = \"200ms\"", "flush_interval = \"20ms\"");
-        let config = dir.path().join("kubegate.toml");
-        std::fs::write(&config, text).unwrap();
-        Kubegate { dir, config }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubegate"));
-        cmd.arg("--config").arg(&self.config).args(args);
-        cmd
-    }
-
-    /// Runs a CLI command and returns its standard output; panics with its stderr.
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.command(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubegate {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Starts `serve` on port 0 (HTTP and HTTPS) and returns the child and the HTTPS URL.
-    fn serve(&self) -> (Server, String) {
-        let mut child = self
-            .command(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--listen-tls",
-                "127.0.0.1:0",
-            ])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("kubegate listening on https://") {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(format!("https://{addr}"));
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kubegate serve starts");
-        (Server(child), url)
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("data/audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-/// A `kubegate serve` process, killed if the test ends before it exits.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// kubectl pointed at kubegate with a token, isolated from the user's own kubeconfig.
@@ -188,7 +99,7 @@ spec:
 fn kubectl_through_kubegate_as_admin_and_member() {
     let api = ApiServer::start();
     let gate = Kubegate::new();
-    let kubeconfig = gate.dir.path().join("cluster.yaml");
+    let kubeconfig = gate.dir().join("cluster.yaml");
     std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
 
     // the quick start, through the CLI
@@ -218,7 +129,7 @@ fn kubectl_through_kubegate_as_admin_and_member() {
     );
     let (mut server, url) = gate.serve();
     let server_url = format!("{url}/pipeline/api/v1/orgs/1/clusters/1/proxy");
-    let ca = gate.dir.path().join("data/tls/ca.crt");
+    let ca = gate.dir().join("data/tls/ca.crt");
     let alice = Kubectl::new(&server_url, &alice_token, &ca);
     let bob = Kubectl::new(&server_url, &bob_token, &ca);
 
@@ -327,32 +238,14 @@ fn kubectl_through_kubegate_as_admin_and_member() {
     assert!(audit
         .iter()
         .all(|e| e["user_agent"].as_str().unwrap().starts_with("kubectl")));
-    let bytes = std::fs::read_to_string(gate.dir.path().join("data/audit.jsonl")).unwrap();
+    let bytes = std::fs::read_to_string(gate.dir().join("data/audit.jsonl")).unwrap();
     assert!(!bytes.contains(alice_token.trim()) && !bytes.contains(bob_token.trim()));
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("kubegate did not exit in time: {err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
 fn cli_refuses_unsafe_kubeconfigs_and_unknown_roles() {
     let gate = Kubegate::new();
-    let bad = gate.dir.path().join("exec.yaml");
+    let bad = gate.dir().join("exec.yaml");
     let mut f = std::fs::File::create(&bad).unwrap();
     write!(
         f,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod binary;
 pub mod certs;
 pub mod gateway;
 pub mod postgres;

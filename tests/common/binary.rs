@@ -1,0 +1,138 @@
+//! The `kubegate` binary, set up with a private configuration in a temporary directory
+//! and driven through its own command line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The kubegate binary with a private configuration in a temporary directory.
+pub struct Kubegate {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    http: std::sync::Mutex<Option<String>>,
+}
+
+impl Kubegate {
+    /// The plain HTTP address `serve` printed, once it has.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.lock().unwrap().clone()
+    }
+
+    /// The temporary directory: the configuration, `data/`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn new() -> Kubegate {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = kubegate::config::DEFAULT_TOML
+            .replace(
+                "path = \"data\"",
+                &format!("path = \"{}\"", dir.path().join("data").display()),
+            )
+            .replace("\"data/", &format!("\"{}/data/", dir.path().display()))
+            .replace("\"config/", &format!("\"{}/config/", repo.display()))
+            .replace("member_poll = \"2s\"", "member_poll = \"100ms\"")
+            .replace("flush_interval = \"200ms\"", "flush_interval = \"20ms\"");
+        let config = dir.path().join("kubegate.toml");
+        std::fs::write(&config, text).unwrap();
+        Kubegate {
+            dir,
+            config,
+            http: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubegate"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd
+    }
+
+    /// Runs a CLI command and returns its standard output; panics with its stderr.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubegate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `serve` on port 0 (HTTP and HTTPS) and returns the child and the HTTPS URL.
+    pub fn serve(&self) -> (Server, String) {
+        let mut child = self
+            .command(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--listen-tls",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((_, rest)) = line.split_once("kubegate listening on ") {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = loop {
+            let url = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("kubegate serve starts");
+            if url.starts_with("https://") {
+                break url;
+            }
+            *self.http.lock().unwrap() = Some(url);
+        };
+        (Server(child), url)
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("data/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A `kubegate serve` process, killed if the test ends before it exits.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("kubegate did not exit in time: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
