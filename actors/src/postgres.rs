@@ -314,46 +314,58 @@ impl PostgresAuditSink {
     }
 }
 
+/// Inserts a batch in one transaction, up to 256 rows per statement.
 async fn insert(
     client: &Client,
     events: &[crate::auditor::AuditEvent],
 ) -> Result<(), tokio_postgres::Error> {
-    let statement = client
-        .prepare(
-            "INSERT INTO kubegate_audit (time, request_id, \"user\", org, cluster, verb, resource, namespace, method, path, status, decision, event) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .await?;
+    use tokio_postgres::types::ToSql;
+    const COLUMNS: usize = 13;
     client.batch_execute("BEGIN").await?;
-    for e in events {
-        let time =
-            humantime::parse_rfc3339_weak(&e.time).unwrap_or_else(|_| std::time::SystemTime::now());
-        let event = serde_json::to_string(e).unwrap_or_default();
-        let decision = serde_json::to_value(e.decision)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let inserted = client
-            .execute(
-                &statement,
-                &[
-                    &time,
-                    &e.request_id,
-                    &e.user,
-                    &e.org.map(|o| o as i64),
-                    &e.cluster.map(|c| c as i64),
-                    &e.attributes.verb,
-                    &e.attributes.resource,
-                    &e.attributes.namespace,
-                    &e.method,
-                    &e.path,
-                    &i32::from(e.status),
-                    &decision,
-                    &event,
-                ],
-            )
-            .await;
-        if let Err(err) = inserted {
+    for chunk in events.chunks(256) {
+        let rows: Vec<[Box<dyn ToSql + Sync + Send>; COLUMNS]> = chunk
+            .iter()
+            .map(|e| {
+                let time = humantime::parse_rfc3339_weak(&e.time)
+                    .unwrap_or_else(|_| std::time::SystemTime::now());
+                let decision = serde_json::to_value(e.decision)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                [
+                    Box::new(time) as Box<dyn ToSql + Sync + Send>,
+                    Box::new(e.request_id.clone()),
+                    Box::new(e.user.clone()),
+                    Box::new(e.org.map(|o| o as i64)),
+                    Box::new(e.cluster.map(|c| c as i64)),
+                    Box::new(e.attributes.verb.clone()),
+                    Box::new(e.attributes.resource.clone()),
+                    Box::new(e.attributes.namespace.clone()),
+                    Box::new(e.method.clone()),
+                    Box::new(e.path.clone()),
+                    Box::new(i32::from(e.status)),
+                    Box::new(decision),
+                    Box::new(serde_json::to_string(e).unwrap_or_default()),
+                ]
+            })
+            .collect();
+        let values: Vec<String> = (0..rows.len())
+            .map(|r| {
+                let cells: Vec<String> = (1..=COLUMNS)
+                    .map(|c| format!("${}", r * COLUMNS + c))
+                    .collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO kubegate_audit (time, request_id, \"user\", org, cluster, verb, resource, namespace, method, path, status, decision, event) VALUES {}",
+            values.join(", ")
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = rows
+            .iter()
+            .flat_map(|row| row.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)))
+            .collect();
+        if let Err(err) = client.execute(sql.as_str(), &params).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(err);
         }
