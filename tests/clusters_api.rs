@@ -7,30 +7,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
+use common::http::{call, client};
 use futures_util::StreamExt;
 use kubegate_actors::kubeconfig::{self, KubeconfigRules};
-use serde_json::{json, Value};
-
-fn client() -> awc::Client {
-    awc::Client::builder().disable_timeout().finish()
-}
-
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = client().request(method.parse().unwrap(), url);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let mut res = match body {
-        Some(body) => req.send_json(&body).await,
-        None => req.send().await,
-    }
-    .expect("kubegate answers");
-    let bytes = res.body().await.unwrap();
-    (
-        res.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
 
 fn setup() -> (ApiServer, TestGateway) {
     let api = ApiServer::start();

@@ -7,19 +7,7 @@ use common::gateway::TestGateway;
 use serde_json::{json, Value};
 
 async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let req = awc::Client::default()
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(token);
-    let mut res = match body {
-        Some(body) => req.send_json(&body).await,
-        None => req.send().await,
-    }
-    .expect("kubegate answers");
-    let bytes = res.body().await.unwrap();
-    (
-        res.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::http::call(method, url, Some(token), body).await
 }
 
 /// alice admin and bob member of org 1, dave admin of org 2, root a global administrator;

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use common::apiserver::ApiServer;
 use common::certs::TestPki;
 use common::gateway::TestGateway;
+use common::http::{call, client};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -57,25 +58,6 @@ fn setup() -> Setup {
         .cluster(1, "dev", &api.kubeconfig_with_client_cert())
         .start();
     Setup { api, gw }
-}
-
-fn client() -> awc::Client {
-    awc::Client::builder().disable_timeout().finish()
-}
-
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = client().request(method.parse().unwrap(), url);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let mut res = match body {
-        Some(body) => req.send_json(&body).await,
-        None => req.send().await,
-    }
-    .expect("kubegate answers");
-    let bytes = res.body().limit(64 << 20).await.expect("a body");
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (res.status().as_u16(), value)
 }
 
 fn pod(name: &str) -> Value {

@@ -6,5 +6,6 @@ pub mod apiserver;
 pub mod binary;
 pub mod certs;
 pub mod gateway;
+pub mod http;
 pub mod postgres;
 pub mod vault;
