@@ -54,8 +54,10 @@ fn the_store_keeps_clusters_in_vault_kv2() {
             store.delete(1, 3).await.unwrap(),
             store.get(1, 3).await.unwrap().is_none(),
         );
+        // the concurrent creates took ids in any order: use the name that got id 2 (kept)
+        let kept = listed.iter().find(|r| r.id == 2).unwrap().name.clone();
         let duplicate = matches!(
-            store.create(1, "c1", "x", None).await,
+            store.create(1, &kept, "x", None).await,
             Err(StoreError::DuplicateName(_))
         );
         (records, listed, updated, deleted, again, duplicate)
