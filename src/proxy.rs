@@ -155,12 +155,10 @@ async fn admit(
 
     // the audit trail must be able to record the request: refuse while events are
     // being lost (a sink down and its spill file failing too)
-    let counters = &state.audit_counters;
-    if counters.lost.load(std::sync::atomic::Ordering::Relaxed) > 0
-        && counters
-            .failing_sinks
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
+    if state
+        .audit_counters
+        .losing
+        .load(std::sync::atomic::Ordering::Relaxed)
     {
         return Err(StatusError::unavailable(
             "the audit trail cannot record requests right now; kubegate refuses them until it can",

@@ -341,6 +341,9 @@ pub struct AuditCounters {
     pub failing_sinks: AtomicU64,
     /// 401s counted into summaries instead of recorded one by one.
     pub aggregated: AtomicU64,
+    /// Events are being lost now (a sink down and no spill possible); cleared when every
+    /// sink takes its events again.
+    pub losing: std::sync::atomic::AtomicBool,
 }
 
 impl Auditor {
@@ -450,6 +453,7 @@ impl Auditor {
                 self.counters
                     .lost
                     .fetch_add(excess as u64, Ordering::Relaxed);
+                self.counters.losing.store(true, Ordering::Relaxed);
                 log::error!(
                     "audit queue of {} full and no spill directory: {excess} events lost",
                     sq.sink.name()
@@ -483,6 +487,7 @@ impl Auditor {
             }
             Err(e) => {
                 self.counters.lost.fetch_add(n, Ordering::Relaxed);
+                self.counters.losing.store(true, Ordering::Relaxed);
                 log::error!(
                     "audit sink {} is behind and the spill file failed: {n} events lost: {e}",
                     sq.sink.name()
@@ -569,6 +574,9 @@ impl Auditor {
         self.counters
             .failing_sinks
             .store(failing, Ordering::Relaxed);
+        if failing == 0 {
+            self.counters.losing.store(false, Ordering::Relaxed);
+        }
         self.counters
             .written
             .fetch_add(written as u64, Ordering::Relaxed);
@@ -785,6 +793,40 @@ mod tests {
         assert_eq!(
             got, expected,
             "spilled events arrive once, in order, after the restart"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn losing_events_is_reported_until_the_sink_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // a spill "directory" under a file: spilling fails
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let auditor = Auditor::with_sinks(
+            vec![Box::new(Flaky(down.clone(), got.clone()))],
+            1000,
+            Duration::from_secs(3600),
+        )
+        .with_spill(file.join("spill"), 2);
+        let counters = auditor.counters();
+        let addr = auditor.start();
+        for i in 0..5 {
+            addr.send(Record(event(i))).await.unwrap();
+        }
+        let _ = addr.send(Flush).await.unwrap();
+        assert!(counters.losing.load(Ordering::SeqCst));
+        assert!(counters.lost.load(Ordering::SeqCst) >= 3);
+        down.store(false, Ordering::SeqCst);
+        addr.send(Flush).await.unwrap().unwrap();
+        assert!(
+            !got.lock().unwrap().is_empty(),
+            "what was still queued is written"
+        );
+        assert!(
+            !counters.losing.load(Ordering::SeqCst),
+            "back: no longer losing"
         );
     }
 }
