@@ -357,11 +357,37 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.store.kind != "file" {
-            problems.push(format!(
-                "store.kind: \"{}\" is not supported (use \"file\")",
-                self.store.kind
-            ));
+        match (self.store.kind.as_str(), &self.store.vault) {
+            ("file", _) => {}
+            ("vault", None) => {
+                problems.push("store.vault: is required with store.kind = \"vault\"".to_string())
+            }
+            ("vault", Some(vault)) => {
+                if !(vault.address.starts_with("https://") || vault.address.starts_with("http://"))
+                {
+                    problems.push(format!(
+                        "store.vault.address: \"{}\" must be an http(s) URL",
+                        vault.address
+                    ));
+                }
+                match vault.auth.as_str() {
+                    "token" => {}
+                    "approle" if vault.role_id.is_none() => problems.push(
+                        "store.vault.role_id: is required with auth = \"approle\"".to_string(),
+                    ),
+                    "kubernetes" if vault.kubernetes_role.is_none() => problems.push(
+                        "store.vault.kubernetes_role: is required with auth = \"kubernetes\""
+                            .to_string(),
+                    ),
+                    "approle" | "kubernetes" => {}
+                    other => problems.push(format!(
+                        "store.vault.auth: \"{other}\" is not one of token, approle, kubernetes"
+                    )),
+                }
+            }
+            (other, _) => problems.push(format!(
+                "store.kind: \"{other}\" is not supported (use \"file\" or \"vault\")"
+            )),
         }
         if self.auth.default_ttl > self.auth.max_ttl {
             problems.push("auth.default_ttl: is longer than auth.max_ttl".to_string());
@@ -433,6 +459,31 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/compose.toml"))
                 .unwrap();
         Config::parse(&text, Path::new("config/compose.toml")).unwrap();
+    }
+
+    #[test]
+    fn a_vault_store_is_configured_in_toml() {
+        let vault = DEFAULT_TOML.replace(
+            "kind = \"file\"\npath = \"data\"",
+            "kind = \"vault\"\npath = \"data\"\n\n[store.vault]\naddress = \"https://vault:8200\"\nauth = \"approle\"\nrole_id = \"r\"",
+        );
+        assert_ne!(vault, DEFAULT_TOML, "the test edits the store section");
+        let c = Config::parse(&vault, Path::new("x.toml")).unwrap();
+        let v = c.store.vault.unwrap();
+        assert_eq!(
+            (c.store.kind.as_str(), v.mount.as_str(), v.prefix.as_str()),
+            ("vault", "secret", "kubegate")
+        );
+        let no_role = vault.replace("role_id = \"r\"", "");
+        let e = Config::parse(&no_role, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.vault.role_id: is required"), "{e}");
+        let bad = vault.replace("kind = \"vault\"", "kind = \"consul\"");
+        let e = Config::parse(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.kind: \"consul\" is not supported"), "{e}");
     }
 
     #[test]
