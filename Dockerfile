@@ -14,6 +14,6 @@ COPY config /etc/kubegate
 COPY deploy/compose-entrypoint.sh /usr/local/bin/compose-entrypoint.sh
 USER kubegate
 WORKDIR /var/lib/kubegate
-EXPOSE 9090
+EXPOSE 9090 9443
 ENTRYPOINT ["kubegate", "--config", "/etc/kubegate/compose.toml"]
 CMD ["serve"]
