@@ -339,12 +339,65 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses TOML text; `path` is only for messages.
+    /// Parses TOML text; `path` is only for messages. Environment overrides are applied
+    /// (see [`Config::parse_with`]).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Config::parse_with(text, path, std::env::vars())
+    }
+
+    /// Parses TOML text, then applies the overrides among `env`: a variable
+    /// `KUBEGATE_<SECTION>__<KEY>` (e.g. `KUBEGATE_SERVER__LISTEN=0.0.0.0:9090`,
+    /// `KUBEGATE_STORE__VAULT__ADDRESS=...`) sets `section.key`; its value is read as a TOML
+    /// value when it is one (a number, `true`, `["a","b"]`), else as a string.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let mut overridden = false;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("KUBEGATE_") else {
+                continue;
+            };
+            if !key.contains("__") {
+                // KUBEGATE_SIGNING_KEY and KUBEGATE_VAULT_SECRET_ID are secrets, not keys
+                continue;
+            }
+            let parts: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let mut at = &mut table;
+            for part in &parts[..parts.len() - 1] {
+                let entry = at
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                at = entry
+                    .as_table_mut()
+                    .ok_or_else(|| parse_error(format!("{name}: {part} is not a section")))?;
+            }
+            at.insert(parts[parts.len() - 1].clone(), value);
+            overridden = true;
+        }
+        let config: Config = if overridden {
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    parse_error(format!(
+                        "{} (after KUBEGATE_ environment overrides)",
+                        e.message()
+                    ))
+                })?
+        } else {
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?
+        };
         config.validate()?;
         Ok(config)
     }
@@ -484,6 +537,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.kind: \"consul\" is not supported"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = [
+            ("KUBEGATE_SERVER__LISTEN", "0.0.0.0:8080"),
+            ("KUBEGATE_SERVER__WORKERS", "3"),
+            ("KUBEGATE_AUDIT__SINKS", "[\"file\", \"stdout\"]"),
+            ("KUBEGATE_POLICY__GLOBAL_ADMINS", "[\"root\"]"),
+            ("KUBEGATE_CLUSTERS__CONNECT_TIMEOUT", "3s"),
+            ("KUBEGATE_SIGNING_KEY", "not a key path"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::parse_with(DEFAULT_TOML, Path::new("x.toml"), env).unwrap();
+        assert_eq!(c.server.listen.unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.workers, 3);
+        assert_eq!(c.audit.sinks, vec!["file", "stdout"]);
+        assert_eq!(c.policy.global_admins, vec!["root"]);
+        assert_eq!(c.clusters.connect_timeout, Duration::from_secs(3));
+        let bad = [("KUBEGATE_SERVER__LISTN".to_string(), "x".to_string())];
+        let e = Config::parse_with(DEFAULT_TOML, Path::new("x.toml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn") && e.contains("environment"), "{e}");
     }
 
     #[test]
