@@ -403,29 +403,8 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     text.push_str("# TYPE kubegate_cluster_proxies_live gauge\n");
     text.push_str(&format!("kubegate_cluster_proxies_live {live}\n"));
-    if let Some(stats) = stats {
-        text.push_str("# HELP kubegate_policy_rules Policy lines in force.\n");
-        text.push_str("# TYPE kubegate_policy_rules gauge\n");
-        text.push_str(&format!("kubegate_policy_rules {}\n", stats.policies));
-        text.push_str(
-            "# HELP kubegate_policy_role_bindings Role bindings (memberships) in force.\n",
-        );
-        text.push_str("# TYPE kubegate_policy_role_bindings gauge\n");
-        text.push_str(&format!(
-            "kubegate_policy_role_bindings {}\n",
-            stats.groupings
-        ));
-        text.push_str(
-            "# HELP kubegate_policy_reloads_total Reloads that put a new policy in force.\n",
-        );
-        text.push_str("# TYPE kubegate_policy_reloads_total counter\n");
-        text.push_str(&format!(
-            "kubegate_policy_reloads_total {}\n",
-            stats.reloads
-        ));
-    }
     let audit = &state.audit_counters;
-    for (name, help, kind, value) in [
+    let mut figures = vec![
         (
             "kubegate_audit_queued_events",
             "Audit events waiting in memory, over all sinks.",
@@ -456,7 +435,36 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "gauge",
             audit.failing_sinks.load(Ordering::Relaxed),
         ),
-    ] {
+        (
+            "kubegate_audit_aggregated_denials_total",
+            "401s counted into summary events instead of recorded one by one.",
+            "counter",
+            audit.aggregated.load(Ordering::Relaxed),
+        ),
+    ];
+    if let Some(stats) = stats {
+        figures.extend([
+            (
+                "kubegate_policy_rules",
+                "Policy lines in force.",
+                "gauge",
+                stats.policies as u64,
+            ),
+            (
+                "kubegate_policy_role_bindings",
+                "Role bindings (memberships) in force.",
+                "gauge",
+                stats.groupings as u64,
+            ),
+            (
+                "kubegate_policy_reloads_total",
+                "Reloads that put a new policy in force.",
+                "counter",
+                stats.reloads,
+            ),
+        ]);
+    }
+    for (name, help, kind, value) in figures {
         text.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));

@@ -71,6 +71,28 @@ impl std::fmt::Debug for ClusterRecord {
     }
 }
 
+impl ClusterRecord {
+    /// A new record, created now.
+    pub fn new(org: u64, id: u64, name: &str, kubeconfig: &str, context: Option<&str>) -> Self {
+        ClusterRecord {
+            org,
+            id,
+            name: name.to_string(),
+            kubeconfig: kubeconfig.to_string(),
+            context: context.map(str::to_string),
+            created_at: now_rfc3339(),
+            updated_at: None,
+        }
+    }
+
+    /// Replaces the kubeconfig and context, noting the time.
+    pub fn replace_kubeconfig(&mut self, kubeconfig: &str, context: Option<&str>) {
+        self.kubeconfig = kubeconfig.to_string();
+        self.context = context.map(str::to_string);
+        self.updated_at = Some(now_rfc3339());
+    }
+}
+
 /// Keeps the clusters of every org.
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
@@ -187,15 +209,7 @@ impl ClusterStore for FileClusterStore {
         create_private_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let mut id = existing.last().map_or(1, |r| r.id + 1);
         loop {
-            let record = ClusterRecord {
-                org,
-                id,
-                name: name.to_string(),
-                kubeconfig: kubeconfig.to_string(),
-                context: context.map(str::to_string),
-                created_at: now_rfc3339(),
-                updated_at: None,
-            };
+            let record = ClusterRecord::new(org, id, name, kubeconfig, context);
             let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
             let path = dir.join(format!("{id}.json"));
             match create_atomic(&path, &bytes) {
@@ -218,9 +232,7 @@ impl ClusterStore for FileClusterStore {
         let Some(mut record) = Self::read(&path)? else {
             return Ok(None);
         };
-        record.kubeconfig = kubeconfig.to_string();
-        record.context = context.map(str::to_string);
-        record.updated_at = Some(now_rfc3339());
+        record.replace_kubeconfig(kubeconfig, context);
         let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
         write_atomic(&path, &bytes).map_err(|e| StoreError::io(&path, e))?;
         Ok(Some(record))

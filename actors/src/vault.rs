@@ -16,7 +16,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
-use crate::store::{now_rfc3339, ClusterRecord, ClusterStore, StoreError};
+use crate::store::{ClusterRecord, ClusterStore, StoreError};
 
 /// How kubegate logs in to Vault.
 #[derive(Clone)]
@@ -288,15 +288,7 @@ impl ClusterStore for VaultClusterStore {
         }
         let mut id = existing.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         loop {
-            let record = ClusterRecord {
-                org,
-                id,
-                name: name.to_string(),
-                kubeconfig: kubeconfig.to_string(),
-                context: context.map(str::to_string),
-                created_at: now_rfc3339(),
-                updated_at: None,
-            };
+            let record = ClusterRecord::new(org, id, name, kubeconfig, context);
             let client = self.current();
             // cas = 0: write only if the path holds nothing, so two writers cannot take
             // one id
@@ -331,9 +323,7 @@ impl ClusterStore for VaultClusterStore {
         let Some(mut record) = self.read(org, id).await? else {
             return Ok(None);
         };
-        record.kubeconfig = kubeconfig.to_string();
-        record.context = context.map(str::to_string);
-        record.updated_at = Some(now_rfc3339());
+        record.replace_kubeconfig(kubeconfig, context);
         let client = self.current();
         kv2::set(
             client.as_ref(),
