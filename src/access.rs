@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use actix::MailboxError;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 use kubegate_actors::policy::{Authorize, Decision};
 
 use crate::auth::Claims;
@@ -15,14 +15,18 @@ use crate::status::StatusError;
 
 /// Authenticates the request's bearer token (401 on failure).
 pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Claims, StatusError> {
-    state
+    let claims = state
         .tokens
         .authenticate(
             req.headers()
                 .get(header::AUTHORIZATION)
                 .map(HeaderValue::as_bytes),
         )
-        .map_err(|e| StatusError::unauthorized(e.to_string()))
+        .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+    // for the access log line
+    req.extensions_mut()
+        .insert(crate::server::AuthenticatedUser(claims.sub.clone()));
+    Ok(claims)
 }
 
 /// Subject, org, object, verb, and namespace, name and path when the model uses them.

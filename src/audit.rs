@@ -228,8 +228,15 @@ impl AuditContext {
         self.event.status = status;
         self.event.bytes_in = bytes_in;
         self.event.bytes_out = bytes_out;
-        self.event.duration_ms =
-            (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        let elapsed = self.started.elapsed();
+        self.event.duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        crate::metrics::request(
+            self.event.org,
+            self.event.cluster,
+            &self.event.attributes.verb,
+            status,
+            elapsed,
+        );
         submit(auditor, self.event);
     }
 }
@@ -378,6 +385,8 @@ pub struct AuditedBody<S> {
     received: Rc<Cell<u64>>,
     body: Option<Rc<RefCell<CapturedBody>>>,
     pending: Option<(AuditContext, Recipient<RecordBatch>, u16)>,
+    /// Counts a watch in `kubegate_open_watches` while it streams.
+    _watch: Option<crate::metrics::OpenWatch>,
 }
 
 impl<S> AuditedBody<S> {
@@ -389,6 +398,7 @@ impl<S> AuditedBody<S> {
         status: u16,
         received: Rc<Cell<u64>>,
     ) -> Self {
+        let watch = (ctx.event.attributes.verb == "watch").then(crate::metrics::OpenWatch::start);
         AuditedBody {
             inner,
             sent: 0,
@@ -396,6 +406,7 @@ impl<S> AuditedBody<S> {
             received,
             body: None,
             pending: Some((ctx, auditor, status)),
+            _watch: watch,
         }
     }
 }

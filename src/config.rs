@@ -87,6 +87,60 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish at shutdown.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Offer HTTP/2 over TLS (ALPN `h2`); HTTP/1.1 is always offered.
+    #[serde(default)]
+    pub http2: bool,
+    /// How often the certificate files are checked for changes (0s: only on SIGHUP).
+    #[serde(default = "default_tls_reload_interval", deserialize_with = "duration")]
+    pub tls_reload_interval: Duration,
+    /// Requests whose headers (names and values) are larger are refused with 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// How long an idle connection is kept open between requests (0s: not kept).
+    #[serde(default = "default_keep_alive", deserialize_with = "duration")]
+    pub keep_alive: Duration,
+    /// Time a client has to send a request's headers once connected (0s: no limit).
+    /// Bodies and responses (watches) have no such limit.
+    #[serde(
+        default = "default_client_request_timeout",
+        deserialize_with = "duration"
+    )]
+    pub client_request_timeout: Duration,
+    /// Path prefixes with a per-client rate limit (login and token endpoints).
+    #[serde(default = "default_rate_limited_paths")]
+    pub rate_limited_paths: Vec<String>,
+    /// Requests per minute each client may send to each limited prefix (0: no limit)...
+    #[serde(default = "default_rate_limit_per_minute")]
+    pub rate_limit_per_minute: u32,
+    /// ...after a first burst of this many.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// Peers (load balancers, ingresses) whose `X-Forwarded-For` names the client for
+    /// the rate limit.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<Network>,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(75)
+}
+fn default_client_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_rate_limited_paths() -> Vec<String> {
+    vec!["/auth/".into(), "/pipeline/api/v1/token".into()]
+}
+fn default_rate_limit_per_minute() -> u32 {
+    30
+}
+fn default_rate_limit_burst() -> u32 {
+    10
 }
 
 /// `[store]`

@@ -13,6 +13,8 @@ pub mod auth;
 pub mod cli;
 pub mod clusters;
 pub mod config;
+pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod server;

@@ -93,6 +93,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// The CA of the self-signed serving certificate, for generated kubeconfigs.
     pub served_ca: Option<std::path::PathBuf>,
+    /// Requests with larger headers are refused (431).
+    pub max_header_bytes: usize,
 }
 
 /// The stores named in the configuration.
@@ -315,32 +317,110 @@ fn is_proxy_path(path: &str) -> bool {
             .is_some_and(|segment| segment.starts_with("proxy"))
 }
 
-/// The front of every request: gives it its request id (echoed as `X-Request-Id`), and
-/// hands proxy requests to the proxy handler before the router, whose patterns would
-/// only cost regex matching: the proxy handler parses and checks its path itself.
+/// The size of a request's headers, names and values.
+fn header_bytes(req: &ServiceRequest) -> usize {
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// The front of every request: gives it its request id (echoed as `X-Request-Id`),
+/// refuses oversized headers (431), hands proxy requests to the proxy handler before the
+/// router, whose patterns would only cost regex matching (the proxy handler parses and
+/// checks its path itself), counts the response and writes its access log line.
 async fn front(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let _in_flight = crate::metrics::InFlight::start();
     let id = next_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = match req.app_data::<web::Data<AppState>>().cloned() {
-        Some(state) if is_proxy_path(req.path()) => {
-            let (http, mut payload) = req.into_parts();
-            let payload =
-                <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload).await?;
-            let answer = crate::proxy::handle(http.clone(), payload, state).await;
-            ServiceResponse::new(http, answer).map_into_right_body()
+    let log = AccessLog::of(&req);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let limit = state
+        .as_ref()
+        .map_or(usize::MAX, |state| state.max_header_bytes);
+    let mut response = if header_bytes(&req) > limit {
+        let error = StatusError::headers_too_large(format!(
+            "the request headers are larger than {limit} bytes"
+        ));
+        req.into_response(error.response()).map_into_right_body()
+    } else {
+        match state {
+            Some(state) if is_proxy_path(req.path()) => {
+                let (http, mut payload) = req.into_parts();
+                let payload =
+                    <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload)
+                        .await?;
+                let answer = crate::proxy::handle(http.clone(), payload, state).await;
+                ServiceResponse::new(http, answer).map_into_right_body()
+            }
+            _ => next.call(req).await?.map_into_left_body(),
         }
-        _ => next.call(req).await?.map_into_left_body(),
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);
     }
+    let status = response.status().as_u16();
+    crate::metrics::http_request(status);
+    log.write(&id, status, started.elapsed(), &response.request());
     Ok(response)
 }
+
+/// What the access log says of a request, taken before it is handled.
+struct AccessLog {
+    method: actix_web::http::Method,
+    path: String,
+    query: String,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl AccessLog {
+    fn of(req: &ServiceRequest) -> AccessLog {
+        AccessLog {
+            method: req.method().clone(),
+            path: req.path().to_string(),
+            query: crate::audit::mask_query(req.query_string()),
+            peer: req.peer_addr().map(|a| a.ip()),
+        }
+    }
+
+    /// One line at level info, target `kubegate::access`: request id, client, method,
+    /// path with its query (token-like values masked), status, time to the response's
+    /// head, and the authenticated user (`-` when none). Never a header value.
+    fn write(&self, id: &str, status: u16, elapsed: Duration, req: &actix_web::HttpRequest) {
+        if !log::log_enabled!(target: "kubegate::access", log::Level::Info) {
+            return;
+        }
+        let user = req
+            .extensions()
+            .get::<crate::server::AuthenticatedUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_else(|| "-".to_string());
+        let query = if self.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", self.query)
+        };
+        log::info!(
+            target: "kubegate::access",
+            "{id} {} {} {}{query} {status} {:.1}ms user={user}",
+            self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".to_string()),
+            self.method,
+            self.path,
+            elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+/// Who a request was authenticated as, put in its extensions by authentication, for
+/// the access log.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser(pub String);
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     StatusError::not_found(format!(
@@ -388,8 +468,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus metrics (the figures kubegate has so far).
+/// Prometheus metrics: the per-request figures of [`crate::metrics`], and those the
+/// actors keep (live proxies, audit queues, policy reloads).
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    use crate::metrics::Figure;
     let live = state.registry.send(LiveCount).await.unwrap_or(0);
     let stats = state
         .policy_stats
@@ -397,81 +479,76 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .timeout(state.decision_timeout)
         .await
         .ok();
-    let mut text = String::new();
-    text.push_str(
-        "# HELP kubegate_cluster_proxies_live Cluster proxy instances the registry holds.\n",
-    );
-    text.push_str("# TYPE kubegate_cluster_proxies_live gauge\n");
-    text.push_str(&format!("kubegate_cluster_proxies_live {live}\n"));
     let audit = &state.audit_counters;
     let mut figures = vec![
-        (
-            "kubegate_audit_queued_events",
-            "Audit events waiting in memory, over all sinks.",
-            "gauge",
-            audit.queued.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_audit_written_events_total",
-            "Audit events written, over all sinks.",
-            "counter",
-            audit.written.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_audit_spilled_events_total",
-            "Audit events spilled to disk because a sink was behind.",
-            "counter",
-            audit.spilled.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_audit_lost_events_total",
-            "Audit events lost (spill failed too).",
-            "counter",
-            audit.lost.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_audit_failing_sinks",
-            "Audit sinks failing now.",
-            "gauge",
-            audit.failing_sinks.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_audit_aggregated_denials_total",
-            "401s counted into summary events instead of recorded one by one.",
-            "counter",
-            audit.aggregated.load(Ordering::Relaxed),
-        ),
+        Figure {
+            name: "kubegate_cluster_proxies_live",
+            help: "Cluster proxy instances the registry holds.",
+            kind: "gauge",
+            value: live as u64,
+        },
+        Figure {
+            name: "kubegate_audit_queued_events",
+            help: "Audit events waiting in memory, over all sinks.",
+            kind: "gauge",
+            value: audit.queued.load(Ordering::Relaxed),
+        },
+        Figure {
+            name: "kubegate_audit_written_events_total",
+            help: "Audit events written, over all sinks.",
+            kind: "counter",
+            value: audit.written.load(Ordering::Relaxed),
+        },
+        Figure {
+            name: "kubegate_audit_spilled_events_total",
+            help: "Audit events spilled to disk because a sink was behind.",
+            kind: "counter",
+            value: audit.spilled.load(Ordering::Relaxed),
+        },
+        Figure {
+            name: "kubegate_audit_lost_events_total",
+            help: "Audit events lost (spill failed too).",
+            kind: "counter",
+            value: audit.lost.load(Ordering::Relaxed),
+        },
+        Figure {
+            name: "kubegate_audit_failing_sinks",
+            help: "Audit sinks failing now.",
+            kind: "gauge",
+            value: audit.failing_sinks.load(Ordering::Relaxed),
+        },
+        Figure {
+            name: "kubegate_audit_aggregated_denials_total",
+            help: "401s counted into summary events instead of recorded one by one.",
+            kind: "counter",
+            value: audit.aggregated.load(Ordering::Relaxed),
+        },
     ];
     if let Some(stats) = stats {
         figures.extend([
-            (
-                "kubegate_policy_rules",
-                "Policy lines in force.",
-                "gauge",
-                stats.policies as u64,
-            ),
-            (
-                "kubegate_policy_role_bindings",
-                "Role bindings (memberships) in force.",
-                "gauge",
-                stats.groupings as u64,
-            ),
-            (
-                "kubegate_policy_reloads_total",
-                "Reloads that put a new policy in force.",
-                "counter",
-                stats.reloads,
-            ),
+            Figure {
+                name: "kubegate_policy_rules",
+                help: "Policy lines in force.",
+                kind: "gauge",
+                value: stats.policies as u64,
+            },
+            Figure {
+                name: "kubegate_policy_role_bindings",
+                help: "Role bindings (memberships) in force.",
+                kind: "gauge",
+                value: stats.groupings as u64,
+            },
+            Figure {
+                name: "kubegate_policy_reloads_total",
+                help: "Reloads that put a new policy in force (API, or a change seen by polling).",
+                kind: "counter",
+                value: stats.reloads,
+            },
         ]);
-    }
-    for (name, help, kind, value) in figures {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(text)
+        .body(crate::metrics::render(&figures))
 }
 
 /// The routes.
@@ -523,19 +600,23 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the actors and serves on `listeners`.
     pub async fn bind(config: &Config, listeners: Listeners) -> Result<Gateway, StartError> {
-        let tls = match &listeners.https {
+        let certificate = match &listeners.https {
             Some(_) => {
                 let server = &config.server;
                 if server.tls_self_signed {
                     crate::tls::ensure_self_signed(&server.tls_cert_file, &server.tls_key_file)?;
                 }
-                Some(crate::tls::server_config(
+                Some(crate::tls::ReloadingCert::load(
                     &server.tls_cert_file,
                     &server.tls_key_file,
                 )?)
             }
             None => None,
         };
+        let tls = certificate
+            .clone()
+            .map(|cert| crate::tls::server_config(cert, config.server.http2))
+            .transpose()?;
         let services = Services::start(config).await?;
         let state = web::Data::new(AppState {
             registry: services.registry.clone(),
@@ -562,14 +643,31 @@ impl Gateway {
                 .server
                 .tls_self_signed
                 .then(|| crate::tls::ca_path(&config.server.tls_cert_file)),
+            max_header_bytes: config.server.max_header_bytes,
         });
+        let limit = crate::limits::RateLimit::new(
+            config.server.rate_limited_paths.clone(),
+            config.server.rate_limit_per_minute,
+            config.server.rate_limit_burst,
+        )
+        .with_trusted_proxies(config.server.trusted_proxies.clone());
         let mut server = HttpServer::new(move || {
+            // the last wrapped is the outermost: `front` first (so that a 429 has its
+            // request id and is logged), then the rate limit, then the router
             App::new()
                 .app_data(state.clone())
+                .wrap(limit.clone())
                 .wrap(from_fn(front))
                 .configure(routes)
         })
         .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+        // keep-alive is the idle time between requests; a response being streamed (a
+        // watch) is never idle, so these do not cut long watches
+        .keep_alive(match config.server.keep_alive {
+            d if d.is_zero() => actix_web::http::KeepAlive::Disabled,
+            d => actix_web::http::KeepAlive::Timeout(d),
+        })
+        .client_request_timeout(config.server.client_request_timeout)
         // a client that closes its side is gone: without this, a watch it left would
         // hold its upstream connection until the next event fails to be written
         .h1_allow_half_closed(false);
@@ -581,6 +679,9 @@ impl Gateway {
         }
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
+        }
+        if let Some(certificate) = certificate {
+            actix_rt::spawn(certificate.watch(config.server.tls_reload_interval));
         }
         Ok(Gateway {
             server: server.run(),

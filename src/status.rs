@@ -109,6 +109,24 @@ impl StatusError {
             ErrorSource::Upstream,
         )
     }
+    /// 429: a client sent more requests than its rate limit allows.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            message,
+            ErrorSource::Downstream,
+        )
+    }
+    /// 431: the request's headers are larger than `server.max_header_bytes`.
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            message,
+            ErrorSource::Downstream,
+        )
+    }
     /// 500
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(

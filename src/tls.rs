@@ -1,13 +1,17 @@
 //! Serving HTTPS: the certificate kubegate presents, and a self-signed one made on first
-//! start so that kubectl, which never sends credentials over plain HTTP, works at once.
+//! start so that kubectl, which never sends credentials over plain HTTP, works at once,
+//! and its reload (SIGHUP, or a change of the files) without dropping connections.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -73,8 +77,9 @@ pub fn ensure_self_signed(cert: &Path, key: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The rustls configuration for serving with the PEM files `cert` (chain) and `key`.
-pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigError> {
+/// Reads the PEM chain `cert` and key `key` into a [`CertifiedKey`], checking that the
+/// key is the certificate's.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, ConfigError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| tls_error(format!("cannot read {}: {e}", path.display())))
     };
@@ -94,23 +99,154 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigErro
     }
     let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
         .map_err(|e| tls_error(format!("{} is not a PEM private key: {e}", key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| {
+        tls_error(format!(
+            "{} is not a usable private key: {e}",
+            key.display()
+        ))
+    })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        tls_error(format!(
+            "{} does not fit {}: {e}",
+            key.display(),
+            cert.display()
+        ))
+    })?;
+    Ok(certified)
+}
+
+/// What identifies a version of a file: its modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The serving certificate, swapped in place when its files change: every new TLS
+/// handshake gets the certificate in force; connections already open keep theirs.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    stamps: Mutex<(Stamp, Stamp)>,
+}
+
+impl ReloadingCert {
+    /// Loads `cert` and `key`; an error when they do not make a certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<ReloadingCert>, ConfigError> {
+        let stamps = (stamp(cert), stamp(key));
+        let certified = load_certified_key(cert, key)?;
+        Ok(Arc::new(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(Arc::new(certified)),
+            stamps: Mutex::new(stamps),
+        }))
+    }
+
+    /// Reads the files again and puts the certificate in force; when they do not make a
+    /// certificate, the one in force stays and the error says why.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let stamps = (stamp(&self.cert), stamp(&self.key));
+        let result = load_certified_key(&self.cert, &self.key);
+        *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = stamps;
+        match result {
+            Ok(certified) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+                crate::metrics::tls_reload(true);
+                log::info!("serving certificate reloaded from {}", self.cert.display());
+                Ok(())
+            }
+            Err(e) => {
+                crate::metrics::tls_reload(false);
+                log::error!("serving certificate not reloaded, the previous one stays in use: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads when either file changed (time or length) since it was last read.
+    pub fn reload_if_changed(&self) -> Option<Result<(), ConfigError>> {
+        let now = (stamp(&self.cert), stamp(&self.key));
+        let changed = *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) != now;
+        changed.then(|| self.reload())
+    }
+
+    /// The certificate in force.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads on SIGHUP, and when the files change (checked every `interval`; zero: only
+    /// on SIGHUP). Runs until the actix system stops.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(e) => {
+                log::warn!("cannot listen for SIGHUP ({e}); the certificate reloads only when its files change");
+                None
+            }
+        };
+        let mut tick = (!interval.is_zero()).then(|| actix_rt::time::interval(interval));
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let poll = async {
+                match tick.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                got = hup => {
+                    if got.is_none() {
+                        hangup = None;
+                        continue;
+                    }
+                    log::info!("SIGHUP: reloading the serving certificate");
+                    let _ = self.reload();
+                }
+                _ = poll => {
+                    let _ = self.reload_if_changed();
+                }
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The rustls configuration for serving with `cert`; `http2` offers HTTP/2 by ALPN
+/// (HTTP/1.1 stays offered, for clients that upgrade connections).
+pub fn server_config(cert: Arc<ReloadingCert>, http2: bool) -> Result<ServerConfig, ConfigError> {
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|e| {
-                tls_error(format!(
-                    "{} does not fit {}: {e}",
-                    key.display(),
-                    cert.display()
-                ))
-            })?;
-    // HTTP/1.1 only: actix-web's HTTP/2 streams notice a client's reset only when they
-    // next write, so a watch left by an HTTP/2 client would hold its upstream
-    // connection until its next event; over HTTP/1.1 kubegate notices at once.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .with_cert_resolver(cert);
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
@@ -134,7 +270,7 @@ mod tests {
             "an existing certificate is kept"
         );
         assert!(ca_path(&cert).exists());
-        server_config(&cert, &key).unwrap();
-        assert!(server_config(&key, &cert).is_err());
+        ReloadingCert::load(&cert, &key).unwrap();
+        assert!(ReloadingCert::load(&key, &cert).is_err());
     }
 }

@@ -1,0 +1,608 @@
+//! Prometheus metrics: the figures kubegate keeps about itself, and their text format.
+//!
+//! Everything here is plain atomics. The per-request figures (requests by org, cluster,
+//! verb and status, with their latency) live in one [`Series`] per label set; each HTTP
+//! worker keeps its own map from labels to series, so recording a request costs a
+//! lookup in a thread-local map and three relaxed atomic additions: no lock, no
+//! allocation once a worker has seen the label set. The global map (behind a mutex) is
+//! touched only the first time a worker meets a label set, and when `/metrics` is read.
+//!
+//! Other modules call in here:
+//!
+//! - the audit path ([`crate::audit`]) calls [`request`] once per audited request, and
+//!   holds an [`OpenWatch`] for every watch being streamed;
+//! - the `front` middleware ([`crate::server`]) calls [`http_request`] for every request;
+//! - the upgrade tunnel holds an [`UpgradedSession`] for each live session;
+//! - login calls [`login`] with its provider and outcome;
+//! - the rate limiter ([`crate::limits`]) calls [`rate_limited`];
+//! - TLS certificate reloads call [`tls_reload`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram buckets, in seconds (Prometheus `le`).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Most distinct (org, cluster, verb, status) label sets kept; requests past it are
+/// counted under `org="other"` so that a flood of made-up cluster ids cannot grow the
+/// map without bound.
+pub const MAX_SERIES: usize = 20_000;
+
+/// Verbs known in advance; others (at most [`MAX_VERBS`] in all) are interned on first use.
+const KNOWN_VERBS: [&str; 10] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "connect",
+    "",
+];
+const MAX_VERBS: usize = 64;
+
+/// The labels of one request series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    /// `None`: no org (the path had none), or the overflow series.
+    org: Option<u64>,
+    cluster: Option<u64>,
+    verb: u8,
+    status: u16,
+    overflow: bool,
+}
+
+/// The figures of one label set.
+#[derive(Debug, Default)]
+struct Series {
+    count: AtomicU64,
+    /// Observations in each bucket (not cumulative), the last one past every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of observed latencies, in microseconds.
+    sum_micros: AtomicU64,
+}
+
+struct Registry {
+    series: Mutex<HashMap<Key, Arc<Series>>>,
+    verbs: Mutex<Vec<&'static str>>,
+    http_by_status: [AtomicU64; 6],
+    in_flight: AtomicI64,
+    open_watches: AtomicI64,
+    upgraded_sessions: AtomicI64,
+    upgraded_total: AtomicU64,
+    logins: Mutex<BTreeMap<(String, String), u64>>,
+    rate_limited: Mutex<BTreeMap<String, u64>>,
+    tls_reloads: [AtomicU64; 2],
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Registry {
+        series: Mutex::new(HashMap::new()),
+        verbs: Mutex::new(KNOWN_VERBS.to_vec()),
+        http_by_status: Default::default(),
+        in_flight: AtomicI64::new(0),
+        open_watches: AtomicI64::new(0),
+        upgraded_sessions: AtomicI64::new(0),
+        upgraded_total: AtomicU64::new(0),
+        logins: Mutex::new(BTreeMap::new()),
+        rate_limited: Mutex::new(BTreeMap::new()),
+        tls_reloads: Default::default(),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // a panic while holding one of these locks leaves only counters behind: keep going
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn verb_index(verb: &str) -> u8 {
+    if let Some(i) = KNOWN_VERBS.iter().position(|v| *v == verb) {
+        return i as u8;
+    }
+    let mut verbs = lock(&registry().verbs);
+    if let Some(i) = verbs.iter().position(|v| *v == verb) {
+        return i as u8;
+    }
+    if verbs.len() >= MAX_VERBS {
+        return KNOWN_VERBS.len() as u8 - 1; // ""
+    }
+    verbs.push(Box::leak(verb.to_string().into_boxed_str()));
+    (verbs.len() - 1) as u8
+}
+
+thread_local! {
+    /// This thread's handles on the series it has recorded into.
+    static LOCAL: RefCell<HashMap<Key, Arc<Series>>> = RefCell::new(HashMap::new());
+}
+
+fn series(key: Key) -> Arc<Series> {
+    if let Some(found) = LOCAL.with(|local| local.borrow().get(&key).cloned()) {
+        return found;
+    }
+    let found = {
+        let mut all = lock(&registry().series);
+        let key = if all.len() >= MAX_SERIES && !all.contains_key(&key) {
+            Key {
+                org: None,
+                cluster: None,
+                overflow: true,
+                ..key
+            }
+        } else {
+            key
+        };
+        all.entry(key).or_default().clone()
+    };
+    LOCAL.with(|local| local.borrow_mut().insert(key, found.clone()));
+    found
+}
+
+/// Whether requests of `verb` go into the latency histogram: watches and upgraded
+/// sessions last as long as the client wants, so their duration says nothing of
+/// kubegate's latency (the Kubernetes API server leaves them out too).
+fn timed(verb: &str) -> bool {
+    !matches!(verb, "watch" | "connect")
+}
+
+/// Records one audited request (proxied, or to the REST API): its org and cluster
+/// (`None` when the request had none), Kubernetes verb, status and duration (for a
+/// stream, until it ended).
+pub fn request(
+    org: Option<u64>,
+    cluster: Option<u64>,
+    verb: &str,
+    status: u16,
+    duration: Duration,
+) {
+    let key = Key {
+        org,
+        cluster,
+        verb: verb_index(verb),
+        status,
+        overflow: false,
+    };
+    let series = series(key);
+    series.count.fetch_add(1, Ordering::Relaxed);
+    if timed(verb) {
+        let seconds = duration.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        series
+            .sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Records one HTTP response of any route, by its status class.
+pub fn http_request(status: u16) {
+    let class = (status / 100).min(5) as usize;
+    registry().http_by_status[class].fetch_add(1, Ordering::Relaxed);
+}
+
+/// A request being handled; the in-flight gauge counts it until this is dropped.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    /// Counts a request in.
+    pub fn start() -> InFlight {
+        registry().in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        registry().in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A watch being streamed to a client; counted in `kubegate_open_watches` until dropped.
+#[derive(Debug)]
+pub struct OpenWatch(());
+
+impl OpenWatch {
+    /// Counts a watch in.
+    pub fn start() -> OpenWatch {
+        registry().open_watches.fetch_add(1, Ordering::Relaxed);
+        OpenWatch(())
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        registry().open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upgraded session (exec, attach, port-forward) being relayed; counted in
+/// `kubegate_upgraded_sessions` until dropped, and in `kubegate_upgraded_sessions_total`.
+/// Hold one for as long as the tunnel is open.
+#[derive(Debug)]
+pub struct UpgradedSession(());
+
+impl UpgradedSession {
+    /// Counts a session in.
+    pub fn start() -> UpgradedSession {
+        let registry = registry();
+        registry.upgraded_sessions.fetch_add(1, Ordering::Relaxed);
+        registry.upgraded_total.fetch_add(1, Ordering::Relaxed);
+        UpgradedSession(())
+    }
+}
+
+impl Drop for UpgradedSession {
+    fn drop(&mut self) {
+        registry().upgraded_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Most distinct (provider, outcome) pairs of [`login`] kept; others count as `other`.
+const MAX_LOGIN_SERIES: usize = 256;
+
+/// Records the end of one login attempt: `provider` as configured (`github`, `dex`...),
+/// `outcome` a short fixed word such as `success`, `denied`, `error`, `bad_state`.
+pub fn login(provider: &str, outcome: &str) {
+    let mut logins = lock(&registry().logins);
+    let key = (provider.to_string(), outcome.to_string());
+    if logins.len() >= MAX_LOGIN_SERIES && !logins.contains_key(&key) {
+        *logins
+            .entry(("other".to_string(), "other".to_string()))
+            .or_default() += 1;
+    } else {
+        *logins.entry(key).or_default() += 1;
+    }
+}
+
+/// Records a request refused by the rate limit of `prefix`.
+pub fn rate_limited(prefix: &str) {
+    *lock(&registry().rate_limited)
+        .entry(prefix.to_string())
+        .or_default() += 1;
+}
+
+/// Records a TLS certificate reload: `true` when the new certificate is in use, `false`
+/// when it was refused and the old one kept.
+pub fn tls_reload(ok: bool) {
+    registry().tls_reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Watches open now.
+pub fn open_watches() -> i64 {
+    registry().open_watches.load(Ordering::Relaxed)
+}
+
+/// A figure known elsewhere (an actor's counters), written by [`render`] as it is.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// `kubegate_...`
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// The value.
+    pub value: u64,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The Prometheus text exposition of every figure kept here, then of `extra`.
+pub fn render(extra: &[Figure]) -> String {
+    let registry = registry();
+    let mut out = String::with_capacity(4096);
+    let verbs = lock(&registry.verbs).clone();
+    let mut all: Vec<(Key, Arc<Series>)> = lock(&registry.series)
+        .iter()
+        .map(|(k, s)| (*k, s.clone()))
+        .collect();
+    all.sort_by_key(|(k, _)| *k);
+    let label = |v: Option<u64>, overflow: bool| match (v, overflow) {
+        (_, true) => "other".to_string(),
+        (Some(n), false) => n.to_string(),
+        (None, false) => String::new(),
+    };
+
+    header(
+        &mut out,
+        "kubegate_requests_total",
+        "Audited requests (proxied and REST API) by org, cluster, Kubernetes verb and status.",
+        "counter",
+    );
+    for (key, series) in &all {
+        let _ = writeln!(
+            out,
+            "kubegate_requests_total{{org=\"{}\",cluster=\"{}\",verb=\"{}\",code=\"{}\"}} {}",
+            label(key.org, key.overflow),
+            label(key.cluster, key.overflow),
+            escape(verbs.get(key.verb as usize).copied().unwrap_or("")),
+            key.status,
+            series.count.load(Ordering::Relaxed)
+        );
+    }
+
+    // the histogram is by org, cluster and verb: the statuses are summed
+    let mut histograms: BTreeMap<(String, String, u8), ([u64; LATENCY_BUCKETS.len() + 1], u64)> =
+        BTreeMap::new();
+    for (key, series) in &all {
+        let verb = verbs.get(key.verb as usize).copied().unwrap_or("");
+        if !timed(verb) {
+            continue;
+        }
+        let entry = histograms
+            .entry((
+                label(key.org, key.overflow),
+                label(key.cluster, key.overflow),
+                key.verb,
+            ))
+            .or_default();
+        for (i, bucket) in series.buckets.iter().enumerate() {
+            entry.0[i] += bucket.load(Ordering::Relaxed);
+        }
+        entry.1 += series.sum_micros.load(Ordering::Relaxed);
+    }
+    header(
+        &mut out,
+        "kubegate_request_duration_seconds",
+        "Time to serve audited requests (to the end of the response body), watches and upgrades left out.",
+        "histogram",
+    );
+    for ((org, cluster, verb), (buckets, sum_micros)) in &histograms {
+        let verb = escape(verbs.get(*verb as usize).copied().unwrap_or(""));
+        let labels = format!("org=\"{org}\",cluster=\"{cluster}\",verb=\"{verb}\"");
+        let mut cumulative = 0;
+        for (i, count) in buckets.iter().enumerate() {
+            cumulative += count;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".to_string());
+            let _ = writeln!(
+                out,
+                "kubegate_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "kubegate_request_duration_seconds_sum{{{labels}}} {}",
+            *sum_micros as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "kubegate_request_duration_seconds_count{{{labels}}} {cumulative}"
+        );
+    }
+
+    header(
+        &mut out,
+        "kubegate_http_responses_total",
+        "HTTP responses of every route, by status class.",
+        "counter",
+    );
+    for (i, class) in ["", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(
+                out,
+                "kubegate_http_responses_total{{class=\"{class}\"}} {}",
+                registry.http_by_status[i].load(Ordering::Relaxed)
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "kubegate_requests_in_flight",
+            "Requests being handled now (streams included).",
+            registry.in_flight.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_open_watches",
+            "Watches being streamed to clients now.",
+            registry.open_watches.load(Ordering::Relaxed),
+        ),
+        (
+            "kubegate_upgraded_sessions",
+            "Upgraded sessions (exec, attach, port-forward) open now.",
+            registry.upgraded_sessions.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(&mut out, name, help, "gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    header(
+        &mut out,
+        "kubegate_upgraded_sessions_total",
+        "Upgraded sessions opened.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "kubegate_upgraded_sessions_total {}",
+        registry.upgraded_total.load(Ordering::Relaxed)
+    );
+
+    header(
+        &mut out,
+        "kubegate_logins_total",
+        "Login attempts by provider and outcome.",
+        "counter",
+    );
+    for ((provider, outcome), n) in lock(&registry.logins).iter() {
+        let _ = writeln!(
+            out,
+            "kubegate_logins_total{{provider=\"{}\",outcome=\"{}\"}} {n}",
+            escape(provider),
+            escape(outcome)
+        );
+    }
+    header(
+        &mut out,
+        "kubegate_rate_limited_total",
+        "Requests refused with 429 by a per-client rate limit, by the limited path prefix.",
+        "counter",
+    );
+    for (prefix, n) in lock(&registry.rate_limited).iter() {
+        let _ = writeln!(
+            out,
+            "kubegate_rate_limited_total{{prefix=\"{}\"}} {n}",
+            escape(prefix)
+        );
+    }
+    header(
+        &mut out,
+        "kubegate_tls_reloads_total",
+        "Serving certificate reloads: ok (in use) or failed (the old one kept).",
+        "counter",
+    );
+    for (i, outcome) in ["ok", "failed"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "kubegate_tls_reloads_total{{outcome=\"{outcome}\"}} {}",
+            registry.tls_reloads[i].load(Ordering::Relaxed)
+        );
+    }
+
+    for figure in extra {
+        header(&mut out, figure.name, figure.help, figure.kind);
+        let _ = writeln!(out, "{} {}", figure.name, figure.value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of `text` that starts with `prefix`, its value.
+    fn value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn requests_are_counted_by_labels_with_a_histogram() {
+        // org 9901 is used by this test only: the registry is global to the process
+        for _ in 0..3 {
+            request(Some(9901), Some(2), "get", 200, Duration::from_millis(3));
+        }
+        request(Some(9901), Some(2), "get", 404, Duration::from_secs(2));
+        request(Some(9901), Some(2), "watch", 200, Duration::from_secs(300));
+        request(
+            Some(9901),
+            None,
+            "frobnicate",
+            201,
+            Duration::from_millis(1),
+        );
+        let text = render(&[]);
+        let get = "kubegate_requests_total{org=\"9901\",cluster=\"2\",verb=\"get\"";
+        assert_eq!(value(&text, &format!("{get},code=\"200\"}}")), Some(3.0));
+        assert_eq!(value(&text, &format!("{get},code=\"404\"}}")), Some(1.0));
+        assert_eq!(
+            value(
+                &text,
+                "kubegate_requests_total{org=\"9901\",cluster=\"\",verb=\"frobnicate\",code=\"201\"}"
+            ),
+            Some(1.0)
+        );
+        let bucket =
+            "kubegate_request_duration_seconds_bucket{org=\"9901\",cluster=\"2\",verb=\"get\"";
+        assert_eq!(value(&text, &format!("{bucket},le=\"0.001\"}}")), Some(0.0));
+        assert_eq!(value(&text, &format!("{bucket},le=\"0.005\"}}")), Some(3.0));
+        assert_eq!(value(&text, &format!("{bucket},le=\"2.5\"}}")), Some(4.0));
+        assert_eq!(value(&text, &format!("{bucket},le=\"+Inf\"}}")), Some(4.0));
+        let sum = value(
+            &text,
+            "kubegate_request_duration_seconds_sum{org=\"9901\",cluster=\"2\",verb=\"get\"}",
+        )
+        .unwrap();
+        assert!((sum - 2.009).abs() < 1e-9, "{sum}");
+        assert!(
+            !text.contains("verb=\"watch\",le="),
+            "watches stay out of the histogram"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "kubegate_requests_total{org=\"9901\",cluster=\"2\",verb=\"watch\",code=\"200\"}"
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn counts_from_several_threads_add_up() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..1000 {
+                        request(Some(9902), Some(1), "list", 200, Duration::from_micros(50));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = render(&[]);
+        assert_eq!(
+            value(
+                &text,
+                "kubegate_requests_total{org=\"9902\",cluster=\"1\",verb=\"list\",code=\"200\"}"
+            ),
+            Some(4000.0)
+        );
+    }
+
+    #[test]
+    fn gauges_follow_their_guards_and_logins_are_escaped() {
+        let before = open_watches();
+        let watch = OpenWatch::start();
+        let session = UpgradedSession::start();
+        assert_eq!(open_watches(), before + 1);
+        drop(watch);
+        drop(session);
+        assert_eq!(open_watches(), before);
+        login("dex \"corp\"", "success");
+        login("dex \"corp\"", "success");
+        login("dex \"corp\"", "denied");
+        let text = render(&[Figure {
+            name: "kubegate_test_figure",
+            help: "A figure from elsewhere.",
+            kind: "gauge",
+            value: 7,
+        }]);
+        assert_eq!(
+            value(
+                &text,
+                "kubegate_logins_total{provider=\"dex \\\"corp\\\"\",outcome=\"success\"}"
+            ),
+            Some(2.0)
+        );
+        assert!(text.contains("# TYPE kubegate_test_figure gauge\nkubegate_test_figure 7\n"));
+        assert!(text.contains("# TYPE kubegate_upgraded_sessions gauge"));
+    }
+}
