@@ -41,6 +41,14 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("config: {0}")]
     Invalid(String),
+    /// Everything wrong with the configuration, each a line `section.key: what`.
+    #[error("config file {}: {}", path.display(), list_problems(problems))]
+    Problems {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, one problem a line.
+        problems: Vec<String>,
+    },
     /// The token signing key is missing or unusable.
     #[error("signing key: {0}")]
     SigningKey(String),
@@ -373,24 +381,363 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host.
+fn http_url(url: &str) -> Result<(), String> {
+    let uri: actix_web::http::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
+        (Some("http" | "https"), _) => Err("has no host".to_string()),
+        _ => Err("must start with https:// or http://".to_string()),
+    }
+}
+
+fn list_problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => {
+            let mut text = format!("{} problems:", many.len());
+            for problem in many {
+                text.push_str("\n  - ");
+                text.push_str(&problem.replace('\n', "\n    "));
+            }
+            text
+        }
+    }
+}
+
+/// Why a file could not be created at `path`, if it could not: its nearest existing
+/// ancestor must be a directory.
+fn not_creatable(path: &Path) -> Option<String> {
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        if dir.as_os_str().is_empty() {
+            return None; // the working directory
+        }
+        if dir.exists() {
+            return (!dir.is_dir()).then(|| {
+                format!(
+                    "cannot create {}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                )
+            });
+        }
+        at = dir.parent();
+    }
+    None
+}
+
+/// Reads a secret from `file` when one is configured, else from the environment variable
+/// `env`: secrets never need to be written in the configuration file itself.
+pub fn read_secret(
+    file: Option<&Path>,
+    env: &str,
+    what: &str,
+) -> Result<secrecy::SecretString, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "cannot read the {what} file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "the {what} file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(secrecy::SecretString::from(text.to_string()));
+    }
+    match std::env::var(env) {
+        Ok(value) if !value.trim().is_empty() => {
+            Ok(secrecy::SecretString::from(value.trim().to_string()))
+        }
+        _ => Err(ConfigError::Invalid(format!(
+            "the {what} is missing: set {env} or the file in the configuration"
+        ))),
+    }
+}
+
+/// The embedded defaults as a table, with a placeholder `[store.vault]` so that the keys
+/// of a user's `[store.vault]` can be checked one by one against it.
+fn base_table() -> toml::Table {
+    let mut base: toml::Table = toml::from_str(DEFAULT_TOML).unwrap_or_default();
+    if let Some(store) = base.get_mut("store").and_then(toml::Value::as_table_mut) {
+        let mut vault = toml::Table::new();
+        vault.insert(
+            "address".into(),
+            toml::Value::String("https://vault.invalid:8200".into()),
+        );
+        store.entry("vault").or_insert(toml::Value::Table(vault));
+    }
+    base
+}
+
+/// Sets `parts` (a path of keys) to `value`, creating sections on the way; the error
+/// names a key on the way that is not a section.
+fn insert_override(
+    table: &mut toml::Table,
+    parts: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
+    let Some((last, parents)) = parts.split_last() else {
+        return Ok(());
+    };
+    let mut at = table;
+    for part in parents {
+        at = at
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| part.clone())?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+fn set_at(table: &mut toml::Table, parts: &[&str], value: toml::Value) {
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut at = table;
+    for part in parents {
+        let entry = at
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry.as_table_mut() {
+            Some(next) => at = next,
+            None => return,
+        }
+    }
+    at.insert(last.to_string(), value);
+}
+
+fn get_at<'a>(table: &'a toml::Table, parts: &[&str]) -> Option<&'a toml::Value> {
+    let (last, parents) = parts.split_last()?;
+    let mut at = table;
+    for part in parents {
+        at = at.get(*part)?.as_table()?;
+    }
+    at.get(*last)
+}
+
+/// Puts the default of `parts` in `fixed`, or removes the key when it has no default.
+fn replace_with_default(fixed: &mut toml::Table, base: &toml::Table, parts: &[&str]) {
+    match get_at(base, parts) {
+        Some(default) => set_at(fixed, parts, default.clone()),
+        None => {
+            let Some((last, parents)) = parts.split_last() else {
+                return;
+            };
+            let mut at = &mut *fixed;
+            for part in parents {
+                match at.get_mut(*part).and_then(toml::Value::as_table_mut) {
+                    Some(next) => at = next,
+                    None => return,
+                }
+            }
+            at.remove(*last);
+        }
+    }
+}
+
+/// Tries each key of `user` (at `path`) alone in the defaults `root`; collects the keys
+/// that do not deserialize, with the reason. Tables the defaults also have are checked
+/// key by key.
+fn check_keys(
+    root: &toml::Table,
+    base: &toml::Table,
+    user: &toml::Table,
+    path: &mut Vec<String>,
+    bad: &mut Vec<(String, String)>,
+) {
+    for (key, value) in user {
+        path.push(key.clone());
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut candidate = root.clone();
+        set_at(&mut candidate, &parts, value.clone());
+        if let Err(e) = toml::Value::Table(candidate).try_into::<Config>() {
+            match (
+                value.as_table(),
+                base.get(key).and_then(toml::Value::as_table),
+            ) {
+                (Some(user_table), Some(base_table)) => {
+                    check_keys(root, base_table, user_table, path, bad)
+                }
+                _ => bad.push((path.join("."), explain(e.message()))),
+            }
+        }
+        path.pop();
+    }
+}
+
+/// serde's wording, in the words of a configuration file.
+fn explain(message: &str) -> String {
+    match message.strip_prefix("unknown field `") {
+        Some(rest) => match rest.split_once("`, expected ") {
+            Some((_, expected)) => format!("unknown key (expected {expected})"),
+            None => "unknown key".to_string(),
+        },
+        None => message.to_string(),
+    }
+}
+
+/// The key a "missing field `x`" message is about: the first table of `fixed` that lacks
+/// `x` where the defaults have it.
+fn missing_key(message: &str, fixed: &toml::Table, base: &toml::Table) -> Option<Vec<String>> {
+    let name = message
+        .strip_prefix("missing field `")?
+        .split('`')
+        .next()?
+        .to_string();
+    fn find(
+        name: &str,
+        fixed: &toml::Table,
+        base: &toml::Table,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if base.contains_key(name) && !fixed.contains_key(name) {
+            path.push(name.to_string());
+            return Some(path.clone());
+        }
+        for (key, value) in fixed {
+            if let (Some(f), Some(b)) = (
+                value.as_table(),
+                base.get(key).and_then(toml::Value::as_table),
+            ) {
+                path.push(key.clone());
+                if let Some(found) = find(name, f, b, path) {
+                    return Some(found);
+                }
+                path.pop();
+            }
+        }
+        None
+    }
+    find(&name, fixed, base, &mut Vec::new())
+}
+
 impl Config {
     /// Reads `path`; the default path falls back to the embedded defaults when absent.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        Config::parse(&Config::read_text(path)?, path)
+    }
+
+    /// Reads `path` like [`Config::load`], and checks what the configuration names
+    /// outside itself: files (policy, model, certificates, secrets) and secrets in the
+    /// environment. Every problem found is reported at once; `serve` and `check-config`
+    /// start with this.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        let text = Config::read_text(path)?;
+        let (config, mut problems) = Config::diagnose(&text, std::env::vars());
+        if let Some(config) = &config {
+            problems.extend(config.environment_problems());
+        }
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError::Problems {
+                path: path.to_path_buf(),
+                problems,
+            }),
+        }
+    }
+
+    fn read_text(path: &Path) -> Result<String, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(text),
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
             {
-                DEFAULT_TOML.to_string()
+                Ok(DEFAULT_TOML.to_string())
             }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// What is wrong outside the file: files it names that cannot be read or used, and
+    /// secrets that are neither in a file nor in the environment.
+    pub fn environment_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let readable = |key: &str, path: &Path, problems: &mut Vec<String>| {
+            if let Err(e) = std::fs::read(path) {
+                problems.push(format!("{key}: cannot read {}: {e}", path.display()));
             }
         };
-        Config::parse(&text, path)
+        readable("policy.model", &self.policy.model, &mut problems);
+        readable("policy.policy", &self.policy.policy, &mut problems);
+        if self.server.listen_tls.is_some() {
+            let (cert, key) = (&self.server.tls_cert_file, &self.server.tls_key_file);
+            if cert.exists() || key.exists() || !self.server.tls_self_signed {
+                if let Err(e) = crate::tls::load_certified_key(cert, key) {
+                    let e = e.to_string();
+                    problems.push(format!(
+                        "server.tls_cert_file, server.tls_key_file: {}",
+                        e.strip_prefix("config: ").unwrap_or(&e)
+                    ));
+                }
+            } else if let Some(problem) = not_creatable(cert) {
+                problems.push(format!("server.tls_cert_file: {problem}"));
+            }
+        }
+        match std::env::var("KUBEGATE_SIGNING_KEY") {
+            Ok(key) if key.trim().len() < 32 => problems.push(format!(
+                "KUBEGATE_SIGNING_KEY: holds {} bytes; use at least 32",
+                key.trim().len()
+            )),
+            Ok(_) => {}
+            Err(_) => match std::fs::read_to_string(&self.auth.signing_key_file) {
+                Ok(text) if text.trim().len() < 32 => problems.push(format!(
+                    "auth.signing_key_file: {} holds {} bytes; use at least 32",
+                    self.auth.signing_key_file.display(),
+                    text.trim().len()
+                )),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(problem) = not_creatable(&self.auth.signing_key_file) {
+                        problems.push(format!("auth.signing_key_file: {problem}"));
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "auth.signing_key_file: cannot read {}: {e}",
+                    self.auth.signing_key_file.display()
+                )),
+            },
+        }
+        if let (Some(vault), "vault") = (&self.store.vault, self.store.kind.as_str()) {
+            let secret = match vault.auth.as_str() {
+                "approle" => read_secret(
+                    vault.secret_id_file.as_deref(),
+                    "KUBEGATE_VAULT_SECRET_ID",
+                    "Vault AppRole secret id",
+                )
+                .map(drop),
+                "kubernetes" => std::fs::read(&vault.jwt_file).map(drop).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read the service account token {}: {e}",
+                        vault.jwt_file.display()
+                    ))
+                }),
+                _ => {
+                    read_secret(vault.token_file.as_deref(), "VAULT_TOKEN", "Vault token").map(drop)
+                }
+            };
+            if let Err(e) = secret {
+                let e = e.to_string();
+                problems.push(format!(
+                    "store.vault: {}",
+                    e.strip_prefix("config: ").unwrap_or(&e)
+                ));
+            }
+        }
+        problems
     }
 
     /// Parses TOML text; `path` is only for messages. Environment overrides are applied
@@ -403,18 +750,38 @@ impl Config {
     /// `KUBEGATE_<SECTION>__<KEY>` (e.g. `KUBEGATE_SERVER__LISTEN=0.0.0.0:9090`,
     /// `KUBEGATE_STORE__VAULT__ADDRESS=...`) sets `section.key`; its value is read as a TOML
     /// value when it is one (a number, `true`, `["a","b"]`), else as a string.
+    ///
+    /// Every problem found is reported at once ([`ConfigError::Problems`]): unknown keys,
+    /// values of the wrong type, missing keys, then values out of range.
     pub fn parse_with(
         text: &str,
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
+        let (config, problems) = Config::diagnose(text, env);
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError::Problems {
+                path: path.to_path_buf(),
+                problems,
+            }),
+        }
+    }
+
+    /// The configuration of `text` and `env`, and every problem with it. When there are
+    /// problems, the configuration returned (if any) has the defaults in place of the
+    /// wrong values, so that further checks ([`Config::environment_problems`]) can run.
+    pub fn diagnose(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> (Option<Config>, Vec<String>) {
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(table) => table,
+            // a syntax error: the parser cannot go on past it
+            Err(e) => return (None, vec![e.to_string().trim_end().to_string()]),
         };
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
-        let mut overridden = false;
+        let mut problems = Vec::new();
+        let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("KUBEGATE_") else {
                 continue;
@@ -428,32 +795,70 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or(toml::Value::String(value));
-            let mut at = &mut table;
-            for part in &parts[..parts.len() - 1] {
-                let entry = at
-                    .entry(part.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                at = entry
-                    .as_table_mut()
-                    .ok_or_else(|| parse_error(format!("{name}: {part} is not a section")))?;
+            match insert_override(&mut table, &parts, value) {
+                Ok(()) => from_env.push((parts.join("."), name)),
+                Err(part) => problems.push(format!("{name}: {part} is not a section")),
             }
-            at.insert(parts[parts.len() - 1].clone(), value);
-            overridden = true;
         }
-        let config: Config = if overridden {
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    parse_error(format!(
-                        "{} (after KUBEGATE_ environment overrides)",
-                        e.message()
-                    ))
-                })?
-        } else {
-            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?
+        // where a key's value came from, for messages
+        let origin = |key: &str| {
+            from_env
+                .iter()
+                .find(|(k, _)| k == key || key.starts_with(&format!("{k}.")))
+                .map(|(_, var)| format!(" (set by the environment variable {var})"))
+                .unwrap_or_default()
         };
-        config.validate()?;
-        Ok(config)
+
+        if let Ok(config) = toml::Value::Table(table.clone()).try_into::<Config>() {
+            problems.extend(config.problems());
+            return (Some(config), problems);
+        }
+
+        // Something does not deserialize. Each key is tried alone in the embedded
+        // defaults, so that every wrong key is named with its own message; wrong keys are
+        // then replaced by their defaults (or dropped) to find missing keys, and what
+        // results is checked as a whole.
+        let base = base_table();
+        let mut fixed = table.clone();
+        let mut bad = Vec::new();
+        check_keys(&base, &base, &table, &mut Vec::new(), &mut bad);
+        for (key, message) in &bad {
+            problems.push(format!("{key}: {message}{}", origin(key)));
+            let parts: Vec<&str> = key.split('.').collect();
+            replace_with_default(&mut fixed, &base, &parts);
+        }
+        let mut config = None;
+        for _ in 0..100 {
+            match toml::Value::Table(fixed.clone()).try_into::<Config>() {
+                Ok(c) => {
+                    config = Some(c);
+                    break;
+                }
+                Err(e) => {
+                    let message = e.message().to_string();
+                    match missing_key(&message, &fixed, &base) {
+                        Some(parts) => {
+                            let key = parts.join(".");
+                            if parts.len() == 1 {
+                                problems.push(format!("[{key}]: the section is missing"));
+                            } else {
+                                problems.push(format!("{key}: is missing"));
+                            }
+                            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                            replace_with_default(&mut fixed, &base, &parts);
+                        }
+                        None => {
+                            problems.push(message);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(config) = &config {
+            problems.extend(config.problems());
+        }
+        (config, problems)
     }
 
     /// The embedded defaults.
@@ -462,7 +867,8 @@ impl Config {
             .expect("embedded defaults parse")
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Values out of range or not fitting together, each a line `section.key: what`.
+    pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match (self.store.kind.as_str(), &self.store.vault) {
             ("file", _) => {}
@@ -470,12 +876,8 @@ impl Config {
                 problems.push("store.vault: is required with store.kind = \"vault\"".to_string())
             }
             ("vault", Some(vault)) => {
-                if !(vault.address.starts_with("https://") || vault.address.starts_with("http://"))
-                {
-                    problems.push(format!(
-                        "store.vault.address: \"{}\" must be an http(s) URL",
-                        vault.address
-                    ));
+                if let Err(e) = http_url(&vault.address) {
+                    problems.push(format!("store.vault.address: \"{}\" {e}", vault.address));
                 }
                 match vault.auth.as_str() {
                     "token" => {}
@@ -515,11 +917,28 @@ impl Config {
             )),
         }
         if let Some(url) = &self.server.public_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            if let Err(e) = http_url(url) {
+                problems.push(format!("server.public_url: \"{url}\" {e}"));
+            }
+        }
+        for prefix in &self.server.rate_limited_paths {
+            if !prefix.starts_with('/') {
                 problems.push(format!(
-                    "server.public_url: \"{url}\" must start with https:// or http://"
+                    "server.rate_limited_paths: \"{prefix}\" must be a path starting with /"
                 ));
             }
+        }
+        if self.server.max_header_bytes < 1024 {
+            problems.push(format!(
+                "server.max_header_bytes: {} is too small for any client (at least 1024)",
+                self.server.max_header_bytes
+            ));
+        }
+        if self.server.listen_tls.is_none() && self.server.http2 {
+            problems.push(
+                "server.http2: needs server.listen_tls (HTTP/2 is offered over TLS only)"
+                    .to_string(),
+            );
         }
         for sink in &self.audit.sinks {
             if !matches!(sink.as_str(), "file" | "stdout" | "postgres") {
@@ -540,11 +959,7 @@ impl Config {
         if self.policy.decision_timeout.is_zero() {
             problems.push("policy.decision_timeout: must be more than 0".to_string());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems.join("; ")))
-        }
+        problems
     }
 }
 

@@ -127,7 +127,14 @@ enum MemberCommand {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = Config::load(&cli.config)
+    // serve and check-config check everything the configuration names (files, secrets)
+    // and report every problem at once, with the same messages; the other commands need
+    // only the file to be right
+    let loaded = match cli.command {
+        Command::Serve { .. } | Command::CheckConfig => Config::load_checked(&cli.config),
+        _ => Config::load(&cli.config),
+    };
+    let result = loaded
         .map_err(anyhow::Error::from)
         .and_then(|config| actix_web::rt::System::new().block_on(run(cli.command, config)));
     if let Err(e) = result {

@@ -31,10 +31,9 @@ use kubegate_actors::store::{
     ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
 };
 use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
-use secrecy::SecretString;
 
 use crate::auth::{load_signing_key, TokenAuthority};
-use crate::config::{Config, ConfigError, VaultConfig};
+use crate::config::{read_secret, Config, ConfigError, VaultConfig};
 use crate::status::StatusError;
 
 /// Why kubegate could not start.
@@ -149,27 +148,6 @@ impl Stores {
             policy,
         })
     }
-}
-
-fn read_secret(
-    file: Option<&std::path::Path>,
-    env: &str,
-    what: &str,
-) -> Result<SecretString, ConfigError> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "cannot read the {what} file {}: {e}",
-                path.display()
-            ))
-        })?;
-        return Ok(SecretString::from(text.trim().to_string()));
-    }
-    std::env::var(env).map(SecretString::from).map_err(|_| {
-        ConfigError::Invalid(format!(
-            "the {what} is missing: set {env} or the file in the configuration"
-        ))
-    })
 }
 
 fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
@@ -367,7 +345,7 @@ async fn front(
     }
     let status = response.status().as_u16();
     crate::metrics::http_request(status);
-    log.write(&id, status, started.elapsed(), &response.request());
+    log.write(&id, status, started.elapsed(), response.request());
     Ok(response)
 }
 

@@ -1,0 +1,377 @@
+//! Configuration mistakes, each kind of them: `kubegate check-config` lists every
+//! problem at once, and `serve` refuses to start with the same messages.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::binary::Kubegate;
+use kubegate::config::{Config, ConfigError, DEFAULT_TOML};
+
+/// The binary with its configuration file edited by `edit`.
+fn with_config(edit: impl FnOnce(String) -> String) -> Kubegate {
+    let gate = Kubegate::new();
+    let path = gate.dir().join("kubegate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+    gate
+}
+
+/// Runs `kubegate ARGS` with `env` set (and the secrets of the test's own environment
+/// removed), returning its output.
+fn run(gate: &Kubegate, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = gate.command(args);
+    cmd.env_remove("VAULT_TOKEN")
+        .env_remove("KUBEGATE_SIGNING_KEY")
+        .env_remove("KUBEGATE_VAULT_SECRET_ID");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The problems `check-config` printed: the lines starting with `  - `, or, when there
+/// is one problem, what follows the file's name on the `error: ` line.
+fn problems(out: &Output) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let listed: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .map(str::to_string)
+        .collect();
+    if listed.is_empty() {
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("error: "))
+            .map(|l| match l.split_once(".toml: ") {
+                Some((_, problem)) => problem.to_string(),
+                None => l.to_string(),
+            })
+            .collect()
+    } else {
+        listed
+    }
+}
+
+fn check(gate: &Kubegate, env: &[(&str, &str)]) -> (bool, Vec<String>, String) {
+    let out = run(gate, &["check-config"], env);
+    (
+        out.status.success(),
+        problems(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_default_configuration_checks_out() {
+    let gate = Kubegate::new();
+    let out = run(&gate, &["check-config"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("policy: "), "{stdout}");
+}
+
+#[test]
+fn every_mistake_of_a_file_is_listed_at_once() {
+    let gate = with_config(|text| {
+        text.replace("[server]\n", "[server]\nlisten_port = 8080\n")
+            .replace("workers = 0", "workers = \"many\"")
+            .replace("connect_timeout = \"10s\"", "connect_timeout = \"soon\"")
+            .replace(
+                "denied_networks = []",
+                "denied_networks = [\"10.0.0.0/33\", \"169.254.0.0/16\"]",
+            )
+            .replace("listen = \"127.0.0.1:9090\"", "listen = \"localhost\"")
+            .replace(
+                "shutdown_grace = \"10s\"",
+                "shutdown_grace = \"10s\"\npublic_url = \"ftp://kubegate.example\"",
+            )
+            .replace("batch = 512\n", "batch = 0\n")
+            + "\n[servr]\nlisten = \"0.0.0.0:1\"\n"
+    });
+    let (ok, problems, stderr) = check(&gate, &[]);
+    assert!(!ok, "check-config fails");
+    let expect = [
+        ("server.listen_port: unknown key", "an unknown key"),
+        ("servr: unknown key", "an unknown section"),
+        (
+            "server.workers: invalid type: string \"many\"",
+            "a mistyped value",
+        ),
+        (
+            "clusters.connect_timeout: \"soon\" is not a duration",
+            "a bad duration",
+        ),
+        ("clusters.denied_networks:", "a bad CIDR"),
+        ("server.listen:", "a bad address"),
+        (
+            "server.public_url: \"ftp://kubegate.example\" must start with https:// or http://",
+            "a bad URL",
+        ),
+        ("audit.batch: must be at least 1", "a value out of range"),
+    ];
+    for (needle, what) in expect {
+        assert!(
+            problems.iter().any(|p| p.starts_with(needle)),
+            "{what} is reported ({needle}); got:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} problems:", problems.len())),
+        "{stderr}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("33")),
+        "the bad network is named: {problems:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_with_the_same_messages() {
+    let gate = with_config(|text| {
+        text.replace("max_ttl = \"720h\"", "max_ttl = \"1h\"")
+            .replace("model = \"", "model = \"/nonexistent")
+    });
+    let (ok, checked, _) = check(&gate, &[]);
+    assert!(!ok);
+    let out = run(
+        &gate,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-tls",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "serve exits 1");
+    let served = problems(&out);
+    assert_eq!(served, checked, "serve and check-config say the same");
+    assert!(
+        served
+            .iter()
+            .any(|p| p.starts_with("auth.default_ttl: is longer than auth.max_ttl")),
+        "{served:?}"
+    );
+    assert!(
+        served
+            .iter()
+            .any(|p| p.starts_with("policy.model: cannot read /nonexistent")),
+        "an unreadable model is named: {served:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("listening"),
+        "serve did not start"
+    );
+}
+
+#[test]
+fn a_syntax_error_is_named_with_its_line() {
+    let gate = with_config(|text| text.replace("workers = 0", "workers = = 0"));
+    let (ok, _, stderr) = check(&gate, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("line "), "{stderr}");
+    assert!(
+        stderr.contains("workers = = 0"),
+        "the line is shown: {stderr}"
+    );
+}
+
+#[test]
+fn missing_keys_and_sections_are_named() {
+    let gate = with_config(|text| {
+        let text = text.replace("batch = 512\n", "");
+        let start = text.find("[clusters]").unwrap();
+        text[..start].to_string()
+    });
+    let (ok, problems, stderr) = check(&gate, &[]);
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p == "audit.batch: is missing"),
+        "{stderr}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "[clusters]: the section is missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secrets_must_come_from_a_file_or_the_environment() {
+    let vault = |extra: &str| {
+        let extra = extra.to_string();
+        with_config(move |text| {
+            text.replace(
+                "kind = \"file\"",
+                &format!(
+                    "kind = \"vault\"\n\n[store.vault]\naddress = \"https://vault.example:8200\"\n{extra}"
+                ),
+            )
+        })
+    };
+    // a Vault token from nowhere
+    let gate = vault("");
+    let (ok, problems, stderr) = check(&gate, &[]);
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p
+            == "store.vault: the Vault token is missing: set VAULT_TOKEN or the file in the configuration"),
+        "{stderr}"
+    );
+    // from a file that is not there
+    let gate = vault("token_file = \"/nonexistent/vault-token\"\n");
+    let (_, problems, stderr) = check(&gate, &[]);
+    assert!(
+        problems.iter().any(|p| p
+            .starts_with("store.vault: cannot read the Vault token file /nonexistent/vault-token")),
+        "{stderr}"
+    );
+    // an AppRole secret id from nowhere, and no role id
+    let gate = vault("auth = \"approle\"\n");
+    let (_, problems, stderr) = check(&gate, &[]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "store.vault.role_id: is required with auth = \"approle\""),
+        "{stderr}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("KUBEGATE_VAULT_SECRET_ID")),
+        "{stderr}"
+    );
+    // a signing key too short in the environment
+    let gate = Kubegate::new();
+    let (ok, problems, stderr) = check(&gate, &[("KUBEGATE_SIGNING_KEY", "short")]);
+    assert!(!ok);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "KUBEGATE_SIGNING_KEY: holds 5 bytes; use at least 32"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("short"),
+        "the secret is not printed: {stderr}"
+    );
+    // the token from the environment is enough (Vault itself is not asked by the check
+    // of the file; check-config then fails to reach it, naming Vault)
+    let gate = vault("");
+    let out = run(
+        &gate,
+        &["check-config"],
+        &[("VAULT_TOKEN", "s.not-a-real-token")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("the Vault token is missing"),
+        "VAULT_TOKEN is used: {stderr}"
+    );
+    assert!(!stderr.contains("s.not-a-real-token"), "{stderr}");
+}
+
+#[test]
+fn certificate_files_that_do_not_load_are_named() {
+    let gate =
+        with_config(|text| text.replace("tls_self_signed = true", "tls_self_signed = false"));
+    let (ok, problems, stderr) = check(&gate, &[]);
+    assert!(!ok);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("server.tls_cert_file, server.tls_key_file: cannot read")),
+        "{stderr}"
+    );
+    // a key that is not the certificate's
+    let gate = Kubegate::new();
+    gate.run(&["check-config"]);
+    let tls = gate.dir().join("data/tls");
+    let other = tempfile::tempdir().unwrap();
+    kubegate::tls::ensure_self_signed(
+        &other.path().join("server.crt"),
+        &other.path().join("server.key"),
+    )
+    .unwrap();
+    kubegate::tls::ensure_self_signed(&tls.join("server.crt"), &tls.join("server.key")).unwrap();
+    std::fs::copy(other.path().join("server.key"), tls.join("server.key")).unwrap();
+    let (ok, problems, stderr) = check(&gate, &[]);
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p.contains("does not fit")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn environment_overrides_are_checked_and_named() {
+    let gate = Kubegate::new();
+    let (ok, problems, stderr) = check(
+        &gate,
+        &[
+            ("KUBEGATE_SERVER__WORKERS", "lots"),
+            ("KUBEGATE_AUDIT__FLUSH_INTERVAL", "often"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        problems.iter().any(|p| p.starts_with("server.workers: ")
+            && p.ends_with("(set by the environment variable KUBEGATE_SERVER__WORKERS)")),
+        "{stderr}"
+    );
+    assert!(
+        problems.iter().any(
+            |p| p.starts_with("audit.flush_interval: \"often\" is not a duration")
+                && p.contains("KUBEGATE_AUDIT__FLUSH_INTERVAL")
+        ),
+        "{stderr}"
+    );
+    // and a good override is used
+    let out = run(
+        &gate,
+        &["check-config"],
+        &[("KUBEGATE_POLICY__GLOBAL_ADMINS", "[\"root\"]")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_library_reports_the_same_list() {
+    let text = DEFAULT_TOML
+        .replace("keep_files = 5", "keep_files = -1")
+        .replace(
+            "[auth]\n",
+            "[auth]\nsigning_key = \"inline secrets are not keys\"\n",
+        );
+    match Config::parse_with(&text, Path::new("x.toml"), Vec::new()) {
+        Err(ConfigError::Problems { problems, .. }) => {
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("audit.keep_files: invalid value: integer `-1`")),
+                "{problems:?}"
+            );
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("auth.signing_key: unknown key")),
+                "{problems:?}"
+            );
+        }
+        other => panic!("expected the problems, got {other:?}"),
+    }
+}
