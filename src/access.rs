@@ -5,28 +5,75 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use actix::MailboxError;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
 use kubegate_actors::policy::{Authorize, Decision};
 
-use crate::auth::Claims;
+use crate::auth::AuthError;
 use crate::server::AppState;
+use crate::session::SessionUser;
 use crate::status::StatusError;
 
-/// Authenticates the request's bearer token (401 on failure).
-pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Claims, StatusError> {
-    let claims = state
-        .tokens
-        .authenticate(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        )
-        .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+/// Who is asking, and how they proved it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The policy subject.
+    pub user: String,
+    /// The token's id, when a bearer token was the credential.
+    pub token_id: Option<String>,
+    /// The browser session, when the session cookie was the credential.
+    pub session: Option<SessionUser>,
+}
+
+/// Authenticates the request (401 on failure): a bearer token when the request has an
+/// `Authorization` header, else the session cookie. A revoked token or an ended session
+/// is refused. A cookie-authenticated request with an unsafe method must also pass the
+/// CSRF check (403), so that another site cannot act through a logged-in browser.
+pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, StatusError> {
+    let header = req.headers().get(header::AUTHORIZATION);
+    let identity = match header {
+        Some(value) => {
+            let claims = state
+                .tokens
+                .authenticate(Some(value.as_bytes()))
+                .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+            if state.revocations.contains(&claims.jti) {
+                return Err(StatusError::unauthorized(
+                    "the token has been revoked; create a new one",
+                ));
+            }
+            Identity {
+                user: claims.sub,
+                token_id: Some(claims.jti),
+                session: None,
+            }
+        }
+        None => {
+            let Some(user) = crate::session::user(req) else {
+                return Err(StatusError::unauthorized(AuthError::Missing.to_string()));
+            };
+            if state.revocations.contains(&user.sid) {
+                return Err(StatusError::unauthorized(
+                    "this session has ended (logged out); log in again",
+                ));
+            }
+            if crate::session::is_unsafe(req.method()) && !crate::session::csrf_ok(req, &user) {
+                return Err(StatusError::forbidden(
+                    "a request with the session cookie that changes something must carry the \
+                     X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",
+                ));
+            }
+            Identity {
+                user: user.user.clone(),
+                token_id: None,
+                session: Some(user),
+            }
+        }
+    };
     // for the access log line
     req.extensions_mut()
-        .insert(crate::server::AuthenticatedUser(claims.sub.clone()));
-    Ok(claims)
+        .insert(crate::server::AuthenticatedUser(identity.user.clone()));
+    Ok(identity)
 }
 
 /// Subject, org, object, verb, and namespace, name and path when the model uses them.

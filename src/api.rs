@@ -178,12 +178,12 @@ where
             }
             _ => 0,
         };
-        let claims = crate::access::authenticate(req, state)?;
-        audit.event.user = claims.sub.clone();
+        let identity = crate::access::authenticate(req, state)?;
+        audit.event.user = identity.user.clone();
         match access {
             Access::Org { verb, object } => {
                 let ask = Authorize {
-                    subject: claims.sub.clone(),
+                    subject: identity.user.clone(),
                     org,
                     object: object.to_string(),
                     action: verb.to_string(),
@@ -196,18 +196,21 @@ where
                     let what = object.trim_start_matches("kubegate:").replace('/', " ");
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
-                        format!("user \"{}\" may not {verb} {what} in org {org}", claims.sub),
+                        format!(
+                            "user \"{}\" may not {verb} {what} in org {org}",
+                            identity.user
+                        ),
                     ));
                 }
             }
             Access::GlobalAdmin => {
-                if !state.global_admins.contains(&claims.sub) {
+                if !state.global_admins.contains(&identity.user) {
                     audit.event.reason = "not a global administrator".into();
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         format!(
                             "user \"{}\" is not a global administrator (policy.global_admins)",
-                            claims.sub
+                            identity.user
                         ),
                     ));
                 }
@@ -216,7 +219,7 @@ where
             Access::Authenticated => audit.event.reason = "allowed: authenticated".into(),
         }
         audit.event.decision = AuditDecision::Allow;
-        work(org, claims.sub).await
+        work(org, identity.user).await
     }
     .await;
     let response = result.unwrap_or_else(|e| {

@@ -44,7 +44,7 @@ pub struct Claims {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     /// No `Authorization` header.
-    #[error("no credentials: send Authorization: Bearer <token> (create one with `kubegate token create`)")]
+    #[error("no credentials: send Authorization: Bearer <token> (create one with `kubegate token create` or GET /pipeline/api/v1/token after a browser login), or log in at /")]
     Missing,
     /// The header is not `Bearer <token>`.
     #[error("the Authorization header must be \"Bearer <token>\"")]
@@ -86,6 +86,12 @@ pub struct IssuedToken {
     pub token: String,
     /// When it expires, RFC 3339.
     pub expires_at: String,
+    /// When it was issued, seconds since the epoch.
+    #[serde(skip)]
+    pub issued_at: u64,
+    /// When it expires, seconds since the epoch.
+    #[serde(skip)]
+    pub expires_epoch: u64,
 }
 
 fn now() -> u64 {
@@ -210,6 +216,8 @@ impl TokenAuthority {
             id: claims.jti,
             token,
             expires_at: humantime::format_rfc3339_seconds(expires_at).to_string(),
+            issued_at: claims.iat,
+            expires_epoch: claims.exp,
         })
     }
 

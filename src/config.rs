@@ -70,6 +70,12 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Rules for clusters and their kubeconfigs.
     pub clusters: ClustersConfig,
+    /// Browser login: providers and group rules.
+    #[serde(default)]
+    pub login: crate::login::LoginConfig,
+    /// Browser sessions.
+    #[serde(default)]
+    pub sessions: crate::login::SessionConfig,
 }
 
 /// `[server]`
@@ -244,6 +250,21 @@ pub struct AuthConfig {
     /// Longest lifetime a token may be given.
     #[serde(deserialize_with = "duration")]
     pub max_ttl: Duration,
+    /// Where token records and revocations are kept: `file` (the data directory) or
+    /// `vault` (`[store.vault]`; shared by replicas).
+    #[serde(default = "default_token_store")]
+    pub token_store: String,
+    /// How often the revocations are read from the token store, so that a token revoked
+    /// on another replica is refused here within this time.
+    #[serde(default = "default_revocation_poll", deserialize_with = "duration")]
+    pub revocation_poll: Duration,
+}
+
+fn default_token_store() -> String {
+    "file".into()
+}
+fn default_revocation_poll() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// `[policy]`
@@ -901,6 +922,18 @@ impl Config {
         if self.auth.default_ttl > self.auth.max_ttl {
             problems.push("auth.default_ttl: is longer than auth.max_ttl".to_string());
         }
+        match (self.auth.token_store.as_str(), &self.store.vault) {
+            ("file", _) | ("vault", Some(_)) => {}
+            ("vault", None) => problems
+                .push("auth.token_store: \"vault\" needs a [store.vault] section".to_string()),
+            (other, _) => problems.push(format!(
+                "auth.token_store: \"{other}\" is not one of file, vault"
+            )),
+        }
+        if self.auth.revocation_poll.is_zero() {
+            problems.push("auth.revocation_poll: must be more than 0".to_string());
+        }
+        problems.extend(self.login.problems(&self.sessions));
         if self.auth.default_ttl.is_zero() {
             problems.push("auth.default_ttl: must be more than 0".to_string());
         }

@@ -30,6 +30,7 @@ use kubegate_actors::registry::{ClusterRegistry, LiveCount};
 use kubegate_actors::store::{
     ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
 };
+use kubegate_actors::tokens::{FileTokenStore, TokenStore};
 use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
 
 use crate::auth::{load_signing_key, TokenAuthority};
@@ -80,6 +81,12 @@ pub struct AppState {
     pub auditor: Recipient<RecordBatch>,
     /// Verifies bearer tokens.
     pub tokens: Arc<TokenAuthority>,
+    /// Token records and revocations.
+    pub token_store: Arc<dyn TokenStore>,
+    /// Revoked token and session ids.
+    pub revocations: Arc<crate::tokens::Revocations>,
+    /// Browser login.
+    pub login: Arc<crate::login::Login>,
     /// How long to wait for a policy decision.
     pub decision_timeout: Duration,
     /// How long to wait for a connection to an API server.
@@ -104,23 +111,33 @@ pub struct Stores {
     pub members: Arc<dyn MemberStore>,
     /// Policy lines.
     pub policy: Arc<dyn PolicyStore>,
+    /// Token records and revocations.
+    pub tokens: Arc<dyn TokenStore>,
 }
 
 impl Stores {
     /// Opens the stores of `config`. With Vault, logs in (a Vault that is down is not an
     /// error here: requests that need it get a 503 until it is back).
     pub async fn open(config: &Config) -> Result<Stores, ConfigError> {
-        let clusters: Arc<dyn ClusterStore> = match &config.store.vault {
-            Some(vault) if config.store.kind == "vault" => {
+        let vault = match &config.store.vault {
+            Some(vault) if config.store.kind == "vault" || config.auth.token_store == "vault" => {
                 let store = VaultClusterStore::connect(vault_settings(vault)?)
                     .await
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 if let Some(arbiter) = actix_rt::Arbiter::try_current() {
                     arbiter.spawn(store.clone().keep_alive());
                 }
-                store
+                Some(store)
             }
+            _ => None,
+        };
+        let clusters: Arc<dyn ClusterStore> = match &vault {
+            Some(store) if config.store.kind == "vault" => store.clone(),
             _ => Arc::new(FileClusterStore::new(&config.store.path)),
+        };
+        let tokens: Arc<dyn TokenStore> = match &vault {
+            Some(store) if config.auth.token_store == "vault" => store.clone(),
+            _ => Arc::new(FileTokenStore::new(&config.store.path)),
         };
         let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
             match config.policy.storage.as_str() {
@@ -146,6 +163,7 @@ impl Stores {
             clusters,
             members,
             policy,
+            tokens,
         })
     }
 }
@@ -206,6 +224,12 @@ pub struct Services {
     pub tokens: Arc<TokenAuthority>,
     /// The stores.
     pub stores: Stores,
+    /// Revoked token and session ids, kept up to date from the token store.
+    pub revocations: Arc<crate::tokens::Revocations>,
+    /// Browser login.
+    pub login: Arc<crate::login::Login>,
+    /// Browser sessions.
+    pub sessions: crate::session::Sessions,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -216,6 +240,22 @@ impl Services {
         let key = load_signing_key(&config.auth)?;
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
         let stores = Stores::open(config).await?;
+        let login = crate::login::build(config).map_err(ConfigError::Invalid)?;
+        let sessions = crate::session::Sessions::open(&config.sessions, &key)
+            .await
+            .map_err(ConfigError::Invalid)?;
+        let revocations = Arc::new(crate::tokens::Revocations::default());
+        match stores.tokens.revoked().await {
+            Ok(revoked) => revocations.replace(revoked.into_keys()),
+            Err(e) => log::error!("revocations not read at start (will retry): {e}"),
+        }
+        if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+            arbiter.spawn(crate::tokens::poll(
+                stores.tokens.clone(),
+                Arc::downgrade(&revocations),
+                config.auth.revocation_poll,
+            ));
+        }
         let enforcer = PolicyEnforcer::load(
             PolicySources {
                 model: config.policy.model.clone(),
@@ -271,6 +311,9 @@ impl Services {
             audit_counters,
             tokens,
             stores,
+            revocations,
+            login,
+            sessions,
             _arbiters: vec![registry_arbiter, policy_arbiter, audit_arbiter],
         })
     }
@@ -537,6 +580,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(crate::api::routes)
         .configure(crate::admin::routes)
         .configure(crate::audit_api::routes)
+        .configure(crate::login::routes)
+        .configure(crate::tokens::routes)
         // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
         // is served by the `front` middleware, before this router.
         .default_service(web::to(not_found));
@@ -612,6 +657,9 @@ impl Gateway {
                 .then_some(config.audit.max_body_bytes),
             auditor: services.auditor.clone().recipient(),
             tokens: services.tokens.clone(),
+            token_store: services.stores.tokens.clone(),
+            revocations: services.revocations.clone(),
+            login: services.login.clone(),
             decision_timeout: config.policy.decision_timeout,
             connect_timeout: config.clusters.connect_timeout,
             clusters: services.stores.clusters.clone(),
@@ -629,13 +677,18 @@ impl Gateway {
             config.server.rate_limit_burst,
         )
         .with_trusted_proxies(config.server.trusted_proxies.clone());
+        let sessions = services.sessions.clone();
         let mut server = HttpServer::new(move || {
-            // the last wrapped is the outermost: `front` first (so that a 429 has its
-            // request id and is logged), then the rate limit, then the router
+            // the last wrapped is the outermost: the session cookie's Secure flag on TLS,
+            // the session (so that the proxy route served by `front` sees it), `front`
+            // (so that a 429 has its request id and is logged), then the rate limit, then
+            // the router
             App::new()
                 .app_data(state.clone())
                 .wrap(limit.clone())
                 .wrap(from_fn(front))
+                .wrap(sessions.middleware())
+                .wrap(from_fn(crate::session::secure_over_tls))
                 .configure(routes)
         })
         .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))

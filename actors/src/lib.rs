@@ -20,6 +20,7 @@ pub mod policy;
 pub mod postgres;
 pub mod registry;
 pub mod store;
+pub mod tokens;
 pub mod vault;
 
 /// Identifies one cluster: its organization and its id in that organization.

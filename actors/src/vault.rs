@@ -7,6 +7,7 @@
 //! done again. When Vault cannot be reached or is sealed, every operation fails with
 //! [`StoreError::Unavailable`] and the next one tries again: nothing needs restarting.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
 use crate::store::{ClusterRecord, ClusterStore, StoreError};
+use crate::tokens::{epoch_now, TokenRecord, TokenStore};
 
 /// How kubegate logs in to Vault.
 #[derive(Clone)]
@@ -282,7 +284,7 @@ impl ClusterStore for VaultClusterStore {
         kubeconfig: &str,
         context: Option<&str>,
     ) -> Result<ClusterRecord, StoreError> {
-        let existing = self.list(org).await?;
+        let existing = ClusterStore::list(self, org).await?;
         if existing.iter().any(|r| r.name == name) {
             return Err(StoreError::DuplicateName(name.to_string()));
         }
@@ -365,5 +367,157 @@ impl ClusterStore for VaultClusterStore {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(unavailable(&self.settings.address, &e)),
         }
+    }
+}
+
+/// Token records at `{prefix}/tokens/{user, hex}/{id}`, and the revoked ids in one secret
+/// at `{prefix}/revoked`, changed with check-and-set so that replicas revoking at once
+/// do not lose each other's entries. Replicas poll that one secret.
+impl VaultClusterStore {
+    fn tokens_path(&self, user: &str) -> String {
+        let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{}/tokens/{hex}", self.settings.prefix.trim_matches('/'))
+    }
+
+    fn revoked_path(&self) -> String {
+        format!("{}/revoked", self.settings.prefix.trim_matches('/'))
+    }
+
+    async fn read_token(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let client = self.current();
+        let path = format!("{}/{id}", self.tokens_path(user));
+        match kv2::read::<TokenRecord>(client.as_ref(), &self.settings.mount, &path).await {
+            Ok(record) => Ok(Some(record)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(ClientError::JsonParseError { source }) => Err(StoreError::Corrupt {
+                path,
+                reason: source.to_string(),
+            }),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+
+    /// The revocations and the version they were read at (0: none yet).
+    async fn read_revoked(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
+        let client = self.current();
+        let path = self.revoked_path();
+        let version = match kv2::read_metadata(client.as_ref(), &self.settings.mount, &path).await {
+            Ok(meta) => meta.current_version,
+            Err(e) if is_not_found(&e) => return Ok((0, BTreeMap::new())),
+            Err(e) => return Err(unavailable(&self.settings.address, &e)),
+        };
+        match kv2::read_version::<BTreeMap<String, u64>>(
+            client.as_ref(),
+            &self.settings.mount,
+            &path,
+            version,
+        )
+        .await
+        {
+            Ok(map) => Ok((version, map)),
+            Err(e) if is_not_found(&e) => Ok((version, BTreeMap::new())),
+            Err(ClientError::JsonParseError { source }) => Err(StoreError::Corrupt {
+                path,
+                reason: source.to_string(),
+            }),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+
+    async fn add_revoked(&self, id: &str, expires_at: u64) -> Result<(), StoreError> {
+        for _ in 0..20 {
+            let (version, mut map) = self.read_revoked().await?;
+            let now = epoch_now();
+            map.retain(|_, expires| *expires > now);
+            map.insert(id.to_string(), expires_at);
+            let client = self.current();
+            let options = vaultrs::api::kv2::requests::SetSecretRequestOptions {
+                cas: u32::try_from(version).unwrap_or(u32::MAX),
+            };
+            match kv2::set_with_options(
+                client.as_ref(),
+                &self.settings.mount,
+                &self.revoked_path(),
+                &map,
+                options,
+            )
+            .await
+            {
+                Ok(_) => return Ok(()),
+                Err(ClientError::APIError { code: 400, errors })
+                    if errors.iter().any(|e| e.contains("check-and-set")) => {}
+                Err(e) => return Err(unavailable(&self.settings.address, &e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "Vault: the revocation list kept changing under this write (20 tries)".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl TokenStore for VaultClusterStore {
+    async fn add(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let client = self.current();
+        let path = format!("{}/{}", self.tokens_path(&record.user), record.id);
+        kv2::set(client.as_ref(), &self.settings.mount, &path, record)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(&self.settings.address, &e))
+    }
+
+    async fn list(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let client = self.current();
+        let ids = match kv2::list(
+            client.as_ref(),
+            &self.settings.mount,
+            &self.tokens_path(user),
+        )
+        .await
+        {
+            Ok(ids) => ids,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(unavailable(&self.settings.address, &e)),
+        };
+        let now = epoch_now();
+        let mut records = Vec::new();
+        for id in ids {
+            match self.read_token(user, &id).await? {
+                Some(record) if record.expires_at > now => records.push(record),
+                Some(_) => {
+                    // expired: nobody needs it any more
+                    let path = format!("{}/{id}", self.tokens_path(user));
+                    let _ =
+                        kv2::delete_metadata(client.as_ref(), &self.settings.mount, &path).await;
+                }
+                None => {}
+            }
+        }
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(records)
+    }
+
+    async fn revoke(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(mut record) = self.read_token(user, id).await? else {
+            return Ok(None);
+        };
+        // the revocation first: once it is in, the token is refused whatever happens next
+        self.add_revoked(id, record.expires_at).await?;
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(epoch_now());
+            TokenStore::add(self, &record).await?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn revoke_id(&self, id: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.add_revoked(id, expires_at).await
+    }
+
+    async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let now = epoch_now();
+        let (_, mut map) = self.read_revoked().await?;
+        map.retain(|_, expires| *expires > now);
+        Ok(map)
     }
 }

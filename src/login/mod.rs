@@ -1,0 +1,818 @@
+//! Browser login: `GET /auth/{provider}/login?redirect=/local/path` starts it,
+//! `GET /auth/{provider}/callback` (OAuth2) or `POST /auth/{provider}/login` (the LDAP
+//! form) finishes it with a session cookie and a redirect to the requested local path;
+//! `POST /auth/logout` ends it; `GET /auth/session` says who is logged in.
+//!
+//! - GitHub and OIDC: the authorization-code flow with PKCE; the `state` is kept in the
+//!   browser's session and must come back unchanged, once; OIDC adds a nonce that must be
+//!   in the ID token (see [`oauth`]).
+//! - LDAP: a form that posts the user name and password with a per-login token kept in
+//!   the session (so that another site cannot log a browser in as someone else); kubegate
+//!   binds as the user (see [`ldap`]).
+//!
+//! The user is `{provider}:{name}` (`github:alice`): names from two providers never meet.
+//! At login, [`settings::RoleRule`]s give org roles from the provider's groups.
+//! Every login, whatever its end, is audited; failures end on a page (or JSON, for
+//! clients that ask for it) that says what went wrong, never a panic.
+
+pub mod ldap;
+pub mod oauth;
+pub mod redirect;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_session::{Session, SessionExt};
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use kubegate_actors::attributes::RequestAttributes;
+use kubegate_actors::auditor::AuditDecision;
+use kubegate_actors::policy::Reload;
+use kubegate_actors::tokens::epoch_now;
+use serde::Deserialize;
+use serde_json::json;
+
+pub use settings::{LoginConfig, ProviderConfig, RoleRule, SessionConfig};
+
+use crate::audit::AuditContext;
+use crate::server::{AppState, RequestId};
+use crate::session::{self, PendingLogin, SessionUser};
+
+/// Why a login failed; each becomes a status and a message for the person.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// No provider of that name.
+    #[error("there is no login provider named \"{0}\"")]
+    UnknownProvider(String),
+    /// The redirect target is not a local path.
+    #[error("the redirect target must be a local path such as /pipeline/... (got \"{0}\")")]
+    BadRedirect(String),
+    /// The callback's state is missing, wrong or used.
+    #[error("this login is not the one this browser started, or it expired; start again")]
+    BadState,
+    /// The user or provider refused.
+    #[error("the login was refused: {0}")]
+    Denied(String),
+    /// Wrong user name or password.
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    /// The provider's answer does not check out.
+    #[error("the provider's answer is not valid: {0}")]
+    Invalid(String),
+    /// The provider cannot be reached or answers badly.
+    #[error("the login provider is unavailable: {0}")]
+    Provider(String),
+    /// kubegate could not keep the session.
+    #[error("the session could not be saved: {0}")]
+    Session(String),
+}
+
+impl LoginError {
+    fn status(&self) -> StatusCode {
+        match self {
+            LoginError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            LoginError::BadRedirect(_) | LoginError::BadState => StatusCode::BAD_REQUEST,
+            LoginError::Denied(_) => StatusCode::FORBIDDEN,
+            LoginError::InvalidCredentials | LoginError::Invalid(_) => StatusCode::UNAUTHORIZED,
+            LoginError::Provider(_) => StatusCode::BAD_GATEWAY,
+            LoginError::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+enum Provider {
+    Github(oauth::Github),
+    Oidc(oauth::Oidc),
+    Ldap(ldap::LdapSettings),
+}
+
+/// The configured providers and rules.
+pub struct Login {
+    providers: BTreeMap<String, Provider>,
+    rules: Vec<RoleRule>,
+    lifetime: std::time::Duration,
+    public_url: Option<String>,
+}
+
+/// How long a started login may take before its state is no longer accepted.
+const LOGIN_WINDOW_SECS: u64 = 600;
+
+impl Login {
+    /// The providers of `config`, with their secrets read (from files or the
+    /// environment).
+    pub fn new(
+        config: &LoginConfig,
+        sessions: &SessionConfig,
+        public_url: Option<&str>,
+    ) -> Result<Login, String> {
+        let mut providers = BTreeMap::new();
+        for (name, provider) in &config.providers {
+            let built = match provider {
+                ProviderConfig::Github(g) => {
+                    let secret = settings::client_secret(name, g.client_secret_file.as_ref())?;
+                    Provider::Github(
+                        oauth::Github::new(g.clone(), secret)
+                            .map_err(|e| format!("login.providers.{name}: {e}"))?,
+                    )
+                }
+                ProviderConfig::Oidc(o) => {
+                    let secret = settings::client_secret(name, o.client_secret_file.as_ref())?;
+                    Provider::Oidc(
+                        oauth::Oidc::new(o.clone(), secret)
+                            .map_err(|e| format!("login.providers.{name}: {e}"))?,
+                    )
+                }
+                ProviderConfig::Ldap(l) => Provider::Ldap(l.clone()),
+            };
+            providers.insert(name.clone(), built);
+        }
+        Ok(Login {
+            providers,
+            rules: config.role_rules.clone(),
+            lifetime: sessions.lifetime,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+
+    /// The providers' names and kinds, for the landing page and `GET /auth/providers`.
+    pub fn names(&self) -> Vec<(String, &'static str)> {
+        self.providers
+            .iter()
+            .map(|(name, p)| {
+                let kind = match p {
+                    Provider::Github(_) => "github",
+                    Provider::Oidc(_) => "oidc",
+                    Provider::Ldap(_) => "ldap",
+                };
+                (name.clone(), kind)
+            })
+            .collect()
+    }
+
+    fn provider(&self, name: &str) -> Result<&Provider, LoginError> {
+        self.providers
+            .get(name)
+            .ok_or_else(|| LoginError::UnknownProvider(name.to_string()))
+    }
+
+    /// The callback URL of provider `name`: under `server.public_url` when set, else
+    /// under the scheme and host the browser used.
+    fn callback(&self, req: &HttpRequest, name: &str) -> String {
+        let base = match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let info = req.connection_info();
+                format!("{}://{}", info.scheme(), info.host())
+            }
+        };
+        format!("{base}/auth/{name}/callback")
+    }
+}
+
+/// The routes of browser login.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(landing))
+        .route("/auth/providers", web::get().to(providers))
+        .route("/auth/session", web::get().to(whoami))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/auth/{provider}/login", web::get().to(start))
+        .route("/auth/{provider}/login", web::post().to(ldap_form))
+        .route("/auth/{provider}/callback", web::get().to(callback));
+}
+
+fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+/// An audit event for a login step.
+fn audit(req: &HttpRequest, provider: &str) -> AuditContext {
+    let mut audit = AuditContext::new(req, &request_id(req));
+    audit.event.path = req.path().to_string();
+    audit.event.attributes = RequestAttributes {
+        verb: "login".into(),
+        is_resource: true,
+        api_group: "kubegate".into(),
+        resource: "sessions".into(),
+        name: provider.to_string(),
+        ..Default::default()
+    };
+    audit
+}
+
+fn wants_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ))
+        .body(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} - kubegate</title>\
+             <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto}}</style></head>\
+             <body><h1>{t}</h1>{body}</body></html>",
+            t = escape(title)
+        ))
+}
+
+/// A failed login: audited, counted, and told to the person.
+fn failed(
+    req: &HttpRequest,
+    state: &AppState,
+    provider: &str,
+    mut audit: AuditContext,
+    error: LoginError,
+) -> HttpResponse {
+    let status = error.status();
+    let message = error.to_string();
+    audit.event.decision = if status.is_server_error() {
+        AuditDecision::Error
+    } else {
+        AuditDecision::Deny
+    };
+    audit.event.reason = message.clone();
+    audit.event.error = Some(message.clone());
+    crate::metrics::login(provider, outcome(&error));
+    log::info!("login with {provider} failed: {message}");
+    let response = if wants_html(req) {
+        page(
+            status,
+            "Login failed",
+            &format!(
+                "<p>{}</p><p><a href=\"/\">Back to the start</a></p>",
+                escape(&message)
+            ),
+        )
+    } else {
+        HttpResponse::build(status).json(json!({
+            "code": status.as_u16(),
+            "message": message,
+            "error": status.canonical_reason().unwrap_or("Error"),
+        }))
+    };
+    audit.finish(&state.auditor, status.as_u16(), 0, 0);
+    response
+}
+
+fn outcome(error: &LoginError) -> &'static str {
+    match error {
+        LoginError::UnknownProvider(_) | LoginError::BadRedirect(_) => "bad_request",
+        LoginError::BadState => "bad_state",
+        LoginError::Denied(_) => "denied",
+        LoginError::InvalidCredentials => "invalid_credentials",
+        LoginError::Invalid(_) => "invalid_answer",
+        LoginError::Provider(_) => "provider_unavailable",
+        LoginError::Session(_) => "error",
+    }
+}
+
+#[derive(Deserialize)]
+struct StartQuery {
+    #[serde(default)]
+    redirect: Option<String>,
+}
+
+/// The checked redirect target of a login (default: the landing page).
+fn redirect_target(asked: Option<&str>) -> Result<String, LoginError> {
+    match asked {
+        None | Some("") => Ok("/".into()),
+        Some(target) => redirect::local_path(target)
+            .map(str::to_string)
+            .ok_or_else(|| LoginError::BadRedirect(target.chars().take(200).collect())),
+    }
+}
+
+fn provider_name(req: &HttpRequest) -> String {
+    req.match_info()
+        .get("provider")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `GET /auth/{provider}/login?redirect=...`: to the provider, or the LDAP form.
+async fn start(
+    req: HttpRequest,
+    query: web::Query<StartQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = provider_name(&req);
+    let audit = audit(&req, &name);
+    match begin(&req, &state, &name, query.redirect.as_deref()).await {
+        // not audited: nothing has happened yet (the end of the login is)
+        Ok(response) => response,
+        Err(e) => failed(&req, &state, &name, audit, e),
+    }
+}
+
+async fn begin(
+    req: &HttpRequest,
+    state: &AppState,
+    name: &str,
+    redirect: Option<&str>,
+) -> Result<HttpResponse, LoginError> {
+    let provider = state.login.provider(name)?;
+    let redirect = redirect_target(redirect)?;
+    let session = req.get_session();
+    let callback = state.login.callback(req, name);
+    let (location, pending) = match provider {
+        Provider::Github(github) => {
+            let auth = github.authorize(&callback)?;
+            (auth.url, (auth.state, auth.pkce_verifier, auth.nonce))
+        }
+        Provider::Oidc(oidc) => {
+            let auth = oidc.authorize(&callback).await?;
+            (auth.url, (auth.state, auth.pkce_verifier, auth.nonce))
+        }
+        Provider::Ldap(_) => {
+            let token = session::random_token();
+            remember(&session, name, &token, "", "", &redirect)?;
+            return Ok(ldap_page(name, &token, &redirect, None));
+        }
+    };
+    remember(
+        &session, name, &pending.0, &pending.1, &pending.2, &redirect,
+    )?;
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish())
+}
+
+fn remember(
+    session: &Session,
+    provider: &str,
+    state: &str,
+    verifier: &str,
+    nonce: &str,
+    redirect: &str,
+) -> Result<(), LoginError> {
+    session::set_pending(
+        session,
+        &PendingLogin {
+            provider: provider.to_string(),
+            state: state.to_string(),
+            pkce_verifier: verifier.to_string(),
+            nonce: nonce.to_string(),
+            redirect: redirect.to_string(),
+            started_at: epoch_now(),
+        },
+    )
+    .map_err(LoginError::Session)
+}
+
+/// The login in progress of this browser, if it is for `provider`, carries `state`, and
+/// is recent. Taken out of the session either way: a state is good once.
+fn claim_pending(
+    session: &Session,
+    provider: &str,
+    state: &str,
+) -> Result<PendingLogin, LoginError> {
+    let pending = session::take_pending(session).ok_or(LoginError::BadState)?;
+    let fresh = epoch_now().saturating_sub(pending.started_at) <= LOGIN_WINDOW_SECS;
+    let same = pending.provider == provider
+        && pending.state.len() == state.len()
+        && pending
+            .state
+            .bytes()
+            .zip(state.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if fresh && same && !state.is_empty() {
+        Ok(pending)
+    } else {
+        Err(LoginError::BadState)
+    }
+}
+
+fn ldap_page(provider: &str, token: &str, redirect: &str, error: Option<&str>) -> HttpResponse {
+    let error = error
+        .map(|e| format!("<p role=\"alert\" style=\"color:#b00\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        if error.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        },
+        "Log in to kubegate",
+        &format!(
+            "{error}<form method=\"post\" action=\"/auth/{p}/login\">\
+             <input type=\"hidden\" name=\"state\" value=\"{t}\">\
+             <input type=\"hidden\" name=\"redirect\" value=\"{r}\">\
+             <p><label>User name <input id=\"username\" name=\"username\" autocomplete=\"username\" required></label></p>\
+             <p><label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
+             <p><button id=\"login\" type=\"submit\">Log in</button></p></form>",
+            p = escape(provider),
+            t = escape(token),
+            r = escape(redirect),
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// `GET /auth/{provider}/callback`: the provider's answer.
+async fn callback(
+    req: HttpRequest,
+    query: web::Query<Callback>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = provider_name(&req);
+    let audit = audit(&req, &name);
+    let result = async {
+        let provider = state.login.provider(&name)?;
+        let session = req.get_session();
+        let pending = claim_pending(&session, &name, query.state.as_deref().unwrap_or(""))?;
+        if let Some(error) = &query.error {
+            let detail = query
+                .error_description
+                .as_deref()
+                .map(|d| format!(" ({})", d.chars().take(300).collect::<String>()))
+                .unwrap_or_default();
+            return Err(LoginError::Denied(format!(
+                "the provider answered \"{}\"{detail}",
+                error.chars().take(100).collect::<String>()
+            )));
+        }
+        let code = query
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| LoginError::Invalid("the callback has no code".into()))?;
+        let callback = state.login.callback(&req, &name);
+        let user = match provider {
+            Provider::Github(github) => {
+                github
+                    .finish(&callback, code, &pending.pkce_verifier)
+                    .await?
+            }
+            Provider::Oidc(oidc) => {
+                oidc.finish(&callback, code, &pending.pkce_verifier, &pending.nonce)
+                    .await?
+            }
+            Provider::Ldap(_) => {
+                return Err(LoginError::Invalid(
+                    "an LDAP login ends with its form, not a callback".into(),
+                ))
+            }
+        };
+        Ok((user, pending.redirect))
+    }
+    .await;
+    match result {
+        Ok((user, redirect)) => logged_in(&req, &state, &name, user, &redirect, audit).await,
+        Err(e) => failed(&req, &state, &name, audit, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LdapForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// `POST /auth/{provider}/login`: the LDAP form.
+async fn ldap_form(
+    req: HttpRequest,
+    form: web::Form<LdapForm>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = provider_name(&req);
+    let mut audit = audit(&req, &name);
+    let form = form.into_inner();
+    audit.event.user = form.username.chars().take(100).collect();
+    let settings = match state.login.provider(&name) {
+        Ok(Provider::Ldap(settings)) => settings,
+        Ok(_) => {
+            let e = LoginError::Invalid(format!("\"{name}\" is not an LDAP provider"));
+            return failed(&req, &state, &name, audit, e);
+        }
+        Err(e) => return failed(&req, &state, &name, audit, e),
+    };
+    let session = req.get_session();
+    let pending = match claim_pending(&session, &name, &form.state) {
+        Ok(p) => p,
+        Err(e) => return failed(&req, &state, &name, audit, e),
+    };
+    match ldap::authenticate(settings, form.username.trim(), &form.password).await {
+        Ok(user) => {
+            let user = oauth::ProviderUser {
+                name: user.username,
+                groups: user.groups,
+            };
+            logged_in(&req, &state, &name, user, &pending.redirect, audit).await
+        }
+        Err(ldap::LdapError::InvalidCredentials) => {
+            // the form again, with a new token, for another try
+            let token = session::random_token();
+            if let Err(e) = remember(&session, &name, &token, "", "", &pending.redirect) {
+                return failed(&req, &state, &name, audit, e);
+            }
+            let error = LoginError::InvalidCredentials;
+            audit.event.reason = error.to_string();
+            audit.event.error = Some(error.to_string());
+            crate::metrics::login(&name, outcome(&error));
+            audit.finish(&state.auditor, 401, 0, 0);
+            ldap_page(&name, &token, &pending.redirect, Some(&error.to_string()))
+        }
+        Err(e) => {
+            let error = match e {
+                ldap::LdapError::Unavailable(why) => LoginError::Provider(why),
+                other => LoginError::Provider(other.to_string()),
+            };
+            failed(&req, &state, &name, audit, error)
+        }
+    }
+}
+
+/// The end of a successful login: a new session, the role rules, the audit event, and
+/// the redirect.
+async fn logged_in(
+    req: &HttpRequest,
+    state: &AppState,
+    provider: &str,
+    found: oauth::ProviderUser,
+    redirect: &str,
+    mut audit: AuditContext,
+) -> HttpResponse {
+    let user = format!("{provider}:{}", found.name);
+    audit.event.user = user.clone();
+    if user
+        .chars()
+        .any(|c| c.is_control() || c == ',' || c.is_whitespace())
+    {
+        let e = LoginError::Invalid(format!(
+            "the user name \"{}\" holds spaces, commas or control characters",
+            found.name
+        ));
+        return failed(req, state, provider, audit, e);
+    }
+    let session_user = SessionUser {
+        user: user.clone(),
+        provider: provider.to_string(),
+        groups: found.groups,
+        sid: uuid::Uuid::new_v4().to_string(),
+        csrf: session::random_token(),
+        expires_at: epoch_now() + state.login.lifetime.as_secs(),
+    };
+    if let Err(e) = session::log_in(&req.get_session(), &session_user) {
+        return failed(req, state, provider, audit, LoginError::Session(e));
+    }
+    let granted = apply_role_rules(state, &session_user).await;
+    audit.event.decision = AuditDecision::Allow;
+    audit.event.reason = if granted.is_empty() {
+        "logged in".to_string()
+    } else {
+        format!("logged in; roles from groups: {}", granted.join(", "))
+    };
+    crate::metrics::login(provider, "success");
+    log::info!("{user} logged in with {provider}");
+    audit.finish(&state.auditor, 303, 0, 0);
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, redirect.to_string()))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish()
+}
+
+/// Gives the roles the rules grant to `user`'s groups, where the user has no role yet
+/// in that org (or only `member` and the rule says `admin`). Returns what was granted.
+async fn apply_role_rules(state: &AppState, user: &SessionUser) -> Vec<String> {
+    let wanted: Vec<&RoleRule> = state
+        .login
+        .rules
+        .iter()
+        .filter(|r| r.provider.as_deref().is_none_or(|p| p == user.provider))
+        .filter(|r| user.groups.iter().any(|g| g == &r.group))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let current = match state.members.all().await {
+        Ok(all) => all,
+        Err(e) => {
+            log::error!("role rules not applied to {}: {e}", user.user);
+            return Vec::new();
+        }
+    };
+    let mut granted = Vec::new();
+    let mut best: BTreeMap<u64, &str> = BTreeMap::new();
+    for rule in wanted {
+        let role = best.entry(rule.org).or_insert(rule.role.as_str());
+        if rule.role == "admin" {
+            *role = "admin";
+        }
+    }
+    for (org, role) in best {
+        let has = current
+            .iter()
+            .find(|m| m.org == org && m.user == user.user)
+            .map(|m| m.role.as_str());
+        let give = match has {
+            None => true,
+            Some("member") => role == "admin",
+            Some(_) => false,
+        };
+        if give {
+            match state.members.set(org, &user.user, role).await {
+                Ok(()) => granted.push(format!("{role} of org {org}")),
+                Err(e) => log::error!("role rule for {} in org {org}: {e}", user.user),
+            }
+        }
+    }
+    if !granted.is_empty() {
+        // in force before the browser's next request, on this replica at once
+        if let Err(e) = state.policy_reload.send(Reload).await {
+            log::error!("policy reload after role rules failed: {e}");
+        }
+    }
+    granted
+}
+
+/// `POST /auth/logout`: ends the session here and, through the revocations, on every
+/// replica.
+async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut audit = audit(&req, "");
+    audit.event.attributes.verb = "logout".into();
+    let identity = match crate::access::authenticate(&req, &state) {
+        Ok(identity) => identity,
+        Err(e) => {
+            audit.event.reason = e.message.clone();
+            let response = e.response();
+            audit.finish(&state.auditor, e.code.as_u16(), 0, 0);
+            return response;
+        }
+    };
+    audit.event.user = identity.user.clone();
+    let Some(user) = identity.session else {
+        let e = crate::status::StatusError::bad_request(
+            "logout ends a browser session; revoke a token with DELETE /pipeline/api/v1/tokens/{id}",
+        );
+        audit.event.reason = e.message.clone();
+        let response = e.response();
+        audit.finish(&state.auditor, 400, 0, 0);
+        return response;
+    };
+    if let Err(e) = state
+        .token_store
+        .revoke_id(&user.sid, user.expires_at)
+        .await
+    {
+        // the session still ends in this browser; a copy of the cookie would live on
+        log::error!(
+            "the session of {} could not be revoked everywhere: {e}",
+            user.user
+        );
+    }
+    state.revocations.insert(&user.sid);
+    session::log_out(&req.get_session());
+    audit.event.decision = AuditDecision::Allow;
+    audit.event.reason = "logged out".into();
+    audit.finish(&state.auditor, 200, 0, 0);
+    if wants_html(&req) {
+        // the landing page's form
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({"loggedOut": true, "user": user.user}))
+}
+
+/// `GET /auth/session`: who is logged in, and the CSRF token for unsafe requests.
+async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match crate::access::authenticate(&req, &state) {
+        Ok(crate::access::Identity {
+            session: Some(user),
+            ..
+        }) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(json!({
+                "user": user.user,
+                "provider": user.provider,
+                "groups": user.groups,
+                "csrfToken": user.csrf,
+                "expiresAt": user.expires_at,
+            })),
+        Ok(identity) => HttpResponse::Ok().json(json!({"user": identity.user, "provider": null})),
+        Err(e) => e.response(),
+    }
+}
+
+/// `GET /auth/providers`
+async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let list: Vec<_> = state
+        .login
+        .names()
+        .into_iter()
+        .map(|(name, kind)| json!({"name": name, "kind": kind, "login": format!("/auth/{name}/login")}))
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+/// `GET /`: who is logged in, with a token link and a logout button; or the login links.
+async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match session::user(&req).filter(|u| !state.revocations.contains(&u.sid)) {
+        Some(user) => page(
+            StatusCode::OK,
+            "kubegate",
+            &format!(
+                "<p>Logged in as <b id=\"user\">{u}</b> with {p}.</p>\
+                 <p><a href=\"/pipeline/api/v1/token\">Create an API token</a> for kubectl and curl.</p>\
+                 <form method=\"post\" action=\"/auth/logout\"><button id=\"logout\">Log out</button></form>",
+                u = escape(&user.user),
+                p = escape(&user.provider)
+            ),
+        ),
+        None => {
+            let links: String = state
+                .login
+                .names()
+                .iter()
+                .map(|(name, kind)| {
+                    format!(
+                        "<li><a href=\"/auth/{n}/login\">Log in with {n}</a> ({kind})</li>",
+                        n = escape(name)
+                    )
+                })
+                .collect();
+            let body = if links.is_empty() {
+                "<p>No login provider is configured; use an API token \
+                 (<code>kubegate token create</code>).</p>"
+                    .to_string()
+            } else {
+                format!("<ul>{links}</ul>")
+            };
+            page(StatusCode::OK, "kubegate", &body)
+        }
+    }
+}
+
+/// What the login layer needs at start: the providers, checked.
+pub fn build(config: &crate::config::Config) -> Result<Arc<Login>, String> {
+    Login::new(
+        &config.login,
+        &config.sessions,
+        config.server.public_url.as_deref(),
+    )
+    .map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_defaults_and_checks() {
+        assert_eq!(redirect_target(None).unwrap(), "/");
+        assert_eq!(redirect_target(Some("")).unwrap(), "/");
+        assert_eq!(redirect_target(Some("/x?y=1")).unwrap(), "/x?y=1");
+        assert!(matches!(
+            redirect_target(Some("//evil.example")),
+            Err(LoginError::BadRedirect(_))
+        ));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<script>\"x\"&'</script>"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The tokens API, as Pipeline has it, and the revocations every request is checked
+//! against.
+//!
+//! - `POST /pipeline/api/v1/tokens` `{"name": "...", "ttl": "24h"}` creates a token for
+//!   the caller and returns `{id, token, name, expiresAt}`: the token is shown this once.
+//! - `GET /pipeline/api/v1/tokens` lists the caller's tokens, never their secrets.
+//! - `DELETE /pipeline/api/v1/tokens/{id}` revokes one of the caller's tokens.
+//! - `GET /pipeline/api/v1/token` creates a token for the logged-in user, as the Pipeline
+//!   UI asks for one after a browser login.
+//!
+//! A revocation is refused on the next request on this replica (the set is changed at
+//! once), and on the others within `auth.revocation_poll`: each replica reads the
+//! revocations from the token store on that period, never per request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use kubegate_actors::store::StoreError;
+use kubegate_actors::tokens::{epoch_now, TokenRecord, TokenStore};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{guarded, parse_json, Access, ApiError};
+use crate::server::AppState;
+
+/// Revoked token and session ids, as this replica knows them.
+#[derive(Default)]
+pub struct Revocations {
+    ids: RwLock<HashSet<String>>,
+    /// Revoked here lately: kept over a poll that read the store just before the write.
+    recent: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long an id revoked here is kept whatever the store says.
+const RECENT: Duration = Duration::from_secs(60);
+
+impl Revocations {
+    /// Whether `id` is revoked.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    /// Revokes `id` here, now.
+    pub fn insert(&self, id: &str) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Instant::now());
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+    }
+
+    /// Puts the store's revocations in force (with those made here lately).
+    pub fn replace(&self, from_store: impl IntoIterator<Item = String>) {
+        let mut ids: HashSet<String> = from_store.into_iter().collect();
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|_, at| at.elapsed() < RECENT);
+            ids.extend(recent.keys().cloned());
+        }
+        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
+    /// How many ids are revoked.
+    pub fn len(&self) -> usize {
+        self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads the revocations from `store` every `period`, for as long as `revocations` is
+/// in use. A store that fails keeps the last set in force.
+pub async fn poll(
+    store: Arc<dyn TokenStore>,
+    revocations: std::sync::Weak<Revocations>,
+    period: Duration,
+) {
+    let mut failing = false;
+    loop {
+        let Some(target) = revocations.upgrade() else {
+            return;
+        };
+        match store.revoked().await {
+            Ok(map) => {
+                if failing {
+                    log::info!("the token store answers again");
+                    failing = false;
+                }
+                target.replace(map.into_keys());
+            }
+            Err(e) => {
+                if !failing {
+                    log::error!("revocations not read (the last ones stay in force): {e}");
+                    failing = true;
+                }
+            }
+        }
+        drop(target);
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// The routes of the tokens API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pipeline/api/v1/tokens", web::post().to(create))
+        .route("/pipeline/api/v1/tokens", web::get().to(list))
+        .route("/pipeline/api/v1/tokens/{id}", web::delete().to(revoke))
+        .route("/pipeline/api/v1/token", web::get().to(create_for_session));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    /// `"24h"`, or seconds.
+    #[serde(default)]
+    ttl: Option<serde_json::Value>,
+}
+
+fn parse_ttl(ttl: Option<&serde_json::Value>) -> Result<Option<Duration>, ApiError> {
+    let bad = |what: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("ttl: {what}; give a duration such as \"24h\" or a number of seconds"),
+        )
+    };
+    match ttl {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .map(|s| Some(Duration::from_secs(s)))
+            .ok_or_else(|| bad(format!("{n} is not a whole number of seconds"))),
+        Some(serde_json::Value::String(s)) => humantime::parse_duration(s)
+            .map(Some)
+            .map_err(|e| bad(format!("\"{s}\" is not a duration ({e})"))),
+        Some(other) => Err(bad(format!("{other} is not a duration"))),
+    }
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the token store is unavailable: {e}"),
+    )
+}
+
+/// Issues a token for `user` and keeps its record; the answer carries the token once.
+async fn issue(
+    state: &AppState,
+    user: &str,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<HttpResponse, ApiError> {
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "name: at most 200 characters, no control characters",
+        ));
+    }
+    let issued = state
+        .tokens
+        .issue(user, ttl, name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let record = TokenRecord {
+        id: issued.id.clone(),
+        user: user.to_string(),
+        name: name.to_string(),
+        created_at: issued.issued_at,
+        expires_at: issued.expires_epoch,
+        revoked_at: None,
+    };
+    // without its record the token could not be listed or revoked: no record, no token
+    state.token_store.add(&record).await.map_err(unavailable)?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({
+            "id": issued.id,
+            "token": issued.token,
+            "name": name,
+            "expiresAt": issued.expires_at,
+        })))
+}
+
+fn view(record: &TokenRecord) -> serde_json::Value {
+    let time = |secs: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .to_string()
+    };
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "createdAt": time(record.created_at),
+        "expiresAt": time(record.expires_at),
+        "revoked": record.revoked_at.is_some(),
+        "revokedAt": record.revoked_at.map(time),
+    })
+}
+
+async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+        let CreateToken { name, ttl } = parse_json(&body)?;
+        let ttl = parse_ttl(ttl.as_ref())?;
+        issue(&st, &user, &name, ttl).await
+    })
+    .await
+}
+
+async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+        let records = st.token_store.list(&user).await.map_err(unavailable)?;
+        let now = epoch_now();
+        let listed: Vec<_> = records
+            .iter()
+            .filter(|r| r.expires_at > now)
+            .map(view)
+            .collect();
+        Ok(HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(listed))
+    })
+    .await
+}
+
+async fn revoke(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    let id = req.match_info().get("id").unwrap_or_default().to_string();
+    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+        match st
+            .token_store
+            .revoke(&user, &id)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(_) => {
+                st.revocations.insert(&id);
+                log::info!("{user} revoked token {id}");
+                Ok(HttpResponse::NoContent().finish())
+            }
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("you have no token with id \"{id}\""),
+            )),
+        }
+    })
+    .await
+}
+
+/// `GET /pipeline/api/v1/token`: a token for the logged-in user, named after the session.
+async fn create_for_session(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+        let name = format!(
+            "browser login {}",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        );
+        issue(&st, &user, &name, None).await
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocations_survive_a_stale_poll() {
+        let r = Revocations::default();
+        assert!(!r.contains("a"));
+        r.insert("a");
+        assert!(r.contains("a"));
+        // a poll that read the store before the revocation was written
+        r.replace(vec!["b".to_string()]);
+        assert!(r.contains("a") && r.contains("b"));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl(None).unwrap(), None);
+        assert_eq!(
+            parse_ttl(Some(&json!("2h"))).unwrap(),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            parse_ttl(Some(&json!(60))).unwrap(),
+            Some(Duration::from_secs(60))
+        );
+        assert!(parse_ttl(Some(&json!("soon"))).is_err());
+        assert!(parse_ttl(Some(&json!(-5))).is_err());
+        assert!(parse_ttl(Some(&json!([1]))).is_err());
+    }
+}

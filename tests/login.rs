@@ -1,0 +1,658 @@
+//! Browser login without a browser: the OAuth2/OIDC and GitHub flows driven request by
+//! request against a real local provider (tests/peers, npm `oauth2-mock-server`), the
+//! session cookie on the proxy route and the REST API, CSRF, logout, the tokens API and
+//! revocation, and sessions in Redis shared by two gateways.
+//! The same flow in a real Chromium is in tests/browser_login.rs.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::gateway::{GatewayBuilder, TestGateway};
+use common::oidc::{OidcProvider, ProviderUser, CLIENT_ID, CLIENT_SECRET};
+use kubegate::login::ProviderConfig;
+use serde_json::{json, Value};
+
+/// What a browser keeps of kubegate: its session cookie.
+#[derive(Clone, Default)]
+struct Jar {
+    cookie: Option<String>,
+}
+
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: Value,
+    text: String,
+    set_cookie: Vec<String>,
+}
+
+impl Jar {
+    /// Sends one request (no redirect followed) with the session cookie, keeps what
+    /// the answer sets.
+    async fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Answer {
+        let client = awc::Client::builder()
+            .disable_redirects()
+            .disable_timeout()
+            .finish();
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(cookie) = &self.cookie {
+            req = req.insert_header(("Cookie", cookie.clone()));
+        }
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        let mut res = match body {
+            Some(b) => req.send_body(b.to_string()).await,
+            None => req.send().await,
+        }
+        .expect("an answer");
+        let bytes = res.body().limit(16 << 20).await.unwrap_or_default();
+        let set_cookie: Vec<String> = res
+            .headers()
+            .get_all("set-cookie")
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        for c in &set_cookie {
+            if let Some(pair) = c.split(';').next() {
+                if pair.starts_with("kubegate_session=") {
+                    let removed = pair == "kubegate_session=" || c.contains("Max-Age=0");
+                    self.cookie = (!removed).then(|| pair.to_string());
+                }
+            }
+        }
+        Answer {
+            status: res.status().as_u16(),
+            location: res
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            set_cookie,
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Answer {
+        self.send("GET", url, &[], None).await
+    }
+}
+
+fn oidc_provider(provider: &OidcProvider, dir: &Path) -> ProviderConfig {
+    let secret = dir.join("dex-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    toml::from_str(&format!(
+        r#"
+kind = "oidc"
+issuer = "{}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{}"
+user_claim = "preferred_username"
+"#,
+        provider.issuer(),
+        secret.display()
+    ))
+    .expect("provider settings")
+}
+
+fn github_provider(provider: &OidcProvider, dir: &Path) -> ProviderConfig {
+    let secret = dir.join("github-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    toml::from_str(&format!(
+        r#"
+kind = "github"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{}"
+auth_url = "{}"
+token_url = "{}"
+api_url = "{}"
+"#,
+        secret.display(),
+        provider.authorize_url(),
+        provider.token_url(),
+        provider.api_url()
+    ))
+    .expect("provider settings")
+}
+
+/// A gateway with providers `dex` (OIDC) and `github`, the rule "dex group acme/admins
+/// is admin of org 1, github org acme is member of org 1", and `api` as cluster 1.
+fn gateway(
+    provider: &OidcProvider,
+    api: &ApiServer,
+    change: impl FnOnce(&mut kubegate::config::Config),
+) -> TestGateway {
+    // the client secret files live as long as the test process
+    let secrets = tempfile::tempdir().unwrap();
+    let gw = builder(provider, api, secrets.path())
+        .configure(change)
+        .start();
+    std::mem::forget(secrets);
+    gw
+}
+
+fn builder(provider: &OidcProvider, api: &ApiServer, secrets: &Path) -> GatewayBuilder {
+    TestGateway::builder()
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .configure(with_providers(provider, secrets))
+}
+
+/// The providers and rules of [`gateway`].
+fn with_providers(
+    provider: &OidcProvider,
+    secrets: &Path,
+) -> impl FnOnce(&mut kubegate::config::Config) {
+    let dex = oidc_provider(provider, secrets);
+    let github = github_provider(provider, secrets);
+    move |c: &mut kubegate::config::Config| {
+        c.login.providers.insert("dex".into(), dex);
+        c.login.providers.insert("github".into(), github);
+        c.login.role_rules = toml::from_str::<toml::Table>(
+            r#"
+rules = [
+  { provider = "dex", group = "acme/admins", org = 1, role = "admin" },
+  { provider = "github", group = "acme", org = 1, role = "member" },
+]"#,
+        )
+        .unwrap()["rules"]
+            .clone()
+            .try_into()
+            .unwrap();
+        c.server.rate_limit_per_minute = 0;
+        c.auth.revocation_poll = Duration::from_millis(200);
+    }
+}
+
+/// Logs in with `provider` through the whole redirect dance; returns the jar and where
+/// kubegate sent the browser in the end.
+async fn log_in(gw: &TestGateway, provider: &str, redirect: &str) -> (Jar, Answer) {
+    let mut jar = Jar::default();
+    let start = jar
+        .get(&format!(
+            "{}/auth/{provider}/login?redirect={}",
+            gw.url,
+            percent_encoding::utf8_percent_encode(redirect, percent_encoding::NON_ALPHANUMERIC)
+        ))
+        .await;
+    assert_eq!(start.status, 302, "login start: {}", start.text);
+    let at_provider = start.location.expect("to the provider");
+    assert!(
+        jar.cookie.is_some(),
+        "the login state is in a session cookie"
+    );
+    let mut outside = Jar::default();
+    let back = outside.get(&at_provider).await;
+    assert_eq!(
+        back.status, 302,
+        "the provider redirects back: {}",
+        back.text
+    );
+    let callback = back.location.expect("back to kubegate");
+    let end = jar.get(&callback).await;
+    (jar, end)
+}
+
+#[actix_rt::test]
+async fn oidc_login_gives_a_session_that_works_like_a_token() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+    let target = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces";
+
+    let (mut jar, end) = log_in(&gw, "dex", target).await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(
+        end.location.as_deref(),
+        Some(target),
+        "lands on the requested page"
+    );
+    let cookie_line = end
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("kubegate_session="))
+        .expect("the session cookie");
+    assert!(cookie_line.contains("HttpOnly"), "{cookie_line}");
+    assert!(cookie_line.contains("SameSite=Lax"), "{cookie_line}");
+    assert!(
+        !cookie_line.contains("Secure"),
+        "plain HTTP: not Secure: {cookie_line}"
+    );
+
+    // PKCE, nonce and the client secret were used
+    let seen = provider.requests();
+    let authorize = seen.iter().find(|r| r["endpoint"] == "authorize").unwrap();
+    assert_eq!(authorize["code_challenge_method"], "S256");
+    assert!(authorize["nonce"].as_str().is_some_and(|n| n.len() > 20));
+    let token = seen.iter().find(|r| r["endpoint"] == "token").unwrap();
+    assert_eq!(token["has_code_verifier"], true);
+
+    // the cookie alone opens the proxy: the role rule made dex:alice admin of org 1
+    let page = jar.get(&format!("{}{target}", gw.url)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(page.body["kind"], "NamespaceList");
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.body["user"], "dex:alice");
+    assert_eq!(who.body["groups"], json!(["acme", "acme/admins"]));
+    let csrf = who.body["csrfToken"].as_str().unwrap().to_string();
+
+    // the login is audited
+    let event = gw.wait_audit(|e| e["verb"] == "login" && e["user"] == "dex:alice");
+    assert_eq!(event["decision"], "allow");
+    assert!(
+        event["reason"].as_str().unwrap().contains("admin of org 1"),
+        "{event}"
+    );
+    assert!(
+        event["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("code=REDACTED&"),
+        "no code in the audit: {event}"
+    );
+
+    // a write with the cookie needs the CSRF proof
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"made-by-cookie"}}"#;
+    let url = format!(
+        "{}/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces",
+        gw.url
+    );
+    let json_type = ("Content-Type", "application/json");
+    let refused = jar.send("POST", &url, &[json_type], Some(body)).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("X-CSRF-Token"), "{}", refused.text);
+    let cross = jar
+        .send(
+            "POST",
+            &url,
+            &[json_type, ("Sec-Fetch-Site", "cross-site")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    let made = jar
+        .send(
+            "POST",
+            &url,
+            &[json_type, ("X-CSRF-Token", &csrf)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let same_origin = jar
+        .send(
+            "DELETE",
+            &format!("{url}/made-by-cookie"),
+            &[("Sec-Fetch-Site", "same-origin")],
+            None,
+        )
+        .await;
+    assert_eq!(same_origin.status, 200, "{}", same_origin.text);
+
+    // logout ends the session: the browser's cookie is cleared, and a copy is refused
+    let copy = jar.clone();
+    let out = jar
+        .send(
+            "POST",
+            &format!("{}/auth/logout", gw.url),
+            &[("X-CSRF-Token", &csrf)],
+            None,
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert!(
+        jar.cookie.is_none(),
+        "the cookie is removed: {:?}",
+        out.set_cookie
+    );
+    assert_eq!(jar.get(&format!("{}{target}", gw.url)).await.status, 401);
+    let mut copy = copy;
+    let replay = copy.get(&format!("{}{target}", gw.url)).await;
+    assert_eq!(replay.status, 401, "a copied cookie dies with the session");
+    assert!(replay.text.contains("logged out"), "{}", replay.text);
+}
+
+#[actix_rt::test]
+async fn login_failures_end_clearly_and_are_audited() {
+    let mut provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    // a hostile redirect target is refused before anything starts
+    let mut jar = Jar::default();
+    let bad = jar
+        .send(
+            "GET",
+            &format!("{}/auth/dex/login?redirect=//evil.example", gw.url),
+            &[("Accept", "text/html")],
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text.contains("local path"), "{}", bad.text);
+    assert!(bad.text.contains("<!doctype html>"), "browsers get a page");
+
+    // an unknown provider
+    let unknown = jar.get(&format!("{}/auth/nobody/login", gw.url)).await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body["message"].as_str().unwrap().contains("nobody"));
+
+    // consent denied
+    provider.set_user(&ProviderUser::named("mallory").denied());
+    let (_, denied) = log_in(&gw, "dex", "/").await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    assert!(denied.text.contains("access_denied"), "{}", denied.text);
+
+    // a forged nonce in the ID token
+    provider.set_user(&ProviderUser::named("mallory").id_token_claim("nonce", json!("forged")));
+    let (_, forged) = log_in(&gw, "dex", "/").await;
+    assert_eq!(forged.status, 401, "{}", forged.text);
+    assert!(forged.text.contains("nonce"), "{}", forged.text);
+
+    // an ID token for another client
+    provider.set_user(&ProviderUser::named("mallory").id_token_claim("aud", json!("someone-else")));
+    let (_, other) = log_in(&gw, "dex", "/").await;
+    assert_eq!(other.status, 401, "{}", other.text);
+    assert!(other.text.contains("audience"), "{}", other.text);
+
+    // a callback this browser did not start, and a state used twice
+    provider.set_user(&ProviderUser::named("alice"));
+    let mut victim = Jar::default();
+    let start = victim.get(&format!("{}/auth/dex/login", gw.url)).await;
+    let back = Jar::default().get(&start.location.unwrap()).await;
+    let callback = back.location.unwrap();
+    let mut attacker = Jar::default();
+    let stolen = attacker.get(&callback).await;
+    assert_eq!(stolen.status, 400, "no session, no login: {}", stolen.text);
+    let ok = victim.get(&callback).await;
+    assert_eq!(ok.status, 303, "{}", ok.text);
+    let again = victim.get(&callback).await;
+    assert_eq!(again.status, 400, "a state is good once");
+
+    // the provider down between the consent and the code exchange
+    let mut late = Jar::default();
+    let start = late.get(&format!("{}/auth/dex/login", gw.url)).await;
+    let back = Jar::default().get(&start.location.unwrap()).await;
+    provider.stop();
+    let down = late.get(&back.location.unwrap()).await;
+    assert_eq!(down.status, 502, "{}", down.text);
+    assert!(down.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("unavailable"));
+
+    // every failure is in the audit trail
+    for (status, reason) in [
+        (403, "access_denied"),
+        (401, "nonce"),
+        (401, "audience"),
+        (400, "not the one"),
+        (502, "unavailable"),
+    ] {
+        gw.wait_audit(|e| {
+            e["verb"] == "login"
+                && e["status"] == status
+                && e["reason"].as_str().is_some_and(|r| r.contains(reason))
+        });
+    }
+}
+
+#[actix_rt::test]
+async fn github_login_reads_the_user_and_org_groups() {
+    let provider = OidcProvider::start();
+    provider.set_user(&ProviderUser::named("octocat").groups(&["acme", "acme/platform"]));
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+    let (mut jar, end) = log_in(&gw, "github", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.body["user"], "github:octocat");
+    assert_eq!(who.body["groups"], json!(["acme", "acme/platform"]));
+    // the rule made github:octocat a member of org 1: reads yes, writes no
+    let url = format!(
+        "{}/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces",
+        gw.url
+    );
+    assert_eq!(jar.get(&url).await.status, 200);
+    let csrf = who.body["csrfToken"].as_str().unwrap().to_string();
+    let write = jar
+        .send(
+            "POST",
+            &url,
+            &[
+                ("X-CSRF-Token", &csrf),
+                ("Content-Type", "application/json"),
+            ],
+            Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}}"#),
+        )
+        .await;
+    assert_eq!(write.status, 403, "{}", write.text);
+    // the landing page names the user
+    let landing = jar.get(&format!("{}/", gw.url)).await;
+    assert!(landing.text.contains("github:octocat"), "{}", landing.text);
+}
+
+#[actix_rt::test]
+async fn the_tokens_api_creates_lists_and_revokes() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+    let (mut jar, _) = log_in(&gw, "dex", "/").await;
+    let csrf = jar.get(&format!("{}/auth/session", gw.url)).await.body["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // GET /token after a browser login, as the Pipeline UI does
+    let ui = jar.get(&format!("{}/pipeline/api/v1/token", gw.url)).await;
+    assert_eq!(ui.status, 201, "{}", ui.text);
+    let token = ui.body["token"].as_str().unwrap().to_string();
+    let target = gw.proxy_url(1, 1, "/api/v1/namespaces");
+    let (status, _) = common::http::call("GET", &target, Some(&token), None).await;
+    assert_eq!(status, 200, "the token speaks for dex:alice");
+
+    // POST /tokens with a name and a lifetime, with the token as the credential
+    let (status, made) = common::http::call(
+        "POST",
+        &format!("{}/pipeline/api/v1/tokens", gw.url),
+        Some(&token),
+        Some(json!({"name": "ci", "ttl": "2h"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let ci = made["token"].as_str().unwrap().to_string();
+    let ci_id = made["id"].as_str().unwrap().to_string();
+    for (body, what) in [
+        (json!({"name": "x", "ttl": "forever"}), "ttl"),
+        (json!({"name": "x", "ttl": "9000h"}), "lifetime"),
+        (json!({"nam": "x"}), "unknown field"),
+    ] {
+        let (status, error) = common::http::call(
+            "POST",
+            &format!("{}/pipeline/api/v1/tokens", gw.url),
+            Some(&token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 400, "{error}");
+        assert!(error["message"].as_str().unwrap().contains(what), "{error}");
+    }
+
+    // the list has both, without secrets
+    let (status, listed) = common::http::call(
+        "GET",
+        &format!("{}/pipeline/api/v1/tokens", gw.url),
+        Some(&ci),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    assert!(names.contains(&"ci"));
+    assert!(!listed.to_string().contains(&ci), "no secret in a list");
+
+    // someone else cannot revoke it
+    let other = gw.token("dex:bob");
+    let (status, _) = common::http::call(
+        "DELETE",
+        &format!("{}/pipeline/api/v1/tokens/{ci_id}", gw.url),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // revoking with the cookie needs the CSRF proof, then the token is refused at once
+    let url = format!("{}/pipeline/api/v1/tokens/{ci_id}", gw.url);
+    assert_eq!(jar.send("DELETE", &url, &[], None).await.status, 403);
+    let revoked = jar
+        .send("DELETE", &url, &[("X-CSRF-Token", &csrf)], None)
+        .await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let (status, refused) = common::http::call("GET", &target, Some(&ci), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        refused["message"].as_str().unwrap().contains("revoked"),
+        "{refused}"
+    );
+    let (_, listed) = common::http::call(
+        "GET",
+        &format!("{}/pipeline/api/v1/tokens", gw.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    let ci_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == ci_id.as_str())
+        .unwrap();
+    assert_eq!(ci_row["revoked"], true);
+    let (status, _) = common::http::call("GET", &target, Some(&token), None).await;
+    assert_eq!(status, 200, "the other token still works");
+}
+
+/// Two gateways sharing a data directory (tokens and revocations) and Redis (sessions):
+/// a session made on one works on the other, a token revoked on one is refused by the
+/// other within the poll period.
+#[actix_rt::test]
+async fn replicas_share_sessions_in_redis_and_revocations() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("signing-key");
+    std::fs::write(&key, "a shared signing key of at least thirty-two bytes\n").unwrap();
+    let replica = |dir: std::path::PathBuf, key: std::path::PathBuf| {
+        move |c: &mut kubegate::config::Config| {
+            c.sessions.store = "redis".into();
+            c.sessions.redis_url = Some("redis://127.0.0.1:6379".into());
+            c.auth.signing_key_file = key;
+            c.store.path = dir;
+        }
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let one = builder(&provider, &api, secrets.path())
+        .configure(replica(shared.path().to_path_buf(), key.clone()))
+        .start();
+    // the same stores: the cluster is there already
+    let two = TestGateway::builder()
+        .configure(with_providers(&provider, secrets.path()))
+        .configure(replica(shared.path().to_path_buf(), key.clone()))
+        .start();
+
+    let (mut jar, end) = log_in(&one, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    let cookie = jar.cookie.clone().unwrap();
+    let value = cookie.split_once('=').unwrap().1;
+    assert!(
+        value.len() < 200,
+        "with Redis the cookie holds only the session key: {value}"
+    );
+    let who = jar.get(&format!("{}/auth/session", two.url)).await;
+    assert_eq!(
+        who.status, 200,
+        "the session made on one works on two: {}",
+        who.text
+    );
+    assert_eq!(who.body["user"], "dex:alice");
+    // the role the rule gave on one reaches two when two polls the member store
+    let granted = Instant::now();
+    loop {
+        let page = jar.get(&two.proxy_url(1, 1, "/api/v1/namespaces")).await;
+        if page.status == 200 {
+            break;
+        }
+        assert_eq!(page.status, 403, "{}", page.text);
+        assert!(granted.elapsed() < Duration::from_secs(5), "{}", page.text);
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // a token made on one, revoked on one, refused by two within the poll period
+    let made = jar.get(&format!("{}/pipeline/api/v1/token", one.url)).await;
+    let token = made.body["token"].as_str().unwrap().to_string();
+    let id = made.body["id"].as_str().unwrap().to_string();
+    let target = two.proxy_url(1, 1, "/api/v1/namespaces");
+    assert_eq!(
+        common::http::call("GET", &target, Some(&token), None)
+            .await
+            .0,
+        200
+    );
+    let (status, _) = common::http::call(
+        "DELETE",
+        &format!("{}/pipeline/api/v1/tokens/{id}", one.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, _) = common::http::call("GET", &target, Some(&token), None).await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(5),
+            "two still accepts the revoked token"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "revocation reached the other replica in {:?}",
+        revoked_at.elapsed()
+    );
+
+    // logout on two ends the session on one too
+    let csrf = who.body["csrfToken"].as_str().unwrap().to_string();
+    let copy = jar.clone();
+    let out = jar
+        .send(
+            "POST",
+            &format!("{}/auth/logout", two.url),
+            &[("X-CSRF-Token", &csrf)],
+            None,
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    let mut copy = copy;
+    assert_eq!(
+        copy.get(&format!("{}/auth/session", one.url)).await.status,
+        401
+    );
+}
