@@ -4,8 +4,11 @@
 
 pub mod apiserver;
 pub mod binary;
+pub mod browser;
 pub mod certs;
 pub mod gateway;
 pub mod http;
+pub mod ldap;
+pub mod oidc;
 pub mod postgres;
 pub mod vault;

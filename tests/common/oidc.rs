@@ -1,0 +1,246 @@
+//! A real local OAuth2/OpenID Connect provider for login tests: npm `oauth2-mock-server`
+//! wrapped by `tests/peers/oidc-provider.mjs`, which also answers GitHub's user API.
+//!
+//! The provider logs in, without a page, whoever the test last set with
+//! [`OidcProvider::set_user`]; it requires PKCE (S256) and the client secret, binds the
+//! user and the nonce to the code, and refuses a code twice. See the script's header for
+//! everything it checks.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::gateway::block_on;
+
+/// The client id the provider knows.
+pub const CLIENT_ID: &str = "kubegate";
+/// That client's secret.
+pub const CLIENT_SECRET: &str = "kubegate-secret";
+
+/// Who logs in next, and how the provider answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderUser {
+    /// The OIDC subject (`sub`).
+    pub sub: String,
+    pub email: String,
+    pub preferred_username: String,
+    pub name: String,
+    /// OIDC `groups`; for GitHub, `"org"` is an org and `"org/team"` a team of it.
+    pub groups: Vec<String>,
+    /// The GitHub login.
+    pub login: String,
+    /// The GitHub numeric user id.
+    pub id: u64,
+    /// Refuse consent: /authorize redirects back with `error=access_denied`.
+    pub deny: bool,
+    /// Claims merged last into the ID token (`{"nonce": "forged"}`, `{"aud": "other"}`...).
+    pub id_token_claims: serde_json::Map<String, Value>,
+}
+
+impl ProviderUser {
+    /// `name` with `sub = "{name}-sub"`, `{name}@example.org`, GitHub login `name`, no groups.
+    pub fn named(name: &str) -> ProviderUser {
+        ProviderUser {
+            sub: format!("{name}-sub"),
+            email: format!("{name}@example.org"),
+            preferred_username: name.to_string(),
+            name: format!("{name} Example"),
+            groups: Vec::new(),
+            login: name.to_string(),
+            id: 1000 + name.bytes().map(u64::from).sum::<u64>(),
+            deny: false,
+            id_token_claims: Default::default(),
+        }
+    }
+
+    /// With these groups (GitHub: orgs and `org/team` teams).
+    pub fn groups(mut self, groups: &[&str]) -> ProviderUser {
+        self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
+
+    /// Refusing consent.
+    pub fn denied(mut self) -> ProviderUser {
+        self.deny = true;
+        self
+    }
+
+    /// With `claim` set to `value` in the ID token, whatever the provider would put there.
+    pub fn id_token_claim(mut self, claim: &str, value: Value) -> ProviderUser {
+        self.id_token_claims.insert(claim.to_string(), value);
+        self
+    }
+}
+
+/// A running provider. Stopped (killed) on drop.
+pub struct OidcProvider {
+    issuer: String,
+    child: Option<Child>,
+    _stdin: Option<ChildStdin>,
+}
+
+/// `tests/peers`, where the provider's script and its `node_modules` are.
+pub fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// `node`: `$NODE` or the `PATH`.
+fn node() -> String {
+    std::env::var("NODE").unwrap_or_else(|_| "node".into())
+}
+
+/// Runs `npm ci` in `tests/peers` once when its `node_modules` is missing; `flock` keeps
+/// test processes that start at the same time from running it twice.
+pub fn ensure_node_modules(dir: &Path) {
+    let marker = dir.join("node_modules/oauth2-mock-server/package.json");
+    if marker.exists() {
+        return;
+    }
+    let lock = std::env::temp_dir().join("kubegate-test-peers-npm.lock");
+    let status = Command::new("flock")
+        .arg(&lock)
+        .args([
+            "sh",
+            "-c",
+            "test -e node_modules/oauth2-mock-server/package.json || npm ci --no-audit --no-fund --loglevel=error",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("flock and npm run (the tests need node and npm)");
+    assert!(status.success(), "`npm ci` in {} failed", dir.display());
+}
+
+impl OidcProvider {
+    /// Starts the provider on a free port of 127.0.0.1 (running `npm ci` first if needed)
+    /// and waits until it listens. The first user is `alice` in groups `acme` and
+    /// `acme/admins`.
+    pub fn start() -> OidcProvider {
+        let dir = peers_dir();
+        ensure_node_modules(&dir);
+        let mut child = Command::new(node())
+            .arg("oidc-provider.mjs")
+            .args(["--port", "0", "--client-id", CLIENT_ID])
+            .args(["--client-secret", CLIENT_SECRET])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node starts (the tests need node >= 20.19)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // keep reading so that the provider never blocks on a full pipe
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the OIDC provider did not start within 30 s");
+            }
+        };
+        let ready: Value = serde_json::from_str(&line).expect("the provider prints JSON");
+        let issuer = ready["issuer"].as_str().expect("an issuer").to_string();
+        let stdin = child.stdin.take();
+        let provider = OidcProvider {
+            issuer,
+            child: Some(child),
+            _stdin: stdin,
+        };
+        provider.set_user(&ProviderUser::named("alice").groups(&["acme", "acme/admins"]));
+        provider
+    }
+
+    /// `http://127.0.0.1:PORT`: the issuer (`iss`), and the base of the discovery
+    /// document `/.well-known/openid-configuration`. Also the GitHub Enterprise base URL:
+    /// `/login/oauth/authorize`, `/login/oauth/access_token`, `/api/v3`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The authorization endpoint (GitHub's `/login/oauth/authorize` is the same).
+    pub fn authorize_url(&self) -> String {
+        format!("{}/authorize", self.issuer)
+    }
+
+    /// The token endpoint (GitHub's `/login/oauth/access_token` is the same).
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// The JWKS the ID tokens are signed with.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.issuer)
+    }
+
+    /// The OIDC userinfo endpoint (bearer access token).
+    pub fn userinfo_url(&self) -> String {
+        format!("{}/userinfo", self.issuer)
+    }
+
+    /// The GitHub API base: `{api_url}/user`, `/user/emails`, `/user/orgs`, `/user/teams`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api/v3", self.issuer)
+    }
+
+    /// Sets who logs in from the next authorize request on (it stays until set again).
+    pub fn set_user(&self, user: &ProviderUser) {
+        let (status, body) =
+            self.control("POST", "user", Some(serde_json::to_value(user).unwrap()));
+        assert_eq!(status, 200, "the provider took the user: {body}");
+    }
+
+    /// The authorize and token requests the provider received, oldest first: for
+    /// authorize `{endpoint, client_id, redirect_uri, response_type, scope, state, nonce,
+    /// code_challenge_method, has_code_challenge}`, for token `{endpoint, grant_type,
+    /// client_auth ("basic" or "post"), has_code_verifier, redirect_uri}`.
+    pub fn requests(&self) -> Vec<Value> {
+        let (status, body) = self.control("GET", "requests", None);
+        assert_eq!(status, 200);
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Stops the provider: from now on its port refuses connections ("provider down").
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self._stdin = None;
+    }
+
+    fn control(&self, method: &str, what: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/__control/{what}", self.issuer);
+        let method = method.to_string();
+        block_on(move || async move {
+            let request = awc::Client::default().request(method.parse().unwrap(), url);
+            let sent = match body {
+                Some(body) => request.send_json(&body).await,
+                None => request.send().await,
+            };
+            let mut res = sent.expect("the OIDC provider answers");
+            let bytes = res.body().await.unwrap_or_default();
+            (
+                res.status().as_u16(),
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
