@@ -58,6 +58,9 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, Sta
                 ));
             }
             if crate::session::is_unsafe(req.method()) && !crate::session::csrf_ok(req, &user) {
+                // whose cookie it was, for the audit record of the refusal
+                req.extensions_mut()
+                    .insert(crate::server::AuthenticatedUser(user.user.clone()));
                 return Err(StatusError::forbidden(
                     "a request with the session cookie that changes something must carry the \
                      X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",

@@ -223,6 +223,12 @@ where
     }
     .await;
     let response = result.unwrap_or_else(|e| {
+        if audit.event.user.is_empty() {
+            // a cookie refused for want of its CSRF proof still names whose it was
+            if let Some(user) = req.extensions().get::<crate::server::AuthenticatedUser>() {
+                audit.event.user = user.0.clone();
+            }
+        }
         if e.code.is_server_error() && audit.event.decision == AuditDecision::Allow {
             audit.event.decision = AuditDecision::Error;
         }
