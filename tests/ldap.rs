@@ -39,6 +39,21 @@ fn the_right_password_gives_the_user_and_groups_from_member_of() {
         let bob = login(&settings, "bob", "bob-secret").expect("bob logs in");
         assert_eq!(bob.groups, ["kube-viewers"]);
     }
+
+    // the name is the directory's, whatever the case typed (uid matches without case)
+    let settings = slapd.settings();
+    let alice = login(&settings, "ALICE", "alice-secret").expect("ALICE logs in");
+    assert_eq!(alice.username, "alice");
+
+    // another filter: log in with the mail address, be known by the uid
+    let mut by_mail = settings.clone();
+    by_mail.user_filter = "(&(objectClass=inetOrgPerson)(mail={username}))".into();
+    let alice = login(&by_mail, "alice@example.org", "alice-secret").expect("login by mail");
+    assert_eq!(alice.username, "alice");
+    assert_invalid(
+        login(&by_mail, "alice", "alice-secret"),
+        "uid where mail is asked",
+    );
 }
 
 #[test]
