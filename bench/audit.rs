@@ -34,6 +34,7 @@ fn event(i: usize) -> AuditEvent {
         error: None,
         request_body: None,
         aggregated: None,
+        ended: None,
     }
 }
 

@@ -213,6 +213,7 @@ impl AuditContext {
                 error: None,
                 request_body: None,
                 aggregated: None,
+                ended: None,
             },
         }
     }

@@ -7,7 +7,8 @@
 //! 3. authorize (403) before looking the cluster up, so outsiders cannot probe which
 //!    cluster ids exist;
 //! 4. find the cluster's proxy instance (404, 503);
-//! 5. forward, streaming both ways (502, 504);
+//! 5. forward, streaming both ways (502, 504); an upgrade request (exec, attach,
+//!    port-forward) instead becomes a tunnel to the API server ([`crate::tunnel`]);
 //!
 //! and every request, whatever its end, becomes one audit event.
 
@@ -37,7 +38,7 @@ use crate::upstream;
 
 /// Request headers never forwarded: hop-by-hop headers, and what would let a client speak
 /// for kubegate (its credentials) or for someone else (impersonation, front-proxy users).
-fn is_dropped_request_header(name: &HeaderName) -> bool {
+pub(crate) fn is_dropped_request_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     matches!(
         n,
@@ -77,7 +78,7 @@ fn is_dropped_response_header(name: &HeaderName) -> bool {
 }
 
 /// Header names listed in `Connection`: hop-by-hop too.
-fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn connection_listed(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
@@ -85,6 +86,23 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// The `X-Forwarded-For` value to send: the client's own list, then its address.
+pub(crate) fn forwarded_for(req: &HttpRequest) -> String {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
+        Some(earlier) => earlier.to_string(),
+        None => peer,
+    }
 }
 
 fn is_upgrade(req: &HttpRequest) -> bool {
@@ -114,10 +132,29 @@ pub async fn handle(
         .unwrap_or_default();
     let mut audit = AuditContext::new(&req, &request_id);
     match admit(&req, &state, &mut audit).await {
+        // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
+        Ok(authorized) if is_upgrade(&req) => {
+            crate::tunnel::handle(
+                req,
+                payload,
+                state,
+                audit,
+                authorized.proxy,
+                authorized.path,
+            )
+            .await
+        }
         Ok(authorized) => forward(req, payload, state, audit, authorized).await,
         Err(error) => {
             if error.code.is_server_error() && audit.event.decision == AuditDecision::Allow {
                 audit.event.decision = AuditDecision::Error;
+            }
+            if audit.event.user.is_empty() {
+                // a credential that was valid but not enough (a cookie without its CSRF
+                // proof) still names whose it was
+                if let Some(user) = req.extensions().get::<crate::server::AuthenticatedUser>() {
+                    audit.event.user = user.0.clone();
+                }
             }
             audit.event.error = Some(error.message.clone());
             if audit.event.reason.is_empty() {
@@ -166,12 +203,12 @@ async fn admit(
     }
 
     // 2. who is asking
-    let claims = crate::access::authenticate(req, state)?;
-    audit.event.user = claims.sub.clone();
+    let identity = crate::access::authenticate(req, state)?;
+    audit.event.user = identity.user.clone();
 
     // 3. may they
     let ask = Authorize {
-        subject: claims.sub.clone(),
+        subject: identity.user.clone(),
         org: path.org,
         object: attributes.object(&path.k8s_path),
         action: attributes.verb.clone(),
@@ -182,7 +219,7 @@ async fn admit(
     let decision = crate::access::decide(state, ask).await?;
     audit.event.reason = decision.reason.clone();
     if !decision.allowed {
-        return Err(forbidden(&claims.sub, &path, &attributes));
+        return Err(forbidden(&identity.user, &path, &attributes));
     }
     audit.event.decision = AuditDecision::Allow;
 
@@ -285,19 +322,7 @@ async fn forward(
             upstream = upstream.append_header((name.clone(), value.clone()));
         }
     }
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let forwarded_for = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
-        Some(earlier) => earlier.to_string(),
-        None => peer,
-    };
+    let forwarded_for = forwarded_for(&req);
     if !forwarded_for.is_empty() {
         upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
     }

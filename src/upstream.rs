@@ -48,26 +48,37 @@ impl Resolve for GuardedResolver {
         host: &'a str,
         port: u16,
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-            let allowed: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| denied_by(&self.denied, a.ip()).is_none())
-                .collect();
-            if allowed.is_empty() && !found.is_empty() {
-                let range = denied_by(&self.denied, found[0].ip())
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{host} resolves to {} in the denied network {range} (clusters.denied_networks)",
-                    found[0].ip()
-                )
-                .into());
-            }
-            Ok(allowed)
-        })
+        Box::pin(async move { Ok(resolve_guarded(host, port, &self.denied).await?) })
     }
+}
+
+/// Resolves `host`, keeping only the addresses outside `denied` (the SSRF guard of every
+/// connection to an API server: awc's through [`GuardedResolver`], the upgrade tunnel's
+/// in [`crate::tunnel`]). Fails when every address is denied.
+pub async fn resolve_guarded(
+    host: &str,
+    port: u16,
+    denied: &[Network],
+) -> Result<Vec<SocketAddr>, String> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let allowed: Vec<SocketAddr> = found
+        .iter()
+        .copied()
+        .filter(|a| denied_by(denied, a.ip()).is_none())
+        .collect();
+    if allowed.is_empty() && !found.is_empty() {
+        let range = denied_by(denied, found[0].ip())
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        return Err(format!(
+            "{host} resolves to {} in the denied network {range} (clusters.denied_networks)",
+            found[0].ip()
+        ));
+    }
+    Ok(allowed)
 }
 
 /// This worker's client for `proxy`, built now if the worker has none for this generation.

@@ -76,6 +76,11 @@ pub struct AuditEvent {
     /// one in the window that ends here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregated: Option<u64>,
+    /// On an upgrade (exec, attach, port-forward): how the session ended (`client
+    /// closed`, `server closed`, `client went away`, `broken`, `upgrade refused by the
+    /// API server`, `not upgraded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 /// Keeps a flood of 401s (someone trying tokens) from filling the disk: past `limit`
@@ -673,6 +678,7 @@ mod tests {
             error: None,
             request_body: None,
             aggregated: None,
+            ended: None,
         }
     }
 

@@ -27,7 +27,9 @@
 //! managedFields, deletes pods at once (no grace period), treats strategic merge patch
 //! and server-side apply as JSON merge patch with merge keys for the usual lists, answers
 //! JSON only (never protobuf), has no RBAC (every authenticated user may do anything),
-//! and refuses exec/attach/port-forward upgrades.
+//! exec, attach and port-forward over WebSocket with commands of its own and
+//! port-forwarding to 127.0.0.1 (`apiserver/streams.rs`), and a Kubernetes dashboard
+//! behind the service proxy of `kube-system/kubernetes-dashboard` (`apiserver/dashboard.rs`).
 //!
 //! The discovery documents in `discovery/` are trimmed copies of those recorded from a
 //! real API server in kubernetes/kubernetes `api/discovery/`; the resources they list
@@ -53,6 +55,11 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use super::certs::TestPki;
+
+#[path = "apiserver/dashboard.rs"]
+mod dashboard;
+#[path = "apiserver/streams.rs"]
+mod streams;
 
 /// The Kubernetes version the stand-in claims to be.
 pub const KUBERNETES_VERSION: &str = "v1.32.4";
@@ -934,6 +941,26 @@ async fn serve(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared
     });
     let mut response = if identity == Identity::Anonymous {
         status_response(401, "Unauthorized", "Unauthorized", None)
+    } else if let Some((namespace, pod, kind)) = stream_request(&req) {
+        // exec, attach, port-forward with an upgrade: the bytes after the head are the
+        // session's, not a body
+        let rt = known_resource("pods");
+        match lock(&shared.store).get(&rt.key(), &namespace, &pod) {
+            None => not_found(&rt, &pod),
+            Some(object) => {
+                let container = query_pairs(req.query_string())
+                    .into_iter()
+                    .find(|(k, _)| k == "container")
+                    .map(|(_, v)| v)
+                    .unwrap_or_else(|| {
+                        object["spec"]["containers"][0]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    });
+                streams::handle(&req, payload, kind, &namespace, &pod, &container)
+            }
+        }
     } else {
         let body = read_body(&req, payload).await.and_then(|raw| {
             lock(&shared.requests).complete(sequence, |request| request.body = raw.clone());
@@ -961,6 +988,21 @@ async fn serve(req: HttpRequest, payload: web::Payload, shared: web::Data<Shared
         headers.insert(header::HeaderName::from_static("audit-id"), audit_id);
     }
     response
+}
+
+/// `(namespace, pod, kind)` of an upgrade request to a pod's exec, attach or portforward.
+fn stream_request(req: &HttpRequest) -> Option<(String, String, streams::StreamKind)> {
+    if !req.headers().contains_key(header::UPGRADE) {
+        return None;
+    }
+    let segments: Vec<&str> = req.path().split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["api", "v1", "namespaces", namespace, "pods", pod, subresource] => {
+            streams::StreamKind::of(subresource)
+                .map(|kind| (namespace.to_string(), pod.to_string(), kind))
+        }
+        _ => None,
+    }
 }
 
 /// The request body, up to [`MAX_REQUEST_BODY_BYTES`]. An upgrade request (exec, attach,
@@ -1050,6 +1092,9 @@ impl Call<'_> {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let method = self.req.method().clone();
         let read_only = method == Method::GET || method == Method::HEAD;
+        if let Some(answer) = dashboard::serve(self.req, &path) {
+            return answer;
+        }
         match segments.as_slice() {
             ["api", "v1", rest @ ..] if !rest.is_empty() => {
                 return self.resource_request("", "v1", rest, body)

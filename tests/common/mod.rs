@@ -8,6 +8,7 @@ pub mod browser;
 pub mod certs;
 pub mod gateway;
 pub mod http;
+pub mod kubectl;
 pub mod ldap;
 pub mod oidc;
 pub mod postgres;
