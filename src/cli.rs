@@ -93,16 +93,31 @@ pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Re
 }
 
 /// Issues a token for `user`.
-pub fn create_token(
+pub async fn create_token(
     config: &Config,
     user: &str,
     ttl: Option<Duration>,
     name: &str,
 ) -> Result<IssuedToken, CliError> {
     let key = load_signing_key(&config.auth).map_err(|e| CliError::Input(e.to_string()))?;
-    TokenAuthority::new(&config.auth, &key)
+    let issued = TokenAuthority::new(&config.auth, &key)
         .issue(user, ttl, name)
-        .map_err(CliError::Input)
+        .map_err(CliError::Input)?;
+    // kept like the API's tokens, so that its owner can list and revoke it
+    let store = crate::server::open_token_store(config)
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    store
+        .add(&kubegate_actors::tokens::TokenRecord {
+            id: issued.id.clone(),
+            user: user.to_string(),
+            name: name.to_string(),
+            created_at: issued.issued_at,
+            expires_at: issued.expires_epoch,
+            revoked_at: None,
+        })
+        .await?;
+    Ok(issued)
 }
 
 /// Checks that the policy loads with the configured member store. Returns a summary.

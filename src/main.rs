@@ -179,7 +179,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Create { user, ttl, name },
         } => {
-            let issued = kubegate::cli::create_token(&config, &user, ttl, &name)?;
+            let issued = kubegate::cli::create_token(&config, &user, ttl, &name).await?;
             println!("{}", issued.token);
         }
         Command::Cluster { command } => match command {

@@ -168,6 +168,19 @@ impl Stores {
     }
 }
 
+/// The token store alone (for the CLI), as [`Stores::open`] would open it.
+pub async fn open_token_store(config: &Config) -> Result<Arc<dyn TokenStore>, ConfigError> {
+    match &config.store.vault {
+        Some(vault) if config.auth.token_store == "vault" => {
+            let store = VaultClusterStore::connect(vault_settings(vault)?)
+                .await
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Ok(store)
+        }
+        _ => Ok(Arc::new(FileTokenStore::new(&config.store.path))),
+    }
+}
+
 fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
     let auth = match vault.auth.as_str() {
         "approle" => VaultAuth::AppRole {

@@ -16,12 +16,16 @@ pub struct GatewayBuilder {
     dir: tempfile::TempDir,
     members: Vec<(u64, String, String)>,
     clusters: Vec<(u64, String, String)>,
+    https: bool,
 }
 
 /// A running kubegate.
 pub struct TestGateway {
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// `https://127.0.0.1:PORT`, when the builder asked for HTTPS (self-signed, the CA
+    /// is `data/tls/ca.crt`).
+    pub https_url: Option<String>,
     /// Its configuration (paths inside `dir`).
     pub config: Config,
     /// The ids of the clusters registered by the builder, in order.
@@ -73,6 +77,7 @@ impl TestGateway {
             dir,
             members: Vec::new(),
             clusters: Vec::new(),
+            https: false,
         }
     }
 
@@ -86,9 +91,12 @@ impl TestGateway {
 
     /// A token for `user`, signed with this gateway's key.
     pub fn token(&self, user: &str) -> String {
-        kubegate::cli::create_token(&self.config, user, None, "test")
-            .expect("a token")
-            .token
+        let (config, user) = (self.config.clone(), user.to_string());
+        block_on(
+            move || async move { kubegate::cli::create_token(&config, &user, None, "test").await },
+        )
+        .expect("a token")
+        .token
     }
 
     /// Gives `user` a role while the gateway runs, and waits until the policy has it.
@@ -156,6 +164,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves HTTPS too, with a self-signed certificate made at start.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
     /// Gives `user` the role `role` in `org` before start.
     pub fn member(mut self, org: u64, user: &str, role: &str) -> Self {
         self.members.push((org, user.into(), role.into()));
@@ -175,6 +189,7 @@ impl GatewayBuilder {
             dir,
             members,
             clusters,
+            https,
         } = self;
         let setup = config.clone();
         let cluster_ids = block_on(move || async move {
@@ -194,13 +209,17 @@ impl GatewayBuilder {
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let tls_listener = https.then(|| TcpListener::bind("127.0.0.1:0").expect("bind port 0"));
+        let https_url = tls_listener
+            .as_ref()
+            .map(|l| format!("https://{}", l.local_addr().unwrap()));
         let (tx, rx) = mpsc::channel();
         let run_config = config.clone();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let listeners = Listeners {
                     http: Some(listener),
-                    https: None,
+                    https: tls_listener,
                 };
                 let gateway = Gateway::bind(&run_config, listeners)
                     .await
@@ -214,6 +233,7 @@ impl GatewayBuilder {
             .expect("kubegate started in time");
         TestGateway {
             url,
+            https_url,
             config,
             cluster_ids,
             dir,
