@@ -323,3 +323,63 @@ async fn while_vault_is_sealed_built_proxies_serve_and_new_ones_get_503() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
+
+#[test]
+fn tokens_and_revocations_in_vault() {
+    use kubegate_actors::tokens::{epoch_now, TokenRecord, TokenStore};
+    let bao = Bao::start();
+    let settings = settings(
+        &bao,
+        VaultAuth::Token(SecretString::from("root".to_string())),
+    );
+    let (listed, stranger, revoked, after) = block_on(move || async move {
+        let store = VaultClusterStore::connect(settings).await.unwrap();
+        let later = epoch_now() + 3600;
+        for i in 0..20 {
+            let record = TokenRecord {
+                id: format!("t{i}"),
+                user: if i % 2 == 0 {
+                    "dex:alice"
+                } else {
+                    "github:bob"
+                }
+                .into(),
+                name: format!("token {i}"),
+                created_at: epoch_now(),
+                expires_at: later,
+                revoked_at: None,
+            };
+            TokenStore::add(store.as_ref(), &record).await.unwrap();
+        }
+        let listed = TokenStore::list(store.as_ref(), "dex:alice").await.unwrap();
+        let stranger = store.revoke("github:bob", "t0").await.unwrap();
+        // twenty revocations at once, from "replicas" racing on one list: none is lost
+        let revokes = (0..20).map(|i| {
+            let store = store.clone();
+            async move {
+                let user = if i % 2 == 0 {
+                    "dex:alice"
+                } else {
+                    "github:bob"
+                };
+                store.revoke(user, &format!("t{i}")).await.unwrap().unwrap()
+            }
+        });
+        futures_util::future::join_all(revokes).await;
+        store.revoke_id("session-1", later).await.unwrap();
+        store.revoke_id("ended-long-ago", 5).await.unwrap();
+        let revoked = store.revoked().await.unwrap();
+        let after = TokenStore::list(store.as_ref(), "dex:alice").await.unwrap();
+        (listed, stranger, revoked, after)
+    });
+    assert_eq!(listed.len(), 10, "alice's tokens only");
+    assert!(listed.iter().all(|t| t.user == "dex:alice"));
+    assert_eq!(stranger, None, "bob cannot revoke alice's token");
+    assert_eq!(revoked.len(), 21, "every revocation kept: {revoked:?}");
+    assert!(revoked.contains_key("session-1") && !revoked.contains_key("ended-long-ago"));
+    assert!(after.iter().all(|t| t.revoked_at.is_some()));
+    // one secret that replicas poll
+    let (code, body) = bao.api("GET", "secret/data/kubegate/revoked", None);
+    assert_eq!(code, 200);
+    assert!(body["data"]["data"]["t7"].is_u64(), "{body}");
+}
