@@ -102,7 +102,7 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
     /// Offer HTTP/2 over TLS (ALPN `h2`); HTTP/1.1 is always offered.
-    #[serde(default)]
+    #[serde(default = "default_http2")]
     pub http2: bool,
     /// How often the certificate files are checked for changes (0s: only on SIGHUP).
     #[serde(default = "default_tls_reload_interval", deserialize_with = "duration")]
@@ -135,6 +135,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Network>,
 }
 
+fn default_http2() -> bool {
+    true
+}
 fn default_tls_reload_interval() -> Duration {
     Duration::from_secs(10)
 }

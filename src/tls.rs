@@ -235,6 +235,12 @@ impl ResolvesServerCert for ReloadingCert {
 
 /// The rustls configuration for serving with `cert`; `http2` offers HTTP/2 by ALPN
 /// (HTTP/1.1 stays offered, for clients that upgrade connections).
+///
+/// HTTP/2 relies on the patched actix-http of `vendor/actix-http`: upstream, a response
+/// body is dropped only when its next chunk fails to be written, so a watch an HTTP/2
+/// client cancelled (a stream reset, the connection staying open) held its API server
+/// connection until its next event. Upstream also put `h2` first in every ALPN list,
+/// whatever was configured here.
 pub fn server_config(cert: Arc<ReloadingCert>, http2: bool) -> Result<ServerConfig, ConfigError> {
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
