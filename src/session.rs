@@ -347,6 +347,48 @@ mod tests {
         assert!(!is_unsafe(&Method::GET) && is_unsafe(&Method::DELETE));
     }
 
+    fn cookies<B>(res: &actix_web::dev::ServiceResponse<B>) -> Vec<String> {
+        res.headers()
+            .get_all("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn the_cookie_is_secure_over_tls_only() {
+        use actix_web::{test, web, App, HttpResponse};
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(secure_over_tls))
+                .route(
+                    "/",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .append_header(("Set-Cookie", "kubegate_session=x; HttpOnly"))
+                            .append_header(("Set-Cookie", "other=y; Secure"))
+                            .finish()
+                    }),
+                ),
+        )
+        .await;
+        let plain = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(
+            cookies(&plain),
+            ["kubegate_session=x; HttpOnly", "other=y; Secure"]
+        );
+        let tls = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("https://kubegate.example/")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(
+            cookies(&tls),
+            ["kubegate_session=x; HttpOnly; Secure", "other=y; Secure"]
+        );
+    }
+
     #[test]
     fn random_tokens_differ() {
         let (a, b) = (random_token(), random_token());
