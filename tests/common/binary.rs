@@ -12,6 +12,8 @@ pub struct Kubegate {
     dir: tempfile::TempDir,
     config: PathBuf,
     http: std::sync::Mutex<Option<String>>,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
 }
 
 impl Kubegate {
@@ -43,13 +45,39 @@ impl Kubegate {
             dir,
             config,
             http: std::sync::Mutex::new(None),
+            logs: Default::default(),
+            env: Vec::new(),
         }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubegate"));
         cmd.arg("--config").arg(&self.config).args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Sets an environment variable for every command (and `serve`) run from now on.
+    pub fn env(mut self, name: &str, value: &str) -> Kubegate {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The configuration file (to edit before `serve`).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Edits the configuration file.
+    pub fn edit_config(self, edit: impl FnOnce(String) -> String) -> Kubegate {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
+        self
+    }
+
+    /// What `serve` wrote on its standard error so far, line by line.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// Runs a CLI command and returns its standard output; panics with its stderr.
@@ -79,12 +107,14 @@ impl Kubegate {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logs = self.logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some((_, rest)) = line.split_once("kubegate listening on ") {
                     let url = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(url.to_string());
                 }
+                logs.lock().unwrap().push(line);
             }
         });
         let url = loop {

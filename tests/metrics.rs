@@ -1,0 +1,441 @@
+//! What `/metrics` shows after real traffic, the limits (rate, header size, idle
+//! connections that must not cut a watch), and the access log line.
+//!
+//! The metrics registry is global to a process and the tests of this file run in one
+//! process: each test uses orgs of its own.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::apiserver::ApiServer;
+use common::binary::Kubegate;
+use common::gateway::TestGateway;
+use common::http::{call, client};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// `/metrics`, as text.
+async fn scrape(gw: &TestGateway) -> String {
+    let mut res = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+}
+
+/// The value of the sample `name` (with its labels, exactly as written), if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+fn pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}})
+}
+
+#[actix_rt::test]
+async fn requests_are_counted_by_org_cluster_verb_and_status_with_latency() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(41, "alice", "admin")
+        .member(41, "bob", "member")
+        .cluster(41, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let (alice, bob) = (gw.token("alice"), gw.token("bob"));
+    let cluster = gw.cluster_ids[0];
+    let pods = gw.proxy_url(41, cluster, "/api/v1/namespaces/default/pods");
+    for _ in 0..3 {
+        assert_eq!(call("GET", &pods, Some(&alice), None).await.0, 200);
+    }
+    assert_eq!(
+        call("POST", &pods, Some(&alice), Some(pod("a"))).await.0,
+        201
+    );
+    let secrets = gw.proxy_url(41, cluster, "/api/v1/namespaces/default/secrets");
+    assert_eq!(call("GET", &secrets, Some(&bob), None).await.0, 403);
+    let unknown = gw.proxy_url(41, 999, "/api/v1/namespaces/default/pods");
+    assert_eq!(call("GET", &unknown, Some(&alice), None).await.0, 404);
+    assert_eq!(call("GET", &pods, None, None).await.0, 401);
+
+    // audit events (and so the figures) are recorded when a response ends
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let text = scrape(&gw).await;
+    let c = cluster.to_string();
+    let req = |cluster: &str, verb: &str, code: u16| {
+        sample(
+            &text,
+            &format!(
+                "kubegate_requests_total{{org=\"41\",cluster=\"{cluster}\",verb=\"{verb}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(req(&c, "list", 200), Some(3.0), "{text}");
+    assert_eq!(req(&c, "create", 201), Some(1.0));
+    assert_eq!(req(&c, "list", 403), Some(1.0), "a denied request counts");
+    assert_eq!(
+        req("999", "list", 404),
+        Some(1.0),
+        "an unknown cluster counts"
+    );
+    assert_eq!(
+        req(&c, "list", 401),
+        Some(1.0),
+        "an unauthenticated request counts under its org and cluster"
+    );
+
+    // the latency histogram of the three lists: cumulative buckets, +Inf = count
+    let labels = format!("org=\"41\",cluster=\"{c}\",verb=\"list\"");
+    let inf = sample(
+        &text,
+        &format!("kubegate_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+    );
+    assert_eq!(inf, Some(5.0), "200s, 403 and 401 of list: {text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("kubegate_request_duration_seconds_count{{{labels}}}")
+        ),
+        Some(5.0)
+    );
+    let sum = sample(
+        &text,
+        &format!("kubegate_request_duration_seconds_sum{{{labels}}}"),
+    )
+    .unwrap();
+    assert!(sum > 0.0 && sum < 50.0, "{sum}");
+    let mut last = 0.0;
+    for le in ["0.001", "0.005", "0.01", "0.1", "1", "60", "+Inf"] {
+        let v = sample(
+            &text,
+            &format!("kubegate_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("bucket {le} in\n{text}"));
+        assert!(v >= last, "buckets are cumulative");
+        last = v;
+    }
+    for (name, at_least) in [
+        ("kubegate_cluster_proxies_live", 1.0),
+        ("kubegate_audit_written_events_total", 7.0),
+        ("kubegate_policy_rules", 1.0),
+        ("kubegate_policy_role_bindings", 2.0),
+        ("kubegate_http_responses_total{class=\"2xx\"}", 4.0),
+        ("kubegate_http_responses_total{class=\"4xx\"}", 3.0),
+    ] {
+        let v = sample(&text, name).unwrap_or_else(|| panic!("{name} in\n{text}"));
+        assert!(v >= at_least, "{name} = {v}");
+    }
+    for name in [
+        "kubegate_audit_queued_events",
+        "kubegate_audit_failing_sinks",
+        "kubegate_policy_reloads_total",
+        "kubegate_open_watches",
+        "kubegate_upgraded_sessions",
+        "kubegate_requests_in_flight",
+    ] {
+        assert!(sample(&text, name).is_some(), "{name} in\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} has its TYPE"
+        );
+    }
+    for kind in [
+        "# TYPE kubegate_requests_total counter",
+        "# TYPE kubegate_request_duration_seconds histogram",
+        "# TYPE kubegate_logins_total counter",
+        "# TYPE kubegate_rate_limited_total counter",
+        "# TYPE kubegate_tls_reloads_total counter",
+    ] {
+        assert!(text.contains(kind), "{kind}");
+    }
+    assert!(!text.contains(&alice), "no token in the metrics");
+}
+
+#[actix_rt::test]
+async fn open_watches_and_policy_reloads_are_gauged() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(42, "alice", "admin")
+        .configure(|c| c.policy.global_admins = vec!["root".into()])
+        .cluster(42, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let token = gw.token("alice");
+    let cluster = gw.cluster_ids[0];
+    let url = gw.proxy_url(42, cluster, "/api/v1/namespaces/default/pods?watch=true");
+    let before = sample(&scrape(&gw).await, "kubegate_open_watches").unwrap();
+    let mut watch = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+    api.put_object("default", "pods", pod("w"));
+    let _ = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+    let during = sample(&scrape(&gw).await, "kubegate_open_watches").unwrap();
+    assert_eq!(during, before + 1.0);
+    drop(watch);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = sample(&scrape(&gw).await, "kubegate_open_watches").unwrap();
+        if now == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch is still counted");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = scrape(&gw).await;
+    let watches = format!(
+        "kubegate_requests_total{{org=\"42\",cluster=\"{cluster}\",verb=\"watch\",code=\"200\"}}"
+    );
+    assert_eq!(sample(&text, &watches), Some(1.0));
+    assert!(
+        !text.contains(&format!(
+            "org=\"42\",cluster=\"{cluster}\",verb=\"watch\",le="
+        )),
+        "watches stay out of the latency histogram"
+    );
+
+    let reloads = sample(&text, "kubegate_policy_reloads_total").unwrap();
+    let root = gw.token("root");
+    let reload = format!("{}/pipeline/api/v1/admin/policy/reload", gw.url);
+    assert_eq!(call("POST", &reload, Some(&root), None).await.0, 200);
+    let after = sample(&scrape(&gw).await, "kubegate_policy_reloads_total").unwrap();
+    assert_eq!(after, reloads + 1.0);
+}
+
+#[actix_rt::test]
+async fn token_and_login_paths_are_rate_limited_per_client() {
+    let gw = TestGateway::builder()
+        .configure(|c| {
+            c.server.rate_limit_per_minute = 60;
+            c.server.rate_limit_burst = 3;
+            c.server.rate_limited_paths = vec!["/pipeline/api/v1/token".into(), "/auth/".into()];
+        })
+        .start();
+    let token = gw.token("alice");
+    let tokens = format!("{}/pipeline/api/v1/tokens", gw.url);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(call("GET", &tokens, Some(&token), None).await.0);
+    }
+    assert!(
+        codes[..3].iter().all(|c| *c != 429),
+        "the burst passes: {codes:?}"
+    );
+    assert_eq!(&codes[3..], &[429, 429], "then the limit: {codes:?}");
+    let mut res = client()
+        .get(format!("{}/auth/github/login", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        res.status().as_u16(),
+        429,
+        "another prefix has its own budget"
+    );
+    let _ = res.body().await;
+    let mut res = client()
+        .get(format!("{}/pipeline/api/v1/token", gw.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        429,
+        "/token shares the prefix of /tokens"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(
+        res.headers().contains_key("x-request-id"),
+        "a refused request has its id"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["code"], 429);
+    assert_eq!(body["reason"], "TooManyRequests");
+    // other paths are not limited
+    for _ in 0..20 {
+        assert_eq!(
+            call("GET", &format!("{}/healthz", gw.url), None, None)
+                .await
+                .0,
+            200
+        );
+    }
+    let text = scrape(&gw).await;
+    assert!(
+        sample(
+            &text,
+            "kubegate_rate_limited_total{prefix=\"/pipeline/api/v1/token\"}"
+        )
+        .unwrap()
+            >= 3.0,
+        "{text}"
+    );
+}
+
+#[actix_rt::test]
+async fn oversized_headers_are_refused_with_431() {
+    let gw = TestGateway::builder()
+        .configure(|c| c.server.max_header_bytes = 4096)
+        .start();
+    let mut res = client()
+        .get(format!("{}/healthz", gw.url))
+        .insert_header(("x-padding", "a".repeat(5000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 431);
+    let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(body["reason"], "RequestHeaderFieldsTooLarge");
+    assert!(body["message"].as_str().unwrap().contains("4096"));
+    let res = client()
+        .get(format!("{}/healthz", gw.url))
+        .insert_header(("x-padding", "a".repeat(3000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+#[actix_rt::test]
+async fn idle_timeouts_do_not_cut_a_quiet_watch() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(43, "alice", "admin")
+        .cluster(43, "dev", &api.kubeconfig_with_client_cert())
+        .configure(|c| {
+            c.server.keep_alive = Duration::from_secs(1);
+            c.server.client_request_timeout = Duration::from_secs(1);
+        })
+        .start();
+    let token = gw.token("alice");
+    let url = gw.proxy_url(
+        43,
+        gw.cluster_ids[0],
+        "/api/v1/namespaces/default/pods?watch=true",
+    );
+    let mut watch = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+    // three times the keep-alive and request timeouts without a byte
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    api.put_object("default", "pods", pod("late"));
+    let chunk = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the event arrives")
+        .expect("the stream is still open")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("late"));
+
+    // while an idle keep-alive connection is closed after keep_alive
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let closed = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = Instant::now();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Some(start.elapsed()),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(_) => break None,
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(
+        closed.is_some(),
+        "the idle connection is closed by kubegate"
+    );
+}
+
+#[test]
+fn one_access_log_line_per_request_without_secrets() {
+    let api = ApiServer::start();
+    let gate = Kubegate::new().env("RUST_LOG", "info");
+    let kubeconfig = gate.dir().join("cluster.yaml");
+    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
+    let path = kubeconfig.to_str().unwrap();
+    gate.run(&[
+        "cluster",
+        "add",
+        "--org",
+        "1",
+        "--name",
+        "dev",
+        "--kubeconfig",
+        path,
+    ]);
+    gate.run(&[
+        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
+    ]);
+    let token = gate
+        .run(&["token", "create", "--user", "alice"])
+        .trim()
+        .to_string();
+    let (_server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let url = format!(
+        "{http}/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?access_token=hunter2&limit=5"
+    );
+    let (token2, url2) = (token.clone(), url.clone());
+    let (id, code) = common::gateway::block_on(move || async move {
+        let res = client()
+            .get(url2)
+            .bearer_auth(&token2)
+            .insert_header(("Cookie", "kubegate_session=cookie-secret"))
+            .send()
+            .await
+            .unwrap();
+        (
+            res.headers()
+                .get("x-request-id")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string(),
+            res.status().as_u16(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        if let Some(line) = gate.logs().into_iter().find(|l| l.contains(&id)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line for {id}: {:#?}",
+            gate.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(line.contains("kubegate::access"), "{line}");
+    assert!(
+        line.contains(" GET /pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?access_token=REDACTED&limit=5 "),
+        "{line}"
+    );
+    assert!(line.contains(&format!(" {code} ")), "{line}");
+    assert!(line.contains("user=alice"), "{line}");
+    assert!(line.contains("ms "), "the duration: {line}");
+    let all = gate.logs().join("\n");
+    for secret in [token.as_str(), "hunter2", "cookie-secret"] {
+        assert!(!all.contains(secret), "{secret} leaked into the log");
+    }
+    assert_eq!(
+        gate.logs().iter().filter(|l| l.contains(&id)).count(),
+        1,
+        "one line per request"
+    );
+}
