@@ -164,6 +164,10 @@ pub async fn handle(
             let bytes_out = body.len() as u64;
             let response = error.response();
             audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
+            if is_upgrade(&req) {
+                // nothing may follow a refused upgrade on its connection
+                return crate::tunnel::refused(&req, response);
+            }
             response
         }
     }

@@ -41,7 +41,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
 use kubegate_actors::cluster::ClusterProxy;
 use rustls_pki_types::ServerName;
@@ -377,10 +377,8 @@ pub async fn handle(
         audit.event.error = Some(error.message.clone());
         audit.event.ended = Some("not upgraded".into());
         let bytes_out = error.body().len() as u64;
-        let mut response = error.response();
         audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
-        close_after(&mut response);
-        response
+        refused(&req, error.response())
     };
     if req.version() != Version::HTTP_11 {
         let error = StatusError::bad_request(format!(
@@ -515,6 +513,70 @@ fn close_after(response: &mut HttpResponse) {
     response
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
+}
+
+/// The answer to an upgrade request that is not upgraded, closing the connection after
+/// it whatever the client sent behind the request (CVE-2018-1002105).
+///
+/// For a WebSocket upgrade, actix-web reads everything after the request head as its
+/// payload, so `Connection: close` suffices. For any other upgrade (SPDY/3.1) it parses
+/// what follows as further requests, and serves a pipelined one even after a response
+/// that says `Connection: close`. So the body of such an answer, once written and
+/// flushed, ends in an error: actix-web then drops the connection instead of reading on.
+pub fn refused(req: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
+    close_after(&mut response);
+    let websocket = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if websocket {
+        return response;
+    }
+    let (response, body) = response.into_parts();
+    let bytes = actix_web::body::to_bytes_limited(body, MAX_REFUSAL_BYTES)
+        .now_or_never()
+        .and_then(|r| r.ok())
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let len = bytes.len() as u64;
+    response.set_body(actix_web::body::BoxBody::new(
+        actix_web::body::SizedStream::new(len, LastWords::new(bytes)),
+    ))
+}
+
+/// A body that, after its bytes, ends the connection (see [`refused`]).
+struct LastWords {
+    bytes: Option<Bytes>,
+    flushed: bool,
+}
+
+impl LastWords {
+    fn new(bytes: Bytes) -> LastWords {
+        LastWords {
+            bytes: Some(bytes),
+            flushed: false,
+        }
+    }
+}
+
+impl Stream for LastWords {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(bytes) = self.bytes.take() {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        if !self.flushed {
+            // once more round the dispatcher, which writes what it has meanwhile
+            self.flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(std::io::Error::other(
+            "connection closed after a refused upgrade",
+        ))))
+    }
 }
 
 /// What both directions of a session share.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::apiserver::ApiServer;
 use common::binary::{wait_exit, Kubegate};
+use common::gateway::TestGateway;
 use common::kubectl::Kubectl;
 use serde_json::{json, Value};
 
@@ -268,6 +269,389 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// kubegate in-process (plain HTTP) in front of a stand-in with the pod `web`.
+struct Local {
+    api: ApiServer,
+    gw: TestGateway,
+}
+
+fn local() -> Local {
+    let api = ApiServer::start();
+    api.put_object("default", "pods", running_pod("web"));
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    Local { api, gw }
+}
+
+impl Local {
+    /// The request path of `k8s_path` on cluster 1 of org 1.
+    fn path(&self, k8s_path: &str) -> String {
+        self.gw
+            .proxy_url(1, 1, k8s_path)
+            .trim_start_matches(&self.gw.url)
+            .to_string()
+    }
+
+    /// A WebSocket upgrade request head for `k8s_path`, as `user`.
+    fn websocket(&self, user: &str, k8s_path: &str, protocol: &str) -> String {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
+            self.path(k8s_path),
+            self.gw.token(user)
+        )
+    }
+
+    /// An SPDY/3.1 upgrade request head for `k8s_path`, as `user` (kubectl before 1.30).
+    fn spdy(&self, user: &str, k8s_path: &str) -> String {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+            self.path(k8s_path),
+            self.gw.token(user)
+        )
+    }
+
+    /// A plain GET of the pod list, as `user`.
+    fn list_pods(&self, user: &str) -> String {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.path("/api/v1/namespaces/default/pods"),
+            self.gw.token(user)
+        )
+    }
+
+    fn pod_lists_seen(&self) -> usize {
+        self.api
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/namespaces/default/pods" && r.method == "GET")
+            .count()
+    }
+}
+
+/// How many HTTP responses `bytes` holds (status lines).
+fn responses(bytes: &[u8]) -> usize {
+    text(bytes).matches("HTTP/1.1 ").count()
+}
+
+#[test]
+fn a_refused_upgrade_is_relayed_and_the_connection_closed() {
+    let l = local();
+    // a pipelined request rides behind an upgrade the API server refuses (no such pod)
+    for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
+        let mut s = raw::connect(&l.gw.url);
+        let both = l.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/missing/exec?command=ls&stdout=true",
+            protocol,
+        ) + l.list_pods("alice").as_str();
+        raw::write(&mut s, both.as_bytes());
+        let (got, closed) = raw::read_to_close(&mut s);
+        let got_text = text(&got);
+        assert!(
+            got_text.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{got_text}"
+        );
+        assert!(got_text.contains(r#""reason":"NotFound""#), "{got_text}");
+        assert!(closed, "the connection is closed after a refused upgrade");
+        assert_eq!(responses(&got), 1, "no second answer: {got_text}");
+    }
+    // kubegate's own refusal of an SPDY upgrade, and a member's 403, close it too
+    for (user, head, status) in [
+        (
+            "alice",
+            l.spdy(
+                "alice",
+                "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
+            ),
+            "400 Bad Request",
+        ),
+        (
+            "bob",
+            l.websocket(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
+                "v5.channel.k8s.io",
+            ),
+            "403 Forbidden",
+        ),
+        (
+            "bob",
+            l.spdy(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
+            ),
+            "403 Forbidden",
+        ),
+    ] {
+        let mut s = raw::connect(&l.gw.url);
+        raw::write(&mut s, (head + l.list_pods(user).as_str()).as_bytes());
+        let (got, closed) = raw::read_to_close(&mut s);
+        let got_text = text(&got);
+        assert!(
+            got_text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{got_text}"
+        );
+        assert!(closed, "closed after {status}: {got_text}");
+        assert_eq!(responses(&got), 1, "no second answer: {got_text}");
+    }
+    assert_eq!(
+        l.pod_lists_seen(),
+        0,
+        "no pipelined request reached the API server"
+    );
+    assert!(
+        !l.api
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/web/exec")),
+        "refused before the API server"
+    );
+    // and a plain request on a fresh connection is served as usual
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(&mut s, l.list_pods("bob").as_bytes());
+    let (head, _) = raw::read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+}
+
+#[test]
+fn members_get_403_for_exec_whichever_protocol() {
+    let l = local();
+    for (head, protocol) in [
+        (
+            l.websocket(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
+                "v5.channel.k8s.io",
+            ),
+            "WebSocket",
+        ),
+        (
+            l.websocket(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/portforward?ports=80",
+                "SPDY/3.1+portforward.k8s.io",
+            ),
+            "WebSocket port-forward",
+        ),
+        (
+            l.spdy(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
+            ),
+            "SPDY",
+        ),
+        (
+            l.spdy(
+                "bob",
+                "/api/v1/namespaces/default/pods/web/attach?stdout=true",
+            ),
+            "SPDY attach",
+        ),
+    ] {
+        let mut s = raw::connect(&l.gw.url);
+        raw::write(&mut s, head.as_bytes());
+        let (got, _) = raw::read_to_close(&mut s);
+        let got_text = text(&got);
+        assert!(
+            got_text.starts_with("HTTP/1.1 403 Forbidden"),
+            "{protocol}: {got_text}"
+        );
+        let body = &got_text[got_text.find("\r\n\r\n").unwrap() + 4..];
+        let status: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["reason"], "Forbidden");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("User \"bob\" cannot connect resource \"pods/"),
+            "{protocol}: {status}"
+        );
+    }
+    assert!(
+        l.api.requests().is_empty(),
+        "nothing reached the API server"
+    );
+    let denied =
+        l.gw.wait_audit(|e| e["user"] == "bob" && e["subresource"] == "attach");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["verb"], "connect");
+}
+
+/// A client WebSocket frame (masked), binary.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Server frames in `bytes`: (opcode, payload).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (len, at) = match bytes[1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        frames.push((opcode, bytes[at..at + len].to_vec()));
+        bytes = &bytes[at + len..];
+    }
+    frames
+}
+
+#[test]
+fn a_session_is_one_audit_event_with_its_bytes_and_duration() {
+    let l = local();
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(
+        &mut s,
+        l.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+            "v5.channel.k8s.io",
+        )
+        .as_bytes(),
+    );
+    let (head, mut stream) = raw::read_head(&mut s);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    let lower = head.to_ascii_lowercase();
+    // the API server's handshake, unchanged: accept key and chosen subprotocol
+    assert!(
+        lower.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("sec-websocket-protocol: v5.channel.k8s.io\r\n"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("connection: upgrade\r\n") && lower.contains("upgrade: websocket\r\n"),
+        "{head}"
+    );
+    let mut sent = 0u64;
+    for chunk in [&b"hello "[..], &[b'x'; 70_000][..], b"bye\n"] {
+        let mut message = vec![0u8]; // stdin
+        message.extend_from_slice(chunk);
+        let frame = client_frame(2, &message);
+        sent += frame.len() as u64;
+        raw::write(&mut s, &frame);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let close_stdin = client_frame(2, &[255, 0]);
+    sent += close_stdin.len() as u64;
+    raw::write(&mut s, &close_stdin);
+    let (rest, closed) = raw::read_to_close(&mut s);
+    assert!(closed, "the API server ends the session after the status");
+    stream.extend_from_slice(&rest);
+    let frames = server_frames(&stream);
+    let stdout: Vec<u8> = frames
+        .iter()
+        .filter(|(op, p)| *op == 2 && p.first() == Some(&1))
+        .flat_map(|(_, p)| p[1..].to_vec())
+        .collect();
+    assert_eq!(stdout.len(), 6 + 70_000 + 4);
+    assert!(stdout.starts_with(b"hello xxx") && stdout.ends_with(b"xxbye\n"));
+    let status = frames
+        .iter()
+        .find(|(op, p)| *op == 2 && p.first() == Some(&3))
+        .expect("a status on channel 3");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&status.1[1..]).unwrap()["status"],
+        "Success"
+    );
+    assert_eq!(frames.last().unwrap().0, 8, "a close frame last");
+
+    let event = l.gw.wait_audit(|e| e["status"] == 101);
+    assert_eq!(event["user"], "alice");
+    assert_eq!(event["verb"], "connect");
+    assert_eq!(event["subresource"], "exec");
+    assert_eq!(event["decision"], "allow");
+    assert_eq!(event["bytes_in"], sent, "{event}");
+    assert_eq!(event["bytes_out"], stream.len() as u64, "{event}");
+    assert_eq!(event["ended"], "server closed", "{event}");
+    assert!(event["duration_ms"].as_f64().unwrap() >= 150.0, "{event}");
+    assert_eq!(
+        l.gw.audit_events()
+            .iter()
+            .filter(|e| e["subresource"] == "exec")
+            .count(),
+        1,
+        "one event per session"
+    );
+    // the API server saw kubegate's identity, not the user's token
+    let seen = l
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/web/exec"))
+        .unwrap();
+    assert_eq!(seen.identity.user(), Some("kubegate"));
+    assert!(!seen.headers.iter().any(|(n, _)| n == "authorization"));
+}
+
+#[test]
+fn an_unreachable_api_server_is_a_502_and_the_connection_closes() {
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = ApiServer::start();
+    let kubeconfig = api
+        .kubeconfig_with_client_cert()
+        .replace(api.url(), &format!("https://127.0.0.1:{closed_port}"));
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(1, "gone", &kubeconfig)
+        .start();
+    let l = Local { api, gw };
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(
+        &mut s,
+        l.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/web/exec?command=ls",
+            "v5.channel.k8s.io",
+        )
+        .as_bytes(),
+    );
+    let (got, closed) = raw::read_to_close(&mut s);
+    let got_text = text(&got);
+    assert!(
+        got_text.starts_with("HTTP/1.1 502 Bad Gateway"),
+        "{got_text}"
+    );
+    assert!(got_text.contains("is unreachable"), "{got_text}");
+    assert!(closed);
+    let event = l.gw.wait_audit(|e| e["status"] == 502);
+    assert_eq!(event["decision"], "error");
+    assert_eq!(event["ended"], "not upgraded");
+}
+
 mod raw {
     //! HTTP/1.1 and WebSocket by hand, over a plain socket to kubegate.
     use std::io::{Read, Write};
@@ -302,7 +686,6 @@ mod raw {
         (out, false)
     }
 
-    #[allow(dead_code)] // used by the raw-socket tests below
     /// Reads one response head (up to the blank line); returns it and what followed.
     pub fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
         let mut out = Vec::new();
