@@ -1,5 +1,6 @@
-//! SIGTERM under load: kubegate stops accepting, lets in-flight requests finish, writes
-//! every audit event, and exits 0. Nothing answered goes unrecorded.
+//! SIGTERM: kubegate stops accepting at once, lets in-flight requests finish (up to
+//! `server.shutdown_grace`, then cuts them), writes every audit event, and exits 0.
+//! Nothing answered goes unrecorded, under load or not.
 
 mod common;
 
@@ -108,5 +109,170 @@ fn sigterm_during_load_loses_no_audit_event() {
         "{} requests answered, {} audit events, none missing",
         answered.len(),
         recorded.len()
+    );
+}
+
+/// Sends `GET path` with `token` over a new connection and reads the answer's headers;
+/// returns the connection (to read the body from) and the headers.
+fn raw_get(http: &str, path: &str, token: &str) -> (std::net::TcpStream, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // the headers first
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the answer's headers");
+        head.push(byte[0]);
+    }
+    (s, head)
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() {
+    use std::io::Read;
+    let api = ApiServer::start();
+    let gate = Kubegate::new();
+    let kubeconfig = gate.dir().join("cluster.yaml");
+    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
+    let path = kubeconfig.to_str().unwrap();
+    gate.run(&[
+        "cluster",
+        "add",
+        "--org",
+        "1",
+        "--name",
+        "dev",
+        "--kubeconfig",
+        path,
+    ]);
+    gate.run(&[
+        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
+    ]);
+    let token = gate
+        .run(&["token", "create", "--user", "alice"])
+        .trim()
+        .to_string();
+    let (mut server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let watch = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=2";
+
+    // a request in flight: a watch the API server ends after 2 s
+    let (mut in_flight, head) = raw_get(&http, watch, &token);
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("the request id")
+        .trim()
+        .to_string();
+    let reader = std::thread::spawn(move || {
+        let mut body = Vec::new();
+        let _ = in_flight.read_to_end(&mut body);
+        body
+    });
+
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // new connections are refused at once, while the watch goes on
+    let addr = http.trim_start_matches("http://").to_string();
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "kubegate still accepts connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("no new connection {:?} after SIGTERM", sent.elapsed());
+    api.put_object(
+        "default",
+        "pods",
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "during-shutdown", "namespace": "default"}}),
+    );
+
+    // the watch ends as the API server ends it: its last chunk, the event sent during
+    // the shutdown included
+    let body = reader.join().unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("during-shutdown"),
+        "the in-flight request still gets its data: {text}"
+    );
+    assert!(
+        body.ends_with(b"0\r\n\r\n"),
+        "the in-flight request completes (its final chunk): {text}"
+    );
+    let status = wait_exit(&mut server.0, Duration::from_secs(30));
+    assert!(status.success(), "exit 0: {status:?}");
+    let event = gate
+        .audit()
+        .into_iter()
+        .find(|e| e["request_id"] == id.as_str())
+        .expect("the in-flight request is in the audit trail, written before exit");
+    assert_eq!(event["verb"], "watch");
+    assert_eq!(event["status"], 200);
+    assert!(event["bytes_out"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_stream_longer_than_the_grace_is_cut_and_still_audited() {
+    let api = ApiServer::start();
+    let gate = Kubegate::new()
+        .edit_config(|t| t.replace("shutdown_grace = \"10s\"", "shutdown_grace = \"1s\""));
+    let kubeconfig = gate.dir().join("cluster.yaml");
+    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
+    let path = kubeconfig.to_str().unwrap();
+    gate.run(&[
+        "cluster",
+        "add",
+        "--org",
+        "1",
+        "--name",
+        "dev",
+        "--kubeconfig",
+        path,
+    ]);
+    gate.run(&[
+        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
+    ]);
+    let token = gate
+        .run(&["token", "create", "--user", "alice"])
+        .trim()
+        .to_string();
+    let (mut server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let (_watch, head) = raw_get(
+        &http,
+        "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true",
+        &token,
+    );
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_exit(&mut server.0, Duration::from_secs(30));
+    println!(
+        "exited {:?} after SIGTERM with a watch open (grace 1 s)",
+        sent.elapsed()
+    );
+    assert!(status.success(), "exit 0: {status:?}");
+    assert!(
+        gate.audit().iter().any(|e| e["verb"] == "watch"),
+        "the cut watch is audited: {:#?}",
+        gate.audit()
     );
 }
