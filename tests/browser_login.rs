@@ -44,8 +44,9 @@ fn oidc_login_in_a_browser() {
     let browser = Browser::start();
     let target = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces";
 
-    // the whole dance, in the browser: kubegate -> provider -> kubegate -> the page
-    browser.goto(&format!("{}/auth/dex/login?redirect={target}", gw.url));
+    // the whole dance, in the browser: the page -> kubegate's login (dex is the only
+    // provider, so the default) -> the provider -> kubegate -> the page
+    browser.goto(&format!("{}{target}", gw.url));
     let landed = browser.wait_until("the requested page", |b| {
         let url = b.current_url();
         url.ends_with(target).then_some(url)
@@ -110,9 +111,26 @@ fn oidc_login_in_a_browser() {
         b.page_text().contains("Log in with dex").then_some(())
     });
     assert!(browser.cookie("kubegate_session").is_none());
+    // (from a page without the landing page's Content-Security-Policy, which allows no
+    // fetch at all)
+    browser.goto(&format!("{}/auth/providers", gw.url));
+    let after = browser.fetch("GET", target, &[], None);
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert_eq!(after.json()["kind"], "Status");
+    // opening the page itself starts a new login (at this provider, one without a
+    // login page, that is a new session at once)
+    let logins = || {
+        gw.audit_events()
+            .iter()
+            .filter(|e| e["verb"] == "login")
+            .count()
+    };
+    let before = logins();
     browser.goto(&format!("{}{target}", gw.url));
-    let after: Value = serde_json::from_str(&browser.page_text()).expect("a Status");
-    assert_eq!(after["code"], 401, "{after}");
+    browser.wait_until("the page again", |b| {
+        b.page_text().contains("NamespaceList").then_some(())
+    });
+    assert_eq!(logins(), before + 1, "through a new login");
 }
 
 #[test]

@@ -91,6 +91,8 @@ enum Provider {
 /// The configured providers and rules.
 pub struct Login {
     providers: BTreeMap<String, Provider>,
+    /// Where browsers without a session are sent to log in.
+    default_provider: Option<String>,
     rules: Vec<RoleRule>,
     lifetime: std::time::Duration,
     public_url: Option<String>,
@@ -128,8 +130,14 @@ impl Login {
             };
             providers.insert(name.clone(), built);
         }
+        let default_provider = match &config.default_provider {
+            Some(name) => Some(name.clone()),
+            None if providers.len() == 1 => providers.keys().next().cloned(),
+            None => None,
+        };
         Ok(Login {
             providers,
+            default_provider,
             rules: config.role_rules.clone(),
             lifetime: sessions.lifetime,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
@@ -732,6 +740,41 @@ async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         Ok(identity) => HttpResponse::Ok().json(json!({"user": identity.user, "provider": null})),
         Err(e) => e.response(),
     }
+}
+
+/// Where a browser that opens a page without credentials is sent: the login of the
+/// default provider, coming back to the page after. Only for a GET of an HTML page with
+/// no `Authorization` header (API clients keep their 401), and only when there is a
+/// default provider (`login.default_provider`, or the only one configured).
+pub fn browser_redirect(
+    req: &HttpRequest,
+    state: &AppState,
+    status: StatusCode,
+) -> Option<HttpResponse> {
+    if status != StatusCode::UNAUTHORIZED
+        || req.method() != actix_web::http::Method::GET
+        || req.headers().contains_key(header::AUTHORIZATION)
+        || !wants_html(req)
+    {
+        return None;
+    }
+    let provider = state.login.default_provider.as_deref()?;
+    let here = match req.uri().query() {
+        Some(query) => format!("{}?{query}", req.uri().path()),
+        None => req.uri().path().to_string(),
+    };
+    let here = redirect::local_path(&here)?;
+    let encoded =
+        percent_encoding::utf8_percent_encode(here, percent_encoding::NON_ALPHANUMERIC).to_string();
+    Some(
+        HttpResponse::Found()
+            .insert_header((
+                header::LOCATION,
+                format!("/auth/{provider}/login?redirect={encoded}"),
+            ))
+            .insert_header(("Cache-Control", "no-store"))
+            .finish(),
+    )
 }
 
 /// `GET /auth/providers`

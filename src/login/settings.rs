@@ -26,6 +26,10 @@ pub struct LoginConfig {
     /// Provider groups that give org roles at login.
     #[serde(default)]
     pub role_rules: Vec<RoleRule>,
+    /// Where a browser opening a page without a session is sent to log in (default: the
+    /// only provider, when there is one).
+    #[serde(default)]
+    pub default_provider: Option<String>,
 }
 
 /// One login provider; `kind` says which.
@@ -243,6 +247,13 @@ impl LoginConfig {
                         "login.role_rules[{i}].provider: no provider is named \"{p}\""
                     ));
                 }
+            }
+        }
+        if let Some(name) = &self.default_provider {
+            if !self.providers.contains_key(name) {
+                problems.push(format!(
+                    "login.default_provider: no provider is named \"{name}\""
+                ));
             }
         }
         match (sessions.store.as_str(), &sessions.redis_url) {
