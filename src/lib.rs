@@ -18,6 +18,7 @@ pub mod login;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod rewrite;
 pub mod server;
 pub mod session;
 pub mod status;

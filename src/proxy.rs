@@ -13,6 +13,7 @@
 //! and every request, whatever its end, becomes one audit event.
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -159,6 +160,11 @@ pub async fn handle(
             audit.event.error = Some(error.message.clone());
             if audit.event.reason.is_empty() {
                 audit.event.reason = error.message.clone();
+            }
+            if let Some(login) = crate::login::browser_redirect(&req, &state, error.code) {
+                // a person opening a page (the dashboard) without a session: log in first
+                audit.finish(&state.auditor, login.status().as_u16(), 0, 0);
+                return login;
             }
             let body = error.body();
             let bytes_out = body.len() as u64;
@@ -390,10 +396,20 @@ async fn forward(
     let status = response.status();
     let mut builder = HttpResponse::build(status);
     let listed = connection_listed(response.headers());
+    let prefix = crate::rewrite::prefix(path.org, path.cluster);
     for (name, value) in response.headers() {
         if !is_dropped_response_header(name) && !listed.iter().any(|l| l == name.as_str()) {
-            builder.append_header((name.clone(), value.clone()));
+            // a redirect to a path of the API server stays under the cluster's prefix
+            let moved = (name == header::LOCATION)
+                .then(|| value.to_str().ok())
+                .flatten()
+                .and_then(|v| crate::rewrite::location(v, &prefix, &proxy.server))
+                .and_then(|v| header::HeaderValue::from_str(&v).ok());
+            builder.append_header((name.clone(), moved.unwrap_or_else(|| value.clone())));
         }
+    }
+    if audit.event.attributes.subresource == "proxy" && is_plain_html(response.headers()) {
+        return html_with_links_moved(response, builder, audit, &state, received, &prefix).await;
     }
     let length = response
         .headers()
@@ -423,6 +439,82 @@ async fn forward(
         Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
         None => builder.streaming(body),
     }
+}
+
+/// An uncompressed `text/html` answer.
+fn is_plain_html(headers: &HeaderMap) -> bool {
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+    html && !encoded
+}
+
+/// A page from a service, pod or node proxy, its absolute links moved under the cluster's
+/// prefix ([`crate::rewrite`]). Held whole up to [`crate::rewrite::MAX_HTML_BYTES`]; a
+/// larger page streams on unchanged.
+async fn html_with_links_moved<S>(
+    mut response: awc::ClientResponse<S>,
+    mut builder: actix_web::HttpResponseBuilder,
+    audit: AuditContext,
+    state: &AppState,
+    received: Rc<Cell<u64>>,
+    prefix: &str,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+        + Unpin
+        + 'static,
+{
+    use futures_util::StreamExt;
+    let status = response.status();
+    let mut page = bytes::BytesMut::new();
+    let mut whole = true;
+    while let Some(chunk) = response.next().await {
+        match chunk {
+            Ok(chunk) => page.extend_from_slice(&chunk),
+            Err(e) => {
+                let error = StatusError::bad_gateway(format!("the page broke off: {e}"));
+                let mut audit = audit;
+                audit.event.decision = AuditDecision::Error;
+                audit.event.error = Some(error.message.clone());
+                audit.finish(&state.auditor, error.code.as_u16(), received.get(), 0);
+                return error.response();
+            }
+        }
+        if page.len() > crate::rewrite::MAX_HTML_BYTES {
+            whole = false;
+            break;
+        }
+    }
+    let body: Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
+    > = match (whole, std::str::from_utf8(&page)) {
+        (true, Ok(text)) => {
+            let moved = bytes::Bytes::from(crate::rewrite::html(text, prefix));
+            builder.no_chunking(moved.len() as u64);
+            Box::pin(futures_util::stream::once(async move { Ok(moved) }))
+        }
+        (true, Err(_)) => {
+            builder.no_chunking(page.len() as u64);
+            Box::pin(futures_util::stream::once(async move { Ok(page.freeze()) }))
+        }
+        (false, _) => {
+            Box::pin(futures_util::stream::once(async move { Ok(page.freeze()) }).chain(response))
+        }
+    };
+    let body = AuditedBody::new(
+        body,
+        audit,
+        state.auditor.clone(),
+        status.as_u16(),
+        received,
+    );
+    builder.streaming(body)
 }
 
 fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {

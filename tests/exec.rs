@@ -652,6 +652,104 @@ fn an_unreachable_api_server_is_a_502_and_the_connection_closes() {
     assert_eq!(event["ended"], "not upgraded");
 }
 
+impl Local {
+    /// GET `path` (kubegate's, with its prefix) as `user`: the head and the body.
+    fn get(&self, user: &str, path: &str) -> (String, String) {
+        let mut s = raw::connect(&self.gw.url);
+        raw::write(
+            &mut s,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\nAccept: text/html,*/*\r\nConnection: close\r\n\r\n",
+                self.gw.token(user)
+            )
+            .as_bytes(),
+        );
+        let (all, _) = raw::read_to_close(&mut s);
+        let all = text(&all);
+        let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
+        (head.to_string(), body.to_string())
+    }
+}
+
+fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn the_dashboard_through_the_service_proxy() {
+    let l = local();
+    let service = "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy";
+    let prefix = l.path("");
+    // the API server's redirect to the trailing slash stays under kubegate's prefix
+    let (head, _) = l.get("alice", &l.path(service));
+    assert!(head.starts_with("HTTP/1.1 301"), "{head}");
+    let page_path = format!("{prefix}{service}/");
+    assert_eq!(
+        header_of(&head, "location"),
+        Some(page_path.as_str()),
+        "{head}"
+    );
+    // the page: relative links as they were, the absolute one moved under the prefix
+    let (head, page) = l.get("alice", &page_path);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        header_of(&head, "content-length"),
+        Some(page.len().to_string().as_str())
+    );
+    assert!(
+        page.contains(r#"<link rel="stylesheet" href="styles.css">"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<script src="main.js" defer>"#), "{page}");
+    assert!(
+        page.contains(&format!(r#"href="{prefix}{service}/#/workloads""#)),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"href='#/login'"#)
+            && page.contains(r#"href="https://kubernetes.io/docs/""#),
+        "{page}"
+    );
+    // what the browser then fetches, resolved against the page's URL
+    let (head, css) = l.get("alice", &format!("{page_path}styles.css"));
+    assert!(
+        head.starts_with("HTTP/1.1 200") && header_of(&head, "content-type") == Some("text/css"),
+        "{head}"
+    );
+    assert!(css.contains("font-family"));
+    let (head, script) = l.get("alice", &format!("{page_path}main.js"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(script.contains("fetch('api/v1/login/status')"), "{script}");
+    let (head, status) = l.get("alice", &format!("{page_path}api/v1/login/status"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&status).unwrap()["version"],
+        "v2.7.0"
+    );
+    // a redirect the API server rewrote for the dashboard's own absolute path
+    let (head, _) = l.get("alice", &format!("{page_path}logout"));
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    assert_eq!(
+        header_of(&head, "location"),
+        Some(format!("{prefix}{service}/#/login").as_str())
+    );
+    // the API server saw its own paths, and the service proxy is `connect`: not for members
+    assert!(l
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.path == format!("{service}/api/v1/login/status")));
+    let (head, body) = l.get("bob", &page_path);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(
+        body.contains("cannot connect resource \\\"services/proxy\\\""),
+        "{body}"
+    );
+}
+
 mod raw {
     //! HTTP/1.1 and WebSocket by hand, over a plain socket to kubegate.
     use std::io::{Read, Write};
