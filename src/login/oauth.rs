@@ -26,6 +26,7 @@ use oauth2::{
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -189,7 +190,7 @@ async fn get_json(
 
 fn oauth_client(
     client_id: &str,
-    secret: Option<&str>,
+    secret: Option<&SecretString>,
     auth_url: &str,
     token_url: &str,
     callback: &str,
@@ -204,7 +205,7 @@ fn oauth_client(
             RedirectUrl::new(callback.to_string()).map_err(|e| bad("callback URL", e))?,
         );
     if let Some(secret) = secret {
-        client = client.set_client_secret(ClientSecret::new(secret.to_string()));
+        client = client.set_client_secret(ClientSecret::new(secret.expose_secret().to_string()));
     }
     Ok(client)
 }
@@ -262,13 +263,13 @@ async fn exchange(
 /// A GitHub (or GitHub Enterprise) provider.
 pub struct Github {
     settings: GithubSettings,
-    secret: Option<String>,
+    secret: Option<SecretString>,
     tls: Arc<ClientConfig>,
 }
 
 impl Github {
     /// The provider of `settings`, with its client secret.
-    pub fn new(settings: GithubSettings, secret: Option<String>) -> Result<Github, String> {
+    pub fn new(settings: GithubSettings, secret: Option<SecretString>) -> Result<Github, String> {
         let tls = tls_config(settings.ca_file.as_deref())?;
         Ok(Github {
             settings,
@@ -280,7 +281,7 @@ impl Github {
     fn client(&self, callback: &str) -> Result<OAuthClient, LoginError> {
         oauth_client(
             &self.settings.client_id,
-            self.secret.as_deref(),
+            self.secret.as_ref(),
             &self.settings.auth_url,
             &self.settings.token_url,
             callback,
@@ -350,7 +351,7 @@ const CACHE_FOR: Duration = Duration::from_secs(3600);
 /// An OpenID Connect provider.
 pub struct Oidc {
     settings: OidcSettings,
-    secret: Option<String>,
+    secret: Option<SecretString>,
     tls: Arc<ClientConfig>,
     discovery: Mutex<Option<(Instant, Discovery)>>,
     keys: Mutex<Option<(Instant, JwkSet)>>,
@@ -358,7 +359,7 @@ pub struct Oidc {
 
 impl Oidc {
     /// The provider of `settings`, with its client secret.
-    pub fn new(settings: OidcSettings, secret: Option<String>) -> Result<Oidc, String> {
+    pub fn new(settings: OidcSettings, secret: Option<SecretString>) -> Result<Oidc, String> {
         let tls = tls_config(settings.ca_file.as_deref())?;
         Ok(Oidc {
             settings,
@@ -410,7 +411,7 @@ impl Oidc {
         let found = self.discovery().await?;
         oauth_client(
             &self.settings.client_id,
-            self.secret.as_deref(),
+            self.secret.as_ref(),
             &found.authorization_endpoint,
             &found.token_endpoint,
             callback,

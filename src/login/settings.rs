@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 use super::ldap::LdapSettings;
@@ -277,10 +278,10 @@ impl LoginConfig {
 
 /// The client secret of provider `name`: from its file, else from
 /// `KUBEGATE_LOGIN_<NAME>_CLIENT_SECRET` (name upper-cased, `-` as `_`).
-pub fn client_secret(name: &str, file: Option<&PathBuf>) -> Result<Option<String>, String> {
+pub fn client_secret(name: &str, file: Option<&PathBuf>) -> Result<Option<SecretString>, String> {
     if let Some(path) = file {
         return std::fs::read_to_string(path)
-            .map(|s| Some(s.trim().to_string()))
+            .map(|s| Some(SecretString::from(s.trim().to_string())))
             .map_err(|e| {
                 format!(
                     "login.providers.{name}.client_secret_file: cannot read {}: {e}",
@@ -288,7 +289,9 @@ pub fn client_secret(name: &str, file: Option<&PathBuf>) -> Result<Option<String
                 )
             });
     }
-    Ok(std::env::var(secret_variable(name)).ok())
+    Ok(std::env::var(secret_variable(name))
+        .ok()
+        .map(SecretString::from))
 }
 
 /// The environment variable of provider `name`'s client secret.
