@@ -427,10 +427,13 @@ async fn kubeconfig_for_caller(req: HttpRequest, state: web::Data<AppState>) -> 
                 format!("{}://{}", info.scheme(), info.host())
             }
         };
-        let token = state
-            .tokens
-            .issue(&user, None, &format!("kubeconfig for cluster {}", record.id))
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let token = crate::tokens::issue_recorded(
+            &state,
+            &user,
+            &format!("kubeconfig for cluster {}", record.id),
+            None,
+        )
+        .await?;
         let ca = match (&state.served_ca, base.starts_with("https://")) {
             (Some(path), true) => std::fs::read(path)
                 .ok()

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{guarded, parse_json, Access, ApiError};
+use crate::auth::IssuedToken;
 use crate::server::AppState;
 
 /// Revoked token and session ids, as this replica knows them.
@@ -156,13 +157,14 @@ fn unavailable(e: StoreError) -> ApiError {
     )
 }
 
-/// Issues a token for `user` and keeps its record; the answer carries the token once.
-async fn issue(
+/// Issues a token for `user` and keeps its record (without its record the token could
+/// not be listed or revoked: no record, no token).
+pub async fn issue_recorded(
     state: &AppState,
     user: &str,
     name: &str,
     ttl: Option<Duration>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<IssuedToken, ApiError> {
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -181,8 +183,18 @@ async fn issue(
         expires_at: issued.expires_epoch,
         revoked_at: None,
     };
-    // without its record the token could not be listed or revoked: no record, no token
     state.token_store.add(&record).await.map_err(unavailable)?;
+    Ok(issued)
+}
+
+/// A new token as the API answers it: the token is shown this once.
+async fn issue(
+    state: &AppState,
+    user: &str,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<HttpResponse, ApiError> {
+    let issued = issue_recorded(state, user, name, ttl).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
         .json(json!({
