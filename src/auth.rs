@@ -94,6 +94,20 @@ pub struct IssuedToken {
     pub expires_epoch: u64,
 }
 
+impl IssuedToken {
+    /// What the token store keeps of this token (never the token itself).
+    pub fn record(&self, user: &str, name: &str) -> kubegate_actors::tokens::TokenRecord {
+        kubegate_actors::tokens::TokenRecord {
+            id: self.id.clone(),
+            user: user.to_string(),
+            name: name.to_string(),
+            created_at: self.issued_at,
+            expires_at: self.expires_epoch,
+            revoked_at: None,
+        }
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -107,16 +107,7 @@ pub async fn create_token(
     let store = crate::server::open_token_store(config)
         .await
         .map_err(|e| CliError::Input(e.to_string()))?;
-    store
-        .add(&kubegate_actors::tokens::TokenRecord {
-            id: issued.id.clone(),
-            user: user.to_string(),
-            name: name.to_string(),
-            created_at: issued.issued_at,
-            expires_at: issued.expires_epoch,
-            revoked_at: None,
-        })
-        .await?;
+    store.add(&issued.record(user, name)).await?;
     Ok(issued)
 }
 

@@ -175,15 +175,11 @@ pub async fn issue_recorded(
         .tokens
         .issue(user, ttl, name)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let record = TokenRecord {
-        id: issued.id.clone(),
-        user: user.to_string(),
-        name: name.to_string(),
-        created_at: issued.issued_at,
-        expires_at: issued.expires_epoch,
-        revoked_at: None,
-    };
-    state.token_store.add(&record).await.map_err(unavailable)?;
+    state
+        .token_store
+        .add(&issued.record(user, name))
+        .await
+        .map_err(unavailable)?;
     Ok(issued)
 }
 

@@ -6,16 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use crate::config::duration;
 
 use super::ldap::LdapSettings;
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!("\"{text}\" is not a duration (e.g. 10s, 12h): {e}"))
-    })
-}
 
 /// `[login]`
 #[derive(Debug, Clone, Default, Deserialize)]
