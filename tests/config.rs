@@ -375,3 +375,38 @@ fn the_library_reports_the_same_list() {
         other => panic!("expected the problems, got {other:?}"),
     }
 }
+
+/// The `kubegate.toml: |` block of the Kubernetes ConfigMap.
+fn configmap_toml() -> String {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/configmap.yaml"
+    ))
+    .unwrap();
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "kubegate.toml: |");
+    lines.next().expect("the ConfigMap has kubegate.toml");
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_shipped_configurations_are_valid() {
+    for (name, text) in [
+        (
+            "config/compose.toml",
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/compose.toml"))
+                .unwrap(),
+        ),
+        ("deploy/kubernetes/configmap.yaml", configmap_toml()),
+    ] {
+        let config = Config::parse_with(&text, Path::new(name), Vec::new())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config.store.kind, "vault", "{name}");
+        assert_eq!(config.policy.storage, "postgres", "{name}");
+        assert_eq!(config.sessions.store, "redis", "{name}");
+        assert!(config.audit.sinks.iter().any(|s| s == "postgres"), "{name}");
+    }
+}
