@@ -12,80 +12,9 @@ use std::time::{Duration, Instant};
 use common::apiserver::ApiServer;
 use common::gateway::{GatewayBuilder, TestGateway};
 use common::oidc::{OidcProvider, ProviderUser, CLIENT_ID, CLIENT_SECRET};
+use common::session::{log_in_at, Answer, Jar};
 use kubegate::login::ProviderConfig;
-use serde_json::{json, Value};
-
-/// What a browser keeps of kubegate: its session cookie.
-#[derive(Clone, Default)]
-struct Jar {
-    cookie: Option<String>,
-}
-
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    body: Value,
-    text: String,
-    set_cookie: Vec<String>,
-}
-
-impl Jar {
-    /// Sends one request (no redirect followed) with the session cookie, keeps what
-    /// the answer sets.
-    async fn send(
-        &mut self,
-        method: &str,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Answer {
-        let client = awc::Client::builder()
-            .disable_redirects()
-            .disable_timeout()
-            .finish();
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(cookie) = &self.cookie {
-            req = req.insert_header(("Cookie", cookie.clone()));
-        }
-        for (name, value) in headers {
-            req = req.insert_header((*name, *value));
-        }
-        let mut res = match body {
-            Some(b) => req.send_body(b.to_string()).await,
-            None => req.send().await,
-        }
-        .expect("an answer");
-        let bytes = res.body().limit(16 << 20).await.unwrap_or_default();
-        let set_cookie: Vec<String> = res
-            .headers()
-            .get_all("set-cookie")
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        for c in &set_cookie {
-            if let Some(pair) = c.split(';').next() {
-                if pair.starts_with("kubegate_session=") {
-                    let removed = pair == "kubegate_session=" || c.contains("Max-Age=0");
-                    self.cookie = (!removed).then(|| pair.to_string());
-                }
-            }
-        }
-        Answer {
-            status: res.status().as_u16(),
-            location: res
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-            set_cookie,
-        }
-    }
-
-    async fn get(&mut self, url: &str) -> Answer {
-        self.send("GET", url, &[], None).await
-    }
-}
+use serde_json::json;
 
 fn oidc_provider(provider: &OidcProvider, dir: &Path) -> ProviderConfig {
     let secret = dir.join("dex-secret");
@@ -172,33 +101,9 @@ rules = [
     }
 }
 
-/// Logs in with `provider` through the whole redirect dance; returns the jar and where
-/// kubegate sent the browser in the end.
+/// [`log_in_at`] this gateway.
 async fn log_in(gw: &TestGateway, provider: &str, redirect: &str) -> (Jar, Answer) {
-    let mut jar = Jar::default();
-    let start = jar
-        .get(&format!(
-            "{}/auth/{provider}/login?redirect={}",
-            gw.url,
-            percent_encoding::utf8_percent_encode(redirect, percent_encoding::NON_ALPHANUMERIC)
-        ))
-        .await;
-    assert_eq!(start.status, 302, "login start: {}", start.text);
-    let at_provider = start.location.expect("to the provider");
-    assert!(
-        jar.cookie.is_some(),
-        "the login state is in a session cookie"
-    );
-    let mut outside = Jar::default();
-    let back = outside.get(&at_provider).await;
-    assert_eq!(
-        back.status, 302,
-        "the provider redirects back: {}",
-        back.text
-    );
-    let callback = back.location.expect("back to kubegate");
-    let end = jar.get(&callback).await;
-    (jar, end)
+    log_in_at(&gw.url, provider, redirect).await
 }
 
 #[actix_rt::test]

@@ -28,6 +28,10 @@ struct Replicas {
     bao: Bao,
     db: TestDatabase,
     replicas: Vec<Replica>,
+    /// Configuration added to every replica's (TOML appended at the end).
+    extra_config: String,
+    /// Environment variables given to every replica.
+    extra_env: Vec<(String, String)>,
 }
 
 /// One `kubegate serve` process.
@@ -42,6 +46,12 @@ impl Replicas {
     /// Vault, a database, the API server stand-in and `n` replicas, with `root` a global
     /// administrator and `alice` admin of org 1.
     fn start(n: usize) -> Replicas {
+        Replicas::start_with(n, String::new(), Vec::new())
+    }
+
+    /// [`start`](Self::start), every replica with `extra_config` appended to its
+    /// configuration and `extra_env` in its environment.
+    fn start_with(n: usize, extra_config: String, extra_env: Vec<(String, String)>) -> Replicas {
         let api = ApiServer::start();
         let bao = Bao::start();
         let db = TestDatabase::create();
@@ -50,6 +60,8 @@ impl Replicas {
             bao,
             db,
             replicas: Vec::new(),
+            extra_config,
+            extra_env,
         };
         for i in 0..n {
             let replica = replicas.replica();
@@ -66,7 +78,12 @@ impl Replicas {
     /// A replica's configuration: the defaults, with the shared stores.
     fn replica(&self) -> Replica {
         let (vault, db) = (self.bao.address.clone(), self.db.url.clone());
-        let gate = Kubegate::new()
+        let extra = self.extra_config.clone();
+        let mut gate = Kubegate::new();
+        for (name, value) in &self.extra_env {
+            gate = gate.env(name, value);
+        }
+        let gate = gate
             .env("VAULT_TOKEN", &self.bao.root_token)
             .env("KUBEGATE_SIGNING_KEY", SIGNING_KEY)
             .edit_config(|text| {
@@ -86,6 +103,7 @@ impl Replicas {
                         "sinks = [\"file\"]",
                         &format!("sinks = [\"file\", \"postgres\"]\npostgres_url = \"{db}\""),
                     )
+                    + extra.as_str()
             });
         Replica {
             gate,
@@ -381,4 +399,128 @@ fn a_replica_killed_mid_request_does_not_disturb_the_other() {
         replacement.call("GET", &proxy(id, PODS), &alice, None).0,
         200
     );
+}
+
+#[test]
+fn a_token_revoked_on_one_replica_is_refused_by_the_other_within_seconds() {
+    let r = Replicas::start(2);
+    let (a, b) = (&r.replicas[0], &r.replicas[1]);
+    let alice = r.token("alice");
+    let (code, created) = a.call(
+        "POST",
+        "/pipeline/api/v1/orgs/1/clusters",
+        &alice,
+        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
+    );
+    assert_eq!(code, 201, "{created}");
+    let pods = proxy(created["id"].as_u64().unwrap(), PODS);
+    let (code, made) = a.call(
+        "POST",
+        "/pipeline/api/v1/tokens",
+        &alice,
+        Some(json!({"name": "laptop"})),
+    );
+    assert_eq!(code, 201, "{made}");
+    let (laptop, id) = (
+        made["token"].as_str().unwrap().to_string(),
+        made["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(b.call("GET", &pods, &laptop, None).0, 200);
+    let (code, _) = a.call(
+        "DELETE",
+        &format!("/pipeline/api/v1/tokens/{id}"),
+        &alice,
+        None,
+    );
+    assert_eq!(code, 204);
+    assert_eq!(a.call("GET", &pods, &laptop, None).0, 401, "at once on A");
+    let took = within(
+        Duration::from_secs(5),
+        "B refuses the revoked token",
+        || b.call("GET", &pods, &laptop, None).0 == 401,
+    );
+    println!("a token revoked on A was refused by B after {took:?} (poll 200 ms)");
+    // B lists it as revoked: the record is in Vault
+    let (code, listed) = b.call("GET", "/pipeline/api/v1/tokens", &alice, None);
+    assert_eq!(code, 200);
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["revoked"], true, "{listed}");
+}
+
+#[test]
+fn a_session_made_on_one_replica_works_on_the_other() {
+    use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
+    use common::session::log_in_at;
+    let provider = OidcProvider::start();
+    let login = format!(
+        "\n[login.providers.dex]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         user_claim = \"preferred_username\"\n\n[[login.role_rules]]\nprovider = \"dex\"\n\
+         group = \"acme/admins\"\norg = 1\nrole = \"admin\"\n",
+        provider.issuer()
+    );
+    let env = [
+        ("KUBEGATE_SESSIONS__STORE", "redis"),
+        ("KUBEGATE_SESSIONS__REDIS_URL", "redis://127.0.0.1:6379"),
+        ("KUBEGATE_LOGIN_DEX_CLIENT_SECRET", CLIENT_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = Replicas::start_with(2, login, env);
+    let (a, b) = (&r.replicas[0], &r.replicas[1]);
+    let alice = r.token("alice");
+    let (code, created) = a.call(
+        "POST",
+        "/pipeline/api/v1/orgs/1/clusters",
+        &alice,
+        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
+    );
+    assert_eq!(code, 201, "{created}");
+    let pods = proxy(created["id"].as_u64().unwrap(), PODS);
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    let (on_b, took, after_logout) = block_on(move || async move {
+        let (mut jar, end) = log_in_at(&a_url, "dex", "/").await;
+        assert_eq!(end.status, 303, "{}", end.text);
+        let who = jar.get(&format!("{b_url}/auth/session")).await;
+        assert_eq!(
+            who.status, 200,
+            "the session made on A works on B: {}",
+            who.text
+        );
+        // the role the login gave on A (from the group) is in force on B once B has
+        // read the memberships
+        let start = Instant::now();
+        let on_b = loop {
+            let page = jar.get(&format!("{b_url}{pods}")).await;
+            if page.status == 200 || start.elapsed() > Duration::from_secs(5) {
+                break page.status;
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        };
+        let took = start.elapsed();
+        // logout on B ends the session on A too, even for a copy of the cookie
+        let copy = jar.clone();
+        let csrf = who.body["csrfToken"].as_str().unwrap().to_string();
+        let out = jar
+            .send(
+                "POST",
+                &format!("{b_url}/auth/logout"),
+                &[("X-CSRF-Token", &csrf)],
+                None,
+            )
+            .await;
+        assert_eq!(out.status, 200, "{}", out.text);
+        let mut copy = copy;
+        let after_logout = copy.get(&format!("{a_url}/auth/session")).await.status;
+        (on_b, took, after_logout)
+    });
+    assert_eq!(on_b, 200, "the cookie alone opens the proxy on B");
+    println!("the login's role reached B after {took:?}");
+    assert_eq!(after_logout, 401, "logged out everywhere");
 }

@@ -12,4 +12,5 @@ pub mod kubectl;
 pub mod ldap;
 pub mod oidc;
 pub mod postgres;
+pub mod session;
 pub mod vault;
