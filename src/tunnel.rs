@@ -596,7 +596,14 @@ async fn upload(
     while let Some(chunk) = payload.next().await {
         match chunk {
             Ok(bytes) => {
-                if let Err(e) = writer.write_all(&bytes).await {
+                // flushed each time: over TLS, what `write_all` accepted may still sit in
+                // rustls's buffer when the socket was full, and nothing else would send it
+                // (the last keystrokes of a session would wait for the next ones)
+                let written = async {
+                    writer.write_all(&bytes).await?;
+                    writer.flush().await
+                };
+                if let Err(e) = written.await {
                     session
                         .failure
                         .borrow_mut()

@@ -807,3 +807,53 @@ mod raw {
         s.write_all(bytes).unwrap();
     }
 }
+
+/// Writing and reading at full speed at once, several times: every byte arrives, and the
+/// session ends with the API server's status (this caught stdin left in the TLS buffer
+/// towards the API server).
+#[test]
+fn a_busy_session_carries_every_byte_both_ways() {
+    let l = local();
+    let frames = 256; // 8 MiB of stdin per session
+    for round in 0..4 {
+        let mut s = raw::connect(&l.gw.url);
+        raw::write(
+            &mut s,
+            l.websocket(
+                "alice",
+                "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+                "v5.channel.k8s.io",
+            )
+            .as_bytes(),
+        );
+        let (head, mut got) = raw::read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut writer = s.try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            let mut message = vec![b'x'; 32 * 1024 + 1];
+            message[0] = 0;
+            let frame = client_frame(2, &message);
+            for _ in 0..frames {
+                writer.write_all(&frame).unwrap();
+            }
+            writer.write_all(&client_frame(2, &[255, 0])).unwrap();
+        });
+        let (rest, closed) = raw::read_to_close(&mut s);
+        writing.join().unwrap();
+        got.extend_from_slice(&rest);
+        assert!(closed, "round {round}: the session ended");
+        let frames_got = server_frames(&got);
+        let stdout: usize = frames_got
+            .iter()
+            .filter(|(op, p)| *op == 2 && p.first() == Some(&1))
+            .map(|(_, p)| p.len() - 1)
+            .sum();
+        assert_eq!(stdout, frames * 32 * 1024, "round {round}");
+        assert!(
+            frames_got
+                .iter()
+                .any(|(op, p)| *op == 2 && p.first() == Some(&3)),
+            "round {round}: the status arrived"
+        );
+    }
+}
