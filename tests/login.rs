@@ -320,6 +320,15 @@ async fn github_login_reads_the_user_and_org_groups() {
     assert_eq!(end.status, 303, "{}", end.text);
     let who = jar.get(&format!("{}/auth/session", gw.url)).await;
     assert_eq!(who.body["user"], "github:octocat");
+    let token_request = provider
+        .requests()
+        .into_iter()
+        .find(|r| r["endpoint"] == "token")
+        .unwrap();
+    assert_eq!(
+        token_request["client_auth"], "post",
+        "GitHub gets the client's credentials in the body"
+    );
     assert_eq!(who.body["groups"], json!(["acme", "acme/platform"]));
     // the rule made github:octocat a member of org 1: reads yes, writes no
     let url = format!(

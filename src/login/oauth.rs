@@ -19,8 +19,8 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
     StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use rustls::ClientConfig;
@@ -210,6 +210,12 @@ fn oauth_client(
     Ok(client)
 }
 
+/// GitHub takes the client's credentials in the token request's body, as it documents
+/// (OIDC providers get HTTP Basic, `client_secret_basic`, the OIDC default).
+fn in_body(client: OAuthClient) -> OAuthClient {
+    client.set_auth_type(AuthType::RequestBody)
+}
+
 fn start(client: &OAuthClient, scopes: &[String], nonce: Option<String>) -> Authorization {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
@@ -286,6 +292,7 @@ impl Github {
             &self.settings.token_url,
             callback,
         )
+        .map(in_body)
     }
 
     /// Where to send the browser.
