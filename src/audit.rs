@@ -171,6 +171,8 @@ pub async fn drain_workers(limit: Duration) -> usize {
 /// What is known of a request while it is handled; becomes its [`AuditEvent`].
 pub struct AuditContext {
     started: Instant,
+    /// Lets shutdown wait until this request's event is submitted.
+    _pending: Option<crate::metrics::AuditPending>,
     /// The event being filled in.
     pub event: AuditEvent,
 }
@@ -189,6 +191,9 @@ impl AuditContext {
         };
         AuditContext {
             started: Instant::now(),
+            _pending: req
+                .app_data::<actix_web::web::Data<crate::server::AppState>>()
+                .map(|state| state.pending_audits.start()),
             event: AuditEvent {
                 time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 request_id: request_id.to_string(),

@@ -971,12 +971,6 @@ impl Config {
                 self.server.max_header_bytes
             ));
         }
-        if self.server.listen_tls.is_none() && self.server.http2 {
-            problems.push(
-                "server.http2: needs server.listen_tls (HTTP/2 is offered over TLS only)"
-                    .to_string(),
-            );
-        }
         for sink in &self.audit.sinks {
             if !matches!(sink.as_str(), "file" | "stdout" | "postgres") {
                 problems.push(format!(

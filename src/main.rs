@@ -1,5 +1,6 @@
 //! The `kubegate` command: `serve`, and the tools that manage what it serves.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,8 +125,72 @@ enum MemberCommand {
     },
 }
 
+/// Standard error for the log, written in batches: env_logger flushes after every
+/// record, which at one access line per request is a system call per request. Records
+/// are kept until 32 KiB are pending or [`LOG_FLUSH`] has passed (a thread flushes what
+/// waits), so a line reaches the log at most that late; an error or a warning is written
+/// at once, with what waits before it.
+#[derive(Clone, Default)]
+struct BatchedStderr(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+/// The longest a log line waits.
+const LOG_FLUSH: Duration = Duration::from_millis(100);
+
+impl BatchedStderr {
+    fn write_out(buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if !buf.is_empty() {
+            let result = std::io::stderr().lock().write_all(buf);
+            buf.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Writes what waits.
+    fn flush_now(&self) {
+        let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = Self::write_out(&mut buf);
+    }
+}
+
+impl Write for BatchedStderr {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        buf.extend_from_slice(data);
+        let urgent = data
+            .windows(6)
+            .take(40)
+            .any(|w| w == b" ERROR" || w == b" WARN ");
+        if urgent || buf.len() >= 32 << 10 {
+            Self::write_out(&mut buf)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // env_logger calls this after every record: the flusher thread does it instead
+        Ok(())
+    }
+}
+
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let stderr = BatchedStderr::default();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Pipe(Box::new(stderr.clone())))
+        .init();
+    {
+        let stderr = stderr.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(LOG_FLUSH);
+            stderr.flush_now();
+        });
+    }
+    let code = run_main(&stderr);
+    stderr.flush_now();
+    std::process::exit(code);
+}
+
+fn run_main(log: &BatchedStderr) -> i32 {
     let cli = Cli::parse();
     // serve and check-config check everything the configuration names (files, secrets)
     // and report every problem at once, with the same messages; the other commands need
@@ -139,9 +204,11 @@ fn main() {
         .and_then(|config| actix_web::rt::System::new().block_on(run(cli.command, config)));
     if let Err(e) = result {
         // the message and its causes, without a backtrace: this is for people
+        log.flush_now();
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        return 1;
     }
+    0
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
@@ -174,6 +241,10 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     config.server.tls_cert_file.display()
                 );
             }
+            actix_rt::spawn(stop_on_signal(
+                gateway.handle(),
+                config.server.shutdown_grace,
+            ));
             gateway.run().await?;
         }
         Command::Token {
@@ -241,4 +312,43 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGTERM or SIGINT: stop accepting connections, let in-flight requests run for up to
+/// the grace, then [`Gateway::run`] hands the workers' audit events to the auditor,
+/// flushes them and returns, and the process exits 0. A second signal stops at once.
+///
+/// kubegate handles these signals itself rather than leaving them to actix-server,
+/// which stops the whole actix system shortly after the HTTP server, racing the audit
+/// flush that must come after it.
+async fn stop_on_signal(handle: actix_web::dev::ServerHandle, grace: Duration) {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot listen for SIGTERM and SIGINT ({e}); stop kubegate with SIGKILL");
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log::info!(
+        "{name}: no new connections; in-flight requests get up to {}, then the audit trail is flushed",
+        humantime::format_duration(grace)
+    );
+    let now = handle.clone();
+    actix_rt::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        log::warn!("second signal: stopping at once");
+        now.stop(false).await;
+    });
+    handle.stop(true).await;
 }

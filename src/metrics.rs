@@ -209,6 +209,35 @@ impl Drop for InFlight {
     }
 }
 
+/// The requests of one server whose audit event is not yet submitted (streams until
+/// they end), so that its shutdown can wait for the events of streams cut at the end of
+/// the grace.
+#[derive(Debug, Clone, Default)]
+pub struct PendingAudits(Arc<AtomicI64>);
+
+impl PendingAudits {
+    /// Counts a request in until the guard is dropped.
+    pub fn start(&self) -> AuditPending {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        AuditPending(self.0.clone())
+    }
+
+    /// Requests whose audit event is still to be submitted.
+    pub fn count(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One request counted in [`PendingAudits`].
+#[derive(Debug)]
+pub struct AuditPending(Arc<AtomicI64>);
+
+impl Drop for AuditPending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// A watch being streamed to a client; counted in `kubegate_open_watches` until dropped.
 #[derive(Debug)]
 pub struct OpenWatch(());

@@ -101,6 +101,8 @@ pub struct AppState {
     pub served_ca: Option<std::path::PathBuf>,
     /// Requests with larger headers are refused (431).
     pub max_header_bytes: usize,
+    /// Requests whose audit event is not submitted yet (shutdown waits for them).
+    pub pending_audits: crate::metrics::PendingAudits,
 }
 
 /// The stores named in the configuration.
@@ -371,7 +373,9 @@ async fn front(
     let _in_flight = crate::metrics::InFlight::start();
     let id = next_request_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let log = AccessLog::of(&req);
+    // taken before the request is handed on (it is moved), and only when it is logged
+    let log = log::log_enabled!(target: "kubegate::access", log::Level::Info)
+        .then(|| AccessLog::of(&req));
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let limit = state
         .as_ref()
@@ -401,7 +405,9 @@ async fn front(
     }
     let status = response.status().as_u16();
     crate::metrics::http_request(status);
-    log.write(&id, status, started.elapsed(), response.request());
+    if let Some(log) = log {
+        log.write(&id, status, started.elapsed(), response.request());
+    }
     Ok(response)
 }
 
@@ -427,9 +433,6 @@ impl AccessLog {
     /// path with its query (token-like values masked), status, time to the response's
     /// head, and the authenticated user (`-` when none). Never a header value.
     fn write(&self, id: &str, status: u16, elapsed: Duration, req: &actix_web::HttpRequest) {
-        if !log::log_enabled!(target: "kubegate::access", log::Level::Info) {
-            return;
-        }
         let user = req
             .extensions()
             .get::<crate::server::AuthenticatedUser>()
@@ -631,6 +634,7 @@ impl Listeners {
 pub struct Gateway {
     server: actix_web::dev::Server,
     services: Services,
+    pending_audits: crate::metrics::PendingAudits,
 }
 
 impl Gateway {
@@ -654,6 +658,7 @@ impl Gateway {
             .map(|cert| crate::tls::server_config(cert, config.server.http2))
             .transpose()?;
         let services = Services::start(config).await?;
+        let pending_audits = crate::metrics::PendingAudits::default();
         let state = web::Data::new(AppState {
             registry: services.registry.clone(),
             policy: services.policy.clone().recipient(),
@@ -683,6 +688,7 @@ impl Gateway {
                 .tls_self_signed
                 .then(|| crate::tls::ca_path(&config.server.tls_cert_file)),
             max_header_bytes: config.server.max_header_bytes,
+            pending_audits: pending_audits.clone(),
         });
         let limit = crate::limits::RateLimit::new(
             config.server.rate_limited_paths.clone(),
@@ -705,6 +711,9 @@ impl Gateway {
                 .configure(routes)
         })
         .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+        // SIGTERM and SIGINT are the binary's to handle (see main.rs): actix-server's own
+        // handling stops the actix system soon after the server, racing the audit flush
+        .disable_signals()
         // keep-alive is the idle time between requests; a response being streamed (a
         // watch) is never idle, so these do not cut long watches
         .keep_alive(match config.server.keep_alive {
@@ -730,6 +739,7 @@ impl Gateway {
         Ok(Gateway {
             server: server.run(),
             services,
+            pending_audits,
         })
     }
 
@@ -738,10 +748,21 @@ impl Gateway {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGINT, SIGTERM or the handle), then writes every queued
-    /// audit event.
+    /// Serves until stopped through [`Gateway::handle`] (the binary does it on SIGTERM
+    /// and SIGINT), then writes every queued audit event.
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // streams cut at the end of the grace are dropped as their workers stop, and only
+        // then submit their audit events: wait for them (their submission is counted
+        // before their context goes, so no event falls between this and the drain)
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.pending_audits.count() > 0 && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let unfinished = self.pending_audits.count();
+        if unfinished > 0 {
+            log::error!("{unfinished} requests had not ended 5 s after the server stopped; their audit events are lost");
+        }
         let left = crate::audit::drain_workers(Duration::from_secs(5)).await;
         if left > 0 {
             log::error!("{left} audit events were not handed over by the workers at shutdown");

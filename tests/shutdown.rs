@@ -215,6 +215,18 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
     );
     let status = wait_exit(&mut server.0, Duration::from_secs(30));
     assert!(status.success(), "exit 0: {status:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gate.logs().iter().any(|l| l.contains("audit flushed (")) {
+        assert!(
+            Instant::now() < deadline,
+            "the audit flush is logged: {:#?}",
+            gate.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = gate.logs().join("\n");
+    assert!(logs.contains("SIGTERM: no new connections"), "{logs}");
+    assert!(!logs.contains("ERROR"), "no error at shutdown: {logs}");
     let event = gate
         .audit()
         .into_iter()
