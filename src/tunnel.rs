@@ -54,7 +54,7 @@ use crate::status::StatusError;
 
 /// Bytes read from one side before they are written to the other: the most a session
 /// holds per direction (beside actix-web's request buffer and the sockets' own).
-pub const WINDOW: usize = 16 * 1024;
+pub const WINDOW: usize = 64 * 1024;
 /// The longest response head accepted from the API server.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The longest body of a refused upgrade relayed to the client (a `Status`, normally).
