@@ -442,7 +442,7 @@ pub fn render(extra: &[Figure]) -> String {
     for (name, help, value) in [
         (
             "kubegate_requests_in_flight",
-            "Requests being handled now (streams included).",
+            "Requests being handled now, until their response head is sent (open streams: kubegate_open_watches).",
             registry.in_flight.load(Ordering::Relaxed),
         ),
         (
