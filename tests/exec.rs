@@ -750,6 +750,45 @@ fn the_dashboard_through_the_service_proxy() {
     );
 }
 
+/// An interactive session may sit idle longer than the keep-alive and request timeouts;
+/// a client that drops the connection ends it, and the audit event says so.
+#[test]
+fn an_idle_session_lives_on_and_a_dropped_client_ends_it() {
+    let api = ApiServer::start();
+    api.put_object("default", "pods", running_pod("web"));
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .configure(|c| {
+            c.server.keep_alive = Duration::from_secs(1);
+            c.server.client_request_timeout = Duration::from_secs(1);
+        })
+        .start();
+    let l = Local { api, gw };
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(
+        &mut s,
+        l.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+            "v5.channel.k8s.io",
+        )
+        .as_bytes(),
+    );
+    let (head, _) = raw::read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    std::thread::sleep(Duration::from_millis(2500));
+    raw::write(&mut s, &client_frame(2, b"\0still here"));
+    let mut echo = vec![0u8; 2 + 1 + 10];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo[2..], b"\x01still here");
+    drop(s);
+    let event = l.gw.wait_audit(|e| e["status"] == 101);
+    assert_eq!(event["ended"], "client went away", "{event}");
+    assert!(event["duration_ms"].as_f64().unwrap() >= 2500.0, "{event}");
+    assert_eq!(event["bytes_out"], echo.len() as u64, "{event}");
+}
+
 mod raw {
     //! HTTP/1.1 and WebSocket by hand, over a plain socket to kubegate.
     use std::io::{Read, Write};
