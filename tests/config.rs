@@ -410,3 +410,30 @@ fn the_shipped_configurations_are_valid() {
         assert!(config.audit.sinks.iter().any(|s| s == "postgres"), "{name}");
     }
 }
+
+#[test]
+fn mistakes_inside_nested_sections_are_named_by_their_full_key() {
+    let text = DEFAULT_TOML.replace(
+        "kind = \"file\"",
+        "kind = \"vault\"\n\n[store.vault]\naddres = \"https://vault:8200\"\ntimeout = \"fast\"\nauth = \"magic\"",
+    );
+    // the [store.vault] table above swallowed `path`, which belongs to [store]
+    match Config::parse_with(&text, Path::new("x.toml"), Vec::new()) {
+        Err(ConfigError::Problems { problems, .. }) => {
+            for expected in [
+                "store.vault.addres: unknown key",
+                "store.vault.path: unknown key",
+                "store.vault.timeout: \"fast\" is not a duration",
+                "store.vault.address: is missing",
+                "store.path: is missing",
+                "store.vault.auth: \"magic\" is not one of token, approle, kubernetes",
+            ] {
+                assert!(
+                    problems.iter().any(|p| p.starts_with(expected)),
+                    "{expected}: {problems:#?}"
+                );
+            }
+        }
+        other => panic!("expected the problems, got {other:?}"),
+    }
+}

@@ -361,3 +361,57 @@ async fn a_watch_cancelled_over_http2_lets_go_of_the_api_server() {
         "over HTTP/2 the upstream watch is let go when the client resets the stream"
     );
 }
+
+#[test]
+fn a_renewed_kubernetes_secret_volume_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    // a Secret volume as the kubelet lays it out: the files are links through "..data",
+    // a link to a timestamped directory that is swapped (renamed over) on renewal
+    let (first_dir, first_cert, first_key, first_ca) = new_certificate();
+    let volume = tempfile::tempdir().unwrap();
+    let version = |name: &str, cert: &Path, key: &Path| {
+        let dir = volume.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(cert, dir.join("tls.crt")).unwrap();
+        std::fs::copy(key, dir.join("tls.key")).unwrap();
+        let link = volume.path().join("..data_tmp");
+        symlink(name, &link).unwrap();
+        std::fs::rename(&link, volume.path().join("..data")).unwrap();
+    };
+    version("..2026_11_28_1", &first_cert, &first_key);
+    for name in ["tls.crt", "tls.key"] {
+        symlink(format!("..data/{name}"), volume.path().join(name)).unwrap();
+    }
+    let (cert_path, key_path) = (volume.path().join("tls.crt"), volume.path().join("tls.key"));
+    let gate = gate_with(|t| {
+        t.replace(
+            &t.lines()
+                .find(|l| l.starts_with("tls_cert_file"))
+                .unwrap()
+                .to_string(),
+            &format!("tls_cert_file = \"{}\"", cert_path.display()),
+        )
+        .replace(
+            &t.lines()
+                .find(|l| l.starts_with("tls_key_file"))
+                .unwrap()
+                .to_string(),
+            &format!("tls_key_file = \"{}\"", key_path.display()),
+        )
+        .replace("tls_self_signed = true", "tls_self_signed = false")
+        .replace(
+            "tls_reload_interval = \"10s\"",
+            "tls_reload_interval = \"200ms\"",
+        )
+    });
+    let (_server, https) = gate.serve();
+    let (_second_dir, cert, key, second_ca) = new_certificate();
+    let cas = [first_ca.as_path(), second_ca.as_path()];
+    assert_eq!(handshake(&https, &cas, &[]).leaf, leaf_of(&first_cert));
+    version("..2026_11_28_2", &cert, &key);
+    let took = wait_for("the renewed Secret is served", || {
+        handshake(&https, &cas, &[]).leaf == leaf_of(&cert)
+    });
+    println!("renewed Secret volume served after {took:?}");
+    drop(first_dir);
+}
