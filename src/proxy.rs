@@ -113,6 +113,18 @@ fn is_upgrade(req: &HttpRequest) -> bool {
             .any(|t| t == "upgrade")
 }
 
+/// Whether an upgrade request becomes a tunnel ([`crate::tunnel`]): for any protocol but
+/// `h2c` alone, which a server may ignore (curl `--http2` asks for it on plain HTTP):
+/// such a request is forwarded as the HTTP/1.1 request it also is.
+fn tunnels(req: &HttpRequest) -> bool {
+    is_upgrade(req)
+        && !req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').all(|p| p.trim().eq_ignore_ascii_case("h2c")))
+}
+
 /// Where a request stands once it may be forwarded.
 struct Authorized {
     path: ProxyPath,
@@ -134,7 +146,7 @@ pub async fn handle(
     let mut audit = AuditContext::new(&req, &request_id);
     match admit(&req, &state, &mut audit).await {
         // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
-        Ok(authorized) if is_upgrade(&req) => {
+        Ok(authorized) if tunnels(&req) => {
             crate::tunnel::handle(
                 req,
                 payload,
@@ -170,7 +182,7 @@ pub async fn handle(
             let bytes_out = body.len() as u64;
             let response = error.response();
             audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
-            if is_upgrade(&req) {
+            if tunnels(&req) {
                 // nothing may follow a refused upgrade on its connection
                 return crate::tunnel::refused(&req, response);
             }

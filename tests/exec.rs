@@ -789,6 +789,34 @@ fn an_idle_session_lives_on_and_a_dropped_client_ends_it() {
     assert_eq!(event["bytes_out"], echo.len() as u64, "{event}");
 }
 
+/// curl `--http2` on plain HTTP asks for `Upgrade: h2c`: kubegate ignores it, as a server
+/// may, and answers over HTTP/1.1 (it is still the verb `connect`, so for admins only).
+#[test]
+fn an_h2c_upgrade_is_served_as_http_1_1() {
+    let l = local();
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(
+        &mut s,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            l.path("/api/v1/namespaces/default/pods"),
+            l.gw.token("alice")
+        )
+        .as_bytes(),
+    );
+    let (head, _) = raw::read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let seen = l.api.requests().pop().unwrap();
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(n, _)| n == "upgrade" || n == "http2-settings"),
+        "{:?}",
+        seen.headers
+    );
+}
+
 mod raw {
     //! HTTP/1.1 and WebSocket by hand, over a plain socket to kubegate.
     use std::io::{Read, Write};
