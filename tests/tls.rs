@@ -415,3 +415,29 @@ fn a_renewed_kubernetes_secret_volume_is_picked_up() {
     println!("renewed Secret volume served after {took:?}");
     drop(first_dir);
 }
+
+#[actix_rt::test]
+async fn http2_requests_have_the_same_header_limits() {
+    let gw = TestGateway::builder().https().start();
+    let client = h2_client(&gw.data_dir().join("tls/ca.crt"));
+    let url = format!("{}/healthz", gw.https_url.clone().unwrap());
+    let send = |padding: usize| {
+        client
+            .get(&url)
+            .insert_header(("x-padding", "a".repeat(padding)))
+            .send()
+    };
+    let res = send(1000).await.unwrap();
+    assert_eq!(res.version(), awc::http::Version::HTTP_2);
+    assert_eq!(res.status().as_u16(), 200);
+    // past server.max_header_bytes (16 KiB): kubegate's 431 Status
+    let res = send(20_000).await.unwrap();
+    assert_eq!(res.status().as_u16(), 431);
+    // past the HTTP/2 header list limit (64 KiB): h2's own 431, never decoded whole
+    match send(100_000).await {
+        Ok(res) => assert_eq!(res.status().as_u16(), 431),
+        Err(e) => println!("100 KB of headers refused by HTTP/2: {e}"),
+    }
+    let res = send(10).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "the connection still serves");
+}

@@ -181,7 +181,14 @@ pub(crate) trait MessageType: Sized {
 
                     header::UPGRADE => {
                         if let Ok(val) = value.to_str().map(str::trim) {
-                            if val.eq_ignore_ascii_case("websocket") {
+                            // kubegate patch: a SPDY/3.1 upgrade (kubectl exec, attach and
+                            // port-forward before WebSocket) streams like a WebSocket one:
+                            // what follows its head is its payload, not more requests
+                            if val.eq_ignore_ascii_case("websocket")
+                                || val
+                                    .get(..5)
+                                    .is_some_and(|p| p.eq_ignore_ascii_case("SPDY/"))
+                            {
                                 has_upgrade_websocket = true;
                             }
                         }

@@ -64,7 +64,13 @@ where
     let mut builder = Builder::new();
     builder
         .initial_window_size(config.h2_initial_window_size())
-        .initial_connection_window_size(config.h2_initial_connection_window_size());
+        .initial_connection_window_size(config.h2_initial_connection_window_size())
+        // kubegate patch: bounds h2 leaves open. Headers: h2 decodes up to 16 MiB of
+        // headers per request by default (HTTP/1.1 stops at 32 KiB); past 64 KiB, h2
+        // answers 431 itself. Streams: unlimited by default; 1,000 per connection, as
+        // kube-apiserver allows (client-go multiplexes every watch of a client on one).
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(1000);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
