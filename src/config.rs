@@ -406,6 +406,39 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     })
 }
 
+/// Connection strings of the file itself that carry a password: each should come from
+/// the environment (a secret) instead.
+pub fn secrets_in_file(text: &str) -> Vec<String> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (section, key) in [
+        ("policy", "postgres_url"),
+        ("audit", "postgres_url"),
+        ("sessions", "redis_url"),
+    ] {
+        let Some(value) = get_at(&table, &[section, key]).and_then(toml::Value::as_str) else {
+            continue;
+        };
+        let lower = value.to_ascii_lowercase();
+        let in_url = lower
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+        if lower.contains("password=") || in_url {
+            found.push(format!(
+                "{section}.{key} holds a password; set it from a secret in the environment \
+                 (KUBEGATE_{}__{}) instead of the file",
+                section.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            ));
+        }
+    }
+    found
+}
+
 /// Checks that `url` is an absolute `http://` or `https://` URL with a host.
 fn http_url(url: &str) -> Result<(), String> {
     let uri: actix_web::http::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
@@ -659,6 +692,9 @@ impl Config {
     /// start with this.
     pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
         let text = Config::read_text(path)?;
+        for warning in secrets_in_file(&text) {
+            log::warn!("{}: {warning}", path.display());
+        }
         let (config, mut problems) = Config::diagnose(&text, std::env::vars());
         if let Some(config) = &config {
             problems.extend(config.environment_problems());

@@ -437,3 +437,32 @@ fn mistakes_inside_nested_sections_are_named_by_their_full_key() {
         other => panic!("expected the problems, got {other:?}"),
     }
 }
+
+#[test]
+fn passwords_written_in_the_file_are_pointed_out() {
+    let text = DEFAULT_TOML.replace(
+        "# postgres_url = \"host=127.0.0.1 user=postgres dbname=kubegate\"\n\n[audit]",
+        "postgres_url = \"host=db user=kubegate password=hunter2 dbname=kubegate\"\n\n[audit]",
+    );
+    assert_ne!(text, DEFAULT_TOML, "the test edits [policy]");
+    let warnings = kubegate::config::secrets_in_file(&text);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("policy.postgres_url holds a password"));
+    assert!(warnings[0].contains("KUBEGATE_POLICY__POSTGRES_URL"));
+    assert!(
+        !warnings[0].contains("hunter2"),
+        "the password is not repeated"
+    );
+    let url = "[sessions]\nredis_url = \"redis://:s3cret@redis:6379\"\n";
+    assert_eq!(kubegate::config::secrets_in_file(url).len(), 1);
+    for no_password in [
+        "[sessions]\nredis_url = \"redis://redis:6379\"\n",
+        "[audit]\npostgres_url = \"postgres://kubegate@db:5432/kubegate\"\n",
+    ] {
+        assert!(
+            kubegate::config::secrets_in_file(no_password).is_empty(),
+            "{no_password}"
+        );
+    }
+    assert!(kubegate::config::secrets_in_file(DEFAULT_TOML).is_empty());
+}
