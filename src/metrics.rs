@@ -128,9 +128,10 @@ fn series(key: Key) -> Arc<Series> {
     if let Some(found) = LOCAL.with(|local| local.borrow().get(&key).cloned()) {
         return found;
     }
-    let found = {
+    let (found, overflow) = {
         let mut all = lock(&registry().series);
-        let key = if all.len() >= MAX_SERIES && !all.contains_key(&key) {
+        let overflow = all.len() >= MAX_SERIES && !all.contains_key(&key);
+        let stored = if overflow {
             Key {
                 org: None,
                 cluster: None,
@@ -140,9 +141,13 @@ fn series(key: Key) -> Arc<Series> {
         } else {
             key
         };
-        all.entry(key).or_default().clone()
+        (all.entry(stored).or_default().clone(), overflow)
     };
-    LOCAL.with(|local| local.borrow_mut().insert(key, found.clone()));
+    // past the limit, label sets are not remembered by the worker either (made-up ids
+    // would grow its map); they take the global lock each time
+    if !overflow {
+        LOCAL.with(|local| local.borrow_mut().insert(key, found.clone()));
+    }
     found
 }
 
