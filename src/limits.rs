@@ -108,6 +108,14 @@ impl RateLimit {
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
             });
+            if buckets.len() >= PRUNE_AT {
+                // that many clients limited at once: start over rather than grow
+                log::warn!(
+                    "rate limit: {} clients are being limited; their counts start over",
+                    buckets.len()
+                );
+                buckets.clear();
+            }
         }
         let bucket = buckets.entry((prefix, client)).or_insert(Bucket {
             tokens: limiter.burst,
@@ -133,7 +141,7 @@ impl RateLimit {
         let peer = req.peer_addr()?.ip();
         let trusted = |ip: &IpAddr| self.inner.trusted_proxies.iter().any(|n| n.contains(*ip));
         if !trusted(&peer) {
-            return Some(peer);
+            return Some(client_key(peer));
         }
         let forwarded: Vec<IpAddr> = req
             .headers()
@@ -142,13 +150,29 @@ impl RateLimit {
             .flat_map(|v| v.split(','))
             .filter_map(|a| a.trim().parse().ok())
             .collect();
-        Some(
+        Some(client_key(
             forwarded
                 .into_iter()
                 .rev()
                 .find(|ip| !trusted(ip))
                 .unwrap_or(peer),
-        )
+        ))
+    }
+}
+
+/// What the limit counts by: an IPv4 address, or the /64 network of an IPv6 address
+/// (one client commonly has a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
     }
 }
 
@@ -238,6 +262,19 @@ mod tests {
         assert_eq!(
             RateLimit::new(vec!["/auth/".into()], 0, 3).limited("/auth/x"),
             None
+        );
+        let (one, other): (IpAddr, IpAddr) = (
+            "2001:db8:1:2:aaaa::1".parse().unwrap(),
+            "2001:db8:1:2:bbbb::9".parse().unwrap(),
+        );
+        assert_eq!(client_key(one), client_key(other), "one /64, one client");
+        assert_ne!(
+            client_key(one),
+            client_key("2001:db8:1:3::1".parse().unwrap())
+        );
+        assert_eq!(
+            client_key("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
         );
     }
 }
