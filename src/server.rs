@@ -1,10 +1,13 @@
 //! Starting kubegate: the actors, then the HTTP server, in one place.
 //!
-//! Middleware order (outermost first): `front`, which gives every request its id (so
-//! that every response, errors included, carries `X-Request-Id`) and serves the proxy
-//! route; then the router for everything else. Authentication, authorization and
-//! audit of the proxy route happen inside its handler, in the order written in
-//! [`crate::proxy`].
+//! Middleware order (outermost first, as wrapped in [`Gateway::bind`]): the session
+//! cookie's Secure flag and the session itself (so that the proxy route sees it);
+//! `front`, which gives every request its id (so that every response, errors included,
+//! carries `X-Request-Id`), refuses oversized headers, counts and logs every response,
+//! and serves the proxy route; the per-client rate limit of login and token paths
+//! ([`crate::limits`]); then the router for everything else. Authentication,
+//! authorization and audit of the proxy route happen inside its handler, in the order
+//! written in [`crate::proxy`].
 
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
