@@ -20,11 +20,13 @@
 //!
 //! actix-web hands every byte after the head of a request carrying `Upgrade: websocket`
 //! to the request's payload, and writes the streaming body of a `101` answer to such a
-//! request without any framing: that is the client half of the tunnel. It does not do so
-//! for other upgrades (SPDY/3.1): their bytes would be parsed as further HTTP requests
-//! and a `101` body would be chunked. Such upgrades are therefore refused with a clear
-//! `Status` (after authorization, so a member still learns only that they may not);
-//! kubectl uses WebSocket for exec, attach and port-forward from version 1.30 on.
+//! request without any framing: that is the client half of the tunnel. Upstream
+//! actix-http does so for WebSocket only (the bytes after a SPDY/3.1 upgrade would be
+//! parsed as more requests, and a `101` body chunked); kubegate's patched copy
+//! (`vendor/actix-http`, `KUBEGATE-PATCH.md`) does it for `Upgrade: SPDY/...` too, which
+//! older kubectl, or `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`, uses. Other upgrades are
+//! refused with a clear `Status` (after authorization, so a member still learns only that
+//! they may not); `h2c` is not an upgrade kubegate takes up ([`crate::proxy`]).
 //!
 //! Each session is one audit event, recorded when it ends: status 101, duration, bytes
 //! each way, and how it ended (`ended`). `/metrics` shows the sessions open now
@@ -393,13 +395,9 @@ pub async fn handle(
         );
         return refuse(audit, error, AuditDecision::Deny);
     };
-    let websocket = upgrade
-        .to_str()
-        .map(|v| v.trim().eq_ignore_ascii_case("websocket"))
-        .unwrap_or(false);
-    if !websocket {
+    if !streams_after_head(&req) {
         let error = StatusError::bad_request(format!(
-            "kubegate carries upgraded connections over WebSocket only, not {}: kubectl 1.30 and later use WebSocket for exec, attach and port-forward (unless KUBECTL_REMOTE_COMMAND_WEBSOCKETS or KUBECTL_PORT_FORWARD_WEBSOCKETS is false)",
+            "kubegate carries WebSocket and SPDY/3.1 upgrades, not {}",
             String::from_utf8_lossy(upgrade.as_bytes())
         ));
         return refuse(audit, error, AuditDecision::Deny);
@@ -499,6 +497,10 @@ pub async fn handle(
         audit: Some((audit, state.auditor.clone())),
     };
     let mut response = builder.streaming(downstream);
+    if !answer.headers.contains_key(header::CONTENT_TYPE) {
+        // actix-web's default for a streaming body; a 101 has none
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
     // an upgrade, not a response with an unread request body: without this, actix-web
     // would answer `Connection: close, upgrade`, and Go's HTTP client (kubectl) drops a
     // `Connection` header that says `close`, failing the WebSocket handshake
@@ -506,6 +508,20 @@ pub async fn handle(
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Upgrade);
     response
+}
+
+/// Whether actix-web hands what follows the head of `req` to its payload, and writes a
+/// `101` body unframed: for `Upgrade: websocket`, and for `Upgrade: SPDY/...` with the
+/// patch in `vendor/actix-http` (`KUBEGATE-PATCH.md`).
+fn streams_after_head(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("websocket")
+                || v.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("SPDY/"))
+        })
 }
 
 /// Marks a response so that actix-web closes the connection after it.
@@ -518,19 +534,14 @@ fn close_after(response: &mut HttpResponse) {
 /// The answer to an upgrade request that is not upgraded, closing the connection after
 /// it whatever the client sent behind the request (CVE-2018-1002105).
 ///
-/// For a WebSocket upgrade, actix-web reads everything after the request head as its
-/// payload, so `Connection: close` suffices. For any other upgrade (SPDY/3.1) it parses
-/// what follows as further requests, and serves a pipelined one even after a response
-/// that says `Connection: close`. So the body of such an answer, once written and
-/// flushed, ends in an error: actix-web then drops the connection instead of reading on.
+/// For a WebSocket or SPDY upgrade, actix-web reads everything after the request head as
+/// its payload, so `Connection: close` suffices. For any other upgrade it parses what
+/// follows as further requests, and serves a pipelined one even after a response that
+/// says `Connection: close`. So the body of such an answer, once written and flushed,
+/// ends in an error: actix-web then drops the connection instead of reading on.
 pub fn refused(req: &HttpRequest, mut response: HttpResponse) -> HttpResponse {
     close_after(&mut response);
-    let websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    if websocket {
+    if streams_after_head(req) {
         return response;
     }
     let (response, body) = response.into_parts();

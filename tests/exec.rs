@@ -135,43 +135,43 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
 
     // port-forward carries bytes both ways
     let pod_port = echo_server();
-    let mut forward = g
-        .alice
-        .command(&["port-forward", "pod/web", &format!(":{pod_port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("kubectl port-forward prints its port")
-        .unwrap();
-    // "Forwarding from 127.0.0.1:41234 -> 8080"
-    let local: u16 = first
-        .split_once("127.0.0.1:")
-        .and_then(|(_, rest)| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {first:?}"));
-    for round in 0..2 {
-        let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let sent: Vec<u8> = (0..(256 * 1024 + round)).map(|i| (i % 251) as u8).collect();
-        let mut writer = conn.try_clone().unwrap();
-        let to_send = sent.clone();
-        let writing = std::thread::spawn(move || writer.write_all(&to_send).unwrap());
-        let mut got = vec![0u8; sent.len()];
-        conn.read_exact(&mut got).unwrap();
-        writing.join().unwrap();
-        assert!(got == sent, "the bytes came back changed in round {round}");
-    }
+    let mut forward = port_forward_round_trips(g.alice.command(&[
+        "port-forward",
+        "pod/web",
+        &format!(":{pod_port}"),
+    ]));
     // the open session shows in /metrics
     let metrics = http_get(&g.gate.http_url().unwrap(), "/metrics");
     let open = metric(&metrics, "kubegate_upgraded_sessions");
     assert!(open >= 1.0, "{metrics}");
     let _ = forward.kill();
     let _ = forward.wait();
+
+    // the same over plain SPDY/3.1, as kubectl before 1.30/1.31 speaks
+    let mut spdy = g
+        .alice
+        .command(&["port-forward", "pod/web", &format!(":{pod_port}")]);
+    spdy.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false");
+    let mut forward = port_forward_round_trips(spdy);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let spdy_exec = |args: &[&str]| {
+        let mut cmd = g.alice.command(args);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+        cmd
+    };
+    let out = spdy_exec(&["exec", "web", "--", "echo", "over", "spdy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over spdy\n");
+    let out = with_stdin(spdy_exec(&["exec", "-i", "web", "--", "cat"]), b"a\nb\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\nb\n");
+    let out = spdy_exec(&["exec", "web", "--", "sh", "-c", "exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
 
     // a member may not exec, attach or port-forward, over WebSocket or SPDY
     let out = g.bob.run(&["exec", "web", "--", "echo", "x"]);
@@ -221,25 +221,22 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
         .iter()
         .filter(|e| e["user"] == "alice" && e["verb"] == "connect" && e["status"] == 101)
         .collect();
-    // exec x3, attach x2, port-forward x1
-    assert_eq!(sessions.len(), 6, "{sessions:#?}");
+    // exec x3, attach x2, port-forward x1, then over SPDY: port-forward x1, exec x3
+    assert_eq!(sessions.len(), 10, "{sessions:#?}");
     for e in &sessions {
         assert!(e["bytes_out"].as_u64().unwrap() > 0, "{e}");
         assert!(e["duration_ms"].as_f64().unwrap() > 0.0, "{e}");
         assert!(e["ended"].is_string(), "{e}");
     }
-    let forwarded = sessions
+    let forwarded: Vec<&&Value> = sessions
         .iter()
-        .find(|e| e["subresource"] == "portforward")
-        .expect("the port-forward session is audited");
-    assert!(
-        forwarded["bytes_in"].as_u64().unwrap() > 2 * 256 * 1024,
-        "{forwarded}"
-    );
-    assert!(
-        forwarded["bytes_out"].as_u64().unwrap() > 2 * 256 * 1024,
-        "{forwarded}"
-    );
+        .filter(|e| e["subresource"] == "portforward")
+        .collect();
+    assert_eq!(forwarded.len(), 2, "the port-forward sessions are audited");
+    for e in forwarded {
+        assert!(e["bytes_in"].as_u64().unwrap() > 2 * 256 * 1024, "{e}");
+        assert!(e["bytes_out"].as_u64().unwrap() > 2 * 256 * 1024, "{e}");
+    }
     let denied: Vec<&Value> = audit
         .iter()
         .filter(|e| e["user"] == "bob" && e["subresource"] == "exec")
@@ -249,6 +246,41 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
     assert!(denied
         .iter()
         .all(|e| e["status"] == 403 && e["decision"] == "deny" && e["verb"] == "connect"));
+}
+
+/// Starts `kubectl port-forward`, and sends 256 KiB through it twice, reading the echo
+/// back as it comes; returns kubectl, still forwarding.
+fn port_forward_round_trips(mut cmd: Command) -> std::process::Child {
+    let mut forward = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("kubectl port-forward prints its port")
+        .unwrap();
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local: u16 = first
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {first:?}"));
+    for round in 0..2 {
+        let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let sent: Vec<u8> = (0..(256 * 1024 + round)).map(|i| (i % 251) as u8).collect();
+        let mut writer = conn.try_clone().unwrap();
+        let to_send = sent.clone();
+        let writing = std::thread::spawn(move || writer.write_all(&to_send).unwrap());
+        let mut got = vec![0u8; sent.len()];
+        conn.read_exact(&mut got).unwrap();
+        writing.join().unwrap();
+        assert!(got == sent, "the bytes came back changed in round {round}");
+    }
+    forward
 }
 
 /// GET `path` from `base` (plain HTTP), the body as text.
@@ -339,14 +371,16 @@ fn responses(bytes: &[u8]) -> usize {
 #[test]
 fn a_refused_upgrade_is_relayed_and_the_connection_closed() {
     let l = local();
-    // a pipelined request rides behind an upgrade the API server refuses (no such pod)
-    for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
+    // a pipelined request rides behind an upgrade the API server refuses (no such pod),
+    // over WebSocket and over SPDY
+    let missing = "/api/v1/namespaces/default/pods/missing/exec?command=ls&stdout=true";
+    for upgrade in [
+        l.websocket("alice", missing, "v5.channel.k8s.io"),
+        l.websocket("alice", missing, "v4.channel.k8s.io"),
+        l.spdy("alice", missing),
+    ] {
         let mut s = raw::connect(&l.gw.url);
-        let both = l.websocket(
-            "alice",
-            "/api/v1/namespaces/default/pods/missing/exec?command=ls&stdout=true",
-            protocol,
-        ) + l.list_pods("alice").as_str();
+        let both = upgrade + l.list_pods("alice").as_str();
         raw::write(&mut s, both.as_bytes());
         let (got, closed) = raw::read_to_close(&mut s);
         let got_text = text(&got);
@@ -358,14 +392,16 @@ fn a_refused_upgrade_is_relayed_and_the_connection_closed() {
         assert!(closed, "the connection is closed after a refused upgrade");
         assert_eq!(responses(&got), 1, "no second answer: {got_text}");
     }
-    // kubegate's own refusal of an SPDY upgrade, and a member's 403, close it too
+    // kubegate's own refusal of an upgrade it does not carry, and a member's 403 (over
+    // WebSocket and SPDY), close it too
     for (user, head, status) in [
         (
             "alice",
             l.spdy(
                 "alice",
                 "/api/v1/namespaces/default/pods/web/exec?command=ls&stdout=true",
-            ),
+            )
+            .replace("Upgrade: SPDY/3.1", "Upgrade: TLS/1.0"),
             "400 Bad Request",
         ),
         (

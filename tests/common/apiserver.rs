@@ -27,7 +27,7 @@
 //! managedFields, deletes pods at once (no grace period), treats strategic merge patch
 //! and server-side apply as JSON merge patch with merge keys for the usual lists, answers
 //! JSON only (never protobuf), has no RBAC (every authenticated user may do anything),
-//! exec, attach and port-forward over WebSocket with commands of its own and
+//! exec, attach and port-forward over WebSocket and SPDY/3.1 with commands of its own and
 //! port-forwarding to 127.0.0.1 (`apiserver/streams.rs`), and a Kubernetes dashboard
 //! behind the service proxy of `kube-system/kubernetes-dashboard` (`apiserver/dashboard.rs`).
 //!

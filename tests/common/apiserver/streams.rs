@@ -20,10 +20,17 @@
 //!   received, as a SPDY server owes it). Header blocks are zlib with the SPDY/3
 //!   dictionary, one compression context per direction, as the SPDY/3 draft says.
 //!
+//! - The same over a plain SPDY/3.1 upgrade (kubectl before 1.30/1.31, or
+//!   `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false` / `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`):
+//!   the protocol is negotiated with `X-Stream-Protocol-Version` (`v4.channel.k8s.io`,
+//!   `portforward.k8s.io`) and the SPDY frames follow the 101 directly. exec and attach
+//!   then use one SPDY stream per `streamType` (error, stdin, stdout, stderr, resize)
+//!   instead of channels. (actix-http hands a handler the bytes after a SPDY upgrade only
+//!   with kubegate's patch, `vendor/actix-http/KUBEGATE-PATCH.md`, which the stand-in,
+//!   built in the same workspace, gets too.)
+//!
 //! What is not faithful: there is no TTY (resize messages are read and ignored), no
-//! kubelet and no container runtime; plain SPDY upgrades (kubectl with
-//! `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`) are refused with 400, because actix-web
-//! cannot hand the bytes after such a request to a handler.
+//! kubelet and no container runtime.
 
 use std::collections::HashMap;
 
@@ -77,11 +84,71 @@ pub(super) fn handle(
             .unwrap_or("")
             .to_string()
     };
+    let query = super::query_pairs(req.query_string());
+    let command = || match kind {
+        StreamKind::Attach => Command::Attach(format!("{pod}/{container}")),
+        _ => Command::parse(
+            &query
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let flag = |name: &str| query.iter().any(|(k, v)| k == name && v == "true");
+    if header_value("upgrade").eq_ignore_ascii_case("SPDY/3.1") {
+        // the protocol is negotiated with X-Stream-Protocol-Version (httpstream.Handshake)
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("x-stream-protocol-version")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_string())
+            .collect();
+        let wanted = match kind {
+            StreamKind::PortForward => "portforward.k8s.io",
+            _ => "v4.channel.k8s.io",
+        };
+        if !offered.iter().any(|p| p == wanted) {
+            return status(
+                403,
+                "Forbidden",
+                &format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{wanted}]"),
+            );
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let out = Out { tx, raw: true };
+        match kind {
+            StreamKind::PortForward => {
+                actix_rt::spawn(port_forward(format!("{namespace}/{pod}"), payload, out));
+            }
+            _ => {
+                let wants = Wants {
+                    stdin: flag("stdin"),
+                    stdout: flag("stdout"),
+                    stderr: flag("stderr"),
+                    tty: flag("tty"),
+                };
+                actix_rt::spawn(run_command_spdy(command(), wants, payload, out));
+            }
+        }
+        let body = futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|m| m.map(Ok::<_, std::io::Error>))
+        });
+        let mut response = HttpResponse::SwitchingProtocols()
+            .insert_header((header::UPGRADE, "SPDY/3.1"))
+            .insert_header(("X-Stream-Protocol-Version", wanted))
+            .streaming(body);
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Upgrade);
+        return response;
+    }
     if !header_value("upgrade").eq_ignore_ascii_case("websocket") {
         return status(
             400,
             "BadRequest",
-            "the stand-in speaks exec, attach and port-forward over WebSocket only",
+            "the stand-in speaks exec, attach and port-forward over WebSocket and SPDY/3.1 only",
         );
     }
     let key = header_value("sec-websocket-key");
@@ -116,27 +183,14 @@ pub(super) fn handle(
     };
     let accept = actix_http::ws::hash_key(key.as_bytes());
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-    let query = super::query_pairs(req.query_string());
     match kind {
         StreamKind::Exec | StreamKind::Attach => {
-            let command = if kind == StreamKind::Attach {
-                Command::Attach(format!("{pod}/{container}"))
-            } else {
-                Command::parse(
-                    &query
-                        .iter()
-                        .filter(|(k, _)| k == "command")
-                        .map(|(_, v)| v.clone())
-                        .collect::<Vec<_>>(),
-                )
-            };
-            let stdin = query.iter().any(|(k, v)| k == "stdin" && v == "true");
             let v5 = protocol == "v5.channel.k8s.io";
-            actix_rt::spawn(run_command(command, stdin, v5, payload, tx));
+            actix_rt::spawn(run_command(command(), flag("stdin"), v5, payload, tx));
         }
         StreamKind::PortForward => {
             let name = format!("{namespace}/{pod}");
-            actix_rt::spawn(port_forward(name, payload, tx));
+            actix_rt::spawn(port_forward(name, payload, Out { tx, raw: false }));
         }
     }
     let body = futures_util::stream::poll_fn(move |cx| {
@@ -199,11 +253,19 @@ struct WsInput {
     buf: BytesMut,
     fragments: Option<BytesMut>,
     tx: mpsc::Sender<Bytes>,
+    /// No WebSocket framing (a SPDY/3.1 upgrade): every chunk of the payload is data.
+    raw: bool,
 }
 
 impl WsInput {
     /// The next data message, or `Close` when the client closed (or went away).
     async fn next(&mut self) -> WsMessage {
+        if self.raw {
+            return match self.payload.next().await {
+                Some(Ok(chunk)) => WsMessage::Data(chunk),
+                _ => WsMessage::Close,
+            };
+        }
         loop {
             if let Some((fin, opcode, data)) = self.frame() {
                 match opcode {
@@ -363,6 +425,7 @@ async fn run_command(
         buf: BytesMut::new(),
         fragments: None,
         tx: tx.clone(),
+        raw: false,
     };
     let send = |channel: u8, data: Vec<u8>| {
         let tx = tx.clone();
@@ -414,7 +477,24 @@ async fn run_command(
         }
         Command::Missing(name) => Err(name),
     };
-    let status = match exit {
+    let status = exit_status(&argv, exit);
+    send(ERROR, status.to_string().into_bytes()).await;
+    let _ = tx.send(ws_frame(OP_CLOSE, &1000u16.to_be_bytes())).await;
+    // dropping the last sender ends the response: the connection closes
+}
+
+/// The streams a SPDY exec asks for (its query).
+#[derive(Debug, Clone, Copy)]
+struct Wants {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+/// The status of a finished command, as the error channel or stream carries it.
+fn exit_status(argv: &str, exit: Result<u32, String>) -> serde_json::Value {
+    match exit {
         Ok(0) => json!({"metadata": {}, "status": "Success"}),
         Ok(code) => json!({
             "metadata": {}, "status": "Failure",
@@ -428,10 +508,167 @@ async fn run_command(
             "reason": "InternalError",
             "code": 500
         }),
+    }
+}
+
+/// exec and attach over a SPDY/3.1 upgrade (`v4.channel.k8s.io`): the client opens one
+/// SPDY stream per `streamType` (error, stdin, stdout, stderr, resize); once all it asked
+/// for are there, the command runs; its Status goes on the error stream, then every
+/// stream is finished and the client closes the connection.
+async fn run_command_spdy(command: Command, wants: Wants, payload: web::Payload, out: Out) {
+    let mut input = WsInput {
+        payload,
+        buf: BytesMut::new(),
+        fragments: None,
+        tx: out.tx.clone(),
+        raw: true,
     };
-    send(ERROR, status.to_string().into_bytes()).await;
-    let _ = tx.send(ws_frame(OP_CLOSE, &1000u16.to_be_bytes())).await;
-    // dropping the last sender ends the response: the connection closes
+    let mut spdy = Spdy::new();
+    let mut buf = BytesMut::new();
+    let mut streams: HashMap<String, u32> = HashMap::new();
+    let mut expected = vec!["error"];
+    for (wanted, name) in [
+        (wants.stdin, "stdin"),
+        (wants.stdout, "stdout"),
+        (wants.stderr, "stderr"),
+        (wants.tty, "resize"),
+    ] {
+        if wanted {
+            expected.push(name);
+        }
+    }
+    let mut pending: Vec<SpdyFrame> = Vec::new();
+    // the streams, within 10 s as the kubelet allows
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !expected.iter().all(|e| streams.contains_key(*e)) {
+            match input.next().await {
+                WsMessage::Data(chunk) => buf.extend_from_slice(&chunk),
+                WsMessage::Close => return false,
+            }
+            while let Some(frame) = Spdy::frame(&mut buf) {
+                match frame {
+                    SpdyFrame::Control {
+                        kind: SYN_STREAM,
+                        data,
+                        ..
+                    } if data.len() >= 10 => {
+                        let id =
+                            u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff;
+                        let Ok(headers) = spdy.headers(&data[10..]) else {
+                            return false;
+                        };
+                        if !send_spdy(&out, spdy.syn_reply(id)).await {
+                            return false;
+                        }
+                        if let Some(kind) = headers.get("streamtype") {
+                            streams.insert(kind.clone(), id);
+                        }
+                    }
+                    SpdyFrame::Control {
+                        kind: PING, data, ..
+                    } => {
+                        send_spdy(&out, Spdy::control(PING, 0, &data)).await;
+                    }
+                    other => pending.push(other),
+                }
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    if !opened {
+        return;
+    }
+    let id = |name: &str| streams.get(name).copied();
+    let write = |name: &'static str, data: Vec<u8>| {
+        let out = out.clone();
+        let stream = id(name);
+        async move {
+            match stream {
+                Some(stream) => send_spdy(&out, Spdy::data(stream, 0, &data)).await,
+                None => true,
+            }
+        }
+    };
+    let argv = format!("{command:?}");
+    let exit: Result<u32, String> = match command {
+        Command::Echo(text) => {
+            write("stdout", format!("{text}\n").into_bytes()).await;
+            Ok(0)
+        }
+        Command::Zeros(mut n) => {
+            let block = vec![0u8; 32 * 1024];
+            while n > 0 {
+                let take = n.min(block.len() as u64) as usize;
+                if !write("stdout", block[..take].to_vec()).await {
+                    break;
+                }
+                n -= take as u64;
+            }
+            Ok(0)
+        }
+        Command::Exit(code) => Ok(code),
+        Command::Stderr(text, code) => {
+            write("stderr", format!("{text}\n").into_bytes()).await;
+            Ok(code)
+        }
+        Command::Cat | Command::Attach(_) => {
+            if let Command::Attach(target) = &command {
+                write("stdout", format!("attached to {target}\n").into_bytes()).await;
+            }
+            if let Some(stdin) = id("stdin") {
+                'stdin: loop {
+                    for frame in std::mem::take(&mut pending)
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| Spdy::frame(&mut buf)))
+                    {
+                        match frame {
+                            SpdyFrame::Data {
+                                stream,
+                                flags,
+                                data,
+                            } if stream == stdin => {
+                                if !data.is_empty() && !write("stdout", data.to_vec()).await {
+                                    break 'stdin;
+                                }
+                                if flags & FLAG_FIN != 0 {
+                                    break 'stdin;
+                                }
+                            }
+                            SpdyFrame::Control {
+                                kind: RST_STREAM | GOAWAY,
+                                ..
+                            } => break 'stdin,
+                            SpdyFrame::Control {
+                                kind: PING, data, ..
+                            } => {
+                                send_spdy(&out, Spdy::control(PING, 0, &data)).await;
+                            }
+                            _ => {}
+                        }
+                    }
+                    match input.next().await {
+                        WsMessage::Data(chunk) => buf.extend_from_slice(&chunk),
+                        WsMessage::Close => break,
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Missing(name) => Err(name),
+    };
+    write("error", exit_status(&argv, exit).to_string().into_bytes()).await;
+    for name in ["error", "stdout", "stderr", "stdin", "resize"] {
+        if let Some(stream) = id(name) {
+            send_spdy(&out, Spdy::data(stream, FLAG_FIN, &[])).await;
+        }
+    }
+    // the client closes the connection once it has read its streams to the end
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let WsMessage::Data(_) = input.next().await {}
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -684,9 +921,21 @@ impl Spdy {
     }
 }
 
-/// Sends SPDY bytes as one binary WebSocket message.
-async fn send_spdy(tx: &mpsc::Sender<Bytes>, spdy: Bytes) -> bool {
-    tx.send(ws_frame(OP_BINARY, &spdy)).await.is_ok()
+/// Where SPDY frames go: in binary WebSocket messages, or as they are (a SPDY upgrade).
+#[derive(Clone)]
+struct Out {
+    tx: mpsc::Sender<Bytes>,
+    raw: bool,
+}
+
+/// Sends SPDY bytes, as one binary WebSocket message unless `raw`.
+async fn send_spdy(out: &Out, spdy: Bytes) -> bool {
+    let message = if out.raw {
+        spdy
+    } else {
+        ws_frame(OP_BINARY, &spdy)
+    };
+    out.tx.send(message).await.is_ok()
 }
 
 /// One forwarded connection: the error stream and the data stream of a `requestID`.
@@ -697,13 +946,14 @@ struct Forward {
     port: u16,
 }
 
-/// The port-forward session: SPDY over the WebSocket.
-async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes>) {
+/// The port-forward session: SPDY, over the WebSocket or (a SPDY upgrade) as it is.
+async fn port_forward(pod: String, payload: web::Payload, out: Out) {
     let mut input = WsInput {
         payload,
         buf: BytesMut::new(),
         fragments: None,
-        tx: tx.clone(),
+        tx: out.tx.clone(),
+        raw: out.raw,
     };
     let mut spdy = Spdy::new();
     let mut buf = BytesMut::new();
@@ -731,7 +981,7 @@ async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes
                             break 'session;
                         }
                     };
-                    if !send_spdy(&tx, spdy.syn_reply(stream)).await {
+                    if !send_spdy(&out, spdy.syn_reply(stream)).await {
                         break 'session;
                     }
                     let request = headers.get("requestid").cloned().unwrap_or_default();
@@ -757,18 +1007,18 @@ async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes
                                     reader,
                                     data_stream,
                                     error_stream,
-                                    tx.clone(),
+                                    out.clone(),
                                 ));
                             }
                             Err(e) => {
                                 let text = format!("error forwarding port {port} to pod {pod}, uid : failed to connect to localhost:{port} inside namespace: {e}");
                                 let _ =
-                                    send_spdy(&tx, Spdy::data(error_stream, 0, text.as_bytes()))
+                                    send_spdy(&out, Spdy::data(error_stream, 0, text.as_bytes()))
                                         .await;
                                 let _ =
-                                    send_spdy(&tx, Spdy::data(error_stream, FLAG_FIN, &[])).await;
+                                    send_spdy(&out, Spdy::data(error_stream, FLAG_FIN, &[])).await;
                                 let _ =
-                                    send_spdy(&tx, Spdy::data(data_stream, FLAG_FIN, &[])).await;
+                                    send_spdy(&out, Spdy::data(data_stream, FLAG_FIN, &[])).await;
                             }
                         }
                     }
@@ -776,7 +1026,7 @@ async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes
                 SpdyFrame::Control {
                     kind: PING, data, ..
                 } => {
-                    if !send_spdy(&tx, Spdy::control(PING, 0, &data)).await {
+                    if !send_spdy(&out, Spdy::control(PING, 0, &data)).await {
                         break 'session;
                     }
                 }
@@ -804,7 +1054,7 @@ async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes
                                 let mut update = stream.to_be_bytes().to_vec();
                                 update.extend_from_slice(&(data.len() as u32).to_be_bytes());
                                 let _ =
-                                    send_spdy(&tx, Spdy::control(WINDOW_UPDATE, 0, &update)).await;
+                                    send_spdy(&out, Spdy::control(WINDOW_UPDATE, 0, &update)).await;
                             }
                         }
                         if flags & FLAG_FIN != 0 {
@@ -817,7 +1067,12 @@ async fn port_forward(pod: String, payload: web::Payload, tx: mpsc::Sender<Bytes
             }
         }
     }
-    let _ = tx.send(ws_frame(OP_CLOSE, &1000u16.to_be_bytes())).await;
+    if !out.raw {
+        let _ = out
+            .tx
+            .send(ws_frame(OP_CLOSE, &1000u16.to_be_bytes()))
+            .await;
+    }
 }
 
 /// The pod's port to the client: DATA frames on the data stream, then FIN on both streams.
@@ -825,19 +1080,19 @@ async fn pump(
     mut reader: tokio::net::tcp::OwnedReadHalf,
     data_stream: u32,
     error_stream: u32,
-    tx: mpsc::Sender<Bytes>,
+    out: Out,
 ) {
     let mut block = vec![0u8; 32 * 1024];
     loop {
         match reader.read(&mut block).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if !send_spdy(&tx, Spdy::data(data_stream, 0, &block[..n])).await {
+                if !send_spdy(&out, Spdy::data(data_stream, 0, &block[..n])).await {
                     return;
                 }
             }
         }
     }
-    let _ = send_spdy(&tx, Spdy::data(data_stream, FLAG_FIN, &[])).await;
-    let _ = send_spdy(&tx, Spdy::data(error_stream, FLAG_FIN, &[])).await;
+    let _ = send_spdy(&out, Spdy::data(data_stream, FLAG_FIN, &[])).await;
+    let _ = send_spdy(&out, Spdy::data(error_stream, FLAG_FIN, &[])).await;
 }
