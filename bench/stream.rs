@@ -349,6 +349,8 @@ async fn exec_echo(peer: &Peer) -> Result<f64, String> {
             .write_all(&client_frame(&[255, 0]))
             .await
             .map_err(|e| e.to_string())?;
+        // over TLS, the last frames may still be in rustls's buffer
+        writer.flush().await.map_err(|e| e.to_string())?;
         Ok::<u64, String>(sent)
     };
     let (sent, got) = tokio::time::timeout(TRANSFER_TIMEOUT, async {

@@ -604,30 +604,45 @@ async fn upload(
     mut writer: WriteHalf<Box<dyn Io>>,
     session: Rc<Session>,
 ) {
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(bytes) => {
-                // flushed each time: over TLS, what `write_all` accepted may still sit in
-                // rustls's buffer when the socket was full, and nothing else would send it
-                // (the last keystrokes of a session would wait for the next ones)
-                let written = async {
-                    writer.write_all(&bytes).await?;
-                    writer.flush().await
-                };
-                if let Err(e) = written.await {
-                    session
-                        .failure
-                        .borrow_mut()
-                        .get_or_insert(format!("writing to the API server: {e}"));
-                    return;
-                }
-                session
-                    .to_server
-                    .set(session.to_server.get() + bytes.len() as u64);
-            }
+    let mut batch = BytesMut::new();
+    let mut ended = false;
+    while !ended {
+        // what has come, up to WINDOW bytes, written at once
+        match payload.next().await {
+            Some(Ok(bytes)) => batch.extend_from_slice(&bytes),
             // the client's connection broke: the response side sees it too
-            Err(_) => return,
+            Some(Err(_)) => return,
+            None => break,
         }
+        while batch.len() < WINDOW {
+            match payload.next().now_or_never() {
+                Some(Some(Ok(bytes))) => batch.extend_from_slice(&bytes),
+                Some(Some(Err(_))) => return,
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        // flushed each time: over TLS, what `write_all` accepted may still sit in rustls's
+        // buffer when the socket was full, and nothing else would send it (the last
+        // keystrokes of a session would wait for the next ones)
+        let written = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        };
+        if let Err(e) = written.await {
+            session
+                .failure
+                .borrow_mut()
+                .get_or_insert(format!("writing to the API server: {e}"));
+            return;
+        }
+        session
+            .to_server
+            .set(session.to_server.get() + batch.len() as u64);
+        batch.clear();
     }
     session.client_done.set(true);
     // the client is done sending: so is kubegate, towards the API server
@@ -664,7 +679,10 @@ impl Stream for Downstream {
         if this.server_done {
             return Poll::Ready(None);
         }
-        this.buf.resize(WINDOW, 0);
+        if this.buf.len() < WINDOW {
+            // zeroed once per session; each read copies out only what came
+            this.buf.resize(WINDOW, 0);
+        }
         let mut read = ReadBuf::new(&mut this.buf[..]);
         match Pin::new(&mut this.reader).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
@@ -674,8 +692,7 @@ impl Stream for Downstream {
                     this.server_done = true;
                     return Poll::Ready(None);
                 }
-                this.buf.truncate(n);
-                let chunk = this.buf.split().freeze();
+                let chunk = Bytes::copy_from_slice(read.filled());
                 this.to_client += n as u64;
                 Poll::Ready(Some(Ok(chunk)))
             }
