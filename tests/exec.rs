@@ -853,6 +853,45 @@ fn an_h2c_upgrade_is_served_as_http_1_1() {
     );
 }
 
+/// The tunnel keeps the SSRF guard of every request: an API server host name that
+/// resolves into `clusters.denied_networks` is refused at connection time.
+#[test]
+fn a_tunnel_to_a_denied_network_is_refused() {
+    let api = ApiServer::start();
+    let kubeconfig = api.kubeconfig_with_client_cert().replace(
+        api.url(),
+        &format!("https://localhost:{}", api.addr().port()),
+    );
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .cluster(1, "dev", &kubeconfig)
+        .configure(|c| {
+            c.clusters.denied_networks =
+                vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+        })
+        .start();
+    let l = Local { api, gw };
+    let mut s = raw::connect(&l.gw.url);
+    raw::write(
+        &mut s,
+        l.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/web/exec?command=ls",
+            "v5.channel.k8s.io",
+        )
+        .as_bytes(),
+    );
+    let (got, closed) = raw::read_to_close(&mut s);
+    let got_text = text(&got);
+    assert!(got_text.starts_with("HTTP/1.1 502"), "{got_text}");
+    assert!(got_text.contains("in the denied network"), "{got_text}");
+    assert!(closed);
+    assert!(
+        l.api.requests().is_empty(),
+        "nothing reached the API server"
+    );
+}
+
 mod raw {
     //! HTTP/1.1 and WebSocket by hand, over a plain socket to kubegate.
     use std::io::{Read, Write};
