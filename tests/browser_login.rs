@@ -9,7 +9,7 @@ use common::apiserver::ApiServer;
 use common::browser::Browser;
 use common::gateway::{block_on, TestGateway};
 use common::ldap::Slapd;
-use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
+use common::oidc::OidcProvider;
 use kubegate::login::ProviderConfig;
 use serde_json::Value;
 
@@ -21,26 +21,7 @@ fn get_with_token(url: String, token: String) -> u16 {
 fn oidc_login_in_a_browser() {
     let provider = OidcProvider::start();
     let api = ApiServer::start();
-    let secrets = tempfile::tempdir().unwrap();
-    let secret_file = secrets.path().join("secret");
-    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
-    let dex: ProviderConfig = toml::from_str(&format!(
-        "kind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nuser_claim = \"preferred_username\"\n",
-        provider.issuer(),
-        secret_file.display()
-    ))
-    .unwrap();
-    let gw = TestGateway::builder()
-        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
-        .configure(move |c| {
-            c.login.providers.insert("dex".into(), dex);
-            c.login.role_rules = vec![toml::from_str(
-                "provider = \"dex\"\ngroup = \"acme/admins\"\norg = 1\nrole = \"admin\"",
-            )
-            .unwrap()];
-            c.server.rate_limit_per_minute = 0;
-        })
-        .start();
+    let gw = provider.gateway(&api);
     let browser = Browser::start();
     let target = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces";
 

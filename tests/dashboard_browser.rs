@@ -7,35 +7,14 @@ mod common;
 
 use common::apiserver::ApiServer;
 use common::browser::Browser;
-use common::gateway::TestGateway;
-use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
-use kubegate::login::ProviderConfig;
+use common::oidc::OidcProvider;
 use serde_json::Value;
 
 #[test]
 fn the_dashboard_in_a_browser() {
     let provider = OidcProvider::start();
     let api = ApiServer::start();
-    let secrets = tempfile::tempdir().unwrap();
-    let secret_file = secrets.path().join("secret");
-    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
-    let dex: ProviderConfig = toml::from_str(&format!(
-        "kind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nuser_claim = \"preferred_username\"\n",
-        provider.issuer(),
-        secret_file.display()
-    ))
-    .unwrap();
-    let gw = TestGateway::builder()
-        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
-        .configure(move |c| {
-            c.login.providers.insert("dex".into(), dex);
-            c.login.role_rules = vec![toml::from_str(
-                "provider = \"dex\"\ngroup = \"acme/admins\"\norg = 1\nrole = \"admin\"",
-            )
-            .unwrap()];
-            c.server.rate_limit_per_minute = 0;
-        })
-        .start();
+    let gw = provider.gateway(&api);
     let browser = Browser::start();
     let prefix = "/pipeline/api/v1/orgs/1/clusters/1/proxy";
     let service = "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy";

@@ -6,52 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
 use common::gateway::{GatewayBuilder, TestGateway};
-use common::oidc::{OidcProvider, ProviderUser, CLIENT_ID, CLIENT_SECRET};
+use common::oidc::{OidcProvider, ProviderUser};
 use common::session::{log_in_at, Answer, Jar};
-use kubegate::login::ProviderConfig;
 use serde_json::json;
-
-fn oidc_provider(provider: &OidcProvider, dir: &Path) -> ProviderConfig {
-    let secret = dir.join("dex-secret");
-    std::fs::write(&secret, CLIENT_SECRET).unwrap();
-    toml::from_str(&format!(
-        r#"
-kind = "oidc"
-issuer = "{}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{}"
-user_claim = "preferred_username"
-"#,
-        provider.issuer(),
-        secret.display()
-    ))
-    .expect("provider settings")
-}
-
-fn github_provider(provider: &OidcProvider, dir: &Path) -> ProviderConfig {
-    let secret = dir.join("github-secret");
-    std::fs::write(&secret, CLIENT_SECRET).unwrap();
-    toml::from_str(&format!(
-        r#"
-kind = "github"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{}"
-auth_url = "{}"
-token_url = "{}"
-api_url = "{}"
-"#,
-        secret.display(),
-        provider.authorize_url(),
-        provider.token_url(),
-        provider.api_url()
-    ))
-    .expect("provider settings")
-}
 
 /// A gateway with providers `dex` (OIDC) and `github`, the rule "dex group acme/admins
 /// is admin of org 1, github org acme is member of org 1", and `api` as cluster 1.
@@ -60,28 +21,19 @@ fn gateway(
     api: &ApiServer,
     change: impl FnOnce(&mut kubegate::config::Config),
 ) -> TestGateway {
-    // the client secret files live as long as the test process
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = builder(provider, api, secrets.path())
-        .configure(change)
-        .start();
-    std::mem::forget(secrets);
-    gw
+    builder(provider, api).configure(change).start()
 }
 
-fn builder(provider: &OidcProvider, api: &ApiServer, secrets: &Path) -> GatewayBuilder {
+fn builder(provider: &OidcProvider, api: &ApiServer) -> GatewayBuilder {
     TestGateway::builder()
         .cluster(1, "dev", &api.kubeconfig_with_client_cert())
-        .configure(with_providers(provider, secrets))
+        .configure(with_providers(provider))
 }
 
 /// The providers and rules of [`gateway`].
-fn with_providers(
-    provider: &OidcProvider,
-    secrets: &Path,
-) -> impl FnOnce(&mut kubegate::config::Config) {
-    let dex = oidc_provider(provider, secrets);
-    let github = github_provider(provider, secrets);
+fn with_providers(provider: &OidcProvider) -> impl FnOnce(&mut kubegate::config::Config) {
+    let dex = provider.oidc_settings();
+    let github = provider.github_settings();
     move |c: &mut kubegate::config::Config| {
         c.login.providers.insert("dex".into(), dex);
         c.login.providers.insert("github".into(), github);
@@ -479,13 +431,12 @@ async fn replicas_share_sessions_in_redis_and_revocations() {
             c.store.path = dir;
         }
     };
-    let secrets = tempfile::tempdir().unwrap();
-    let one = builder(&provider, &api, secrets.path())
+    let one = builder(&provider, &api)
         .configure(replica(shared.path().to_path_buf(), key.clone()))
         .start();
     // the same stores: the cluster is there already
     let two = TestGateway::builder()
-        .configure(with_providers(&provider, secrets.path()))
+        .configure(with_providers(&provider))
         .configure(replica(shared.path().to_path_buf(), key.clone()))
         .start();
 

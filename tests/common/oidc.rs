@@ -82,6 +82,8 @@ pub struct OidcProvider {
     issuer: String,
     child: Option<Child>,
     _stdin: Option<ChildStdin>,
+    /// Holds the client secret file kubegate's settings name.
+    secrets: tempfile::TempDir,
 }
 
 /// `tests/peers`, where the provider's script and its `node_modules` are.
@@ -157,6 +159,7 @@ impl OidcProvider {
             issuer,
             child: Some(child),
             _stdin: stdin,
+            secrets: tempfile::tempdir().expect("a directory for the client secret"),
         };
         provider.set_user(&ProviderUser::named("alice").groups(&["acme", "acme/admins"]));
         provider
@@ -192,6 +195,55 @@ impl OidcProvider {
     /// The GitHub API base: `{api_url}/user`, `/user/emails`, `/user/orgs`, `/user/teams`.
     pub fn api_url(&self) -> String {
         format!("{}/api/v3", self.issuer)
+    }
+
+    /// The client secret in a file, for kubegate's `client_secret_file`.
+    fn secret_file(&self) -> PathBuf {
+        let file = self.secrets.path().join("client-secret");
+        std::fs::write(&file, CLIENT_SECRET).unwrap();
+        file
+    }
+
+    /// kubegate's settings for this provider as an OIDC provider, the user named by the
+    /// `preferred_username` claim.
+    pub fn oidc_settings(&self) -> kubegate::login::ProviderConfig {
+        toml::from_str(&format!(
+            "kind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             client_secret_file = \"{}\"\nuser_claim = \"preferred_username\"\n",
+            self.issuer,
+            self.secret_file().display()
+        ))
+        .expect("OIDC provider settings")
+    }
+
+    /// kubegate's settings for this provider as a GitHub Enterprise.
+    pub fn github_settings(&self) -> kubegate::login::ProviderConfig {
+        toml::from_str(&format!(
+            "kind = \"github\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\n\
+             auth_url = \"{}\"\ntoken_url = \"{}\"\napi_url = \"{}\"\n",
+            self.secret_file().display(),
+            self.authorize_url(),
+            self.token_url(),
+            self.api_url()
+        ))
+        .expect("GitHub provider settings")
+    }
+
+    /// A kubegate in front of `api` (cluster 1 of org 1) whose only login provider is
+    /// this one, named `dex`, its group `acme/admins` admin of org 1, no rate limit.
+    pub fn gateway(&self, api: &super::apiserver::ApiServer) -> super::gateway::TestGateway {
+        let dex = self.oidc_settings();
+        super::gateway::TestGateway::builder()
+            .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+            .configure(move |c| {
+                c.login.providers.insert("dex".into(), dex);
+                c.login.role_rules = vec![toml::from_str(
+                    "provider = \"dex\"\ngroup = \"acme/admins\"\norg = 1\nrole = \"admin\"",
+                )
+                .unwrap()];
+                c.server.rate_limit_per_minute = 0;
+            })
+            .start()
     }
 
     /// Sets who logs in from the next authorize request on (it stays until set again).
