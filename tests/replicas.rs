@@ -112,6 +112,19 @@ impl Replicas {
         }
     }
 
+    /// Registers the API server stand-in as cluster `dev` of org 1 through replica `i`,
+    /// as `token`'s owner; returns its id.
+    fn add_cluster(&self, i: usize, token: &str) -> u64 {
+        let (code, created) = self.replicas[i].call(
+            "POST",
+            "/pipeline/api/v1/orgs/1/clusters",
+            token,
+            Some(json!({"name": "dev", "kubeconfig": self.api.kubeconfig_with_client_cert()})),
+        );
+        assert_eq!(code, 201, "{created}");
+        created["id"].as_u64().unwrap()
+    }
+
     fn token(&self, user: &str) -> String {
         self.replicas[0]
             .gate
@@ -166,14 +179,7 @@ fn a_cluster_registered_through_one_replica_is_served_by_the_other() {
     let r = Replicas::start(2);
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let alice = r.token("alice");
-    let (code, created) = a.call(
-        "POST",
-        "/pipeline/api/v1/orgs/1/clusters",
-        &alice,
-        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
-    );
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_u64().unwrap();
+    let id = r.add_cluster(0, &alice);
     let (code, list) = b.call("GET", &proxy(id, PODS), &alice, None);
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["kind"], "PodList");
@@ -224,14 +230,7 @@ fn membership_changes_and_policy_reloads_reach_every_replica() {
     let r = Replicas::start(2);
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let (alice, bob, root) = (r.token("alice"), r.token("bob"), r.token("root"));
-    let (code, created) = a.call(
-        "POST",
-        "/pipeline/api/v1/orgs/1/clusters",
-        &alice,
-        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
-    );
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_u64().unwrap();
+    let id = r.add_cluster(0, &alice);
     let configmaps = proxy(id, "/api/v1/namespaces/default/configmaps");
     assert_eq!(b.call("GET", &configmaps, &bob, None).0, 403);
 
@@ -288,14 +287,7 @@ fn membership_changes_and_policy_reloads_reach_every_replica() {
 fn a_replica_killed_mid_request_does_not_disturb_the_other() {
     let mut r = Replicas::start(2);
     let alice = r.token("alice");
-    let (code, created) = r.replicas[0].call(
-        "POST",
-        "/pipeline/api/v1/orgs/1/clusters",
-        &alice,
-        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
-    );
-    assert_eq!(code, 201, "{created}");
-    let id = created["id"].as_u64().unwrap();
+    let id = r.add_cluster(0, &alice);
     let watch_path = proxy(id, "/api/v1/namespaces/default/pods?watch=true");
     let (a_url, b_url) = (
         format!("{}{watch_path}", r.replicas[0].url),
@@ -406,14 +398,7 @@ fn a_token_revoked_on_one_replica_is_refused_by_the_other_within_seconds() {
     let r = Replicas::start(2);
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let alice = r.token("alice");
-    let (code, created) = a.call(
-        "POST",
-        "/pipeline/api/v1/orgs/1/clusters",
-        &alice,
-        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
-    );
-    assert_eq!(code, 201, "{created}");
-    let pods = proxy(created["id"].as_u64().unwrap(), PODS);
+    let pods = proxy(r.add_cluster(0, &alice), PODS);
     let (code, made) = a.call(
         "POST",
         "/pipeline/api/v1/tokens",
@@ -475,14 +460,7 @@ fn a_session_made_on_one_replica_works_on_the_other() {
     let r = Replicas::start_with(2, login, env);
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let alice = r.token("alice");
-    let (code, created) = a.call(
-        "POST",
-        "/pipeline/api/v1/orgs/1/clusters",
-        &alice,
-        Some(json!({"name": "dev", "kubeconfig": r.api.kubeconfig_with_client_cert()})),
-    );
-    assert_eq!(code, 201, "{created}");
-    let pods = proxy(created["id"].as_u64().unwrap(), PODS);
+    let pods = proxy(r.add_cluster(0, &alice), PODS);
     let (a_url, b_url) = (a.url.clone(), b.url.clone());
     let (on_b, took, after_logout) = block_on(move || async move {
         let (mut jar, end) = log_in_at(&a_url, "dex", "/").await;
