@@ -9,15 +9,6 @@ use std::process::Output;
 use common::binary::Kubegate;
 use kubegate::config::{Config, ConfigError, DEFAULT_TOML};
 
-/// The binary with its configuration file edited by `edit`.
-fn with_config(edit: impl FnOnce(String) -> String) -> Kubegate {
-    let gate = Kubegate::new();
-    let path = gate.dir().join("kubegate.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
-    gate
-}
-
 /// Runs `kubegate ARGS` with `env` set (and the secrets of the test's own environment
 /// removed), returning its output.
 fn run(gate: &Kubegate, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -79,7 +70,7 @@ fn the_default_configuration_checks_out() {
 
 #[test]
 fn every_mistake_of_a_file_is_listed_at_once() {
-    let gate = with_config(|text| {
+    let gate = Kubegate::new().edit_config(|text| {
         text.replace("[server]\n", "[server]\nlisten_port = 8080\n")
             .replace("workers = 0", "workers = \"many\"")
             .replace("connect_timeout = \"10s\"", "connect_timeout = \"soon\"")
@@ -134,7 +125,7 @@ fn every_mistake_of_a_file_is_listed_at_once() {
 
 #[test]
 fn serve_refuses_to_start_with_the_same_messages() {
-    let gate = with_config(|text| {
+    let gate = Kubegate::new().edit_config(|text| {
         text.replace("max_ttl = \"720h\"", "max_ttl = \"1h\"")
             .replace("model = \"", "model = \"/nonexistent")
     });
@@ -174,7 +165,7 @@ fn serve_refuses_to_start_with_the_same_messages() {
 
 #[test]
 fn a_syntax_error_is_named_with_its_line() {
-    let gate = with_config(|text| text.replace("workers = 0", "workers = = 0"));
+    let gate = Kubegate::new().edit_config(|text| text.replace("workers = 0", "workers = = 0"));
     let (ok, _, stderr) = check(&gate, &[]);
     assert!(!ok);
     assert!(stderr.contains("line "), "{stderr}");
@@ -186,7 +177,7 @@ fn a_syntax_error_is_named_with_its_line() {
 
 #[test]
 fn missing_keys_and_sections_are_named() {
-    let gate = with_config(|text| {
+    let gate = Kubegate::new().edit_config(|text| {
         let text = text.replace("batch = 512\n", "");
         let start = text.find("[clusters]").unwrap();
         text[..start].to_string()
@@ -209,7 +200,7 @@ fn missing_keys_and_sections_are_named() {
 fn secrets_must_come_from_a_file_or_the_environment() {
     let vault = |extra: &str| {
         let extra = extra.to_string();
-        with_config(move |text| {
+        Kubegate::new().edit_config(move |text| {
             text.replace(
                 "kind = \"file\"",
                 &format!(
@@ -282,8 +273,8 @@ fn secrets_must_come_from_a_file_or_the_environment() {
 
 #[test]
 fn certificate_files_that_do_not_load_are_named() {
-    let gate =
-        with_config(|text| text.replace("tls_self_signed = true", "tls_self_signed = false"));
+    let gate = Kubegate::new()
+        .edit_config(|text| text.replace("tls_self_signed = true", "tls_self_signed = false"));
     let (ok, problems, stderr) = check(&gate, &[]);
     assert!(!ok);
     assert!(

@@ -34,32 +34,13 @@ struct Gate {
 
 fn gate(api: &ApiServer) -> Gate {
     let gate = Kubegate::new();
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
-    gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "bob", "--role", "member",
-    ]);
-    let alice_token = gate.run(&["token", "create", "--user", "alice"]);
-    let bob_token = gate.run(&["token", "create", "--user", "bob"]);
+    gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let alice_token = gate.member_with_token("alice", "admin");
+    let bob_token = gate.member_with_token("bob", "member");
     let (server, url) = gate.serve();
-    let server_url = format!("{url}/pipeline/api/v1/orgs/1/clusters/1/proxy");
-    let ca = gate.dir().join("data/tls/ca.crt");
     Gate {
-        alice: Kubectl::new(&server_url, &alice_token, &ca),
-        bob: Kubectl::new(&server_url, &bob_token, &ca),
+        alice: Kubectl::through(&gate, &url, &alice_token),
+        bob: Kubectl::through(&gate, &url, &bob_token),
         gate,
         server,
     }
@@ -210,11 +191,7 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
 
     // each session is one audit event when it ends
     let mut server = g.server;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM");
     assert!(wait_exit(&mut server.0, Duration::from_secs(20)).success());
     let audit = g.gate.audit();
     let sessions: Vec<&Value> = audit

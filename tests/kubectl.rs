@@ -4,83 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
 use common::binary::{wait_exit, Kubegate};
-
-fn kubectl_bin() -> String {
-    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let works = Command::new(&bin)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        works,
-        "kubectl is needed for this test: put it on the PATH or set KUBECTL (CI installs it)"
-    );
-    bin
-}
-
-/// kubectl pointed at kubegate with a token, isolated from the user's own kubeconfig.
-struct Kubectl {
-    bin: String,
-    server: String,
-    token: String,
-    ca: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Kubectl {
-    /// kubectl never sends credentials over plain HTTP: it talks HTTPS to kubegate,
-    /// trusting the CA kubegate made on first start.
-    fn new(server: &str, token: &str, ca: &Path) -> Kubectl {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("empty-kubeconfig"), "").unwrap();
-        Kubectl {
-            bin: kubectl_bin(),
-            server: server.to_string(),
-            token: token.trim().to_string(),
-            ca: ca.to_path_buf(),
-            home,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.env("KUBECONFIG", self.home.path().join("empty-kubeconfig"))
-            .env("HOME", self.home.path())
-            .arg("--server")
-            .arg(&self.server)
-            .arg("--token")
-            .arg(&self.token)
-            .arg("--certificate-authority")
-            .arg(&self.ca)
-            .arg("--cache-dir")
-            .arg(self.home.path().join("cache"))
-            .arg("--request-timeout=20s")
-            .args(args);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+use common::kubectl::Kubectl;
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -99,39 +29,20 @@ spec:
 fn kubectl_through_kubegate_as_admin_and_member() {
     let api = ApiServer::start();
     let gate = Kubegate::new();
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
 
     // the quick start, through the CLI
-    let id = gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
+    let id = gate.add_cluster(&api.kubeconfig_with_client_cert());
     assert_eq!(id.trim(), "1");
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "bob", "--role", "member",
-    ]);
-    let alice_token = gate.run(&["token", "create", "--user", "alice"]);
-    let bob_token = gate.run(&["token", "create", "--user", "bob"]);
+    let alice_token = gate.member_with_token("alice", "admin");
+    let bob_token = gate.member_with_token("bob", "member");
     assert_eq!(
         alice_token.trim().split('.').count(),
         3,
         "the token alone is printed"
     );
     let (mut server, url) = gate.serve();
-    let server_url = format!("{url}/pipeline/api/v1/orgs/1/clusters/1/proxy");
-    let ca = gate.dir().join("data/tls/ca.crt");
-    let alice = Kubectl::new(&server_url, &alice_token, &ca);
-    let bob = Kubectl::new(&server_url, &bob_token, &ca);
+    let alice = Kubectl::through(&gate, &url, &alice_token);
+    let bob = Kubectl::through(&gate, &url, &bob_token);
 
     // apply, get
     let manifest = alice.home.path().join("pod.yaml");
@@ -212,11 +123,7 @@ fn kubectl_through_kubegate_as_admin_and_member() {
 
     // every request is in the audit trail, kubectl's user agent and all, and SIGTERM
     // flushes it
-    let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM");
     let exited = wait_exit(&mut server.0, Duration::from_secs(20));
     assert!(exited.success(), "kubegate exits 0 on SIGTERM");
     let audit = gate.audit();

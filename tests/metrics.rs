@@ -365,26 +365,8 @@ async fn idle_timeouts_do_not_cut_a_quiet_watch() {
 fn one_access_log_line_per_request_without_secrets() {
     let api = ApiServer::start();
     let gate = Kubegate::new().env("RUST_LOG", "info");
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
-    let path = kubeconfig.to_str().unwrap();
-    gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        path,
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    let token = gate
-        .run(&["token", "create", "--user", "alice"])
-        .trim()
-        .to_string();
+    gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
     let (_server, _) = gate.serve();
     let http = gate.http_url().unwrap();
     let url = format!(
@@ -409,18 +391,7 @@ fn one_access_log_line_per_request_without_secrets() {
             res.status().as_u16(),
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        if let Some(line) = gate.logs().into_iter().find(|l| l.contains(&id)) {
-            break line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access line for {id}: {:#?}",
-            gate.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let line = gate.wait_log(&format!("no access line for {id}"), |l| l.contains(&id));
     assert!(line.contains("kubegate::access"), "{line}");
     assert!(
         line.contains(" GET /pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?access_token=REDACTED&limit=5 "),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,25 +16,8 @@ use common::binary::{wait_exit, Kubegate};
 fn sigterm_during_load_loses_no_audit_event() {
     let api = ApiServer::start();
     let gate = Kubegate::new();
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
-    gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    let token = gate
-        .run(&["token", "create", "--user", "alice"])
-        .trim()
-        .to_string();
+    gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
     let (mut server, _) = gate.serve();
     let http = gate.http_url().expect("serve prints its HTTP address");
     let url =
@@ -81,11 +63,7 @@ fn sigterm_during_load_loses_no_audit_event() {
         assert!(Instant::now() < deadline, "the load never got going");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.signal("TERM");
     let exited = wait_exit(&mut server.0, Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
@@ -139,26 +117,8 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
     use std::io::Read;
     let api = ApiServer::start();
     let gate = Kubegate::new();
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
-    let path = kubeconfig.to_str().unwrap();
-    gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        path,
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    let token = gate
-        .run(&["token", "create", "--user", "alice"])
-        .trim()
-        .to_string();
+    gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
     let (mut server, _) = gate.serve();
     let http = gate.http_url().unwrap();
     let watch = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=2";
@@ -180,11 +140,7 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
     });
 
     let sent = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    server.signal("TERM");
     // new connections are refused at once, while the watch goes on
     let addr = http.trim_start_matches("http://").to_string();
     while std::net::TcpStream::connect(&addr).is_ok() {
@@ -215,15 +171,9 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
     );
     let status = wait_exit(&mut server.0, Duration::from_secs(30));
     assert!(status.success(), "exit 0: {status:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gate.logs().iter().any(|l| l.contains("audit flushed (")) {
-        assert!(
-            Instant::now() < deadline,
-            "the audit flush is logged: {:#?}",
-            gate.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gate.wait_log("the audit flush is logged", |l| {
+        l.contains("audit flushed (")
+    });
     let logs = gate.logs().join("\n");
     assert!(logs.contains("SIGTERM: no new connections"), "{logs}");
     assert!(!logs.contains("ERROR"), "no error at shutdown: {logs}");
@@ -242,26 +192,8 @@ fn a_stream_longer_than_the_grace_is_cut_and_still_audited() {
     let api = ApiServer::start();
     let gate = Kubegate::new()
         .edit_config(|t| t.replace("shutdown_grace = \"10s\"", "shutdown_grace = \"1s\""));
-    let kubeconfig = gate.dir().join("cluster.yaml");
-    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
-    let path = kubeconfig.to_str().unwrap();
-    gate.run(&[
-        "cluster",
-        "add",
-        "--org",
-        "1",
-        "--name",
-        "dev",
-        "--kubeconfig",
-        path,
-    ]);
-    gate.run(&[
-        "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-    ]);
-    let token = gate
-        .run(&["token", "create", "--user", "alice"])
-        .trim()
-        .to_string();
+    gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
     let (mut server, _) = gate.serve();
     let http = gate.http_url().unwrap();
     let (_watch, head) = raw_get(
@@ -271,11 +203,7 @@ fn a_stream_longer_than_the_grace_is_cut_and_still_audited() {
     );
     assert!(head.starts_with(b"HTTP/1.1 200"));
     let sent = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    server.signal("TERM");
     let status = wait_exit(&mut server.0, Duration::from_secs(30));
     println!(
         "exited {:?} after SIGTERM with a watch open (grace 1 s)",

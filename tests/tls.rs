@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,14 +100,6 @@ fn install(tls_dir: &Path, cert: &Path, key: &Path) {
     }
 }
 
-fn sighup(pid: u32) {
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// `kubegate_tls_reloads_total{outcome}` from `/metrics`.
 fn reloads(http_url: &str, outcome: &str) -> u64 {
     let url = format!("{http_url}/metrics");
@@ -133,17 +124,9 @@ fn wait_for(what: &str, until: impl Fn() -> bool) -> Duration {
     start.elapsed()
 }
 
-fn gate_with(edit: impl FnOnce(String) -> String) -> Kubegate {
-    let gate = Kubegate::new();
-    let path = gate.dir().join("kubegate.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
-    gate
-}
-
 #[test]
 fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
-    let gate = gate_with(|t| {
+    let gate = Kubegate::new().edit_config(|t| {
         t.replace(
             "tls_reload_interval = \"10s\"",
             "tls_reload_interval = \"0s\"",
@@ -171,7 +154,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
 
     // SIGHUP: the next handshake gets the new one
     let sent = Instant::now();
-    sighup(server.0.id());
+    server.signal("HUP");
     let new_leaf = leaf_of(&cert);
     wait_for("the new certificate is served after SIGHUP", || {
         handshake(&https, &cas, &[]).leaf == new_leaf
@@ -190,7 +173,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
         "-----BEGIN CERTIFICATE-----\nnot base64\n",
     )
     .unwrap();
-    sighup(server.0.id());
+    server.signal("HUP");
     wait_for("the failed reload is counted", || {
         reloads(&http, "failed") == 1
     });
@@ -198,7 +181,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     // a key that is not the certificate's: refused too
     let (_other, _, other_key, _) = new_certificate();
     install(&tls_dir, &cert, &other_key);
-    sighup(server.0.id());
+    server.signal("HUP");
     wait_for("the mismatched key is refused", || {
         reloads(&http, "failed") == 2
     });
@@ -210,7 +193,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
 
 #[test]
 fn changed_files_are_picked_up_without_a_signal() {
-    let gate = gate_with(|t| {
+    let gate = Kubegate::new().edit_config(|t| {
         t.replace(
             "tls_reload_interval = \"10s\"",
             "tls_reload_interval = \"200ms\"",
@@ -383,7 +366,7 @@ fn a_renewed_kubernetes_secret_volume_is_picked_up() {
         symlink(format!("..data/{name}"), volume.path().join(name)).unwrap();
     }
     let (cert_path, key_path) = (volume.path().join("tls.crt"), volume.path().join("tls.key"));
-    let gate = gate_with(|t| {
+    let gate = Kubegate::new().edit_config(|t| {
         t.replace(
             &t.lines()
                 .find(|l| l.starts_with("tls_cert_file"))

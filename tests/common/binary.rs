@@ -80,6 +80,19 @@ impl Kubegate {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (5 s at the most) for a line of what `serve` logged that `matches`, and
+    /// returns it; panics with `what` and the log so far.
+    pub fn wait_log(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "{what}: {:#?}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs a CLI command and returns its standard output; panics with its stderr.
     pub fn run(&self, args: &[&str]) -> String {
         let out = self.command(args).output().unwrap();
@@ -89,6 +102,34 @@ impl Kubegate {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `cluster add` of the cluster `dev` to org 1, reached with `kubeconfig` (its text,
+    /// written next to the configuration); returns what the command printed: the
+    /// cluster's id.
+    pub fn add_cluster(&self, kubeconfig: &str) -> String {
+        let path = self.dir.path().join("cluster.yaml");
+        std::fs::write(&path, kubeconfig).unwrap();
+        self.run(&[
+            "cluster",
+            "add",
+            "--org",
+            "1",
+            "--name",
+            "dev",
+            "--kubeconfig",
+            path.to_str().unwrap(),
+        ])
+    }
+
+    /// `member add` of `user` to org 1 with `role`, then `token create`: the user's token.
+    pub fn member_with_token(&self, user: &str, role: &str) -> String {
+        self.run(&[
+            "member", "add", "--org", "1", "--user", user, "--role", role,
+        ]);
+        self.run(&["token", "create", "--user", user])
+            .trim()
+            .to_string()
     }
 
     /// Starts `serve` on port 0 (HTTP and HTTPS) and returns the child and the HTTPS URL.
@@ -140,6 +181,17 @@ impl Kubegate {
 
 /// A `kubegate serve` process, killed if the test ends before it exits.
 pub struct Server(pub Child);
+
+impl Server {
+    /// Sends it `signal` (`TERM`, `HUP`) with `kill`; panics if that fails.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}: {status:?}");
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {

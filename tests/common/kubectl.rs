@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::binary::Kubegate;
+
 /// The kubectl binary (`$KUBECTL` or `kubectl` on the `PATH`); panics with a hint when
 /// there is none.
 pub fn kubectl_bin() -> String {
@@ -42,6 +44,16 @@ impl Kubectl {
             ca: ca.to_path_buf(),
             home,
         }
+    }
+
+    /// kubectl at cluster 1 of org 1 through `gate`, serving HTTPS at `https_url`, with
+    /// `token`, trusting the CA kubegate made on first start.
+    pub fn through(gate: &Kubegate, https_url: &str, token: &str) -> Kubectl {
+        Kubectl::new(
+            &format!("{https_url}/pipeline/api/v1/orgs/1/clusters/1/proxy"),
+            token,
+            &gate.dir().join("data/tls/ca.crt"),
+        )
     }
 
     /// The command, not started.
