@@ -12,6 +12,9 @@
 // exist. `apiserver`'s `super::certs` is `crate::certs` either way.
 #[path = "../tests/common/apiserver.rs"]
 mod apiserver;
+#[path = "../tests/common/binary.rs"]
+#[allow(dead_code)]
+mod binary;
 #[path = "../tests/common/certs.rs"]
 mod certs;
 
@@ -431,7 +434,6 @@ impl Kubegate {
         let config_file = dir.join("kubegate.toml");
         std::fs::write(&config_file, config.to_string()).expect("write the kubegate config");
 
-        let kubeconfig = kubeconfig.display().to_string();
         let cli = |args: &[&str]| {
             let output = Command::new(KUBEGATE)
                 .arg("--config")
@@ -446,20 +448,8 @@ impl Kubegate {
             );
             String::from_utf8_lossy(&output.stdout).trim().to_string()
         };
-        let cluster = cli(&[
-            "cluster",
-            "add",
-            "--org",
-            "1",
-            "--name",
-            "dev",
-            "--kubeconfig",
-            &kubeconfig,
-        ]);
-        cli(&[
-            "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-        ]);
-        let token = cli(&["token", "create", "--user", "alice"]);
+        let cluster = binary::add_cluster(cli, "dev", kubeconfig);
+        let token = binary::member_with_token(cli, "alice", "admin");
 
         let args = [
             "--config",

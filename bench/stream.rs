@@ -19,8 +19,13 @@
 
 #[path = "../tests/common/apiserver.rs"]
 mod apiserver;
+#[path = "../tests/common/binary.rs"]
+#[allow(dead_code)]
+mod binary;
 #[path = "../tests/common/certs.rs"]
 mod certs;
+#[path = "../tests/common/websocket.rs"]
+mod websocket;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -32,6 +37,7 @@ use std::time::{Duration, Instant};
 use apiserver::ApiServer;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use websocket::client_frame;
 
 const KUBEGATE: &str = env!("CARGO_BIN_EXE_kubegate");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -312,33 +318,13 @@ async fn exec_download(peer: &Peer) -> Result<f64, String> {
     Ok(got as f64 / started.elapsed().as_secs_f64())
 }
 
-fn client_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [1u8, 2, 3, 4];
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x82);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
 async fn exec_echo(peer: &Peer) -> Result<f64, String> {
     let started = Instant::now();
     let (io, rest) = exec_session(peer, "command=cat&stdin=true&stdout=true").await?;
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut message = vec![b'x'; 32 * 1024 + 1];
     message[0] = 0; // stdin
-    let frame = client_frame(&message);
+    let frame = client_frame(2, &message);
     let write = async {
         let mut sent = 0u64;
         while sent < ECHO {
@@ -346,7 +332,7 @@ async fn exec_echo(peer: &Peer) -> Result<f64, String> {
             sent += (message.len() - 1) as u64;
         }
         writer
-            .write_all(&client_frame(&[255, 0]))
+            .write_all(&client_frame(2, &[255, 0]))
             .await
             .map_err(|e| e.to_string())?;
         // over TLS, the last frames may still be in rustls's buffer
@@ -497,20 +483,8 @@ impl Kubegate {
             );
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
-        let cluster = cli(&[
-            "cluster",
-            "add",
-            "--org",
-            "1",
-            "--name",
-            "bench",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ]);
-        cli(&[
-            "member", "add", "--org", "1", "--user", "alice", "--role", "admin",
-        ]);
-        let token = cli(&["token", "create", "--user", "alice"]);
+        let cluster = binary::add_cluster(cli, "bench", kubeconfig);
+        let token = binary::member_with_token(cli, "alice", "admin");
         let mut child = Command::new("taskset")
             .args(["-c", PROXY_CORE, KUBEGATE, "--config"])
             .arg(&config)

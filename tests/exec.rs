@@ -12,6 +12,7 @@ use common::apiserver::ApiServer;
 use common::binary::{wait_exit, Kubegate};
 use common::gateway::TestGateway;
 use common::kubectl::Kubectl;
+use common::websocket::client_frame;
 use serde_json::{json, Value};
 
 fn running_pod(name: &str) -> serde_json::Value {
@@ -262,12 +263,10 @@ fn port_forward_round_trips(mut cmd: Command) -> std::process::Child {
 
 /// GET `path` from `base` (plain HTTP), the body as text.
 fn http_get(base: &str, path: &str) -> String {
-    let mut s = raw::connect(base);
-    raw::write(
-        &mut s,
+    let (all, _) = raw::exchange(
+        base,
         format!("GET {path} HTTP/1.1\r\nHost: kubegate\r\nConnection: close\r\n\r\n").as_bytes(),
     );
-    let (all, _) = raw::read_to_close(&mut s);
     text(&all)
 }
 
@@ -322,6 +321,34 @@ impl Local {
         )
     }
 
+    /// alice's `exec ls` in the pod `web` over a new WebSocket connection, read until
+    /// kubegate closes it (or 10 s pass): what came and whether it closed.
+    fn exec_ls(&self) -> (Vec<u8>, bool) {
+        let upgrade = self.websocket(
+            "alice",
+            "/api/v1/namespaces/default/pods/web/exec?command=ls",
+            "v5.channel.k8s.io",
+        );
+        raw::exchange(&self.gw.url, upgrade.as_bytes())
+    }
+
+    /// alice's `exec cat` in the pod `web` (stdin and stdout) over a new WebSocket
+    /// connection: the connection, the answer's head and what came after it.
+    fn exec_cat(&self) -> (TcpStream, String, Vec<u8>) {
+        let mut s = raw::connect(&self.gw.url);
+        raw::write(
+            &mut s,
+            self.websocket(
+                "alice",
+                "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+                "v5.channel.k8s.io",
+            )
+            .as_bytes(),
+        );
+        let (head, rest) = raw::read_head(&mut s);
+        (s, head, rest)
+    }
+
     /// A plain GET of the pod list, as `user`.
     fn list_pods(&self, user: &str) -> String {
         format!(
@@ -356,10 +383,8 @@ fn a_refused_upgrade_is_relayed_and_the_connection_closed() {
         l.websocket("alice", missing, "v4.channel.k8s.io"),
         l.spdy("alice", missing),
     ] {
-        let mut s = raw::connect(&l.gw.url);
         let both = upgrade + l.list_pods("alice").as_str();
-        raw::write(&mut s, both.as_bytes());
-        let (got, closed) = raw::read_to_close(&mut s);
+        let (got, closed) = raw::exchange(&l.gw.url, both.as_bytes());
         let got_text = text(&got);
         assert!(
             got_text.starts_with("HTTP/1.1 404 Not Found\r\n"),
@@ -399,9 +424,8 @@ fn a_refused_upgrade_is_relayed_and_the_connection_closed() {
             "403 Forbidden",
         ),
     ] {
-        let mut s = raw::connect(&l.gw.url);
-        raw::write(&mut s, (head + l.list_pods(user).as_str()).as_bytes());
-        let (got, closed) = raw::read_to_close(&mut s);
+        let (got, closed) =
+            raw::exchange(&l.gw.url, (head + l.list_pods(user).as_str()).as_bytes());
         let got_text = text(&got);
         assert!(
             got_text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
@@ -464,9 +488,7 @@ fn members_get_403_for_exec_whichever_protocol() {
             "SPDY attach",
         ),
     ] {
-        let mut s = raw::connect(&l.gw.url);
-        raw::write(&mut s, head.as_bytes());
-        let (got, _) = raw::read_to_close(&mut s);
+        let (got, _) = raw::exchange(&l.gw.url, head.as_bytes());
         let got_text = text(&got);
         assert!(
             got_text.starts_with("HTTP/1.1 403 Forbidden"),
@@ -494,26 +516,6 @@ fn members_get_403_for_exec_whichever_protocol() {
     assert_eq!(denied["verb"], "connect");
 }
 
-/// A client WebSocket frame (masked), binary.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
 /// Server frames in `bytes`: (opcode, payload).
 fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut frames = Vec::new();
@@ -536,17 +538,7 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 #[test]
 fn a_session_is_one_audit_event_with_its_bytes_and_duration() {
     let l = local();
-    let mut s = raw::connect(&l.gw.url);
-    raw::write(
-        &mut s,
-        l.websocket(
-            "alice",
-            "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
-            "v5.channel.k8s.io",
-        )
-        .as_bytes(),
-    );
-    let (head, mut stream) = raw::read_head(&mut s);
+    let (mut s, head, mut stream) = l.exec_cat();
     assert!(
         head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
         "{head}"
@@ -642,17 +634,7 @@ fn an_unreachable_api_server_is_a_502_and_the_connection_closes() {
         .cluster(1, "gone", &kubeconfig)
         .start();
     let l = Local { api, gw };
-    let mut s = raw::connect(&l.gw.url);
-    raw::write(
-        &mut s,
-        l.websocket(
-            "alice",
-            "/api/v1/namespaces/default/pods/web/exec?command=ls",
-            "v5.channel.k8s.io",
-        )
-        .as_bytes(),
-    );
-    let (got, closed) = raw::read_to_close(&mut s);
+    let (got, closed) = l.exec_ls();
     let got_text = text(&got);
     assert!(
         got_text.starts_with("HTTP/1.1 502 Bad Gateway"),
@@ -668,16 +650,14 @@ fn an_unreachable_api_server_is_a_502_and_the_connection_closes() {
 impl Local {
     /// GET `path` (kubegate's, with its prefix) as `user`: the head and the body.
     fn get(&self, user: &str, path: &str) -> (String, String) {
-        let mut s = raw::connect(&self.gw.url);
-        raw::write(
-            &mut s,
+        let (all, _) = raw::exchange(
+            &self.gw.url,
             format!(
                 "GET {path} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {}\r\nAccept: text/html,*/*\r\nConnection: close\r\n\r\n",
                 self.gw.token(user)
             )
             .as_bytes(),
         );
-        let (all, _) = raw::read_to_close(&mut s);
         let all = text(&all);
         let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
         (head.to_string(), body.to_string())
@@ -778,17 +758,7 @@ fn an_idle_session_lives_on_and_a_dropped_client_ends_it() {
         })
         .start();
     let l = Local { api, gw };
-    let mut s = raw::connect(&l.gw.url);
-    raw::write(
-        &mut s,
-        l.websocket(
-            "alice",
-            "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
-            "v5.channel.k8s.io",
-        )
-        .as_bytes(),
-    );
-    let (head, _) = raw::read_head(&mut s);
+    let (mut s, head, _) = l.exec_cat();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     std::thread::sleep(Duration::from_millis(2500));
     raw::write(&mut s, &client_frame(2, b"\0still here"));
@@ -848,17 +818,7 @@ fn a_tunnel_to_a_denied_network_is_refused() {
         })
         .start();
     let l = Local { api, gw };
-    let mut s = raw::connect(&l.gw.url);
-    raw::write(
-        &mut s,
-        l.websocket(
-            "alice",
-            "/api/v1/namespaces/default/pods/web/exec?command=ls",
-            "v5.channel.k8s.io",
-        )
-        .as_bytes(),
-    );
-    let (got, closed) = raw::read_to_close(&mut s);
+    let (got, closed) = l.exec_ls();
     let got_text = text(&got);
     assert!(got_text.starts_with("HTTP/1.1 502"), "{got_text}");
     assert!(got_text.contains("in the denied network"), "{got_text}");
@@ -925,6 +885,14 @@ mod raw {
     pub fn write(s: &mut TcpStream, bytes: &[u8]) {
         s.write_all(bytes).unwrap();
     }
+
+    /// Sends `request` over a new connection to `url` and reads until the peer closes it
+    /// (or 10 s pass): what came and whether it closed.
+    pub fn exchange(url: &str, request: &[u8]) -> (Vec<u8>, bool) {
+        let mut s = connect(url);
+        write(&mut s, request);
+        read_to_close(&mut s)
+    }
 }
 
 /// Writing and reading at full speed at once, several times: every byte arrives, and the
@@ -935,17 +903,7 @@ fn a_busy_session_carries_every_byte_both_ways() {
     let l = local();
     let frames = 256; // 8 MiB of stdin per session
     for round in 0..4 {
-        let mut s = raw::connect(&l.gw.url);
-        raw::write(
-            &mut s,
-            l.websocket(
-                "alice",
-                "/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
-                "v5.channel.k8s.io",
-            )
-            .as_bytes(),
-        );
-        let (head, mut got) = raw::read_head(&mut s);
+        let (mut s, head, mut got) = l.exec_cat();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         let mut writer = s.try_clone().unwrap();
         let writing = std::thread::spawn(move || {

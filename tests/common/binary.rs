@@ -104,32 +104,17 @@ impl Kubegate {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `cluster add` of the cluster `dev` to org 1, reached with `kubeconfig` (its text,
-    /// written next to the configuration); returns what the command printed: the
-    /// cluster's id.
+    /// The cluster `dev` of org 1, reached with `kubeconfig` (its text, written next to
+    /// the configuration): see [`add_cluster`].
     pub fn add_cluster(&self, kubeconfig: &str) -> String {
         let path = self.dir.path().join("cluster.yaml");
         std::fs::write(&path, kubeconfig).unwrap();
-        self.run(&[
-            "cluster",
-            "add",
-            "--org",
-            "1",
-            "--name",
-            "dev",
-            "--kubeconfig",
-            path.to_str().unwrap(),
-        ])
+        add_cluster(|args| self.run(args), "dev", &path)
     }
 
-    /// `member add` of `user` to org 1 with `role`, then `token create`: the user's token.
+    /// `user` a member of org 1 with `role`: see [`member_with_token`].
     pub fn member_with_token(&self, user: &str, role: &str) -> String {
-        self.run(&[
-            "member", "add", "--org", "1", "--user", user, "--role", role,
-        ]);
-        self.run(&["token", "create", "--user", user])
-            .trim()
-            .to_string()
+        member_with_token(|args| self.run(args), user, role)
     }
 
     /// Starts `serve` on port 0 (HTTP and HTTPS) and returns the child and the HTTPS URL.
@@ -177,6 +162,34 @@ impl Kubegate {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+}
+
+/// `cluster add` of the cluster `name` to org 1, reached with the kubeconfig file
+/// `kubeconfig`, through `cli` (kubegate's command line with a configuration: it runs
+/// `kubegate --config FILE ARGS` and returns the standard output); returns the cluster's
+/// id. The benchmarks share it.
+pub fn add_cluster(cli: impl Fn(&[&str]) -> String, name: &str, kubeconfig: &Path) -> String {
+    cli(&[
+        "cluster",
+        "add",
+        "--org",
+        "1",
+        "--name",
+        name,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ])
+    .trim()
+    .to_string()
+}
+
+/// `member add` of `user` to org 1 with `role`, then `token create` for them, through
+/// `cli` (as for [`add_cluster`]); returns the token.
+pub fn member_with_token(cli: impl Fn(&[&str]) -> String, user: &str, role: &str) -> String {
+    cli(&[
+        "member", "add", "--org", "1", "--user", user, "--role", role,
+    ]);
+    cli(&["token", "create", "--user", user]).trim().to_string()
 }
 
 /// A `kubegate serve` process, killed if the test ends before it exits.

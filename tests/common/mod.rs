@@ -14,3 +14,4 @@ pub mod oidc;
 pub mod postgres;
 pub mod session;
 pub mod vault;
+pub mod websocket;
