@@ -434,20 +434,7 @@ impl Kubegate {
         let config_file = dir.join("kubegate.toml");
         std::fs::write(&config_file, config.to_string()).expect("write the kubegate config");
 
-        let cli = |args: &[&str]| {
-            let output = Command::new(KUBEGATE)
-                .arg("--config")
-                .arg(&config_file)
-                .args(args)
-                .output()
-                .expect("run kubegate");
-            assert!(
-                output.status.success(),
-                "kubegate {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).trim().to_string()
-        };
+        let cli = |args: &[&str]| binary::run_cli(&config_file, args);
         let cluster = binary::add_cluster(cli, "dev", kubeconfig);
         let token = binary::member_with_token(cli, "alice", "admin");
 

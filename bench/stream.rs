@@ -469,20 +469,7 @@ impl Kubegate {
             .replace("\"config/", &format!("\"{REPO}/config/"));
         let config = dir.join("kubegate.toml");
         std::fs::write(&config, text).unwrap();
-        let cli = |args: &[&str]| {
-            let out = Command::new(KUBEGATE)
-                .arg("--config")
-                .arg(&config)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "kubegate {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let cli = |args: &[&str]| binary::run_cli(&config, args);
         let cluster = binary::add_cluster(cli, "bench", kubeconfig);
         let token = binary::member_with_token(cli, "alice", "admin");
         let mut child = Command::new("taskset")

@@ -5,12 +5,14 @@
 mod common;
 
 use std::collections::HashSet;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
 use common::binary::{wait_exit, Kubegate};
+use common::raw;
 
 #[test]
 fn sigterm_during_load_loses_no_audit_event() {
@@ -91,25 +93,21 @@ fn sigterm_during_load_loses_no_audit_event() {
 }
 
 /// Sends `GET path` with `token` over a new connection and reads the answer's headers;
-/// returns the connection (to read the body from) and the headers.
-fn raw_get(http: &str, path: &str, token: &str) -> (std::net::TcpStream, Vec<u8>) {
-    use std::io::{Read, Write};
-    let addr = http.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+/// returns the connection (to read the rest of the body from), the headers and what of
+/// the body came with them.
+fn raw_get(http: &str, path: &str, token: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut s = raw::connect(http);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // the headers first
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "the answer's headers");
-        head.push(byte[0]);
-    }
-    (s, head)
+    let addr = http.trim_start_matches("http://");
+    raw::write(
+        &mut s,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let (head, body) = raw::read_head(&mut s);
+    (s, head, body)
 }
 
 #[test]
@@ -124,8 +122,7 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
     let watch = "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=2";
 
     // a request in flight: a watch the API server ends after 2 s
-    let (mut in_flight, head) = raw_get(&http, watch, &token);
-    let head = String::from_utf8(head).unwrap();
+    let (mut in_flight, head, mut body) = raw_get(&http, watch, &token);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let id = head
         .lines()
@@ -134,7 +131,6 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_flushes_the_audit() 
         .trim()
         .to_string();
     let reader = std::thread::spawn(move || {
-        let mut body = Vec::new();
         let _ = in_flight.read_to_end(&mut body);
         body
     });
@@ -196,12 +192,12 @@ fn a_stream_longer_than_the_grace_is_cut_and_still_audited() {
     let token = gate.member_with_token("alice", "admin");
     let (mut server, _) = gate.serve();
     let http = gate.http_url().unwrap();
-    let (_watch, head) = raw_get(
+    let (_watch, head, _) = raw_get(
         &http,
         "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true",
         &token,
     );
-    assert!(head.starts_with(b"HTTP/1.1 200"));
+    assert!(head.starts_with("HTTP/1.1 200"));
     let sent = Instant::now();
     server.signal("TERM");
     let status = wait_exit(&mut server.0, Duration::from_secs(30));

@@ -95,13 +95,7 @@ impl Kubegate {
 
     /// Runs a CLI command and returns its standard output; panics with its stderr.
     pub fn run(&self, args: &[&str]) -> String {
-        let out = self.command(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubegate {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(self.command(args), args)
     }
 
     /// The cluster `dev` of org 1, reached with `kubeconfig` (its text, written next to
@@ -162,6 +156,26 @@ impl Kubegate {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+}
+
+/// Runs `kubegate --config CONFIG ARGS` and returns its standard output; panics with its
+/// stderr. The benchmarks' command line.
+pub fn run_cli(config: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubegate"));
+    cmd.arg("--config").arg(config).args(args);
+    stdout_of(cmd, args)
+}
+
+/// The standard output of `cmd` (kubegate with `args`), run to the end; panics with its
+/// stderr if it fails.
+fn stdout_of(mut cmd: Command, args: &[&str]) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubegate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `cluster add` of the cluster `name` to org 1, reached with the kubeconfig file

@@ -403,6 +403,45 @@ impl Command {
             _ => Command::Missing(argv.first().cloned().unwrap_or_default()),
         }
     }
+
+    /// Runs the command up to its stdin: what it prints goes to `write(STDOUT or STDERR,
+    /// bytes)`, which says `false` once the client is gone. Returns its exit, or `None`
+    /// for `cat` and attaching, which go on with stdin.
+    async fn print<F, Fut>(&self, write: F) -> Option<Result<u32, String>>
+    where
+        F: Fn(u8, Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        Some(match self {
+            Command::Echo(text) => {
+                write(STDOUT, format!("{text}\n").into_bytes()).await;
+                Ok(0)
+            }
+            Command::Zeros(n) => {
+                let block = vec![0u8; 32 * 1024];
+                let mut n = *n;
+                while n > 0 {
+                    let take = n.min(block.len() as u64) as usize;
+                    if !write(STDOUT, block[..take].to_vec()).await {
+                        break;
+                    }
+                    n -= take as u64;
+                }
+                Ok(0)
+            }
+            Command::Exit(code) => Ok(*code),
+            Command::Stderr(text, code) => {
+                write(STDERR, format!("{text}\n").into_bytes()).await;
+                Ok(*code)
+            }
+            Command::Attach(target) => {
+                write(STDOUT, format!("attached to {target}\n").into_bytes()).await;
+                return None;
+            }
+            Command::Cat => return None,
+            Command::Missing(name) => Err(name.clone()),
+        })
+    }
 }
 
 fn channel_message(channel: u8, data: &[u8]) -> Bytes {
@@ -432,31 +471,9 @@ async fn run_command(
         async move { tx.send(channel_message(channel, &data)).await.is_ok() }
     };
     let argv = format!("{command:?}");
-    let exit: Result<u32, String> = match command {
-        Command::Echo(text) => {
-            send(STDOUT, format!("{text}\n").into_bytes()).await;
-            Ok(0)
-        }
-        Command::Zeros(mut n) => {
-            let block = vec![0u8; 32 * 1024];
-            while n > 0 {
-                let take = n.min(block.len() as u64) as usize;
-                if !send(STDOUT, block[..take].to_vec()).await {
-                    break;
-                }
-                n -= take as u64;
-            }
-            Ok(0)
-        }
-        Command::Exit(code) => Ok(code),
-        Command::Stderr(text, code) => {
-            send(STDERR, format!("{text}\n").into_bytes()).await;
-            Ok(code)
-        }
-        Command::Cat | Command::Attach(_) => {
-            if let Command::Attach(target) = &command {
-                send(STDOUT, format!("attached to {target}\n").into_bytes()).await;
-            }
+    let exit: Result<u32, String> = match command.print(send).await {
+        Some(exit) => exit,
+        None => {
             if stdin {
                 loop {
                     match input.next().await {
@@ -475,7 +492,6 @@ async fn run_command(
             }
             Ok(0)
         }
-        Command::Missing(name) => Err(name),
     };
     let status = exit_status(&argv, exit);
     send(ERROR, status.to_string().into_bytes()).await;
@@ -592,31 +608,21 @@ async fn run_command_spdy(command: Command, wants: Wants, payload: web::Payload,
         }
     };
     let argv = format!("{command:?}");
-    let exit: Result<u32, String> = match command {
-        Command::Echo(text) => {
-            write("stdout", format!("{text}\n").into_bytes()).await;
-            Ok(0)
-        }
-        Command::Zeros(mut n) => {
-            let block = vec![0u8; 32 * 1024];
-            while n > 0 {
-                let take = n.min(block.len() as u64) as usize;
-                if !write("stdout", block[..take].to_vec()).await {
-                    break;
-                }
-                n -= take as u64;
-            }
-            Ok(0)
-        }
-        Command::Exit(code) => Ok(code),
-        Command::Stderr(text, code) => {
-            write("stderr", format!("{text}\n").into_bytes()).await;
-            Ok(code)
-        }
-        Command::Cat | Command::Attach(_) => {
-            if let Command::Attach(target) = &command {
-                write("stdout", format!("attached to {target}\n").into_bytes()).await;
-            }
+    let printed = command
+        .print(|channel, data| {
+            write(
+                if channel == STDERR {
+                    "stderr"
+                } else {
+                    "stdout"
+                },
+                data,
+            )
+        })
+        .await;
+    let exit: Result<u32, String> = match printed {
+        Some(exit) => exit,
+        None => {
             if let Some(stdin) = id("stdin") {
                 'stdin: loop {
                     for frame in std::mem::take(&mut pending)
@@ -656,7 +662,6 @@ async fn run_command_spdy(command: Command, wants: Wants, payload: web::Payload,
             }
             Ok(0)
         }
-        Command::Missing(name) => Err(name),
     };
     write("error", exit_status(&argv, exit).to_string().into_bytes()).await;
     for name in ["error", "stdout", "stderr", "stdin", "resize"] {
