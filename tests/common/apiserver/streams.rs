@@ -258,6 +258,17 @@ struct WsInput {
 }
 
 impl WsInput {
+    /// Reads `payload`, answering pings on `tx`; `raw` after a SPDY/3.1 upgrade.
+    fn new(payload: web::Payload, tx: mpsc::Sender<Bytes>, raw: bool) -> WsInput {
+        WsInput {
+            payload,
+            buf: BytesMut::new(),
+            fragments: None,
+            tx,
+            raw,
+        }
+    }
+
     /// The next data message, or `Close` when the client closed (or went away).
     async fn next(&mut self) -> WsMessage {
         if self.raw {
@@ -459,13 +470,7 @@ async fn run_command(
     payload: web::Payload,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let mut input = WsInput {
-        payload,
-        buf: BytesMut::new(),
-        fragments: None,
-        tx: tx.clone(),
-        raw: false,
-    };
+    let mut input = WsInput::new(payload, tx.clone(), false);
     let send = |channel: u8, data: Vec<u8>| {
         let tx = tx.clone();
         async move { tx.send(channel_message(channel, &data)).await.is_ok() }
@@ -532,13 +537,7 @@ fn exit_status(argv: &str, exit: Result<u32, String>) -> serde_json::Value {
 /// for are there, the command runs; its Status goes on the error stream, then every
 /// stream is finished and the client closes the connection.
 async fn run_command_spdy(command: Command, wants: Wants, payload: web::Payload, out: Out) {
-    let mut input = WsInput {
-        payload,
-        buf: BytesMut::new(),
-        fragments: None,
-        tx: out.tx.clone(),
-        raw: true,
-    };
+    let mut input = WsInput::new(payload, out.tx.clone(), true);
     let mut spdy = Spdy::new();
     let mut buf = BytesMut::new();
     let mut streams: HashMap<String, u32> = HashMap::new();
@@ -568,14 +567,9 @@ async fn run_command_spdy(command: Command, wants: Wants, payload: web::Payload,
                         data,
                         ..
                     } if data.len() >= 10 => {
-                        let id =
-                            u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff;
-                        let Ok(headers) = spdy.headers(&data[10..]) else {
+                        let Ok((id, headers)) = spdy.open(&out, &data).await else {
                             return false;
                         };
-                        if !send_spdy(&out, spdy.syn_reply(id)).await {
-                            return false;
-                        }
                         if let Some(kind) = headers.get("streamtype") {
                             streams.insert(kind.clone(), id);
                         }
@@ -924,6 +918,27 @@ impl Spdy {
         data.extend_from_slice(&self.header_block(&[]));
         Self::control(SYN_REPLY, 0, &data)
     }
+
+    /// Opens the stream a SYN_STREAM asks for (`data`: its frame's, 10 bytes at least)
+    /// and answers with a SYN_REPLY: the stream and its headers. `Err(Some(why))` when
+    /// the header block does not read, `Err(None)` when the client has gone.
+    async fn open(
+        &mut self,
+        out: &Out,
+        data: &[u8],
+    ) -> Result<(u32, HashMap<String, String>), Option<String>> {
+        let stream = stream_id(data);
+        let headers = self.headers(&data[10..]).map_err(Some)?;
+        if !send_spdy(out, self.syn_reply(stream)).await {
+            return Err(None);
+        }
+        Ok((stream, headers))
+    }
+}
+
+/// The stream id a control frame's data starts with.
+fn stream_id(data: &[u8]) -> u32 {
+    u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff
 }
 
 /// Where SPDY frames go: in binary WebSocket messages, or as they are (a SPDY upgrade).
@@ -953,13 +968,7 @@ struct Forward {
 
 /// The port-forward session: SPDY, over the WebSocket or (a SPDY upgrade) as it is.
 async fn port_forward(pod: String, payload: web::Payload, out: Out) {
-    let mut input = WsInput {
-        payload,
-        buf: BytesMut::new(),
-        fragments: None,
-        tx: out.tx.clone(),
-        raw: out.raw,
-    };
+    let mut input = WsInput::new(payload, out.tx.clone(), out.raw);
     let mut spdy = Spdy::new();
     let mut buf = BytesMut::new();
     let mut forwards: HashMap<String, Forward> = HashMap::new();
@@ -977,18 +986,15 @@ async fn port_forward(pod: String, payload: web::Payload, out: Out) {
                     data,
                     ..
                 } if data.len() >= 10 => {
-                    let stream =
-                        u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff;
-                    let headers = match spdy.headers(&data[10..]) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            log::error!("port-forward {pod}: {e}");
+                    let (stream, headers) = match spdy.open(&out, &data).await {
+                        Ok(opened) => opened,
+                        Err(why) => {
+                            if let Some(e) = why {
+                                log::error!("port-forward {pod}: {e}");
+                            }
                             break 'session;
                         }
                     };
-                    if !send_spdy(&out, spdy.syn_reply(stream)).await {
-                        break 'session;
-                    }
                     let request = headers.get("requestid").cloned().unwrap_or_default();
                     let port: u16 = headers
                         .get("port")
@@ -1040,9 +1046,7 @@ async fn port_forward(pod: String, payload: web::Payload, out: Out) {
                     data,
                     ..
                 } if data.len() >= 4 => {
-                    let stream =
-                        u32::from_be_bytes([data[0], data[1], data[2], data[3]]) & 0x7fff_ffff;
-                    writers.remove(&stream);
+                    writers.remove(&stream_id(&data));
                 }
                 SpdyFrame::Control { kind: GOAWAY, .. } => break 'session,
                 SpdyFrame::Control { .. } => {}
