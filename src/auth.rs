@@ -108,6 +108,15 @@ impl IssuedToken {
     }
 }
 
+/// Whether `user` can be a token's subject (and so a policy subject): non-empty, without
+/// spaces, commas (the policy's separator) or control characters.
+pub fn is_valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && !user
+            .chars()
+            .any(|c| c.is_control() || c == ',' || c.is_whitespace())
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -194,11 +203,7 @@ impl TokenAuthority {
         ttl: Option<Duration>,
         name: &str,
     ) -> Result<IssuedToken, String> {
-        if user.is_empty()
-            || user
-                .chars()
-                .any(|c| c.is_control() || c == ',' || c.is_whitespace())
-        {
+        if !is_valid_user(user) {
             return Err(
                 "the user name must be non-empty, without spaces, commas or control characters"
                     .into(),

@@ -207,25 +207,27 @@ pub async fn secure_over_tls(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let tls = req.connection_info().scheme() == "https";
     let mut response = next.call(req).await?;
-    if tls {
+    // most answers set no cookie: only those that set one without Secure look further
+    let lacking = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .any(|c| !has_secure(c));
+    if lacking && response.request().connection_info().scheme() == "https" {
         let cookies: Vec<HeaderValue> = response
             .headers()
             .get_all(header::SET_COOKIE)
             .cloned()
             .collect();
-        if cookies.iter().any(|c| !has_secure(c)) {
-            response.headers_mut().remove(header::SET_COOKIE);
-            for cookie in cookies {
-                let value = if has_secure(&cookie) {
-                    cookie
-                } else {
-                    let text = format!("{}; Secure", String::from_utf8_lossy(cookie.as_bytes()));
-                    HeaderValue::from_str(&text).unwrap_or(cookie)
-                };
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
+        response.headers_mut().remove(header::SET_COOKIE);
+        for cookie in cookies {
+            let value = if has_secure(&cookie) {
+                cookie
+            } else {
+                let text = format!("{}; Secure", String::from_utf8_lossy(cookie.as_bytes()));
+                HeaderValue::from_str(&text).unwrap_or(cookie)
+            };
+            response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
     Ok(response)
@@ -291,7 +293,8 @@ pub fn csrf_ok(req: &HttpRequest, user: &SessionUser) -> bool {
         .is_some_and(|v| v.as_bytes() == b"same-origin")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without telling, by its time, where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::store::StoreError;
-use kubegate_actors::tokens::{epoch_now, TokenRecord, TokenStore};
+use kubegate_actors::tokens::{TokenRecord, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -230,12 +230,7 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let st = state.clone();
     guarded(&req, &state, Access::Authenticated, |_, user| async move {
         let records = st.token_store.list(&user).await.map_err(unavailable)?;
-        let now = epoch_now();
-        let listed: Vec<_> = records
-            .iter()
-            .filter(|r| r.expires_at > now)
-            .map(view)
-            .collect();
+        let listed: Vec<_> = records.iter().map(view).collect();
         Ok(HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(listed))

@@ -81,6 +81,12 @@ fn unavailable(address: &str, e: &ClientError) -> StoreError {
     StoreError::Unavailable(format!("Vault at {address} {why}"))
 }
 
+/// Whether a write with check-and-set lost to another writer.
+fn is_cas_conflict(e: &ClientError) -> bool {
+    matches!(e, ClientError::APIError { code: 400, errors }
+        if errors.iter().any(|e| e.contains("check-and-set")))
+}
+
 fn is_not_found(e: &ClientError) -> bool {
     matches!(e, ClientError::APIError { code: 404, .. })
 }
@@ -305,11 +311,7 @@ impl ClusterStore for VaultClusterStore {
             .await
             {
                 Ok(_) => return Ok(record),
-                Err(ClientError::APIError { code: 400, errors })
-                    if errors.iter().any(|e| e.contains("check-and-set")) =>
-                {
-                    id += 1
-                }
+                Err(e) if is_cas_conflict(&e) => id += 1,
                 Err(e) => return Err(unavailable(&self.settings.address, &e)),
             }
         }
@@ -444,8 +446,7 @@ impl VaultClusterStore {
             .await
             {
                 Ok(_) => return Ok(()),
-                Err(ClientError::APIError { code: 400, errors })
-                    if errors.iter().any(|e| e.contains("check-and-set")) => {}
+                Err(e) if is_cas_conflict(&e) => {}
                 Err(e) => return Err(unavailable(&self.settings.address, &e)),
             }
         }

@@ -399,13 +399,7 @@ fn claim_pending(
     let pending = session::take_pending(session).ok_or(LoginError::BadState)?;
     let fresh = epoch_now().saturating_sub(pending.started_at) <= LOGIN_WINDOW_SECS;
     let same = pending.provider == provider
-        && pending.state.len() == state.len()
-        && pending
-            .state
-            .bytes()
-            .zip(state.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+        && session::constant_time_eq(pending.state.as_bytes(), state.as_bytes());
     if fresh && same && !state.is_empty() {
         Ok(pending)
     } else {
@@ -580,10 +574,7 @@ async fn logged_in(
 ) -> HttpResponse {
     let user = format!("{provider}:{}", found.name);
     audit.event.user = user.clone();
-    if user
-        .chars()
-        .any(|c| c.is_control() || c == ',' || c.is_whitespace())
-    {
+    if !crate::auth::is_valid_user(&user) {
         let e = LoginError::Invalid(format!(
             "the user name \"{}\" holds spaces, commas or control characters",
             found.name
@@ -790,7 +781,10 @@ async fn providers(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /`: who is logged in, with a token link and a logout button; or the login links.
 async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match session::user(&req).filter(|u| !state.revocations.contains(&u.sid)) {
+    let user = crate::access::authenticate(&req, &state)
+        .ok()
+        .and_then(|identity| identity.session);
+    match user {
         Some(user) => page(
             StatusCode::OK,
             "kubegate",

@@ -158,11 +158,10 @@ async fn send(
 
 /// GETs JSON from a provider.
 async fn get_json(
-    tls: &Arc<ClientConfig>,
+    client: &awc::Client,
     url: &str,
     bearer: Option<&str>,
 ) -> Result<Value, LoginError> {
-    let client = http_client(tls);
     let mut request = client
         .get(url)
         .insert_header(("Accept", "application/json"));
@@ -310,7 +309,9 @@ impl Github {
         let answer = exchange(&self.client(callback)?, &self.tls, code, verifier).await?;
         let token = answer.access_token().secret();
         let api = self.settings.api_url.trim_end_matches('/');
-        let user = get_json(&self.tls, &format!("{api}/user"), Some(token)).await?;
+        // one client, so that the three calls share a connection
+        let client = http_client(&self.tls);
+        let user = get_json(&client, &format!("{api}/user"), Some(token)).await?;
         let login = user
             .get("login")
             .and_then(Value::as_str)
@@ -318,7 +319,7 @@ impl Github {
             .ok_or_else(|| LoginError::Provider("the GitHub user has no login".into()))?;
         let mut groups = Vec::new();
         // orgs and teams need the read:org scope; without it the user simply has no groups
-        match get_json(&self.tls, &format!("{api}/user/orgs"), Some(token)).await {
+        match get_json(&client, &format!("{api}/user/orgs"), Some(token)).await {
             Ok(Value::Array(orgs)) => groups.extend(
                 orgs.iter()
                     .filter_map(|o| o.get("login").and_then(Value::as_str))
@@ -327,7 +328,7 @@ impl Github {
             Ok(_) => {}
             Err(e) => log::warn!("GitHub orgs of {login} not read: {e}"),
         }
-        match get_json(&self.tls, &format!("{api}/user/teams"), Some(token)).await {
+        match get_json(&client, &format!("{api}/user/teams"), Some(token)).await {
             Ok(Value::Array(teams)) => groups.extend(teams.iter().filter_map(|t| {
                 let slug = t.get("slug").and_then(Value::as_str)?;
                 let org = t.pointer("/organization/login").and_then(Value::as_str)?;
@@ -385,7 +386,7 @@ impl Oidc {
         }
         let issuer = self.settings.issuer.trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let document = get_json(&self.tls, &url, None).await?;
+        let document = get_json(&http_client(&self.tls), &url, None).await?;
         let found: Discovery = serde_json::from_value(document)
             .map_err(|e| LoginError::Provider(format!("{url}: not a discovery document: {e}")))?;
         if found.issuer.trim_end_matches('/') != issuer {
@@ -407,7 +408,7 @@ impl Oidc {
                 }
             }
         }
-        let document = get_json(&self.tls, jwks_uri, None).await?;
+        let document = get_json(&http_client(&self.tls), jwks_uri, None).await?;
         let keys: JwkSet = serde_json::from_value(document)
             .map_err(|e| LoginError::Provider(format!("{jwks_uri}: not a JWK set: {e}")))?;
         *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), keys.clone()));

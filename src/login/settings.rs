@@ -40,17 +40,6 @@ pub enum ProviderConfig {
     Ldap(LdapSettings),
 }
 
-impl ProviderConfig {
-    /// `github`, `oidc` or `ldap`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProviderConfig::Github(_) => "github",
-            ProviderConfig::Oidc(_) => "oidc",
-            ProviderConfig::Ldap(_) => "ldap",
-        }
-    }
-}
-
 fn github_auth_url() -> String {
     "https://github.com/login/oauth/authorize".into()
 }
