@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kubegate::config::{Config, DEFAULT_PATH};
-use kubegate::server::{Gateway, Listeners, Stores};
+use kubegate::http::{Gateway, Listeners, Stores};
 
 #[derive(Parser)]
 #[command(

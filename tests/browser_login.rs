@@ -10,7 +10,7 @@ use common::browser::Browser;
 use common::gateway::{block_on, TestGateway};
 use common::ldap::Slapd;
 use common::oidc::OidcProvider;
-use kubegate::login::ProviderConfig;
+use kubegate::config::login::ProviderConfig;
 use serde_json::Value;
 
 fn get_with_token(url: String, token: String) -> u16 {

@@ -288,12 +288,13 @@ fn certificate_files_that_do_not_load_are_named() {
     gate.run(&["check-config"]);
     let tls = gate.dir().join("data/tls");
     let other = tempfile::tempdir().unwrap();
-    kubegate::tls::ensure_self_signed(
+    kubegate::http::tls::ensure_self_signed(
         &other.path().join("server.crt"),
         &other.path().join("server.key"),
     )
     .unwrap();
-    kubegate::tls::ensure_self_signed(&tls.join("server.crt"), &tls.join("server.key")).unwrap();
+    kubegate::http::tls::ensure_self_signed(&tls.join("server.crt"), &tls.join("server.key"))
+        .unwrap();
     std::fs::copy(other.path().join("server.key"), tls.join("server.key")).unwrap();
     let (ok, problems, stderr) = check(&gate, &[]);
     assert!(!ok);

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::gateway::block_on;
 use common::ldap::{Slapd, GROUPS_DN};
-use kubegate::login::ldap::{authenticate, LdapError, LdapSettings, LdapUser};
+use kubegate::config::ldap::LdapSettings;
+use kubegate::login::ldap::{authenticate, LdapError, LdapUser};
 
 fn login(settings: &LdapSettings, user: &str, password: &str) -> Result<LdapUser, LdapError> {
     let (settings, user, password) = (settings.clone(), user.to_string(), password.to_string());

@@ -86,7 +86,7 @@ fn leaf_of(path: &Path) -> Vec<u8> {
 fn new_certificate() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    kubegate::tls::ensure_self_signed(&cert, &key).unwrap();
+    kubegate::http::tls::ensure_self_signed(&cert, &key).unwrap();
     let ca = dir.path().join("ca.crt");
     (dir, cert, key, ca)
 }

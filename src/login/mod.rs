@@ -11,14 +11,13 @@
 //!   binds as the user (see [`ldap`]).
 //!
 //! The user is `{provider}:{name}` (`github:alice`): names from two providers never meet.
-//! At login, [`settings::RoleRule`]s give org roles from the provider's groups.
+//! At login, [`crate::config::login::RoleRule`]s give org roles from the provider's groups.
 //! Every login, whatever its end, is audited; failures end on a page (or JSON, for
 //! clients that ask for it) that says what went wrong, never a panic.
 
 pub mod ldap;
 pub mod oauth;
 pub mod redirect;
-pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,11 +33,11 @@ use kubegate_actors::tokens::epoch_now;
 use serde::Deserialize;
 use serde_json::json;
 
-pub use settings::{LoginConfig, ProviderConfig, RoleRule, SessionConfig};
+use crate::config::login::{LoginConfig, ProviderConfig, RoleRule, SessionConfig};
 
-use crate::audit::AuditContext;
-use crate::server::{AppState, RequestId};
-use crate::session::{self, PendingLogin, SessionUser};
+use crate::gate::audit::AuditContext;
+use crate::gate::session::{self, PendingLogin, SessionUser};
+use crate::http::{AppState, RequestId};
 
 /// Why a login failed; each becomes a status and a message for the person.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +84,7 @@ impl LoginError {
 enum Provider {
     Github(oauth::Github),
     Oidc(oauth::Oidc),
-    Ldap(ldap::LdapSettings),
+    Ldap(crate::config::ldap::LdapSettings),
 }
 
 /// The configured providers and rules.
@@ -113,14 +112,16 @@ impl Login {
         for (name, provider) in &config.providers {
             let built = match provider {
                 ProviderConfig::Github(g) => {
-                    let secret = settings::client_secret(name, g.client_secret_file.as_ref())?;
+                    let secret =
+                        crate::config::login::client_secret(name, g.client_secret_file.as_ref())?;
                     Provider::Github(
                         oauth::Github::new(g.clone(), secret)
                             .map_err(|e| format!("login.providers.{name}: {e}"))?,
                     )
                 }
                 ProviderConfig::Oidc(o) => {
-                    let secret = settings::client_secret(name, o.client_secret_file.as_ref())?;
+                    let secret =
+                        crate::config::login::client_secret(name, o.client_secret_file.as_ref())?;
                     Provider::Oidc(
                         oauth::Oidc::new(o.clone(), secret)
                             .map_err(|e| format!("login.providers.{name}: {e}"))?,
@@ -574,7 +575,7 @@ async fn logged_in(
 ) -> HttpResponse {
     let user = format!("{provider}:{}", found.name);
     audit.event.user = user.clone();
-    if !crate::auth::is_valid_user(&user) {
+    if !crate::gate::tokens::is_valid_user(&user) {
         let e = LoginError::Invalid(format!(
             "the user name \"{}\" holds spaces, commas or control characters",
             found.name
@@ -667,7 +668,7 @@ async fn apply_role_rules(state: &AppState, user: &SessionUser) -> Vec<String> {
 async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let mut audit = audit(&req, "");
     audit.event.attributes.verb = "logout".into();
-    let identity = match crate::access::authenticate(&req, &state) {
+    let identity = match crate::gate::authenticate(&req, &state) {
         Ok(identity) => identity,
         Err(e) => {
             audit.event.reason = e.message.clone();
@@ -715,8 +716,8 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /auth/session`: who is logged in, and the CSRF token for unsafe requests.
 async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match crate::access::authenticate(&req, &state) {
-        Ok(crate::access::Identity {
+    match crate::gate::authenticate(&req, &state) {
+        Ok(crate::gate::Identity {
             session: Some(user),
             ..
         }) => HttpResponse::Ok()
@@ -781,7 +782,7 @@ async fn providers(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /`: who is logged in, with a token link and a logout button; or the login links.
 async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let user = crate::access::authenticate(&req, &state)
+    let user = crate::gate::authenticate(&req, &state)
         .ok()
         .and_then(|identity| identity.session);
     match user {

@@ -30,8 +30,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::settings::{GithubSettings, OidcSettings};
 use super::LoginError;
+use crate::config::login::{GithubSettings, OidcSettings};
 
 /// The ID token, beside the access token, in an OIDC token response.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -429,7 +429,7 @@ impl Oidc {
     /// Where to send the browser.
     pub async fn authorize(&self, callback: &str) -> Result<Authorization, LoginError> {
         let client = self.client(callback).await?;
-        let nonce = crate::session::random_token();
+        let nonce = crate::gate::session::random_token();
         Ok(start(&client, &self.settings.scopes, Some(nonce)))
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use kubegate::config::Config;
-use kubegate::server::{Gateway, Listeners};
+use kubegate::http::{Gateway, Listeners};
 
 /// A kubegate being set up.
 pub struct GatewayBuilder {

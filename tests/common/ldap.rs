@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubegate::login::ldap::LdapSettings;
+use kubegate::config::ldap::LdapSettings;
 
 use super::certs::TestPki;
 

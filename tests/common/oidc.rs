@@ -206,7 +206,7 @@ impl OidcProvider {
 
     /// kubegate's settings for this provider as an OIDC provider, the user named by the
     /// `preferred_username` claim.
-    pub fn oidc_settings(&self) -> kubegate::login::ProviderConfig {
+    pub fn oidc_settings(&self) -> kubegate::config::login::ProviderConfig {
         toml::from_str(&format!(
             "kind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
              client_secret_file = \"{}\"\nuser_claim = \"preferred_username\"\n",
@@ -217,7 +217,7 @@ impl OidcProvider {
     }
 
     /// kubegate's settings for this provider as a GitHub Enterprise.
-    pub fn github_settings(&self) -> kubegate::login::ProviderConfig {
+    pub fn github_settings(&self) -> kubegate::config::login::ProviderConfig {
         toml::from_str(&format!(
             "kind = \"github\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\n\
              auth_url = \"{}\"\ntoken_url = \"{}\"\napi_url = \"{}\"\n",

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{guarded, parse_json, Access, ApiError};
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// The routes of this API.
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -49,9 +49,9 @@ use kubegate_actors::cluster::ClusterProxy;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
-use crate::audit::AuditContext;
-use crate::path::ProxyPath;
-use crate::server::AppState;
+use crate::gate::audit::AuditContext;
+use crate::http::AppState;
+use crate::proxy::path::ProxyPath;
 use crate::status::StatusError;
 
 /// Bytes read from one side before they are written to the other: the most a session
@@ -149,7 +149,7 @@ async fn connect(
 ) -> Result<Box<dyn Io>, OpenError> {
     let name = server_name(proxy);
     let connecting = async {
-        let addrs = crate::upstream::resolve_guarded(
+        let addrs = crate::proxy::upstream::resolve_guarded(
             &target.host,
             target.port,
             &state.rules.denied_networks,

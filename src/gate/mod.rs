@@ -1,5 +1,10 @@
 //! Who is asking, and may they: shared by the proxy route and the REST API.
 
+pub mod audit;
+pub mod revocations;
+pub mod session;
+pub mod tokens;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,9 +14,9 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest};
 use kubegate_actors::policy::{Authorize, Decision};
 
-use crate::auth::AuthError;
-use crate::server::AppState;
-use crate::session::SessionUser;
+use crate::gate::session::SessionUser;
+use crate::gate::tokens::AuthError;
+use crate::http::AppState;
 use crate::status::StatusError;
 
 /// Who is asking, and how they proved it.
@@ -49,7 +54,7 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, Sta
             }
         }
         None => {
-            let Some(user) = crate::session::user(req) else {
+            let Some(user) = crate::gate::session::user(req) else {
                 return Err(StatusError::unauthorized(AuthError::Missing.to_string()));
             };
             if state.revocations.contains(&user.sid) {
@@ -57,10 +62,12 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, Sta
                     "this session has ended (logged out); log in again",
                 ));
             }
-            if crate::session::is_unsafe(req.method()) && !crate::session::csrf_ok(req, &user) {
+            if crate::gate::session::is_unsafe(req.method())
+                && !crate::gate::session::csrf_ok(req, &user)
+            {
                 // whose cookie it was, for the audit record of the refusal
                 req.extensions_mut()
-                    .insert(crate::server::AuthenticatedUser(user.user.clone()));
+                    .insert(crate::http::AuthenticatedUser(user.user.clone()));
                 return Err(StatusError::forbidden(
                     "a request with the session cookie that changes something must carry the \
                      X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",
@@ -75,7 +82,7 @@ pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, Sta
     };
     // for the access log line
     req.extensions_mut()
-        .insert(crate::server::AuthenticatedUser(identity.user.clone()));
+        .insert(crate::http::AuthenticatedUser(identity.user.clone()));
     Ok(identity)
 }
 

@@ -6,6 +6,10 @@
 //! get them (never the credentials). Each call is authorized by the PolicyEnforcer on the
 //! object `kubegate:clusters` and audited like a proxied request.
 
+pub mod audit;
+pub mod members;
+pub mod tokens;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -19,9 +23,9 @@ use kubegate_actors::ClusterKey;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::AuditContext;
 use crate::clusters::{self, ClusterError};
-use crate::server::{AppState, RequestId};
+use crate::gate::audit::AuditContext;
+use crate::http::{AppState, RequestId};
 use crate::status::StatusError;
 
 /// A REST API error: `{"code": 404, "message": "...", "error": "NotFound"}`.
@@ -178,7 +182,7 @@ where
             }
             _ => 0,
         };
-        let identity = crate::access::authenticate(req, state)?;
+        let identity = crate::gate::authenticate(req, state)?;
         audit.event.user = identity.user.clone();
         match access {
             Access::Org { verb, object } => {
@@ -190,7 +194,7 @@ where
                     path: req.path().to_string(),
                     ..Default::default()
                 };
-                let decision = crate::access::decide(state, ask).await?;
+                let decision = crate::gate::decide(state, ask).await?;
                 audit.event.reason = decision.reason.clone();
                 if !decision.allowed {
                     let what = object.trim_start_matches("kubegate:").replace('/', " ");
@@ -225,7 +229,7 @@ where
     let response = result.unwrap_or_else(|e| {
         if audit.event.user.is_empty() {
             // a cookie refused for want of its CSRF proof still names whose it was
-            if let Some(user) = req.extensions().get::<crate::server::AuthenticatedUser>() {
+            if let Some(user) = req.extensions().get::<crate::http::AuthenticatedUser>() {
                 audit.event.user = user.0.clone();
             }
         }
@@ -427,7 +431,7 @@ async fn kubeconfig_for_caller(req: HttpRequest, state: web::Data<AppState>) -> 
                 format!("{}://{}", info.scheme(), info.host())
             }
         };
-        let token = crate::tokens::issue_recorded(
+        let token = crate::api::tokens::issue_recorded(
             &state,
             &user,
             &format!("kubeconfig for cluster {}", record.id),

@@ -5,6 +5,9 @@
 //! `kubegate serve` runs from anywhere. Relative paths resolve against the working
 //! directory.
 
+pub mod ldap;
+pub mod login;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +16,7 @@ use kubegate_actors::network::Network;
 use serde::{Deserialize, Deserializer};
 
 /// The documented defaults, embedded.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// The path `--config` defaults to.
 pub const DEFAULT_PATH: &str = "config/default.toml";
@@ -72,10 +75,10 @@ pub struct Config {
     pub clusters: ClustersConfig,
     /// Browser login: providers and group rules.
     #[serde(default)]
-    pub login: crate::login::LoginConfig,
+    pub login: crate::config::login::LoginConfig,
     /// Browser sessions.
     #[serde(default)]
-    pub sessions: crate::login::SessionConfig,
+    pub sessions: crate::config::login::SessionConfig,
 }
 
 /// `[server]`
@@ -737,7 +740,7 @@ impl Config {
         if self.server.listen_tls.is_some() {
             let (cert, key) = (&self.server.tls_cert_file, &self.server.tls_key_file);
             if cert.exists() || key.exists() || !self.server.tls_self_signed {
-                if let Err(e) = crate::tls::load_certified_key(cert, key) {
+                if let Err(e) = crate::http::tls::load_certified_key(cert, key) {
                     let e = e.to_string();
                     problems.push(format!(
                         "server.tls_cert_file, server.tls_key_file: {}",

@@ -5,9 +5,12 @@
 //! `front`, which gives every request its id (so that every response, errors included,
 //! carries `X-Request-Id`), refuses oversized headers, counts and logs every response,
 //! and serves the proxy route; the per-client rate limit of login and token paths
-//! ([`crate::limits`]); then the router for everything else. Authentication,
+//! ([`crate::http::limits`]); then the router for everything else. Authentication,
 //! authorization and audit of the proxy route happen inside its handler, in the order
 //! written in [`crate::proxy`].
+
+pub mod limits;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
@@ -36,8 +39,8 @@ use kubegate_actors::store::{
 use kubegate_actors::tokens::{FileTokenStore, TokenStore};
 use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
 
-use crate::auth::{load_signing_key, TokenAuthority};
 use crate::config::{read_secret, Config, ConfigError, VaultConfig};
+use crate::gate::tokens::{load_signing_key, TokenAuthority};
 use crate::status::StatusError;
 
 /// Why kubegate could not start.
@@ -77,7 +80,7 @@ pub struct AppState {
     /// The auditor's figures (queue depth, spills, failing sinks).
     pub audit_counters: Arc<AuditCounters>,
     /// Where the audit query API reads from.
-    pub audit_source: crate::audit_api::AuditSource,
+    pub audit_source: crate::api::audit::AuditSource,
     /// Record the bodies of writes up to this many bytes (`None`: never).
     pub audit_bodies: Option<usize>,
     /// The auditor.
@@ -87,7 +90,7 @@ pub struct AppState {
     /// Token records and revocations.
     pub token_store: Arc<dyn TokenStore>,
     /// Revoked token and session ids.
-    pub revocations: Arc<crate::tokens::Revocations>,
+    pub revocations: Arc<crate::gate::revocations::Revocations>,
     /// Browser login.
     pub login: Arc<crate::login::Login>,
     /// How long to wait for a policy decision.
@@ -243,11 +246,11 @@ pub struct Services {
     /// The stores.
     pub stores: Stores,
     /// Revoked token and session ids, kept up to date from the token store.
-    pub revocations: Arc<crate::tokens::Revocations>,
+    pub revocations: Arc<crate::gate::revocations::Revocations>,
     /// Browser login.
     pub login: Arc<crate::login::Login>,
     /// Browser sessions.
-    pub sessions: crate::session::Sessions,
+    pub sessions: crate::gate::session::Sessions,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -259,16 +262,16 @@ impl Services {
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
         let stores = Stores::open(config).await?;
         let login = crate::login::build(config).map_err(ConfigError::Invalid)?;
-        let sessions = crate::session::Sessions::open(&config.sessions, &key)
+        let sessions = crate::gate::session::Sessions::open(&config.sessions, &key)
             .await
             .map_err(ConfigError::Invalid)?;
-        let revocations = Arc::new(crate::tokens::Revocations::default());
+        let revocations = Arc::new(crate::gate::revocations::Revocations::default());
         match stores.tokens.revoked().await {
             Ok(revoked) => revocations.replace(revoked.into_keys()),
             Err(e) => log::error!("revocations not read at start (will retry): {e}"),
         }
         if let Some(arbiter) = actix_rt::Arbiter::try_current() {
-            arbiter.spawn(crate::tokens::poll(
+            arbiter.spawn(crate::gate::revocations::poll(
                 stores.tokens.clone(),
                 Arc::downgrade(&revocations),
                 config.auth.revocation_poll,
@@ -349,7 +352,7 @@ fn next_request_id() -> String {
 
 /// Whether `path` is a proxy path: `/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy...`.
 fn is_proxy_path(path: &str) -> bool {
-    path.starts_with(crate::path::PREFIX)
+    path.starts_with(crate::proxy::path::PREFIX)
         && path
             .split('/')
             .nth(8)
@@ -427,7 +430,7 @@ impl AccessLog {
         AccessLog {
             method: req.method().clone(),
             path: req.path().to_string(),
-            query: crate::audit::mask_query(req.query_string()),
+            query: crate::gate::audit::mask_query(req.query_string()),
             peer: req.peer_addr().map(|a| a.ip()),
         }
     }
@@ -438,7 +441,7 @@ impl AccessLog {
     fn write(&self, id: &str, status: u16, elapsed: Duration, req: &actix_web::HttpRequest) {
         let user = req
             .extensions()
-            .get::<crate::server::AuthenticatedUser>()
+            .get::<crate::http::AuthenticatedUser>()
             .map(|u| u.0.clone())
             .unwrap_or_else(|| "-".to_string());
         let query = if self.query.is_empty() {
@@ -597,10 +600,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .configure(crate::api::routes)
-        .configure(crate::admin::routes)
-        .configure(crate::audit_api::routes)
+        .configure(crate::api::members::routes)
+        .configure(crate::api::audit::routes)
         .configure(crate::login::routes)
-        .configure(crate::tokens::routes)
+        .configure(crate::api::tokens::routes)
         // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
         // is served by the `front` middleware, before this router.
         .default_service(web::to(not_found));
@@ -647,9 +650,12 @@ impl Gateway {
             Some(_) => {
                 let server = &config.server;
                 if server.tls_self_signed {
-                    crate::tls::ensure_self_signed(&server.tls_cert_file, &server.tls_key_file)?;
+                    crate::http::tls::ensure_self_signed(
+                        &server.tls_cert_file,
+                        &server.tls_key_file,
+                    )?;
                 }
-                Some(crate::tls::ReloadingCert::load(
+                Some(crate::http::tls::ReloadingCert::load(
                     &server.tls_cert_file,
                     &server.tls_key_file,
                 )?)
@@ -658,7 +664,7 @@ impl Gateway {
         };
         let tls = certificate
             .clone()
-            .map(|cert| crate::tls::server_config(cert, config.server.http2))
+            .map(|cert| crate::http::tls::server_config(cert, config.server.http2))
             .transpose()?;
         let services = Services::start(config).await?;
         let pending_audits = crate::metrics::PendingAudits::default();
@@ -671,7 +677,7 @@ impl Gateway {
             members: services.stores.members.clone(),
             global_admins: config.policy.global_admins.clone(),
             audit_counters: services.audit_counters.clone(),
-            audit_source: crate::audit_api::AuditSource::of(config),
+            audit_source: crate::api::audit::AuditSource::of(config),
             audit_bodies: config
                 .audit
                 .request_bodies
@@ -689,11 +695,11 @@ impl Gateway {
             served_ca: config
                 .server
                 .tls_self_signed
-                .then(|| crate::tls::ca_path(&config.server.tls_cert_file)),
+                .then(|| crate::http::tls::ca_path(&config.server.tls_cert_file)),
             max_header_bytes: config.server.max_header_bytes,
             pending_audits: pending_audits.clone(),
         });
-        let limit = crate::limits::RateLimit::new(
+        let limit = crate::http::limits::RateLimit::new(
             config.server.rate_limited_paths.clone(),
             config.server.rate_limit_per_minute,
             config.server.rate_limit_burst,
@@ -710,7 +716,7 @@ impl Gateway {
                 .wrap(limit.clone())
                 .wrap(from_fn(front))
                 .wrap(sessions.middleware())
-                .wrap(from_fn(crate::session::secure_over_tls))
+                .wrap(from_fn(crate::gate::session::secure_over_tls))
                 .configure(routes)
         })
         .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
@@ -766,7 +772,7 @@ impl Gateway {
         if unfinished > 0 {
             log::error!("{unfinished} requests had not ended 5 s after the server stopped; their audit events are lost");
         }
-        let left = crate::audit::drain_workers(Duration::from_secs(5)).await;
+        let left = crate::gate::audit::drain_workers(Duration::from_secs(5)).await;
         if left > 0 {
             log::error!("{left} audit events were not handed over by the workers at shutdown");
         }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::api::{guarded, Access, ApiError};
 use crate::config::Config;
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// Where the query API reads events from.
 #[derive(Debug, Clone)]

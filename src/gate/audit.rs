@@ -192,7 +192,7 @@ impl AuditContext {
         AuditContext {
             started: Instant::now(),
             _pending: req
-                .app_data::<actix_web::web::Data<crate::server::AppState>>()
+                .app_data::<actix_web::web::Data<crate::http::AppState>>()
                 .map(|state| state.pending_audits.start()),
             event: AuditEvent {
                 time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),

@@ -8,9 +8,14 @@
 //!    cluster ids exist;
 //! 4. find the cluster's proxy instance (404, 503);
 //! 5. forward, streaming both ways (502, 504); an upgrade request (exec, attach,
-//!    port-forward) instead becomes a tunnel to the API server ([`crate::tunnel`]);
+//!    port-forward) instead becomes a tunnel to the API server ([`crate::proxy::tunnel`]);
 //!
 //! and every request, whatever its end, becomes one audit event.
+
+pub mod path;
+pub mod rewrite;
+pub mod tunnel;
+pub mod upstream;
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -31,11 +36,10 @@ use kubegate_actors::store::StoreError;
 use kubegate_actors::ClusterKey;
 use serde_json::json;
 
-use crate::audit::{AuditContext, AuditedBody, Counted};
-use crate::path::ProxyPath;
-use crate::server::{AppState, RequestId};
+use crate::gate::audit::{AuditContext, AuditedBody, Counted};
+use crate::http::{AppState, RequestId};
+use crate::proxy::path::ProxyPath;
 use crate::status::StatusError;
-use crate::upstream;
 
 /// Request headers never forwarded: hop-by-hop headers, and what would let a client speak
 /// for kubegate (its credentials) or for someone else (impersonation, front-proxy users).
@@ -113,7 +117,7 @@ fn is_upgrade(req: &HttpRequest) -> bool {
             .any(|t| t == "upgrade")
 }
 
-/// Whether an upgrade request becomes a tunnel ([`crate::tunnel`]): for any protocol but
+/// Whether an upgrade request becomes a tunnel ([`crate::proxy::tunnel`]): for any protocol but
 /// `h2c` alone, which a server may ignore (curl `--http2` asks for it on plain HTTP):
 /// such a request is forwarded as the HTTP/1.1 request it also is.
 fn tunnels(req: &HttpRequest) -> bool {
@@ -147,7 +151,7 @@ pub async fn handle(
     match admit(&req, &state, &mut audit).await {
         // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
         Ok(authorized) if tunnels(&req) => {
-            crate::tunnel::handle(
+            crate::proxy::tunnel::handle(
                 req,
                 payload,
                 state,
@@ -165,7 +169,7 @@ pub async fn handle(
             if audit.event.user.is_empty() {
                 // a credential that was valid but not enough (a cookie without its CSRF
                 // proof) still names whose it was
-                if let Some(user) = req.extensions().get::<crate::server::AuthenticatedUser>() {
+                if let Some(user) = req.extensions().get::<crate::http::AuthenticatedUser>() {
                     audit.event.user = user.0.clone();
                 }
             }
@@ -184,7 +188,7 @@ pub async fn handle(
             audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
             if tunnels(&req) {
                 // nothing may follow a refused upgrade on its connection
-                return crate::tunnel::refused(&req, response);
+                return crate::proxy::tunnel::refused(&req, response);
             }
             response
         }
@@ -225,7 +229,7 @@ async fn admit(
     }
 
     // 2. who is asking
-    let identity = crate::access::authenticate(req, state)?;
+    let identity = crate::gate::authenticate(req, state)?;
     audit.event.user = identity.user.clone();
 
     // 3. may they
@@ -238,7 +242,7 @@ async fn admit(
         name: attributes.name.clone(),
         path: path.k8s_path.clone(),
     };
-    let decision = crate::access::decide(state, ask).await?;
+    let decision = crate::gate::decide(state, ask).await?;
     audit.event.reason = decision.reason.clone();
     if !decision.allowed {
         return Err(forbidden(&identity.user, &path, &attributes));
@@ -355,7 +359,7 @@ async fn forward(
     let received = Rc::new(Cell::new(0u64));
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
     let captured = (state.audit_bodies.is_some() && writes)
-        .then(|| crate::audit::CapturedBody::new(state.audit_bodies.unwrap_or(0)));
+        .then(|| crate::gate::audit::CapturedBody::new(state.audit_bodies.unwrap_or(0)));
     let mut body = Counted::new(payload, received.clone());
     if let Some(captured) = &captured {
         body = body.capturing(captured.clone());
@@ -408,14 +412,14 @@ async fn forward(
     let status = response.status();
     let mut builder = HttpResponse::build(status);
     let listed = connection_listed(response.headers());
-    let prefix = crate::rewrite::prefix(path.org, path.cluster);
+    let prefix = crate::proxy::rewrite::prefix(path.org, path.cluster);
     for (name, value) in response.headers() {
         if !is_dropped_response_header(name) && !listed.iter().any(|l| l == name.as_str()) {
             // a redirect to a path of the API server stays under the cluster's prefix
             let moved = (name == header::LOCATION)
                 .then(|| value.to_str().ok())
                 .flatten()
-                .and_then(|v| crate::rewrite::location(v, &prefix, &proxy.server))
+                .and_then(|v| crate::proxy::rewrite::location(v, &prefix, &proxy.server))
                 .and_then(|v| header::HeaderValue::from_str(&v).ok());
             builder.append_header((name.clone(), moved.unwrap_or_else(|| value.clone())));
         }
@@ -467,7 +471,7 @@ fn is_plain_html(headers: &HeaderMap) -> bool {
 }
 
 /// A page from a service, pod or node proxy, its absolute links moved under the cluster's
-/// prefix ([`crate::rewrite`]). Held whole up to [`crate::rewrite::MAX_HTML_BYTES`]; a
+/// prefix ([`crate::proxy::rewrite`]). Held whole up to [`crate::proxy::rewrite::MAX_HTML_BYTES`]; a
 /// larger page streams on unchanged.
 async fn html_with_links_moved<S>(
     mut response: awc::ClientResponse<S>,
@@ -498,7 +502,7 @@ where
                 return error.response();
             }
         }
-        if page.len() > crate::rewrite::MAX_HTML_BYTES {
+        if page.len() > crate::proxy::rewrite::MAX_HTML_BYTES {
             whole = false;
             break;
         }
@@ -507,7 +511,7 @@ where
         Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
     > = match (whole, std::str::from_utf8(&page)) {
         (true, Ok(text)) => {
-            let moved = bytes::Bytes::from(crate::rewrite::html(text, prefix));
+            let moved = bytes::Bytes::from(crate::proxy::rewrite::html(text, prefix));
             builder.no_chunking(moved.len() as u64);
             Box::pin(futures_util::stream::once(async move { Ok(moved) }))
         }

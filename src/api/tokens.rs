@@ -1,5 +1,4 @@
-//! The tokens API, as Pipeline has it, and the revocations every request is checked
-//! against.
+//! The tokens API, as Pipeline has it.
 //!
 //! - `POST /pipeline/api/v1/tokens` `{"name": "...", "ttl": "24h"}` creates a token for
 //!   the caller and returns `{id, token, name, expiresAt}`: the token is shown this once.
@@ -8,110 +7,21 @@
 //! - `GET /pipeline/api/v1/token` creates a token for the logged-in user, as the Pipeline
 //!   UI asks for one after a browser login.
 //!
-//! A revocation is refused on the next request on this replica (the set is changed at
-//! once), and on the others within `auth.revocation_poll`: each replica reads the
-//! revocations from the token store on that period, never per request.
+//! A revocation is in force at once on this replica and within `auth.revocation_poll` on
+//! the others ([`crate::gate::revocations`]).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::store::StoreError;
-use kubegate_actors::tokens::{TokenRecord, TokenStore};
+use kubegate_actors::tokens::TokenRecord;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{guarded, parse_json, Access, ApiError};
-use crate::auth::IssuedToken;
-use crate::server::AppState;
-
-/// Revoked token and session ids, as this replica knows them.
-#[derive(Default)]
-pub struct Revocations {
-    ids: RwLock<HashSet<String>>,
-    /// Revoked here lately: kept over a poll that read the store just before the write.
-    recent: Mutex<HashMap<String, Instant>>,
-}
-
-/// How long an id revoked here is kept whatever the store says.
-const RECENT: Duration = Duration::from_secs(60);
-
-impl Revocations {
-    /// Whether `id` is revoked.
-    pub fn contains(&self, id: &str) -> bool {
-        self.ids
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-    }
-
-    /// Revokes `id` here, now.
-    pub fn insert(&self, id: &str) {
-        self.recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), Instant::now());
-        self.ids
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
-    }
-
-    /// Puts the store's revocations in force (with those made here lately).
-    pub fn replace(&self, from_store: impl IntoIterator<Item = String>) {
-        let mut ids: HashSet<String> = from_store.into_iter().collect();
-        {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.retain(|_, at| at.elapsed() < RECENT);
-            ids.extend(recent.keys().cloned());
-        }
-        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = ids;
-    }
-
-    /// How many ids are revoked.
-    pub fn len(&self) -> usize {
-        self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Reads the revocations from `store` every `period`, for as long as `revocations` is
-/// in use. A store that fails keeps the last set in force.
-pub async fn poll(
-    store: Arc<dyn TokenStore>,
-    revocations: std::sync::Weak<Revocations>,
-    period: Duration,
-) {
-    let mut failing = false;
-    loop {
-        let Some(target) = revocations.upgrade() else {
-            return;
-        };
-        match store.revoked().await {
-            Ok(map) => {
-                if failing {
-                    log::info!("the token store answers again");
-                    failing = false;
-                }
-                target.replace(map.into_keys());
-            }
-            Err(e) => {
-                if !failing {
-                    log::error!("revocations not read (the last ones stay in force): {e}");
-                    failing = true;
-                }
-            }
-        }
-        drop(target);
-        tokio::time::sleep(period).await;
-    }
-}
+use crate::gate::tokens::IssuedToken;
+use crate::http::AppState;
 
 /// The routes of the tokens API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -278,18 +188,6 @@ async fn create_for_session(req: HttpRequest, state: web::Data<AppState>) -> Htt
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn revocations_survive_a_stale_poll() {
-        let r = Revocations::default();
-        assert!(!r.contains("a"));
-        r.insert("a");
-        assert!(r.contains("a"));
-        // a poll that read the store before the revocation was written
-        r.replace(vec!["b".to_string()]);
-        assert!(r.contains("a") && r.contains("b"));
-        assert_eq!(r.len(), 2);
-    }
 
     #[test]
     fn ttl_forms() {

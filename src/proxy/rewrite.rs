@@ -26,7 +26,10 @@ pub const MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
 
 /// kubegate's path prefix for a cluster: the API server's root as clients see it.
 pub fn prefix(org: u64, cluster: u64) -> String {
-    format!("{}{org}/clusters/{cluster}/proxy", crate::path::PREFIX)
+    format!(
+        "{}{org}/clusters/{cluster}/proxy",
+        crate::proxy::path::PREFIX
+    )
 }
 
 /// The `Location` the client must see for `value` sent by the API server at `server`

@@ -54,7 +54,7 @@ impl Resolve for GuardedResolver {
 
 /// Resolves `host`, keeping only the addresses outside `denied` (the SSRF guard of every
 /// connection to an API server: awc's through [`GuardedResolver`], the upgrade tunnel's
-/// in [`crate::tunnel`]). Fails when every address is denied.
+/// in [`crate::proxy::tunnel`]). Fails when every address is denied.
 pub async fn resolve_guarded(
     host: &str,
     port: u16,

@@ -7,7 +7,7 @@
 //! came over TLS or when `sessions.secure = true`.
 //!
 //! A session authenticates the proxy route and the REST API as a token does (see
-//! [`crate::access::authenticate`]), with two more rules: it ends at its expiry whatever
+//! [`crate::gate::authenticate`]), with two more rules: it ends at its expiry whatever
 //! the cookie says (a cookie-store cookie is data the browser keeps), and a session ended
 //! by logout is refused on every replica (its id joins the token revocations).
 
@@ -28,7 +28,7 @@ use actix_web::middleware::Next;
 use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::login::SessionConfig;
+use crate::config::login::SessionConfig;
 
 /// The session key under which the logged-in user is kept.
 const USER: &str = "user";
