@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kubegate::config::{Config, DEFAULT_PATH};
-use kubegate::http::{Gateway, Listeners, Stores};
+use kubegate::http::services::Stores;
+use kubegate::http::{Gateway, Listeners};
 
 #[derive(Parser)]
 #[command(

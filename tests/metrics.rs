@@ -392,7 +392,7 @@ fn one_access_log_line_per_request_without_secrets() {
         )
     });
     let line = gate.wait_log(&format!("no access line for {id}"), |l| l.contains(&id));
-    assert!(line.contains("kubegate::gate"), "{line}");
+    assert!(line.contains("kubegate::access"), "{line}");
     assert!(
         line.contains(" GET /pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?access_token=REDACTED&limit=5 "),
         "{line}"

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::api::{guarded, Access, ApiError};
 use crate::config::Config;
-use crate::http::AppState;
+use crate::gate::Gate;
 
 /// Where the query API reads events from.
 #[derive(Debug, Clone)]
@@ -153,13 +153,14 @@ fn from_file(
 async fn list(
     req: HttpRequest,
     query: web::Query<Vec<(String, String)>>,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    state: web::Data<AuditSource>,
 ) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &state, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
+    guarded(&req, &gate, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
         let (q, skip) = parse_query(org, &query)?;
         let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
-        let (events, next) = match st.audit_source.clone() {
+        let (events, next) = match st.as_ref().clone() {
             AuditSource::Postgres(url) => query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?,
             AuditSource::File(file, keep) => web::block(move || from_file(file, keep, &q, skip))
                 .await

@@ -8,14 +8,28 @@
 //!   and policy; a policy that does not load is refused with its line, and the old one
 //!   stays in force.
 
+use std::sync::Arc;
+
+use actix::Recipient;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::policy::{Reload, Stats};
+use kubegate_actors::store::MemberStore;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{guarded, parse_json, Access, ApiError};
-use crate::http::AppState;
+use crate::gate::Gate;
+
+/// What the members API works with.
+pub struct Members {
+    /// Memberships.
+    pub members: Arc<dyn MemberStore>,
+    /// The policy enforcer, to reload after a change.
+    pub policy_reload: Recipient<Reload>,
+    /// The policy enforcer, for the roles its policy knows.
+    pub policy_stats: Recipient<Stats>,
+}
 
 /// The routes of this API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -44,7 +58,7 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 
 /// Loads the policy again so that a membership change takes effect now on this replica
 /// (others notice the member store's change within `policy.member_poll`).
-async fn apply(state: &AppState) -> Result<(), ApiError> {
+async fn apply(state: &Members) -> Result<(), ApiError> {
     match state.policy_reload.send(Reload).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(ApiError::new(
@@ -57,11 +71,15 @@ async fn apply(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-async fn my_orgs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let st = state.clone();
-    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+async fn my_orgs(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Members>,
+) -> HttpResponse {
+    let (st, gt) = (state.clone(), gate.clone());
+    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let all = st.members.all().await.map_err(unavailable)?;
-        let global = st.global_admins.contains(&user);
+        let global = gt.is_global_admin(&user);
         let mut orgs: Vec<serde_json::Value> = all
             .iter()
             .filter(|m| m.user == user)
@@ -83,11 +101,15 @@ async fn my_orgs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     .await
 }
 
-async fn list_members(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn list_members(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Members>,
+) -> HttpResponse {
     let st = state.clone();
     guarded(
         &req,
-        &state,
+        &gate,
         Access::Org {
             verb: "list",
             object: "kubegate:members",
@@ -135,12 +157,13 @@ fn user_param(req: &HttpRequest) -> Result<String, ApiError> {
 async fn set_member(
     req: HttpRequest,
     body: web::Bytes,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    state: web::Data<Members>,
 ) -> HttpResponse {
     let (st, rq) = (state.clone(), req.clone());
     guarded(
         &req,
-        &state,
+        &gate,
         Access::Org {
             verb: "update",
             object: "kubegate:members",
@@ -169,11 +192,15 @@ async fn set_member(
     .await
 }
 
-async fn remove_member(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn remove_member(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Members>,
+) -> HttpResponse {
     let (st, rq) = (state.clone(), req.clone());
     guarded(
         &req,
-        &state,
+        &gate,
         Access::Org {
             verb: "delete",
             object: "kubegate:members",
@@ -193,9 +220,13 @@ async fn remove_member(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     .await
 }
 
-async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn reload(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Members>,
+) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &state, Access::GlobalAdmin, |_, user| async move {
+    guarded(&req, &gate, Access::GlobalAdmin, |_, user| async move {
         let stats = st
             .policy_reload
             .send(Reload)

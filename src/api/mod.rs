@@ -1,31 +1,24 @@
-//! The REST API the Pipeline frontend calls for clusters:
-//! `/pipeline/api/v1/orgs/{org}/clusters[/{id}[/config]]`.
+//! The REST API the Pipeline frontend calls, one module per resource: clusters, members
+//! and orgs (with the policy reload), tokens, and the audit trail.
 //!
 //! JSON in and out. Errors are `{"code", "message", "error"}` with a message that says
-//! what to fix. Org admins may create, update and delete clusters; members may list and
-//! get them (never the credentials). Each call is authorized by the PolicyEnforcer on the
-//! object `kubegate:clusters` and audited like a proxied request.
+//! what to fix. Every call goes through the gate ([`guarded`]): authenticated,
+//! authorized by the PolicyEnforcer (or the global administrators list), and audited like
+//! a proxied request.
 
 pub mod audit;
+pub mod clusters;
 pub mod members;
 pub mod tokens;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use base64::Engine as _;
+use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
-use kubegate_actors::auditor::AuditDecision;
-use kubegate_actors::kubeconfig;
-use kubegate_actors::policy::Authorize;
-use kubegate_actors::registry::Evict;
-use kubegate_actors::store::{ClusterRecord, StoreError};
-use kubegate_actors::ClusterKey;
-use serde::Deserialize;
+use kubegate_actors::store::StoreError;
 use serde_json::json;
 
-use crate::clusters::{self, ClusterError};
-use crate::gate::audit::AuditContext;
-use crate::http::{AppState, RequestId};
+use crate::clusters::ClusterError;
+use crate::gate::{Gate, Question};
 use crate::status::StatusError;
 
 /// A REST API error: `{"code": 404, "message": "...", "error": "NotFound"}`.
@@ -43,7 +36,8 @@ impl ApiError {
         }
     }
 
-    fn response(&self) -> HttpResponse {
+    /// The answer: the error as JSON.
+    pub fn response(&self) -> HttpResponse {
         HttpResponse::build(self.code).json(json!({
             "code": self.code.as_u16(),
             "message": self.message,
@@ -76,38 +70,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The routes of this API. Registered after the proxy route, whose paths start alike.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    const CLUSTERS: &str = "/pipeline/api/v1/orgs/{org}/clusters";
-    const CLUSTER: &str = "/pipeline/api/v1/orgs/{org}/clusters/{id}";
-    cfg.app_data(web::PayloadConfig::new(1 << 20))
-        .route(CLUSTERS, web::post().to(create))
-        .route(CLUSTERS, web::get().to(list))
-        .route(CLUSTER, web::get().to(get))
-        .route(CLUSTER, web::put().to(update))
-        .route(CLUSTER, web::delete().to(delete))
-        .route(
-            "/pipeline/api/v1/orgs/{org}/clusters/{id}/config",
-            web::get().to(kubeconfig_for_caller),
-        );
-}
-
-/// What a caller may see of a cluster: never its kubeconfig.
-fn view(record: &ClusterRecord, state: &AppState) -> serde_json::Value {
-    let server = kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &state.rules)
-        .map(|spec| spec.server)
-        .ok();
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "org": record.org,
-        "context": record.context,
-        "server": server,
-        "createdAt": record.created_at,
-        "updatedAt": record.updated_at,
-    })
-}
-
 pub fn id_param(req: &HttpRequest, name: &str) -> Result<u64, ApiError> {
     let raw = req.match_info().get(name).unwrap_or_default();
     raw.parse().map_err(|_| {
@@ -134,11 +96,11 @@ pub enum Access<'a> {
     GlobalAdmin,
 }
 
-/// Authenticates, checks `access`, runs `work` with the org (for [`Access::Org`]) and the
-/// user, and audits the call whatever its end.
+/// Runs `work` with the org (for [`Access::Org`]) and the user once the gate admits the
+/// call, and audits the call whatever its end.
 pub async fn guarded<F, Fut>(
     req: &HttpRequest,
-    state: &AppState,
+    gate: &Gate,
     access: Access<'_>,
     work: F,
 ) -> HttpResponse
@@ -146,12 +108,7 @@ where
     F: FnOnce(u64, String) -> Fut,
     Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
 {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let mut audit = AuditContext::new(req, &request_id);
+    let mut audit = gate.record(req);
     audit.event.path = req.path().to_string();
     let (verb, object) = match access {
         Access::Org { verb, object } => (verb, object),
@@ -173,80 +130,36 @@ where
         ..Default::default()
     };
     let result = async {
-        let org = match access {
-            Access::Org { .. } => {
+        let question = match access {
+            Access::Org { verb, object } => {
                 let org = id_param(req, "org")?;
                 audit.event.org = Some(org);
                 audit.event.cluster = req.match_info().get("id").and_then(|id| id.parse().ok());
-                org
+                Question::Org { org, verb, object }
             }
+            Access::Authenticated => Question::Authenticated,
+            Access::GlobalAdmin => Question::GlobalAdmin,
+        };
+        let identity = gate.admit(req, question, &mut audit).await?;
+        let org = match question {
+            Question::Org { org, .. } => org,
             _ => 0,
         };
-        let identity = crate::gate::authenticate(req, state)?;
-        audit.event.user = identity.user.clone();
-        match access {
-            Access::Org { verb, object } => {
-                let ask = Authorize {
-                    subject: identity.user.clone(),
-                    org,
-                    object: object.to_string(),
-                    action: verb.to_string(),
-                    path: req.path().to_string(),
-                    ..Default::default()
-                };
-                let decision = crate::gate::decide(state, ask).await?;
-                audit.event.reason = decision.reason.clone();
-                if !decision.allowed {
-                    let what = object.trim_start_matches("kubegate:").replace('/', " ");
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "user \"{}\" may not {verb} {what} in org {org}",
-                            identity.user
-                        ),
-                    ));
-                }
-            }
-            Access::GlobalAdmin => {
-                if !state.global_admins.contains(&identity.user) {
-                    audit.event.reason = "not a global administrator".into();
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "user \"{}\" is not a global administrator (policy.global_admins)",
-                            identity.user
-                        ),
-                    ));
-                }
-                audit.event.reason = "allowed: global administrator".into();
-            }
-            Access::Authenticated => audit.event.reason = "allowed: authenticated".into(),
-        }
-        audit.event.decision = AuditDecision::Allow;
         work(org, identity.user).await
     }
     .await;
-    let response = result.unwrap_or_else(|e| {
-        if audit.event.user.is_empty() {
-            // a cookie refused for want of its CSRF proof still names whose it was
-            if let Some(user) = req.extensions().get::<crate::http::AuthenticatedUser>() {
-                audit.event.user = user.0.clone();
-            }
-        }
-        if e.code.is_server_error() && audit.event.decision == AuditDecision::Allow {
-            audit.event.decision = AuditDecision::Error;
-        }
-        audit.event.error = Some(e.message.clone());
-        if audit.event.reason.is_empty() {
-            audit.event.reason = e.message.clone();
-        }
-        e.response()
-    });
+    let (response, failure) = match result {
+        Ok(response) => (response, None),
+        Err(e) => (e.response(), Some(e)),
+    };
     let bytes_out = match actix_web::body::MessageBody::size(response.body()) {
         actix_web::body::BodySize::Sized(n) => n,
         _ => 0,
     };
-    audit.finish(&state.auditor, response.status().as_u16(), 0, bytes_out);
+    match failure {
+        Some(e) => gate.refused(req, audit, response.status(), &e.message, bytes_out),
+        None => audit.finish(gate.auditor(), response.status().as_u16(), 0, bytes_out),
+    }
     response
 }
 
@@ -259,200 +172,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateCluster {
-    name: String,
-    kubeconfig: String,
-    #[serde(default)]
-    context: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateCluster {
-    kubeconfig: String,
-    #[serde(default)]
-    context: Option<String>,
-}
-
-async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let st = state.clone();
-    guarded(
-        &req,
-        &state,
-        Access::Org {
-            verb: "create",
-            object: "kubegate:clusters",
-        },
-        |org, _| async move {
-            let state = st;
-            let new: CreateCluster = parse_json(&body)?;
-            let record = clusters::create(
-                state.clusters.as_ref(),
-                &state.rules,
-                org,
-                &new.name,
-                &new.kubeconfig,
-                new.context.as_deref(),
-            )
-            .await?;
-            Ok(HttpResponse::Created().json(view(&record, &state)))
-        },
-    )
-    .await
-}
-
-async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let st = state.clone();
-    guarded(
-        &req,
-        &state,
-        Access::Org {
-            verb: "list",
-            object: "kubegate:clusters",
-        },
-        |org, _| async move {
-            let state = st;
-            let records = state.clusters.list(org).await?;
-            let views: Vec<_> = records.iter().map(|r| view(r, &state)).collect();
-            Ok(HttpResponse::Ok().json(views))
-        },
-    )
-    .await
-}
-
-async fn find(state: &AppState, req: &HttpRequest, org: u64) -> Result<ClusterRecord, ApiError> {
-    let id = id_param(req, "id")?;
-    state.clusters.get(org, id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("cluster {id} not found in org {org}"),
-        )
-    })
-}
-
-async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (st, rq) = (state.clone(), req.clone());
-    guarded(
-        &req,
-        &state,
-        Access::Org {
-            verb: "get",
-            object: "kubegate:clusters",
-        },
-        |org, _| async move {
-            let (state, req) = (st, rq);
-            let record = find(&state, &req, org).await?;
-            Ok(HttpResponse::Ok().json(view(&record, &state)))
-        },
-    )
-    .await
-}
-
-async fn update(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let (st, rq) = (state.clone(), req.clone());
-    guarded(
-        &req,
-        &state,
-        Access::Org {
-            verb: "update",
-            object: "kubegate:clusters",
-        },
-        |org, _| async move {
-            let (state, req) = (st, rq);
-            let id = id_param(&req, "id")?;
-            let change: UpdateCluster = parse_json(&body)?;
-            let key = ClusterKey { org, cluster: id };
-            let record = clusters::update(
-                state.clusters.as_ref(),
-                &state.rules,
-                key,
-                &change.kubeconfig,
-                change.context.as_deref(),
-            )
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cluster {id} not found in org {org}"),
-                )
-            })?;
-            // the next request builds a new proxy instance with the new credentials
-            evict(&state, key).await;
-            Ok(HttpResponse::Ok().json(view(&record, &state)))
-        },
-    )
-    .await
-}
-
-async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (st, rq) = (state.clone(), req.clone());
-    guarded(
-        &req,
-        &state,
-        Access::Org {
-            verb: "delete",
-            object: "kubegate:clusters",
-        },
-        |org, _| async move {
-            let (state, req) = (st, rq);
-            let id = id_param(&req, "id")?;
-            if !state.clusters.delete(org, id).await? {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cluster {id} not found in org {org}"),
-                ));
-            }
-            evict(&state, ClusterKey { org, cluster: id }).await;
-            Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
-        },
-    )
-    .await
-}
-
-async fn evict(state: &AppState, key: ClusterKey) {
-    if let Err(e) = state.registry.send(Evict(key)).await {
-        log::error!("could not evict the proxy of {key}: {e}");
-    }
-}
-
-/// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster, with
-/// a new token of theirs: never the cluster's own credentials.
-async fn kubeconfig_for_caller(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (st, rq) = (state.clone(), req.clone());
-    guarded(&req, &state, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
-        let (state, req) = (st, rq);
-        let record = find(&state, &req, org).await?;
-        let base = match &state.public_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => {
-                let info = req.connection_info();
-                format!("{}://{}", info.scheme(), info.host())
-            }
-        };
-        let token = crate::api::tokens::issue_recorded(
-            &state,
-            &user,
-            &format!("kubeconfig for cluster {}", record.id),
-            None,
-        )
-        .await?;
-        let ca = match (&state.served_ca, base.starts_with("https://")) {
-            (Some(path), true) => std::fs::read(path)
-                .ok()
-                .map(|pem| format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(pem))),
-            _ => None,
-        }
-        .unwrap_or_default();
-        let name = format!("kubegate-{org}-{}", record.name);
-        let yaml = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {base}/pipeline/api/v1/orgs/{org}/clusters/{id}/proxy\n{ca}users:\n- name: {user_q}\n  user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {user_q}\ncurrent-context: {name}\n",
-            id = record.id,
-            user_q = serde_json::to_string(&user).unwrap_or_default(),
-            token = token.token,
-        );
-        Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
-    })
-    .await
+/// The routes of the REST API. Registered after the proxy route, whose paths start alike.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(clusters::routes)
+        .configure(members::routes)
+        .configure(audit::routes)
+        .configure(tokens::routes);
 }

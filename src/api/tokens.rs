@@ -10,18 +10,30 @@
 //! A revocation is in force at once on this replica and within `auth.revocation_poll` on
 //! the others ([`crate::gate::revocations`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::store::StoreError;
-use kubegate_actors::tokens::TokenRecord;
+use kubegate_actors::tokens::{TokenRecord, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{guarded, parse_json, Access, ApiError};
-use crate::gate::tokens::IssuedToken;
-use crate::http::AppState;
+use crate::gate::revocations::Revocations;
+use crate::gate::tokens::{IssuedToken, TokenAuthority};
+use crate::gate::Gate;
+
+/// What the tokens API works with.
+pub struct Tokens {
+    /// Issues tokens.
+    pub tokens: Arc<TokenAuthority>,
+    /// Token records and revocations.
+    pub token_store: Arc<dyn TokenStore>,
+    /// Revoked token ids, told at once of a revocation here.
+    pub revocations: Arc<Revocations>,
+}
 
 /// The routes of the tokens API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -70,7 +82,7 @@ fn unavailable(e: StoreError) -> ApiError {
 /// Issues a token for `user` and keeps its record (without its record the token could
 /// not be listed or revoked: no record, no token).
 pub async fn issue_recorded(
-    state: &AppState,
+    state: &Tokens,
     user: &str,
     name: &str,
     ttl: Option<Duration>,
@@ -95,7 +107,7 @@ pub async fn issue_recorded(
 
 /// A new token as the API answers it: the token is shown this once.
 async fn issue(
-    state: &AppState,
+    state: &Tokens,
     user: &str,
     name: &str,
     ttl: Option<Duration>,
@@ -126,9 +138,14 @@ fn view(record: &TokenRecord) -> serde_json::Value {
     })
 }
 
-async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    gate: web::Data<Gate>,
+    state: web::Data<Tokens>,
+) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let CreateToken { name, ttl } = parse_json(&body)?;
         let ttl = parse_ttl(ttl.as_ref())?;
         issue(&st, &user, &name, ttl).await
@@ -136,9 +153,9 @@ async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) 
     .await
 }
 
-async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn list(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens>) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let records = st.token_store.list(&user).await.map_err(unavailable)?;
         let listed: Vec<_> = records.iter().map(view).collect();
         Ok(HttpResponse::Ok()
@@ -148,10 +165,10 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     .await
 }
 
-async fn revoke(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn revoke(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens>) -> HttpResponse {
     let st = state.clone();
     let id = req.match_info().get("id").unwrap_or_default().to_string();
-    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         match st
             .token_store
             .revoke(&user, &id)
@@ -173,9 +190,13 @@ async fn revoke(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /pipeline/api/v1/token`: a token for the logged-in user, named after the session.
-async fn create_for_session(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn create_for_session(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Tokens>,
+) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &state, Access::Authenticated, |_, user| async move {
+    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let name = format!(
             "browser login {}",
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())

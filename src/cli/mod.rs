@@ -9,7 +9,7 @@ use kubegate_actors::store::{ClusterRecord, StoreError};
 
 use crate::config::Config;
 use crate::gate::tokens::{load_signing_key, IssuedToken, TokenAuthority};
-use crate::http::{kubeconfig_rules, Stores};
+use crate::http::services::{kubeconfig_rules, open_token_store, Stores};
 
 /// A CLI failure, with a message that says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ pub async fn create_token(
         .issue(user, ttl, name)
         .map_err(CliError::Input)?;
     // kept like the API's tokens, so that its owner can list and revoke it
-    let store = crate::http::open_token_store(config)
+    let store = open_token_store(config)
         .await
         .map_err(|e| CliError::Input(e.to_string()))?;
     store.add(&issued.record(user, name)).await?;

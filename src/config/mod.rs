@@ -7,6 +7,7 @@
 
 pub mod ldap;
 pub mod login;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -740,7 +741,7 @@ impl Config {
         if self.server.listen_tls.is_some() {
             let (cert, key) = (&self.server.tls_cert_file, &self.server.tls_key_file);
             if cert.exists() || key.exists() || !self.server.tls_self_signed {
-                if let Err(e) = crate::http::tls::load_certified_key(cert, key) {
+                if let Err(e) = tls::load_certified_key(cert, key) {
                     let e = e.to_string();
                     problems.push(format!(
                         "server.tls_cert_file, server.tls_key_file: {}",

@@ -178,8 +178,13 @@ pub struct AuditContext {
 }
 
 impl AuditContext {
-    /// Starts an event for `req`.
-    pub fn new(req: &HttpRequest, request_id: &str) -> AuditContext {
+    /// Starts an event for `req`; `pending` lets shutdown wait for it (see
+    /// [`crate::gate::Gate::record`], which every handler uses).
+    pub fn new(
+        req: &HttpRequest,
+        request_id: &str,
+        pending: Option<crate::metrics::AuditPending>,
+    ) -> AuditContext {
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -191,9 +196,7 @@ impl AuditContext {
         };
         AuditContext {
             started: Instant::now(),
-            _pending: req
-                .app_data::<actix_web::web::Data<crate::http::AppState>>()
-                .map(|state| state.pending_audits.start()),
+            _pending: pending,
             event: AuditEvent {
                 time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 request_id: request_id.to_string(),

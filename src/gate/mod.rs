@@ -1,23 +1,68 @@
-//! Who is asking, and may they: shared by the proxy route and the REST API.
+//! The gate: who is asking, may they, and how is it recorded. Written once, used by the
+//! proxy route, every REST handler and the browser login.
+//!
+//! Every gated request goes through [`Gate::admit`], in this order:
+//!
+//! 1. refuse while the audit trail is losing events (503): nothing may happen unseen;
+//! 2. authenticate (401): a bearer token when the request has an `Authorization` header,
+//!    else the session cookie, with the CSRF check for unsafe methods (403); revoked
+//!    tokens and ended sessions are refused;
+//! 3. authorize (403) the [`Question`]: the PolicyEnforcer for org questions (no answer
+//!    in time is a deny, 503), the global administrators list for admin ones;
+//!
+//! and each step fills in the request's [`AuditContext`], so that the event records the
+//! request whatever its end. [`Gate::refused`] ends the event of a refused or failed
+//! request in one way for every caller.
+//!
+//! The modules below hold the parts: bearer tokens ([`tokens`]), browser sessions and
+//! CSRF ([`session`]), revocations ([`revocations`]), the policy question and this
+//! worker's cache of its answers ([`policy`]), the audit context ([`audit`]), and where a
+//! browser may be sent ([`redirect`]).
 
 pub mod audit;
+pub mod policy;
+pub mod redirect;
 pub mod revocations;
 pub mod session;
 pub mod tokens;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix::MailboxError;
-use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest};
-use kubegate_actors::policy::{Authorize, Decision};
+use actix::Recipient;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use kubegate_actors::attributes::RequestAttributes;
+use kubegate_actors::auditor::{AuditCounters, AuditDecision, RecordBatch};
+use kubegate_actors::policy::{Authorize, PolicyShape};
+use serde_json::json;
 
-use crate::gate::session::SessionUser;
-use crate::gate::tokens::AuthError;
-use crate::http::AppState;
+use crate::metrics::PendingAudits;
 use crate::status::StatusError;
+use audit::AuditContext;
+use revocations::Revocations;
+use session::SessionUser;
+use tokens::{AuthError, TokenAuthority};
+
+/// The request id of a request, set by the outermost middleware.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id of `req` (empty when the middleware did not run, as in unit tests).
+    pub fn of(req: &HttpRequest) -> String {
+        req.extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Who a request was authenticated as, put in its extensions by authentication, for
+/// the access log (and for the audit record of a refused cookie).
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser(pub String);
 
 /// Who is asking, and how they proved it.
 #[derive(Debug, Clone)]
@@ -30,128 +75,359 @@ pub struct Identity {
     pub session: Option<SessionUser>,
 }
 
-/// Authenticates the request (401 on failure): a bearer token when the request has an
-/// `Authorization` header, else the session cookie. A revoked token or an ended session
-/// is refused. A cookie-authenticated request with an unsafe method must also pass the
-/// CSRF check (403), so that another site cannot act through a logged-in browser.
-pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Identity, StatusError> {
-    let header = req.headers().get(header::AUTHORIZATION);
-    let identity = match header {
-        Some(value) => {
-            let claims = state
-                .tokens
-                .authenticate(Some(value.as_bytes()))
-                .map_err(|e| StatusError::unauthorized(e.to_string()))?;
-            if state.revocations.contains(&claims.jti) {
-                return Err(StatusError::unauthorized(
-                    "the token has been revoked; create a new one",
-                ));
-            }
-            Identity {
-                user: claims.sub,
-                token_id: Some(claims.jti),
-                session: None,
-            }
-        }
-        None => {
-            let Some(user) = crate::gate::session::user(req) else {
-                return Err(StatusError::unauthorized(AuthError::Missing.to_string()));
-            };
-            if state.revocations.contains(&user.sid) {
-                return Err(StatusError::unauthorized(
-                    "this session has ended (logged out); log in again",
-                ));
-            }
-            if crate::gate::session::is_unsafe(req.method())
-                && !crate::gate::session::csrf_ok(req, &user)
-            {
-                // whose cookie it was, for the audit record of the refusal
-                req.extensions_mut()
-                    .insert(crate::http::AuthenticatedUser(user.user.clone()));
-                return Err(StatusError::forbidden(
-                    "a request with the session cookie that changes something must carry the \
-                     X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",
-                ));
-            }
-            Identity {
-                user: user.user.clone(),
-                token_id: None,
-                session: Some(user),
-            }
-        }
-    };
-    // for the access log line
-    req.extensions_mut()
-        .insert(crate::http::AuthenticatedUser(identity.user.clone()));
-    Ok(identity)
+/// What a request asks to do.
+#[derive(Clone, Copy)]
+pub enum Question<'a> {
+    /// A Kubernetes request to a cluster of `org`, with the attributes the API server
+    /// would derive, on `path` (the Kubernetes path).
+    Cluster {
+        /// The org.
+        org: u64,
+        /// The cluster (for the refusal's message).
+        cluster: u64,
+        /// The Kubernetes path.
+        path: &'a str,
+        /// What the request is, as the API server sees it.
+        attributes: &'a RequestAttributes,
+    },
+    /// `verb` on a kubegate object (`kubegate:clusters`, `kubegate:members`) of `org`.
+    Org {
+        /// The org.
+        org: u64,
+        /// The verb.
+        verb: &'a str,
+        /// The object.
+        object: &'a str,
+    },
+    /// Anything any authenticated user may do (answers about themselves).
+    Authenticated,
+    /// What only global administrators may do.
+    GlobalAdmin,
 }
 
-/// Subject, org, object, verb, and namespace, name and path when the model uses them.
-type Question = (String, u64, String, String, String, String, String);
-
-thread_local! {
-    /// This worker's copy of the PolicyEnforcer's recent answers, each with the policy
-    /// generation it was given under: an answer is used only while no new policy has
-    /// been put in force since. It saves a round trip to the actor's thread per request.
-    static ANSWERS: RefCell<HashMap<Question, (u64, Decision)>> = RefCell::new(HashMap::new());
+/// The gate's state: what it needs to authenticate, authorize and record.
+pub struct Gate {
+    tokens: Arc<TokenAuthority>,
+    revocations: Arc<Revocations>,
+    policy: Recipient<Authorize>,
+    policy_shape: Arc<PolicyShape>,
+    decision_timeout: Duration,
+    global_admins: Vec<String>,
+    auditor: Recipient<RecordBatch>,
+    audit_counters: Arc<AuditCounters>,
+    pending_audits: PendingAudits,
+    login_provider: Option<String>,
 }
 
-/// Most answers a worker keeps; past it, it starts over.
-const MAX_ANSWERS: usize = 65_536;
+/// What [`Gate::new`] is made of.
+pub struct GateParts {
+    /// Verifies bearer tokens.
+    pub tokens: Arc<TokenAuthority>,
+    /// Revoked token and session ids.
+    pub revocations: Arc<Revocations>,
+    /// The policy enforcer.
+    pub policy: Recipient<Authorize>,
+    /// What workers keeping the enforcer's answers must know of the policy in force.
+    pub policy_shape: Arc<PolicyShape>,
+    /// How long to wait for a policy decision.
+    pub decision_timeout: Duration,
+    /// Subjects allowed everything.
+    pub global_admins: Vec<String>,
+    /// The auditor.
+    pub auditor: Recipient<RecordBatch>,
+    /// The auditor's figures (whether it is losing events).
+    pub audit_counters: Arc<AuditCounters>,
+    /// Requests whose audit event is not submitted yet (shutdown waits for them).
+    pub pending_audits: PendingAudits,
+    /// Where a browser without a session is sent to log in (the default provider).
+    pub login_provider: Option<String>,
+}
 
-/// Asks the PolicyEnforcer, with the configured timeout, unless this worker has its
-/// answer to the same question under the policy in force. No answer in time, or no
-/// enforcer, is a deny: the error is a 503 that says so.
-pub async fn decide(state: &AppState, ask: Authorize) -> Result<Decision, StatusError> {
-    // read before asking: an answer given while a reload happens is filed under the old
-    // generation, and so never used
-    let generation = state.policy_shape.generation.load(Ordering::Acquire);
-    let detailed = state.policy_shape.detailed.load(Ordering::Acquire);
-    let detail = |s: &String| if detailed { s.clone() } else { String::new() };
-    let question = (
-        ask.subject.clone(),
-        ask.org,
-        ask.object.clone(),
-        ask.action.clone(),
-        detail(&ask.namespace),
-        detail(&ask.name),
-        detail(&ask.path),
-    );
-    let known = ANSWERS.with(|answers| {
-        answers
-            .borrow()
-            .get(&question)
-            .filter(|(given, _)| *given == generation)
-            .map(|(_, decision)| decision.clone())
-    });
-    if let Some(decision) = known {
-        return Ok(decision);
+impl Gate {
+    /// The gate of these parts.
+    pub fn new(parts: GateParts) -> Gate {
+        Gate {
+            tokens: parts.tokens,
+            revocations: parts.revocations,
+            policy: parts.policy,
+            policy_shape: parts.policy_shape,
+            decision_timeout: parts.decision_timeout,
+            global_admins: parts.global_admins,
+            auditor: parts.auditor,
+            audit_counters: parts.audit_counters,
+            pending_audits: parts.pending_audits,
+            login_provider: parts.login_provider,
+        }
     }
-    let decision = ask_enforcer(state, ask).await?;
-    ANSWERS.with(|answers| {
-        let mut answers = answers.borrow_mut();
-        if answers.len() >= MAX_ANSWERS {
-            answers.clear();
+
+    /// The auditor, for the events of streams that end later.
+    pub fn auditor(&self) -> &Recipient<RecordBatch> {
+        &self.auditor
+    }
+
+    /// Revoked token and session ids.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Issues and verifies bearer tokens.
+    pub fn tokens(&self) -> &Arc<TokenAuthority> {
+        &self.tokens
+    }
+
+    /// Whether `user` is a global administrator.
+    pub fn is_global_admin(&self, user: &str) -> bool {
+        self.global_admins.iter().any(|a| a == user)
+    }
+
+    /// Starts the audit record of `req` (shutdown waits for it to be submitted).
+    pub fn record(&self, req: &HttpRequest) -> AuditContext {
+        AuditContext::new(req, &RequestId::of(req), Some(self.pending_audits.start()))
+    }
+
+    /// Steps 1 to 3: may `req` do what `question` asks? Fills in `audit` as it goes (user,
+    /// decision, reason); on `Err`, the caller answers with the error and ends the event
+    /// with [`Gate::refused`].
+    pub async fn admit(
+        &self,
+        req: &HttpRequest,
+        question: Question<'_>,
+        audit: &mut AuditContext,
+    ) -> Result<Identity, StatusError> {
+        // 1. the audit trail must be able to record the request: refuse while events are
+        // being lost (a sink down and its spill file failing too)
+        if self.audit_counters.losing.load(Ordering::Relaxed) {
+            return Err(StatusError::unavailable(
+                "the audit trail cannot record requests right now; kubegate refuses them until it can",
+            ));
         }
-        answers.insert(question, (generation, decision.clone()));
-    });
-    Ok(decision)
+
+        // 2. who is asking
+        let identity = self.authenticate(req)?;
+        audit.event.user = identity.user.clone();
+
+        // 3. may they
+        match question {
+            Question::Cluster {
+                org,
+                cluster,
+                path,
+                attributes,
+            } => {
+                let ask = Authorize {
+                    subject: identity.user.clone(),
+                    org,
+                    object: attributes.object(path),
+                    action: attributes.verb.clone(),
+                    namespace: attributes.namespace.clone(),
+                    name: attributes.name.clone(),
+                    path: path.to_string(),
+                };
+                let decision = self.decide(ask).await?;
+                audit.event.reason = decision.reason;
+                if !decision.allowed {
+                    return Err(forbidden_in_cluster(
+                        &identity.user,
+                        org,
+                        cluster,
+                        path,
+                        attributes,
+                    ));
+                }
+            }
+            Question::Org { org, verb, object } => {
+                let ask = Authorize {
+                    subject: identity.user.clone(),
+                    org,
+                    object: object.to_string(),
+                    action: verb.to_string(),
+                    path: req.path().to_string(),
+                    ..Default::default()
+                };
+                let decision = self.decide(ask).await?;
+                audit.event.reason = decision.reason;
+                if !decision.allowed {
+                    let what = object.trim_start_matches("kubegate:").replace('/', " ");
+                    return Err(StatusError::forbidden(format!(
+                        "user \"{}\" may not {verb} {what} in org {org}",
+                        identity.user
+                    )));
+                }
+            }
+            Question::GlobalAdmin => {
+                if !self.is_global_admin(&identity.user) {
+                    audit.event.reason = "not a global administrator".into();
+                    return Err(StatusError::forbidden(format!(
+                        "user \"{}\" is not a global administrator (policy.global_admins)",
+                        identity.user
+                    )));
+                }
+                audit.event.reason = "allowed: global administrator".into();
+            }
+            Question::Authenticated => audit.event.reason = "allowed: authenticated".into(),
+        }
+        audit.event.decision = AuditDecision::Allow;
+        Ok(identity)
+    }
+
+    /// Ends the event of a request refused or failed with `status` and `message`, whose
+    /// answer carries `bytes_out` bytes: an error after an allowed decision is recorded
+    /// as an error, a refused cookie still names whose it was, and the message is the
+    /// reason when nothing else gave one.
+    pub fn refused(
+        &self,
+        req: &HttpRequest,
+        mut audit: AuditContext,
+        status: StatusCode,
+        message: &str,
+        bytes_out: u64,
+    ) {
+        if status.is_server_error() && audit.event.decision == AuditDecision::Allow {
+            audit.event.decision = AuditDecision::Error;
+        }
+        if audit.event.user.is_empty() {
+            // a credential that was valid but not enough (a cookie without its CSRF
+            // proof) still names whose it was
+            if let Some(user) = req.extensions().get::<AuthenticatedUser>() {
+                audit.event.user = user.0.clone();
+            }
+        }
+        audit.event.error = Some(message.to_string());
+        if audit.event.reason.is_empty() {
+            audit.event.reason = message.to_string();
+        }
+        audit.finish(&self.auditor, status.as_u16(), 0, bytes_out);
+    }
+
+    /// Authenticates `req` (401 on failure): a bearer token when the request has an
+    /// `Authorization` header, else the session cookie. A revoked token or an ended
+    /// session is refused. A cookie-authenticated request with an unsafe method must also
+    /// pass the CSRF check (403), so that another site cannot act through a logged-in
+    /// browser. For pages that show who is logged in; what is gated uses [`Gate::admit`].
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, StatusError> {
+        let identity = match req.headers().get(header::AUTHORIZATION) {
+            Some(value) => {
+                let claims = self
+                    .tokens
+                    .authenticate(Some(value.as_bytes()))
+                    .map_err(|e| StatusError::unauthorized(e.to_string()))?;
+                if self.revocations.contains(&claims.jti) {
+                    return Err(StatusError::unauthorized(
+                        "the token has been revoked; create a new one",
+                    ));
+                }
+                Identity {
+                    user: claims.sub,
+                    token_id: Some(claims.jti),
+                    session: None,
+                }
+            }
+            None => {
+                let Some(user) = session::user(req) else {
+                    return Err(StatusError::unauthorized(AuthError::Missing.to_string()));
+                };
+                if self.revocations.contains(&user.sid) {
+                    return Err(StatusError::unauthorized(
+                        "this session has ended (logged out); log in again",
+                    ));
+                }
+                if session::is_unsafe(req.method()) && !session::csrf_ok(req, &user) {
+                    // whose cookie it was, for the audit record of the refusal
+                    req.extensions_mut()
+                        .insert(AuthenticatedUser(user.user.clone()));
+                    return Err(StatusError::forbidden(
+                        "a request with the session cookie that changes something must carry the \
+                         X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",
+                    ));
+                }
+                Identity {
+                    user: user.user.clone(),
+                    token_id: None,
+                    session: Some(user),
+                }
+            }
+        };
+        // for the access log line
+        req.extensions_mut()
+            .insert(AuthenticatedUser(identity.user.clone()));
+        Ok(identity)
+    }
+
+    /// Where a browser that opens a page without credentials is sent: the login of the
+    /// default provider, coming back to the page after. Only for a GET of an HTML page
+    /// with no `Authorization` header (API clients keep their 401), and only when there
+    /// is a default provider (`login.default_provider`, or the only one configured).
+    pub fn browser_redirect(&self, req: &HttpRequest, status: StatusCode) -> Option<HttpResponse> {
+        if status != StatusCode::UNAUTHORIZED
+            || req.method() != Method::GET
+            || req.headers().contains_key(header::AUTHORIZATION)
+            || !wants_html(req)
+        {
+            return None;
+        }
+        let provider = self.login_provider.as_deref()?;
+        let here = match req.uri().query() {
+            Some(query) => format!("{}?{query}", req.uri().path()),
+            None => req.uri().path().to_string(),
+        };
+        let here = redirect::local_path(&here)?;
+        let encoded =
+            percent_encoding::utf8_percent_encode(here, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        Some(
+            HttpResponse::Found()
+                .insert_header((
+                    header::LOCATION,
+                    format!("/auth/{provider}/login?redirect={encoded}"),
+                ))
+                .insert_header(("Cache-Control", "no-store"))
+                .finish(),
+        )
+    }
 }
 
-async fn ask_enforcer(state: &AppState, ask: Authorize) -> Result<Decision, StatusError> {
-    state
-        .policy
-        .send(ask)
-        .timeout(state.decision_timeout)
-        .await
-        .map_err(|e| {
-            let why = match e {
-                MailboxError::Timeout => "did not answer in time",
-                MailboxError::Closed => "is not running",
-            };
-            log::error!("policy enforcer {why}: request denied");
-            StatusError::unavailable(format!(
-                "authorization is unavailable (the policy enforcer {why}); the request was denied"
-            ))
-        })
+/// Whether the client asks for an HTML page (a person's browser).
+pub fn wants_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// The 403 of a Kubernetes request, worded as the API server words its own.
+fn forbidden_in_cluster(
+    user: &str,
+    org: u64,
+    cluster: u64,
+    path: &str,
+    a: &RequestAttributes,
+) -> StatusError {
+    let place = format!("cluster {cluster} of org {org}");
+    if a.is_resource {
+        let what = if a.subresource.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
+        };
+        let subject = if a.name.is_empty() {
+            what.clone()
+        } else {
+            format!("{} \"{}\"", a.resource, a.name)
+        };
+        let scope = if a.namespace.is_empty() {
+            format!("at the cluster scope of {place}")
+        } else {
+            format!("in the namespace \"{}\" of {place}", a.namespace)
+        };
+        StatusError::forbidden(format!(
+            "{subject} is forbidden: User \"{user}\" cannot {} resource \"{what}\" in API group \"{}\" {scope}",
+            a.verb, a.api_group
+        ))
+        .with_details(json!({"name": a.name, "group": a.api_group, "kind": a.resource}))
+    } else {
+        StatusError::forbidden(format!(
+            "forbidden: User \"{user}\" cannot {} path \"{path}\" in {place}",
+            a.verb
+        ))
+    }
 }

@@ -13,9 +13,8 @@ use rcgen::{
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::config::tls::load_certified_key;
 use crate::config::ConfigError;
 
 fn tls_error(message: String) -> ConfigError {
@@ -75,45 +74,6 @@ pub fn ensure_self_signed(cert: &Path, key: &Path) -> Result<(), ConfigError> {
         ca_path(cert).display()
     );
     Ok(())
-}
-
-/// Reads the PEM chain `cert` and key `key` into a [`CertifiedKey`], checking that the
-/// key is the certificate's.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, ConfigError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| tls_error(format!("cannot read {}: {e}", path.display())))
-    };
-    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            tls_error(format!(
-                "{} is not a PEM certificate chain: {e}",
-                cert.display()
-            ))
-        })?;
-    if chain.is_empty() {
-        return Err(tls_error(format!(
-            "{} holds no certificate",
-            cert.display()
-        )));
-    }
-    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|e| tls_error(format!("{} is not a PEM private key: {e}", key.display())))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| {
-        tls_error(format!(
-            "{} is not a usable private key: {e}",
-            key.display()
-        ))
-    })?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| {
-        tls_error(format!(
-            "{} does not fit {}: {e}",
-            key.display(),
-            cert.display()
-        ))
-    })?;
-    Ok(certified)
 }
 
 /// What identifies a version of a file: its modification time and length.

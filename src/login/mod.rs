@@ -17,27 +17,27 @@
 
 pub mod ldap;
 pub mod oauth;
-pub mod redirect;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use actix::Recipient;
 use actix_session::{Session, SessionExt};
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::AuditDecision;
 use kubegate_actors::policy::Reload;
-use kubegate_actors::tokens::epoch_now;
+use kubegate_actors::store::MemberStore;
+use kubegate_actors::tokens::{epoch_now, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::login::{LoginConfig, ProviderConfig, RoleRule, SessionConfig};
-
 use crate::gate::audit::AuditContext;
 use crate::gate::session::{self, PendingLogin, SessionUser};
-use crate::http::{AppState, RequestId};
+use crate::gate::{wants_html, Gate};
 
 /// Why a login failed; each becomes a status and a message for the person.
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +87,23 @@ enum Provider {
     Ldap(crate::config::ldap::LdapSettings),
 }
 
+/// What browser login works with: the providers, and the stores a login changes.
+pub struct LoginState {
+    /// The providers and rules.
+    pub login: Arc<Login>,
+    /// Memberships, which role rules write.
+    pub members: Arc<dyn MemberStore>,
+    /// The policy enforcer, reloaded after role rules granted a role.
+    pub policy_reload: Recipient<Reload>,
+    /// Token records and revocations: a logout ends the session on every replica.
+    pub token_store: Arc<dyn TokenStore>,
+}
+
 /// The configured providers and rules.
 pub struct Login {
     providers: BTreeMap<String, Provider>,
     /// Where browsers without a session are sent to log in.
-    default_provider: Option<String>,
+    pub default_provider: Option<String>,
     rules: Vec<RoleRule>,
     lifetime: std::time::Duration,
     public_url: Option<String>,
@@ -191,16 +203,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/auth/{provider}/callback", web::get().to(callback));
 }
 
-fn request_id(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default()
-}
-
 /// An audit event for a login step.
-fn audit(req: &HttpRequest, provider: &str) -> AuditContext {
-    let mut audit = AuditContext::new(req, &request_id(req));
+fn audit(gate: &Gate, req: &HttpRequest, provider: &str) -> AuditContext {
+    let mut audit = gate.record(req);
     audit.event.path = req.path().to_string();
     audit.event.attributes = RequestAttributes {
         verb: "login".into(),
@@ -211,13 +216,6 @@ fn audit(req: &HttpRequest, provider: &str) -> AuditContext {
         ..Default::default()
     };
     audit
-}
-
-fn wants_html(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
 }
 
 fn escape(text: &str) -> String {
@@ -248,7 +246,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
 /// A failed login: audited, counted, and told to the person.
 fn failed(
     req: &HttpRequest,
-    state: &AppState,
+    gate: &Gate,
     provider: &str,
     mut audit: AuditContext,
     error: LoginError,
@@ -280,7 +278,7 @@ fn failed(
             "error": status.canonical_reason().unwrap_or("Error"),
         }))
     };
-    audit.finish(&state.auditor, status.as_u16(), 0, 0);
+    audit.finish(gate.auditor(), status.as_u16(), 0, 0);
     response
 }
 
@@ -306,7 +304,7 @@ struct StartQuery {
 fn redirect_target(asked: Option<&str>) -> Result<String, LoginError> {
     match asked {
         None | Some("") => Ok("/".into()),
-        Some(target) => redirect::local_path(target)
+        Some(target) => crate::gate::redirect::local_path(target)
             .map(str::to_string)
             .ok_or_else(|| LoginError::BadRedirect(target.chars().take(200).collect())),
     }
@@ -323,20 +321,21 @@ fn provider_name(req: &HttpRequest) -> String {
 async fn start(
     req: HttpRequest,
     query: web::Query<StartQuery>,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    state: web::Data<LoginState>,
 ) -> HttpResponse {
     let name = provider_name(&req);
-    let audit = audit(&req, &name);
+    let audit = audit(&gate, &req, &name);
     match begin(&req, &state, &name, query.redirect.as_deref()).await {
         // not audited: nothing has happened yet (the end of the login is)
         Ok(response) => response,
-        Err(e) => failed(&req, &state, &name, audit, e),
+        Err(e) => failed(&req, &gate, &name, audit, e),
     }
 }
 
 async fn begin(
     req: &HttpRequest,
-    state: &AppState,
+    state: &LoginState,
     name: &str,
     redirect: Option<&str>,
 ) -> Result<HttpResponse, LoginError> {
@@ -449,10 +448,11 @@ struct Callback {
 async fn callback(
     req: HttpRequest,
     query: web::Query<Callback>,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    state: web::Data<LoginState>,
 ) -> HttpResponse {
     let name = provider_name(&req);
-    let audit = audit(&req, &name);
+    let audit = audit(&gate, &req, &name);
     let result = async {
         let provider = state.login.provider(&name)?;
         let session = req.get_session();
@@ -494,8 +494,8 @@ async fn callback(
     }
     .await;
     match result {
-        Ok((user, redirect)) => logged_in(&req, &state, &name, user, &redirect, audit).await,
-        Err(e) => failed(&req, &state, &name, audit, e),
+        Ok((user, redirect)) => logged_in(&req, &gate, &state, &name, user, &redirect, audit).await,
+        Err(e) => failed(&req, &gate, &name, audit, e),
     }
 }
 
@@ -513,24 +513,25 @@ struct LdapForm {
 async fn ldap_form(
     req: HttpRequest,
     form: web::Form<LdapForm>,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    state: web::Data<LoginState>,
 ) -> HttpResponse {
     let name = provider_name(&req);
-    let mut audit = audit(&req, &name);
+    let mut audit = audit(&gate, &req, &name);
     let form = form.into_inner();
     audit.event.user = form.username.chars().take(100).collect();
     let settings = match state.login.provider(&name) {
         Ok(Provider::Ldap(settings)) => settings,
         Ok(_) => {
             let e = LoginError::Invalid(format!("\"{name}\" is not an LDAP provider"));
-            return failed(&req, &state, &name, audit, e);
+            return failed(&req, &gate, &name, audit, e);
         }
-        Err(e) => return failed(&req, &state, &name, audit, e),
+        Err(e) => return failed(&req, &gate, &name, audit, e),
     };
     let session = req.get_session();
     let pending = match claim_pending(&session, &name, &form.state) {
         Ok(p) => p,
-        Err(e) => return failed(&req, &state, &name, audit, e),
+        Err(e) => return failed(&req, &gate, &name, audit, e),
     };
     match ldap::authenticate(settings, form.username.trim(), &form.password).await {
         Ok(user) => {
@@ -538,19 +539,19 @@ async fn ldap_form(
                 name: user.username,
                 groups: user.groups,
             };
-            logged_in(&req, &state, &name, user, &pending.redirect, audit).await
+            logged_in(&req, &gate, &state, &name, user, &pending.redirect, audit).await
         }
         Err(ldap::LdapError::InvalidCredentials) => {
             // the form again, with a new token, for another try
             let token = session::random_token();
             if let Err(e) = remember(&session, &name, &token, "", "", &pending.redirect) {
-                return failed(&req, &state, &name, audit, e);
+                return failed(&req, &gate, &name, audit, e);
             }
             let error = LoginError::InvalidCredentials;
             audit.event.reason = error.to_string();
             audit.event.error = Some(error.to_string());
             crate::metrics::login(&name, outcome(&error));
-            audit.finish(&state.auditor, 401, 0, 0);
+            audit.finish(gate.auditor(), 401, 0, 0);
             ldap_page(&name, &token, &pending.redirect, Some(&error.to_string()))
         }
         Err(e) => {
@@ -558,7 +559,7 @@ async fn ldap_form(
                 ldap::LdapError::Unavailable(why) => LoginError::Provider(why),
                 other => LoginError::Provider(other.to_string()),
             };
-            failed(&req, &state, &name, audit, error)
+            failed(&req, &gate, &name, audit, error)
         }
     }
 }
@@ -567,7 +568,8 @@ async fn ldap_form(
 /// the redirect.
 async fn logged_in(
     req: &HttpRequest,
-    state: &AppState,
+    gate: &Gate,
+    state: &LoginState,
     provider: &str,
     found: oauth::ProviderUser,
     redirect: &str,
@@ -580,7 +582,7 @@ async fn logged_in(
             "the user name \"{}\" holds spaces, commas or control characters",
             found.name
         ));
-        return failed(req, state, provider, audit, e);
+        return failed(req, gate, provider, audit, e);
     }
     let session_user = SessionUser {
         user: user.clone(),
@@ -591,7 +593,7 @@ async fn logged_in(
         expires_at: epoch_now() + state.login.lifetime.as_secs(),
     };
     if let Err(e) = session::log_in(&req.get_session(), &session_user) {
-        return failed(req, state, provider, audit, LoginError::Session(e));
+        return failed(req, gate, provider, audit, LoginError::Session(e));
     }
     let granted = apply_role_rules(state, &session_user).await;
     audit.event.decision = AuditDecision::Allow;
@@ -602,7 +604,7 @@ async fn logged_in(
     };
     crate::metrics::login(provider, "success");
     log::info!("{user} logged in with {provider}");
-    audit.finish(&state.auditor, 303, 0, 0);
+    audit.finish(gate.auditor(), 303, 0, 0);
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, redirect.to_string()))
         .insert_header(("Cache-Control", "no-store"))
@@ -611,7 +613,7 @@ async fn logged_in(
 
 /// Gives the roles the rules grant to `user`'s groups, where the user has no role yet
 /// in that org (or only `member` and the rule says `admin`). Returns what was granted.
-async fn apply_role_rules(state: &AppState, user: &SessionUser) -> Vec<String> {
+async fn apply_role_rules(state: &LoginState, user: &SessionUser) -> Vec<String> {
     let wanted: Vec<&RoleRule> = state
         .login
         .rules
@@ -665,15 +667,19 @@ async fn apply_role_rules(state: &AppState, user: &SessionUser) -> Vec<String> {
 
 /// `POST /auth/logout`: ends the session here and, through the revocations, on every
 /// replica.
-async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut audit = audit(&req, "");
+async fn logout(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<LoginState>,
+) -> HttpResponse {
+    let mut audit = audit(&gate, &req, "");
     audit.event.attributes.verb = "logout".into();
-    let identity = match crate::gate::authenticate(&req, &state) {
+    let identity = match gate.authenticate(&req) {
         Ok(identity) => identity,
         Err(e) => {
             audit.event.reason = e.message.clone();
             let response = e.response();
-            audit.finish(&state.auditor, e.code.as_u16(), 0, 0);
+            audit.finish(gate.auditor(), e.code.as_u16(), 0, 0);
             return response;
         }
     };
@@ -684,7 +690,7 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         );
         audit.event.reason = e.message.clone();
         let response = e.response();
-        audit.finish(&state.auditor, 400, 0, 0);
+        audit.finish(gate.auditor(), 400, 0, 0);
         return response;
     };
     if let Err(e) = state
@@ -698,11 +704,11 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             user.user
         );
     }
-    state.revocations.insert(&user.sid);
+    gate.revocations().insert(&user.sid);
     session::log_out(&req.get_session());
     audit.event.decision = AuditDecision::Allow;
     audit.event.reason = "logged out".into();
-    audit.finish(&state.auditor, 200, 0, 0);
+    audit.finish(gate.auditor(), 200, 0, 0);
     if wants_html(&req) {
         // the landing page's form
         return HttpResponse::SeeOther()
@@ -715,8 +721,8 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /auth/session`: who is logged in, and the CSRF token for unsafe requests.
-async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match crate::gate::authenticate(&req, &state) {
+async fn whoami(req: HttpRequest, gate: web::Data<Gate>) -> HttpResponse {
+    match gate.authenticate(&req) {
         Ok(crate::gate::Identity {
             session: Some(user),
             ..
@@ -734,43 +740,8 @@ async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Where a browser that opens a page without credentials is sent: the login of the
-/// default provider, coming back to the page after. Only for a GET of an HTML page with
-/// no `Authorization` header (API clients keep their 401), and only when there is a
-/// default provider (`login.default_provider`, or the only one configured).
-pub fn browser_redirect(
-    req: &HttpRequest,
-    state: &AppState,
-    status: StatusCode,
-) -> Option<HttpResponse> {
-    if status != StatusCode::UNAUTHORIZED
-        || req.method() != actix_web::http::Method::GET
-        || req.headers().contains_key(header::AUTHORIZATION)
-        || !wants_html(req)
-    {
-        return None;
-    }
-    let provider = state.login.default_provider.as_deref()?;
-    let here = match req.uri().query() {
-        Some(query) => format!("{}?{query}", req.uri().path()),
-        None => req.uri().path().to_string(),
-    };
-    let here = redirect::local_path(&here)?;
-    let encoded =
-        percent_encoding::utf8_percent_encode(here, percent_encoding::NON_ALPHANUMERIC).to_string();
-    Some(
-        HttpResponse::Found()
-            .insert_header((
-                header::LOCATION,
-                format!("/auth/{provider}/login?redirect={encoded}"),
-            ))
-            .insert_header(("Cache-Control", "no-store"))
-            .finish(),
-    )
-}
-
 /// `GET /auth/providers`
-async fn providers(state: web::Data<AppState>) -> HttpResponse {
+async fn providers(state: web::Data<LoginState>) -> HttpResponse {
     let list: Vec<_> = state
         .login
         .names()
@@ -781,8 +752,13 @@ async fn providers(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /`: who is logged in, with a token link and a logout button; or the login links.
-async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let user = crate::gate::authenticate(&req, &state)
+async fn landing(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<LoginState>,
+) -> HttpResponse {
+    let user = gate
+        .authenticate(&req)
         .ok()
         .and_then(|identity| identity.session);
     match user {

@@ -8,7 +8,7 @@
 //!    cluster ids exist;
 //! 4. find the cluster's proxy instance (404, 503);
 //! 5. forward, streaming both ways (502, 504); an upgrade request (exec, attach,
-//!    port-forward) instead becomes a tunnel to the API server ([`crate::proxy::tunnel`]);
+//!    port-forward) instead becomes a tunnel to the API server ([`tunnel`]);
 //!
 //! and every request, whatever its end, becomes one audit event.
 
@@ -21,25 +21,26 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::Method;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::AuditDecision;
 use kubegate_actors::cluster::ClusterProxy;
-use kubegate_actors::policy::Authorize;
+use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::registry::{ClusterRegistry, Create, RegistryError};
 use kubegate_actors::store::StoreError;
 use kubegate_actors::ClusterKey;
 use serde_json::json;
 
 use crate::gate::audit::{AuditContext, AuditedBody, Counted};
-use crate::http::{AppState, RequestId};
-use crate::proxy::path::ProxyPath;
+use crate::gate::{Gate, Question};
 use crate::status::StatusError;
+use path::ProxyPath;
 
 /// Request headers never forwarded: hop-by-hop headers, and what would let a client speak
 /// for kubegate (its credentials) or for someone else (impersonation, front-proxy users).
@@ -117,7 +118,7 @@ fn is_upgrade(req: &HttpRequest) -> bool {
             .any(|t| t == "upgrade")
 }
 
-/// Whether an upgrade request becomes a tunnel ([`crate::proxy::tunnel`]): for any protocol but
+/// Whether an upgrade request becomes a tunnel ([`tunnel`]): for any protocol but
 /// `h2c` alone, which a server may ignore (curl `--http2` asks for it on plain HTTP):
 /// such a request is forwarded as the HTTP/1.1 request it also is.
 fn tunnels(req: &HttpRequest) -> bool {
@@ -127,6 +128,18 @@ fn tunnels(req: &HttpRequest) -> bool {
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').all(|p| p.trim().eq_ignore_ascii_case("h2c")))
+}
+
+/// What the proxy route needs beside the gate: how to reach the clusters' API servers.
+pub struct Upstreams {
+    /// The cluster registry, which builds each cluster's proxy instance.
+    pub registry: Addr<ClusterRegistry>,
+    /// How long to wait for a connection to an API server.
+    pub connect_timeout: Duration,
+    /// Rules every kubeconfig must follow (the networks never connected to).
+    pub rules: KubeconfigRules,
+    /// Record the bodies of writes up to this many bytes (`None`: never).
+    pub audit_bodies: Option<usize>,
 }
 
 /// Where a request stands once it may be forwarded.
@@ -140,55 +153,37 @@ struct Authorized {
 pub async fn handle(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    upstreams: web::Data<Upstreams>,
 ) -> HttpResponse {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let mut audit = AuditContext::new(&req, &request_id);
-    match admit(&req, &state, &mut audit).await {
+    let mut audit = gate.record(&req);
+    match admit(&req, &gate, &upstreams, &mut audit).await {
         // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
         Ok(authorized) if tunnels(&req) => {
-            crate::proxy::tunnel::handle(
+            tunnel::handle(
                 req,
                 payload,
-                state,
+                gate,
+                upstreams,
                 audit,
                 authorized.proxy,
                 authorized.path,
             )
             .await
         }
-        Ok(authorized) => forward(req, payload, state, audit, authorized).await,
+        Ok(authorized) => forward(req, payload, gate, upstreams, audit, authorized).await,
         Err(error) => {
-            if error.code.is_server_error() && audit.event.decision == AuditDecision::Allow {
-                audit.event.decision = AuditDecision::Error;
-            }
-            if audit.event.user.is_empty() {
-                // a credential that was valid but not enough (a cookie without its CSRF
-                // proof) still names whose it was
-                if let Some(user) = req.extensions().get::<crate::http::AuthenticatedUser>() {
-                    audit.event.user = user.0.clone();
-                }
-            }
-            audit.event.error = Some(error.message.clone());
-            if audit.event.reason.is_empty() {
-                audit.event.reason = error.message.clone();
-            }
-            if let Some(login) = crate::login::browser_redirect(&req, &state, error.code) {
+            if let Some(login) = gate.browser_redirect(&req, error.code) {
                 // a person opening a page (the dashboard) without a session: log in first
-                audit.finish(&state.auditor, login.status().as_u16(), 0, 0);
+                gate.refused(&req, audit, login.status(), &error.message, 0);
                 return login;
             }
-            let body = error.body();
-            let bytes_out = body.len() as u64;
+            let bytes_out = error.body().len() as u64;
+            gate.refused(&req, audit, error.code, &error.message, bytes_out);
             let response = error.response();
-            audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
             if tunnels(&req) {
                 // nothing may follow a refused upgrade on its connection
-                return crate::proxy::tunnel::refused(&req, response);
+                return tunnel::refused(&req, response);
             }
             response
         }
@@ -198,7 +193,8 @@ pub async fn handle(
 /// Steps 1 to 4 of the pipeline: everything before forwarding.
 async fn admit(
     req: &HttpRequest,
-    state: &AppState,
+    gate: &Gate,
+    upstreams: &Upstreams,
     audit: &mut AuditContext,
 ) -> Result<Authorized, StatusError> {
     // 1. the path, checked once
@@ -216,45 +212,21 @@ async fn admit(
     );
     audit.event.attributes = attributes.clone();
 
-    // the audit trail must be able to record the request: refuse while events are
-    // being lost (a sink down and its spill file failing too)
-    if state
-        .audit_counters
-        .losing
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return Err(StatusError::unavailable(
-            "the audit trail cannot record requests right now; kubegate refuses them until it can",
-        ));
-    }
-
-    // 2. who is asking
-    let identity = crate::gate::authenticate(req, state)?;
-    audit.event.user = identity.user.clone();
-
-    // 3. may they
-    let ask = Authorize {
-        subject: identity.user.clone(),
+    // 2. and 3. who is asking, and may they (the gate)
+    let question = Question::Cluster {
         org: path.org,
-        object: attributes.object(&path.k8s_path),
-        action: attributes.verb.clone(),
-        namespace: attributes.namespace.clone(),
-        name: attributes.name.clone(),
-        path: path.k8s_path.clone(),
+        cluster: path.cluster,
+        path: &path.k8s_path,
+        attributes: &attributes,
     };
-    let decision = crate::gate::decide(state, ask).await?;
-    audit.event.reason = decision.reason.clone();
-    if !decision.allowed {
-        return Err(forbidden(&identity.user, &path, &attributes));
-    }
-    audit.event.decision = AuditDecision::Allow;
+    gate.admit(req, question, audit).await?;
 
     // 4. the cluster
     let key = ClusterKey {
         org: path.org,
         cluster: path.cluster,
     };
-    let (proxy, client) = cluster_client(&state.registry, key, state).await?;
+    let (proxy, client) = cluster_client(key, upstreams).await?;
     proxy.touch();
     Ok(Authorized {
         path,
@@ -263,47 +235,16 @@ async fn admit(
     })
 }
 
-fn forbidden(user: &str, path: &ProxyPath, a: &RequestAttributes) -> StatusError {
-    let place = format!("cluster {} of org {}", path.cluster, path.org);
-    if a.is_resource {
-        let what = if a.subresource.is_empty() {
-            a.resource.clone()
-        } else {
-            format!("{}/{}", a.resource, a.subresource)
-        };
-        let subject = if a.name.is_empty() {
-            what.clone()
-        } else {
-            format!("{} \"{}\"", a.resource, a.name)
-        };
-        let scope = if a.namespace.is_empty() {
-            format!("at the cluster scope of {place}")
-        } else {
-            format!("in the namespace \"{}\" of {place}", a.namespace)
-        };
-        StatusError::forbidden(format!(
-            "{subject} is forbidden: User \"{user}\" cannot {} resource \"{what}\" in API group \"{}\" {scope}",
-            a.verb, a.api_group
-        ))
-        .with_details(json!({"name": a.name, "group": a.api_group, "kind": a.resource}))
-    } else {
-        StatusError::forbidden(format!(
-            "forbidden: User \"{user}\" cannot {} path \"{}\" in {place}",
-            a.verb, path.k8s_path
-        ))
-    }
-}
-
 /// This worker's client for the cluster, asking the registry when the worker has none.
 async fn cluster_client(
-    registry: &Addr<ClusterRegistry>,
     key: ClusterKey,
-    state: &AppState,
+    upstreams: &Upstreams,
 ) -> Result<(Arc<ClusterProxy>, awc::Client), StatusError> {
     if let Some(found) = upstream::cached(key) {
         return Ok(found);
     }
-    let proxy = registry
+    let proxy = upstreams
+        .registry
         .send(Create(key))
         .await
         .map_err(|_| StatusError::unavailable("the cluster registry is not running"))?
@@ -319,7 +260,11 @@ async fn cluster_client(
             RegistryError::Credentials { .. } => StatusError::bad_gateway(e.to_string()),
             other => StatusError::internal(other.to_string()),
         })?;
-    let client = upstream::client_for(&proxy, state.connect_timeout, &state.rules.denied_networks);
+    let client = upstream::client_for(
+        &proxy,
+        upstreams.connect_timeout,
+        &upstreams.rules.denied_networks,
+    );
     Ok((proxy, client))
 }
 
@@ -327,7 +272,8 @@ async fn cluster_client(
 async fn forward(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    upstreams: web::Data<Upstreams>,
     mut audit: AuditContext,
     authorized: Authorized,
 ) -> HttpResponse {
@@ -358,8 +304,8 @@ async fn forward(
 
     let received = Rc::new(Cell::new(0u64));
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    let captured = (state.audit_bodies.is_some() && writes)
-        .then(|| crate::gate::audit::CapturedBody::new(state.audit_bodies.unwrap_or(0)));
+    let captured = (upstreams.audit_bodies.is_some() && writes)
+        .then(|| crate::gate::audit::CapturedBody::new(upstreams.audit_bodies.unwrap_or(0)));
     let mut body = Counted::new(payload, received.clone());
     if let Some(captured) = &captured {
         body = body.capturing(captured.clone());
@@ -393,7 +339,7 @@ async fn forward(
             let body = error.body();
             let response = error.response();
             audit.finish(
-                &state.auditor,
+                gate.auditor(),
                 error.code.as_u16(),
                 received.get(),
                 body.len() as u64,
@@ -404,7 +350,7 @@ async fn forward(
             audit.event.decision = AuditDecision::Deny;
             audit.event.error = Some(error.message.clone());
             let response = error.response();
-            audit.finish(&state.auditor, error.code.as_u16(), 0, 0);
+            audit.finish(gate.auditor(), error.code.as_u16(), 0, 0);
             return response;
         }
     };
@@ -412,20 +358,20 @@ async fn forward(
     let status = response.status();
     let mut builder = HttpResponse::build(status);
     let listed = connection_listed(response.headers());
-    let prefix = crate::proxy::rewrite::prefix(path.org, path.cluster);
+    let prefix = rewrite::prefix(path.org, path.cluster);
     for (name, value) in response.headers() {
         if !is_dropped_response_header(name) && !listed.iter().any(|l| l == name.as_str()) {
             // a redirect to a path of the API server stays under the cluster's prefix
             let moved = (name == header::LOCATION)
                 .then(|| value.to_str().ok())
                 .flatten()
-                .and_then(|v| crate::proxy::rewrite::location(v, &prefix, &proxy.server))
+                .and_then(|v| rewrite::location(v, &prefix, &proxy.server))
                 .and_then(|v| header::HeaderValue::from_str(&v).ok());
             builder.append_header((name.clone(), moved.unwrap_or_else(|| value.clone())));
         }
     }
     if audit.event.attributes.subresource == "proxy" && is_plain_html(response.headers()) {
-        return html_with_links_moved(response, builder, audit, &state, received, &prefix).await;
+        return html_with_links_moved(response, builder, audit, &gate, received, &prefix).await;
     }
     let length = response
         .headers()
@@ -435,7 +381,7 @@ async fn forward(
     let body = AuditedBody::new(
         response,
         audit,
-        state.auditor.clone(),
+        gate.auditor().clone(),
         status.as_u16(),
         received,
     )
@@ -471,13 +417,13 @@ fn is_plain_html(headers: &HeaderMap) -> bool {
 }
 
 /// A page from a service, pod or node proxy, its absolute links moved under the cluster's
-/// prefix ([`crate::proxy::rewrite`]). Held whole up to [`crate::proxy::rewrite::MAX_HTML_BYTES`]; a
+/// prefix ([`rewrite`]). Held whole up to [`rewrite::MAX_HTML_BYTES`]; a
 /// larger page streams on unchanged.
 async fn html_with_links_moved<S>(
     mut response: awc::ClientResponse<S>,
     mut builder: actix_web::HttpResponseBuilder,
     audit: AuditContext,
-    state: &AppState,
+    gate: &Gate,
     received: Rc<Cell<u64>>,
     prefix: &str,
 ) -> HttpResponse
@@ -498,11 +444,11 @@ where
                 let mut audit = audit;
                 audit.event.decision = AuditDecision::Error;
                 audit.event.error = Some(error.message.clone());
-                audit.finish(&state.auditor, error.code.as_u16(), received.get(), 0);
+                audit.finish(gate.auditor(), error.code.as_u16(), received.get(), 0);
                 return error.response();
             }
         }
-        if page.len() > crate::proxy::rewrite::MAX_HTML_BYTES {
+        if page.len() > rewrite::MAX_HTML_BYTES {
             whole = false;
             break;
         }
@@ -511,7 +457,7 @@ where
         Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
     > = match (whole, std::str::from_utf8(&page)) {
         (true, Ok(text)) => {
-            let moved = bytes::Bytes::from(crate::proxy::rewrite::html(text, prefix));
+            let moved = bytes::Bytes::from(rewrite::html(text, prefix));
             builder.no_chunking(moved.len() as u64);
             Box::pin(futures_util::stream::once(async move { Ok(moved) }))
         }
@@ -526,7 +472,7 @@ where
     let body = AuditedBody::new(
         body,
         audit,
-        state.auditor.clone(),
+        gate.auditor().clone(),
         status.as_u16(),
         received,
     );

@@ -50,8 +50,9 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 use crate::gate::audit::AuditContext;
-use crate::http::AppState;
+use crate::gate::Gate;
 use crate::proxy::path::ProxyPath;
+use crate::proxy::Upstreams;
 use crate::status::StatusError;
 
 /// Bytes read from one side before they are written to the other: the most a session
@@ -145,14 +146,14 @@ fn server_name(proxy: &ClusterProxy) -> String {
 async fn connect(
     proxy: &ClusterProxy,
     target: &Target,
-    state: &AppState,
+    upstreams: &Upstreams,
 ) -> Result<Box<dyn Io>, OpenError> {
     let name = server_name(proxy);
     let connecting = async {
         let addrs = crate::proxy::upstream::resolve_guarded(
             &target.host,
             target.port,
-            &state.rules.denied_networks,
+            &upstreams.rules.denied_networks,
         )
         .await
         .map_err(|e| OpenError::Unreachable(name.clone(), e))?;
@@ -180,7 +181,7 @@ async fn connect(
             .map_err(|e| OpenError::Unreachable(name.clone(), format!("TLS: {e}")))?;
         Ok(Box::new(tls) as Box<dyn Io>)
     };
-    match tokio::time::timeout(state.connect_timeout, connecting).await {
+    match tokio::time::timeout(upstreams.connect_timeout, connecting).await {
         Ok(result) => result,
         Err(_) => Err(OpenError::ConnectTimeout(name)),
     }
@@ -369,7 +370,8 @@ fn is_connection_header(name: &HeaderName) -> bool {
 pub async fn handle(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    gate: web::Data<Gate>,
+    upstreams: web::Data<Upstreams>,
     mut audit: AuditContext,
     proxy: Arc<ClusterProxy>,
     path: ProxyPath,
@@ -379,7 +381,7 @@ pub async fn handle(
         audit.event.error = Some(error.message.clone());
         audit.event.ended = Some("not upgraded".into());
         let bytes_out = error.body().len() as u64;
-        audit.finish(&state.auditor, error.code.as_u16(), 0, bytes_out);
+        audit.finish(gate.auditor(), error.code.as_u16(), 0, bytes_out);
         refused(&req, error.response())
     };
     if req.version() != Version::HTTP_11 {
@@ -407,7 +409,7 @@ pub async fn handle(
         Ok(t) => t,
         Err(e) => return refuse(audit, StatusError::bad_gateway(e), AuditDecision::Error),
     };
-    let mut io = match connect(&proxy, &target, &state).await {
+    let mut io = match connect(&proxy, &target, &upstreams).await {
         Ok(io) => io,
         Err(e) => {
             log::warn!("upgrade {} to {}: {e}", audit.event.request_id, proxy.key);
@@ -465,7 +467,7 @@ pub async fn handle(
             }
         }
         audit.event.ended = Some("upgrade refused by the API server".into());
-        audit.finish(&state.auditor, answer.status.as_u16(), 0, body.len() as u64);
+        audit.finish(gate.auditor(), answer.status.as_u16(), 0, body.len() as u64);
         let mut response = builder.body(body);
         close_after(&mut response);
         return response;
@@ -494,7 +496,7 @@ pub async fn handle(
         session,
         _open: crate::metrics::UpgradedSession::start(),
         uploader: Some(uploader),
-        audit: Some((audit, state.auditor.clone())),
+        audit: Some((audit, gate.auditor().clone())),
     };
     let mut response = builder.streaming(downstream);
     if !answer.headers.contains_key(header::CONTENT_TYPE) {

@@ -1,0 +1,294 @@
+//! `/pipeline/api/v1/orgs/{org}/clusters[/{id}[/config]]`: the clusters of an org.
+//!
+//! Org admins may create, update and delete clusters; members may list and get them
+//! (never the credentials). Each call is authorized on the object `kubegate:clusters`
+//! (`kubegate:clusters/config` for a kubeconfig) and audited like a proxied request.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use kubegate_actors::kubeconfig::{self, KubeconfigRules};
+use kubegate_actors::registry::{ClusterRegistry, Evict};
+use kubegate_actors::store::{ClusterRecord, ClusterStore};
+use kubegate_actors::ClusterKey;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::tokens::Tokens;
+use super::{guarded, id_param, parse_json, Access, ApiError};
+use crate::clusters;
+use crate::gate::Gate;
+
+/// What the clusters API works with.
+pub struct ClusterApi {
+    /// The cluster store.
+    pub store: Arc<dyn ClusterStore>,
+    /// Rules every kubeconfig must follow.
+    pub rules: KubeconfigRules,
+    /// The cluster registry, told when a cluster changes or goes.
+    pub registry: Addr<ClusterRegistry>,
+    /// The URL clients reach kubegate at, for generated kubeconfigs.
+    pub public_url: Option<String>,
+    /// The CA of the self-signed serving certificate, for generated kubeconfigs.
+    pub served_ca: Option<std::path::PathBuf>,
+}
+
+/// The routes of the clusters API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    const CLUSTERS: &str = "/pipeline/api/v1/orgs/{org}/clusters";
+    const CLUSTER: &str = "/pipeline/api/v1/orgs/{org}/clusters/{id}";
+    cfg.app_data(web::PayloadConfig::new(1 << 20))
+        .route(CLUSTERS, web::post().to(create))
+        .route(CLUSTERS, web::get().to(list))
+        .route(CLUSTER, web::get().to(get))
+        .route(CLUSTER, web::put().to(update))
+        .route(CLUSTER, web::delete().to(delete))
+        .route(
+            "/pipeline/api/v1/orgs/{org}/clusters/{id}/config",
+            web::get().to(kubeconfig_for_caller),
+        );
+}
+
+/// What a caller may see of a cluster: never its kubeconfig.
+fn view(record: &ClusterRecord, state: &ClusterApi) -> serde_json::Value {
+    let server = kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &state.rules)
+        .map(|spec| spec.server)
+        .ok();
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "org": record.org,
+        "context": record.context,
+        "server": server,
+        "createdAt": record.created_at,
+        "updatedAt": record.updated_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCluster {
+    name: String,
+    kubeconfig: String,
+    #[serde(default)]
+    context: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateCluster {
+    kubeconfig: String,
+    #[serde(default)]
+    context: Option<String>,
+}
+
+async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+) -> HttpResponse {
+    let st = state.clone();
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "create",
+            object: "kubegate:clusters",
+        },
+        |org, _| async move {
+            let state = st;
+            let new: CreateCluster = parse_json(&body)?;
+            let record = clusters::create(
+                state.store.as_ref(),
+                &state.rules,
+                org,
+                &new.name,
+                &new.kubeconfig,
+                new.context.as_deref(),
+            )
+            .await?;
+            Ok(HttpResponse::Created().json(view(&record, &state)))
+        },
+    )
+    .await
+}
+
+async fn list(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+) -> HttpResponse {
+    let st = state.clone();
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "list",
+            object: "kubegate:clusters",
+        },
+        |org, _| async move {
+            let state = st;
+            let records = state.store.list(org).await?;
+            let views: Vec<_> = records.iter().map(|r| view(r, &state)).collect();
+            Ok(HttpResponse::Ok().json(views))
+        },
+    )
+    .await
+}
+
+async fn find(state: &ClusterApi, req: &HttpRequest, org: u64) -> Result<ClusterRecord, ApiError> {
+    let id = id_param(req, "id")?;
+    state.store.get(org, id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("cluster {id} not found in org {org}"),
+        )
+    })
+}
+
+async fn get(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "get",
+            object: "kubegate:clusters",
+        },
+        |org, _| async move {
+            let (state, req) = (st, rq);
+            let record = find(&state, &req, org).await?;
+            Ok(HttpResponse::Ok().json(view(&record, &state)))
+        },
+    )
+    .await
+}
+
+async fn update(
+    req: HttpRequest,
+    body: web::Bytes,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "update",
+            object: "kubegate:clusters",
+        },
+        |org, _| async move {
+            let (state, req) = (st, rq);
+            let id = id_param(&req, "id")?;
+            let change: UpdateCluster = parse_json(&body)?;
+            let key = ClusterKey { org, cluster: id };
+            let record = clusters::update(
+                state.store.as_ref(),
+                &state.rules,
+                key,
+                &change.kubeconfig,
+                change.context.as_deref(),
+            )
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("cluster {id} not found in org {org}"),
+                )
+            })?;
+            // the next request builds a new proxy instance with the new credentials
+            evict(&state, key).await;
+            Ok(HttpResponse::Ok().json(view(&record, &state)))
+        },
+    )
+    .await
+}
+
+async fn delete(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "delete",
+            object: "kubegate:clusters",
+        },
+        |org, _| async move {
+            let (state, req) = (st, rq);
+            let id = id_param(&req, "id")?;
+            if !state.store.delete(org, id).await? {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("cluster {id} not found in org {org}"),
+                ));
+            }
+            evict(&state, ClusterKey { org, cluster: id }).await;
+            Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+        },
+    )
+    .await
+}
+
+async fn evict(state: &ClusterApi, key: ClusterKey) {
+    if let Err(e) = state.registry.send(Evict(key)).await {
+        log::error!("could not evict the proxy of {key}: {e}");
+    }
+}
+
+/// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster, with
+/// a new token of theirs: never the cluster's own credentials.
+async fn kubeconfig_for_caller(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<ClusterApi>,
+    tokens: web::Data<Tokens>,
+) -> HttpResponse {
+    let (st, rq) = (state.clone(), req.clone());
+    guarded(&req, &gate, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
+        let (state, req) = (st, rq);
+        let record = find(&state, &req, org).await?;
+        let base = match &state.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let info = req.connection_info();
+                format!("{}://{}", info.scheme(), info.host())
+            }
+        };
+        let token = super::tokens::issue_recorded(
+            &tokens,
+            &user,
+            &format!("kubeconfig for cluster {}", record.id),
+            None,
+        )
+        .await?;
+        let ca = match (&state.served_ca, base.starts_with("https://")) {
+            (Some(path), true) => std::fs::read(path)
+                .ok()
+                .map(|pem| format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(pem))),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let name = format!("kubegate-{org}-{}", record.name);
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {base}/pipeline/api/v1/orgs/{org}/clusters/{id}/proxy\n{ca}users:\n- name: {user_q}\n  user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {user_q}\ncurrent-context: {name}\n",
+            id = record.id,
+            user_q = serde_json::to_string(&user).unwrap_or_default(),
+            token = token.token,
+        );
+        Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
+    })
+    .await
+}

@@ -1,0 +1,153 @@
+//! The front of every request: its id, the header size limit, the proxy route served
+//! before the router, the response count and the access log line.
+
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse};
+
+use crate::gate::{AuthenticatedUser, Gate, RequestId};
+use crate::proxy::Upstreams;
+use crate::status::StatusError;
+
+/// Requests with larger headers than this many bytes are refused (431).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimit(pub usize);
+
+/// A new request id: 32 hex digits, a random prefix drawn once per process (so that
+/// replicas do not collide) and a counter (no random draw per request).
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n:016x}")
+}
+
+/// Whether `path` is a proxy path: `/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy...`.
+fn is_proxy_path(path: &str) -> bool {
+    path.starts_with(crate::proxy::path::PREFIX)
+        && path
+            .split('/')
+            .nth(8)
+            .is_some_and(|segment| segment.starts_with("proxy"))
+}
+
+/// The size of a request's headers, names and values.
+fn header_bytes(req: &ServiceRequest) -> usize {
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// The front of every request: gives it its request id (echoed as `X-Request-Id`),
+/// refuses oversized headers (431), hands proxy requests to the proxy handler before the
+/// router, whose patterns would only cost regex matching (the proxy handler parses and
+/// checks its path itself), counts the response and writes its access log line.
+pub async fn front(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let _in_flight = crate::metrics::InFlight::start();
+    let id = next_request_id();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // taken before the request is handed on (it is moved), and only when it is logged
+    let log = log::log_enabled!(target: "kubegate::access", log::Level::Info)
+        .then(|| AccessLog::of(&req));
+    let limit = req
+        .app_data::<web::Data<HeaderLimit>>()
+        .map_or(usize::MAX, |limit| limit.0);
+    let mut response = if header_bytes(&req) > limit {
+        let error = StatusError::headers_too_large(format!(
+            "the request headers are larger than {limit} bytes"
+        ));
+        req.into_response(error.response()).map_into_right_body()
+    } else {
+        let proxy = is_proxy_path(req.path())
+            .then(|| {
+                let gate = req.app_data::<web::Data<Gate>>()?.clone();
+                let upstreams = req.app_data::<web::Data<Upstreams>>()?.clone();
+                Some((gate, upstreams))
+            })
+            .flatten();
+        match proxy {
+            Some((gate, upstreams)) => {
+                let (http, mut payload) = req.into_parts();
+                let payload =
+                    <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload)
+                        .await?;
+                let answer = crate::proxy::handle(http.clone(), payload, gate, upstreams).await;
+                ServiceResponse::new(http, answer).map_into_right_body()
+            }
+            _ => next.call(req).await?.map_into_left_body(),
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let status = response.status().as_u16();
+    crate::metrics::http_request(status);
+    if let Some(log) = log {
+        log.write(&id, status, started.elapsed(), response.request());
+    }
+    Ok(response)
+}
+
+/// What the access log says of a request, taken before it is handled.
+struct AccessLog {
+    method: actix_web::http::Method,
+    path: String,
+    query: String,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl AccessLog {
+    fn of(req: &ServiceRequest) -> AccessLog {
+        AccessLog {
+            method: req.method().clone(),
+            path: req.path().to_string(),
+            query: crate::gate::audit::mask_query(req.query_string()),
+            peer: req.peer_addr().map(|a| a.ip()),
+        }
+    }
+
+    /// One line at level info, target `kubegate::access`: request id, client, method,
+    /// path with its query (token-like values masked), status, time to the response's
+    /// head, and the authenticated user (`-` when none). Never a header value.
+    fn write(&self, id: &str, status: u16, elapsed: Duration, req: &actix_web::HttpRequest) {
+        let user = req
+            .extensions()
+            .get::<AuthenticatedUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_else(|| "-".to_string());
+        let query = if self.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", self.query)
+        };
+        log::info!(
+            target: "kubegate::access",
+            "{id} {} {} {}{query} {status} {:.1}ms user={user}",
+            self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".to_string()),
+            self.method,
+            self.path,
+            elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+/// What no route serves: a Kubernetes-style 404.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    StatusError::not_found(format!(
+        "the server could not find the requested resource {}",
+        req.path()
+    ))
+    .response()
+}

@@ -1,0 +1,252 @@
+//! The stores named in the configuration and the actors, started once for the server
+//! (and the stores alone for the CLI).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+use kubegate_actors::auditor::{AuditCounters, AuditSink, Auditor, JsonLinesFile, StdoutSink};
+use kubegate_actors::kubeconfig::KubeconfigRules;
+use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
+use kubegate_actors::postgres::PostgresAuditSink;
+use kubegate_actors::postgres::PostgresPolicyStore;
+use kubegate_actors::registry::ClusterRegistry;
+use kubegate_actors::store::{
+    ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
+};
+use kubegate_actors::tokens::{FileTokenStore, TokenStore};
+use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+
+use super::StartError;
+use crate::config::{read_secret, Config, ConfigError, VaultConfig};
+use crate::gate::revocations::Revocations;
+use crate::gate::tokens::{load_signing_key, TokenAuthority};
+
+/// The stores named in the configuration.
+pub struct Stores {
+    /// Clusters.
+    pub clusters: Arc<dyn ClusterStore>,
+    /// Memberships.
+    pub members: Arc<dyn MemberStore>,
+    /// Policy lines.
+    pub policy: Arc<dyn PolicyStore>,
+    /// Token records and revocations.
+    pub tokens: Arc<dyn TokenStore>,
+}
+
+impl Stores {
+    /// Opens the stores of `config`. With Vault, logs in (a Vault that is down is not an
+    /// error here: requests that need it get a 503 until it is back).
+    pub async fn open(config: &Config) -> Result<Stores, ConfigError> {
+        let vault = match &config.store.vault {
+            Some(vault) if config.store.kind == "vault" || config.auth.token_store == "vault" => {
+                let store = VaultClusterStore::connect(vault_settings(vault)?)
+                    .await
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+                    arbiter.spawn(store.clone().keep_alive());
+                }
+                Some(store)
+            }
+            _ => None,
+        };
+        let clusters: Arc<dyn ClusterStore> = match &vault {
+            Some(store) if config.store.kind == "vault" => store.clone(),
+            _ => Arc::new(FileClusterStore::new(&config.store.path)),
+        };
+        let tokens: Arc<dyn TokenStore> = match &vault {
+            Some(store) if config.auth.token_store == "vault" => store.clone(),
+            _ => Arc::new(FileTokenStore::new(&config.store.path)),
+        };
+        let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
+            match config.policy.storage.as_str() {
+                "postgres" => {
+                    let seed = std::fs::read_to_string(&config.policy.policy).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "cannot read the policy {}: {e}",
+                            config.policy.policy.display()
+                        ))
+                    })?;
+                    let url = config.policy.postgres_url.as_deref().unwrap_or_default();
+                    let store = PostgresPolicyStore::connect(url, &seed)
+                        .await
+                        .map_err(|e| ConfigError::Invalid(format!("policy.postgres_url: {e}")))?;
+                    (store.clone(), store)
+                }
+                _ => (
+                    Arc::new(FileMemberStore::new(&config.store.path)),
+                    Arc::new(FilePolicyStore::new(&config.policy.policy)),
+                ),
+            };
+        Ok(Stores {
+            clusters,
+            members,
+            policy,
+            tokens,
+        })
+    }
+}
+
+/// The token store alone (for the CLI), as [`Stores::open`] would open it.
+pub async fn open_token_store(config: &Config) -> Result<Arc<dyn TokenStore>, ConfigError> {
+    match &config.store.vault {
+        Some(vault) if config.auth.token_store == "vault" => {
+            let store = VaultClusterStore::connect(vault_settings(vault)?)
+                .await
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            Ok(store)
+        }
+        _ => Ok(Arc::new(FileTokenStore::new(&config.store.path))),
+    }
+}
+
+fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
+    let auth = match vault.auth.as_str() {
+        "approle" => VaultAuth::AppRole {
+            mount: vault.approle_mount.clone(),
+            role_id: vault.role_id.clone().unwrap_or_default(),
+            secret_id: read_secret(
+                vault.secret_id_file.as_deref(),
+                "KUBEGATE_VAULT_SECRET_ID",
+                "Vault AppRole secret id",
+            )?,
+        },
+        "kubernetes" => VaultAuth::Kubernetes {
+            mount: vault.kubernetes_mount.clone(),
+            role: vault.kubernetes_role.clone().unwrap_or_default(),
+            jwt_file: vault.jwt_file.clone(),
+        },
+        _ => VaultAuth::Token(read_secret(
+            vault.token_file.as_deref(),
+            "VAULT_TOKEN",
+            "Vault token",
+        )?),
+    };
+    Ok(VaultSettings {
+        address: vault.address.clone(),
+        mount: vault.mount.clone(),
+        prefix: vault.prefix.clone(),
+        auth,
+        timeout: vault.timeout,
+    })
+}
+
+/// The kubeconfig rules of `config`.
+pub fn kubeconfig_rules(config: &Config) -> KubeconfigRules {
+    KubeconfigRules {
+        allow_insecure_http: config.clusters.allow_insecure_http,
+        denied_networks: Arc::new(config.clusters.denied_networks.clone()),
+        allowed_exec: Arc::new(config.clusters.allowed_exec_plugins.clone()),
+    }
+}
+
+/// The running actors.
+pub struct Services {
+    /// The cluster registry.
+    pub registry: Addr<ClusterRegistry>,
+    /// The policy enforcer.
+    pub policy: Addr<PolicyEnforcer>,
+    /// The policy enforcer's generation and shape.
+    pub policy_shape: Arc<PolicyShape>,
+    /// The auditor.
+    pub auditor: Addr<Auditor>,
+    /// The auditor's figures.
+    pub audit_counters: Arc<AuditCounters>,
+    /// Tokens.
+    pub tokens: Arc<TokenAuthority>,
+    /// The stores.
+    pub stores: Stores,
+    /// Revoked token and session ids, kept up to date from the token store.
+    pub revocations: Arc<Revocations>,
+    /// Browser login.
+    pub login: Arc<crate::login::Login>,
+    /// Browser sessions.
+    pub sessions: crate::gate::session::Sessions,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Services {
+    /// Starts every actor on its own arbiter (thread), so that store reads, policy
+    /// decisions and audit writes never run on an HTTP worker.
+    pub async fn start(config: &Config) -> Result<Services, StartError> {
+        let key = load_signing_key(&config.auth)?;
+        let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
+        let stores = Stores::open(config).await?;
+        let login = crate::login::build(config).map_err(ConfigError::Invalid)?;
+        let sessions = crate::gate::session::Sessions::open(&config.sessions, &key)
+            .await
+            .map_err(ConfigError::Invalid)?;
+        let revocations = Arc::new(Revocations::default());
+        match stores.tokens.revoked().await {
+            Ok(revoked) => revocations.replace(revoked.into_keys()),
+            Err(e) => log::error!("revocations not read at start (will retry): {e}"),
+        }
+        if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+            arbiter.spawn(crate::gate::revocations::poll(
+                stores.tokens.clone(),
+                Arc::downgrade(&revocations),
+                config.auth.revocation_poll,
+            ));
+        }
+        let enforcer = PolicyEnforcer::load(
+            PolicySources {
+                model: config.policy.model.clone(),
+                policy: stores.policy.clone(),
+                members: stores.members.clone(),
+                global_admins: config.policy.global_admins.clone(),
+            },
+            config.policy.member_poll,
+        )
+        .await?;
+        let (registry_arbiter, policy_arbiter, audit_arbiter) =
+            (Arbiter::new(), Arbiter::new(), Arbiter::new());
+        let rules = kubeconfig_rules(config);
+        let clusters = stores.clusters.clone();
+        let idle = config.clusters.idle_timeout;
+        let registry = ClusterRegistry::start_in_arbiter(&registry_arbiter.handle(), move |_| {
+            ClusterRegistry::new(clusters, rules).with_idle_timeout(idle)
+        });
+        let policy_shape = enforcer.shape();
+        let policy = PolicyEnforcer::start_in_arbiter(&policy_arbiter.handle(), move |_| enforcer);
+        let audit = config.audit.clone();
+        let auditor_built = std::sync::mpsc::channel();
+        let auditor = Auditor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
+            let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
+            for name in &audit.sinks {
+                match name.as_str() {
+                    "stdout" => sinks.push(Box::new(StdoutSink)),
+                    "postgres" => sinks.push(Box::new(PostgresAuditSink::start(
+                        audit.postgres_url.as_deref().unwrap_or_default(),
+                        Duration::from_secs(5),
+                    ))),
+                    _ => sinks.push(Box::new(
+                        JsonLinesFile::new(&audit.file)
+                            .with_rotation(audit.max_file_bytes, audit.keep_files),
+                    )),
+                }
+            }
+            let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
+                .with_spill(audit.spill_dir.clone(), audit.max_queue)
+                .with_denial_limit(audit.denials_per_client, audit.denial_window);
+            let _ = auditor_built.0.send(auditor.counters());
+            auditor
+        });
+        let audit_counters = auditor_built
+            .1
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| StartError::Io(std::io::Error::other("the auditor did not start")))?;
+        Ok(Services {
+            registry,
+            policy,
+            policy_shape,
+            auditor,
+            audit_counters,
+            tokens,
+            stores,
+            revocations,
+            login,
+            sessions,
+            _arbiters: vec![registry_arbiter, policy_arbiter, audit_arbiter],
+        })
+    }
+}
