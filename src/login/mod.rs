@@ -17,13 +17,15 @@
 
 pub mod ldap;
 pub mod oauth;
+mod pages;
+mod roles;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::Recipient;
 use actix_session::{Session, SessionExt};
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
@@ -194,7 +196,7 @@ impl Login {
 
 /// The routes of browser login.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(landing))
+    cfg.route("/", web::get().to(pages::landing))
         .route("/auth/providers", web::get().to(providers))
         .route("/auth/session", web::get().to(whoami))
         .route("/auth/logout", web::post().to(logout))
@@ -218,31 +220,6 @@ fn audit(gate: &Gate, req: &HttpRequest, provider: &str) -> AuditContext {
     audit
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(ContentType::html())
-        .insert_header(("Cache-Control", "no-store"))
-        .insert_header(("X-Frame-Options", "DENY"))
-        .insert_header((
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ))
-        .body(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} - kubegate</title>\
-             <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto}}</style></head>\
-             <body><h1>{t}</h1>{body}</body></html>",
-            t = escape(title)
-        ))
-}
-
 /// A failed login: audited, counted, and told to the person.
 fn failed(
     req: &HttpRequest,
@@ -263,12 +240,12 @@ fn failed(
     crate::metrics::login(provider, outcome(&error));
     log::info!("login with {provider} failed: {message}");
     let response = if wants_html(req) {
-        page(
+        pages::page(
             status,
             "Login failed",
             &format!(
                 "<p>{}</p><p><a href=\"/\">Back to the start</a></p>",
-                escape(&message)
+                pages::escape(&message)
             ),
         )
     } else {
@@ -355,7 +332,7 @@ async fn begin(
         Provider::Ldap(_) => {
             let token = session::random_token();
             remember(&session, name, &token, "", "", &redirect)?;
-            return Ok(ldap_page(name, &token, &redirect, None));
+            return Ok(pages::ldap_page(name, &token, &redirect, None));
         }
     };
     remember(
@@ -405,31 +382,6 @@ fn claim_pending(
     } else {
         Err(LoginError::BadState)
     }
-}
-
-fn ldap_page(provider: &str, token: &str, redirect: &str, error: Option<&str>) -> HttpResponse {
-    let error = error
-        .map(|e| format!("<p role=\"alert\" style=\"color:#b00\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    page(
-        if error.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::UNAUTHORIZED
-        },
-        "Log in to kubegate",
-        &format!(
-            "{error}<form method=\"post\" action=\"/auth/{p}/login\">\
-             <input type=\"hidden\" name=\"state\" value=\"{t}\">\
-             <input type=\"hidden\" name=\"redirect\" value=\"{r}\">\
-             <p><label>User name <input id=\"username\" name=\"username\" autocomplete=\"username\" required></label></p>\
-             <p><label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
-             <p><button id=\"login\" type=\"submit\">Log in</button></p></form>",
-            p = escape(provider),
-            t = escape(token),
-            r = escape(redirect),
-        ),
-    )
 }
 
 #[derive(Deserialize)]
@@ -552,7 +504,7 @@ async fn ldap_form(
             audit.event.error = Some(error.to_string());
             crate::metrics::login(&name, outcome(&error));
             audit.finish(gate.auditor(), 401, 0, 0);
-            ldap_page(&name, &token, &pending.redirect, Some(&error.to_string()))
+            pages::ldap_page(&name, &token, &pending.redirect, Some(&error.to_string()))
         }
         Err(e) => {
             let error = match e {
@@ -595,7 +547,7 @@ async fn logged_in(
     if let Err(e) = session::log_in(&req.get_session(), &session_user) {
         return failed(req, gate, provider, audit, LoginError::Session(e));
     }
-    let granted = apply_role_rules(state, &session_user).await;
+    let granted = roles::apply_role_rules(state, &session_user).await;
     audit.event.decision = AuditDecision::Allow;
     audit.event.reason = if granted.is_empty() {
         "logged in".to_string()
@@ -609,60 +561,6 @@ async fn logged_in(
         .insert_header((header::LOCATION, redirect.to_string()))
         .insert_header(("Cache-Control", "no-store"))
         .finish()
-}
-
-/// Gives the roles the rules grant to `user`'s groups, where the user has no role yet
-/// in that org (or only `member` and the rule says `admin`). Returns what was granted.
-async fn apply_role_rules(state: &LoginState, user: &SessionUser) -> Vec<String> {
-    let wanted: Vec<&RoleRule> = state
-        .login
-        .rules
-        .iter()
-        .filter(|r| r.provider.as_deref().is_none_or(|p| p == user.provider))
-        .filter(|r| user.groups.iter().any(|g| g == &r.group))
-        .collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let current = match state.members.all().await {
-        Ok(all) => all,
-        Err(e) => {
-            log::error!("role rules not applied to {}: {e}", user.user);
-            return Vec::new();
-        }
-    };
-    let mut granted = Vec::new();
-    let mut best: BTreeMap<u64, &str> = BTreeMap::new();
-    for rule in wanted {
-        let role = best.entry(rule.org).or_insert(rule.role.as_str());
-        if rule.role == "admin" {
-            *role = "admin";
-        }
-    }
-    for (org, role) in best {
-        let has = current
-            .iter()
-            .find(|m| m.org == org && m.user == user.user)
-            .map(|m| m.role.as_str());
-        let give = match has {
-            None => true,
-            Some("member") => role == "admin",
-            Some(_) => false,
-        };
-        if give {
-            match state.members.set(org, &user.user, role).await {
-                Ok(()) => granted.push(format!("{role} of org {org}")),
-                Err(e) => log::error!("role rule for {} in org {org}: {e}", user.user),
-            }
-        }
-    }
-    if !granted.is_empty() {
-        // in force before the browser's next request, on this replica at once
-        if let Err(e) = state.policy_reload.send(Reload).await {
-            log::error!("policy reload after role rules failed: {e}");
-        }
-    }
-    granted
 }
 
 /// `POST /auth/logout`: ends the session here and, through the revocations, on every
@@ -751,52 +649,6 @@ async fn providers(state: web::Data<LoginState>) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
-/// `GET /`: who is logged in, with a token link and a logout button; or the login links.
-async fn landing(
-    req: HttpRequest,
-    gate: web::Data<Gate>,
-    state: web::Data<LoginState>,
-) -> HttpResponse {
-    let user = gate
-        .authenticate(&req)
-        .ok()
-        .and_then(|identity| identity.session);
-    match user {
-        Some(user) => page(
-            StatusCode::OK,
-            "kubegate",
-            &format!(
-                "<p>Logged in as <b id=\"user\">{u}</b> with {p}.</p>\
-                 <p><a href=\"/pipeline/api/v1/token\">Create an API token</a> for kubectl and curl.</p>\
-                 <form method=\"post\" action=\"/auth/logout\"><button id=\"logout\">Log out</button></form>",
-                u = escape(&user.user),
-                p = escape(&user.provider)
-            ),
-        ),
-        None => {
-            let links: String = state
-                .login
-                .names()
-                .iter()
-                .map(|(name, kind)| {
-                    format!(
-                        "<li><a href=\"/auth/{n}/login\">Log in with {n}</a> ({kind})</li>",
-                        n = escape(name)
-                    )
-                })
-                .collect();
-            let body = if links.is_empty() {
-                "<p>No login provider is configured; use an API token \
-                 (<code>kubegate token create</code>).</p>"
-                    .to_string()
-            } else {
-                format!("<ul>{links}</ul>")
-            };
-            page(StatusCode::OK, "kubegate", &body)
-        }
-    }
-}
-
 /// What the login layer needs at start: the providers, checked.
 pub fn build(config: &crate::config::Config) -> Result<Arc<Login>, String> {
     Login::new(
@@ -820,13 +672,5 @@ mod tests {
             redirect_target(Some("//evil.example")),
             Err(LoginError::BadRedirect(_))
         ));
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape("<script>\"x\"&'</script>"),
-            "&lt;script&gt;&quot;x&quot;&amp;&#39;&lt;/script&gt;"
-        );
     }
 }

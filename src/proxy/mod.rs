@@ -12,6 +12,7 @@
 //!
 //! and every request, whatever its end, becomes one audit event.
 
+pub mod headers;
 pub mod path;
 pub mod rewrite;
 pub mod tunnel;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
@@ -42,78 +43,9 @@ use crate::gate::{Gate, Question};
 use crate::status::StatusError;
 use path::ProxyPath;
 
-/// Request headers never forwarded: hop-by-hop headers, and what would let a client speak
-/// for kubegate (its credentials) or for someone else (impersonation, front-proxy users).
-pub(crate) fn is_dropped_request_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "authorization"
-            | "cookie"
-            | "content-length"
-            | "expect"
-            | "x-forwarded-for"
-    ) || n.starts_with("impersonate-")
-        || n.starts_with("x-remote-")
-}
-
-/// Response headers never passed back: hop-by-hop, and the body framing actix-web sets.
-fn is_dropped_response_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-    )
-}
-
-/// Header names listed in `Connection`: hop-by-hop too.
-pub(crate) fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// The `X-Forwarded-For` value to send: the client's own list, then its address.
-pub(crate) fn forwarded_for(req: &HttpRequest) -> String {
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
-        Some(earlier) => earlier.to_string(),
-        None => peer,
-    }
-}
-
 fn is_upgrade(req: &HttpRequest) -> bool {
     req.headers().contains_key(header::UPGRADE)
-        || connection_listed(req.headers())
+        || headers::connection_listed(req.headers())
             .iter()
             .any(|t| t == "upgrade")
 }
@@ -288,13 +220,13 @@ async fn forward(
         url.push_str(query);
     }
     let mut upstream = client.request(req.method().clone(), url);
-    let listed = connection_listed(req.headers());
+    let listed = headers::connection_listed(req.headers());
     for (name, value) in req.headers() {
-        if !is_dropped_request_header(name) && !listed.iter().any(|l| l == name.as_str()) {
+        if !headers::dropped_from_request(name) && !listed.iter().any(|l| l == name.as_str()) {
             upstream = upstream.append_header((name.clone(), value.clone()));
         }
     }
-    let forwarded_for = forwarded_for(&req);
+    let forwarded_for = headers::forwarded_for(&req);
     if !forwarded_for.is_empty() {
         upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
     }
@@ -357,10 +289,10 @@ async fn forward(
 
     let status = response.status();
     let mut builder = HttpResponse::build(status);
-    let listed = connection_listed(response.headers());
+    let listed = headers::connection_listed(response.headers());
     let prefix = rewrite::prefix(path.org, path.cluster);
     for (name, value) in response.headers() {
-        if !is_dropped_response_header(name) && !listed.iter().any(|l| l == name.as_str()) {
+        if !headers::dropped_from_answer(name) && !listed.iter().any(|l| l == name.as_str()) {
             // a redirect to a path of the API server stays under the cluster's prefix
             let moved = (name == header::LOCATION)
                 .then(|| value.to_str().ok())

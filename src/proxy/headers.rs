@@ -1,0 +1,167 @@
+//! The header rules of the proxy route, in one table shared by forwarding
+//! ([`crate::proxy`]) and the upgrade tunnel ([`crate::proxy::tunnel`]).
+//!
+//! What is never forwarded to an API server: hop-by-hop headers, and whatever would let
+//! a client speak for kubegate (its credentials: `Authorization`, `Cookie`) or for
+//! someone else (`Impersonate-*`, the front proxy's `X-Remote-*`). What never comes back:
+//! the connection's own headers and the body framing actix-web sets itself.
+
+use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::HttpRequest;
+
+/// Where a header is dropped.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    /// From a request forwarded to the API server (and from an upgrade request's head).
+    request: bool,
+    /// From an API server's answer to a forwarded request.
+    answer: bool,
+    /// From an API server's answer to an upgrade (`101`, or the refusal relayed).
+    upgrade_answer: bool,
+}
+
+const ALL: Rule = Rule {
+    request: true,
+    answer: true,
+    upgrade_answer: true,
+};
+const REQUEST: Rule = Rule {
+    request: true,
+    answer: false,
+    upgrade_answer: false,
+};
+
+/// One row per header that kubegate does not pass through as it came.
+const RULES: &[(&str, Rule)] = &[
+    ("connection", ALL),
+    ("keep-alive", ALL),
+    ("proxy-connection", ALL),
+    ("te", ALL),
+    ("trailer", ALL),
+    ("transfer-encoding", ALL),
+    ("content-length", ALL),
+    (
+        "proxy-authenticate",
+        Rule {
+            request: true,
+            answer: true,
+            upgrade_answer: false,
+        },
+    ),
+    // an upgrade's own `Upgrade` goes back with its 101; the tunnel drops it from a
+    // relayed refusal itself
+    (
+        "upgrade",
+        Rule {
+            request: true,
+            answer: true,
+            upgrade_answer: false,
+        },
+    ),
+    ("proxy-authorization", REQUEST),
+    ("host", REQUEST),
+    ("authorization", REQUEST),
+    ("cookie", REQUEST),
+    ("expect", REQUEST),
+    // replaced by kubegate's own, with the client's address appended
+    ("x-forwarded-for", REQUEST),
+];
+
+/// Request header prefixes never forwarded: impersonation and front-proxy identities.
+const REQUEST_PREFIXES: &[&str] = &["impersonate-", "x-remote-"];
+
+fn rule(name: &HeaderName) -> Option<Rule> {
+    let name = name.as_str();
+    RULES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
+
+/// Whether a request header is never forwarded to the API server.
+pub fn dropped_from_request(name: &HeaderName) -> bool {
+    rule(name).is_some_and(|r| r.request)
+        || REQUEST_PREFIXES
+            .iter()
+            .any(|p| name.as_str().starts_with(p))
+}
+
+/// Whether a header of the API server's answer to a forwarded request is not passed back.
+pub fn dropped_from_answer(name: &HeaderName) -> bool {
+    rule(name).is_some_and(|r| r.answer)
+}
+
+/// Whether a header of the API server's answer to an upgrade is not passed back.
+pub fn dropped_from_upgrade_answer(name: &HeaderName) -> bool {
+    rule(name).is_some_and(|r| r.upgrade_answer)
+}
+
+/// Header names listed in `Connection`: hop-by-hop too.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The `X-Forwarded-For` value to send: the client's own list, then its address.
+pub fn forwarded_for(req: &HttpRequest) -> String {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(earlier) if !peer.is_empty() => format!("{earlier}, {peer}"),
+        Some(earlier) => earlier.to_string(),
+        None => peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(name: &'static str) -> HeaderName {
+        HeaderName::from_static(name)
+    }
+
+    #[test]
+    fn credentials_and_identities_never_go_up() {
+        for name in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "impersonate-user",
+            "impersonate-group",
+            "impersonate-extra-scopes",
+            "x-remote-user",
+            "x-remote-group",
+            "host",
+            "connection",
+            "upgrade",
+        ] {
+            assert!(dropped_from_request(&n(name)), "{name}");
+        }
+        for name in [
+            "accept",
+            "content-type",
+            "user-agent",
+            "sec-websocket-protocol",
+        ] {
+            assert!(!dropped_from_request(&n(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_answer_keeps_its_upgrade_header() {
+        assert!(dropped_from_answer(&n("upgrade")));
+        assert!(!dropped_from_upgrade_answer(&n("upgrade")));
+        assert!(dropped_from_upgrade_answer(&n("transfer-encoding")));
+        assert!(!dropped_from_answer(&n("content-type")));
+        assert!(!dropped_from_request(&n("x-forwarded-host")));
+    }
+}
