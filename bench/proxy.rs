@@ -10,7 +10,7 @@
 // The stand-in of the integration tests. Top-level modules rather than `mod common { .. }`:
 // inside an inline module the path would be resolved from bench/common/, which does not
 // exist. `apiserver`'s `super::certs` is `crate::certs` either way.
-#[path = "../tests/common/apiserver.rs"]
+#[path = "../tests/common/apiserver/mod.rs"]
 mod apiserver;
 #[path = "../tests/common/binary.rs"]
 #[allow(dead_code)]

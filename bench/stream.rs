@@ -17,7 +17,7 @@
 //!
 //! kubegate's CPU per GiB is its user+system time over the transfer (`/proc/PID/stat`).
 
-#[path = "../tests/common/apiserver.rs"]
+#[path = "../tests/common/apiserver/mod.rs"]
 mod apiserver;
 #[path = "../tests/common/binary.rs"]
 #[allow(dead_code)]

@@ -1,4 +1,4 @@
-//! Tests of the Kubernetes API server stand-in (`tests/common/apiserver.rs`) with real
+//! Tests of the Kubernetes API server stand-in (`tests/common/apiserver/`) with real
 //! clients: the real `kubectl` (`/usr/bin/kubectl`, or `$KUBECTL`) pointed straight at it,
 //! and a plain HTTPS client (awc over rustls). They prove the stand-in is faithful enough
 //! for kubegate's integration tests to trust it.
