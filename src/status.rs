@@ -4,17 +4,6 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::json;
 
-/// Where an error came from; decides between 4xx, 502 and 500.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
-    /// The client sent something wrong or is not allowed.
-    Downstream,
-    /// The cluster's API server could not be reached or failed.
-    Upstream,
-    /// kubegate itself failed.
-    Internal,
-}
-
 /// A `Status` error about to be sent.
 #[derive(Debug, Clone)]
 pub struct StatusError {
@@ -26,70 +15,37 @@ pub struct StatusError {
     pub message: String,
     /// `details` of the Status, if any (`{"name":..,"kind":..}`).
     pub details: Option<serde_json::Value>,
-    /// Where it came from.
-    pub source: ErrorSource,
 }
 
 impl StatusError {
-    fn new(
-        code: StatusCode,
-        reason: &'static str,
-        message: impl Into<String>,
-        source: ErrorSource,
-    ) -> Self {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
         StatusError {
             code,
             reason,
             message: message.into(),
             details: None,
-            source,
         }
     }
 
     /// 400
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            message,
-            ErrorSource::Downstream,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
     /// 401
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            message,
-            ErrorSource::Downstream,
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }
     /// 403
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            message,
-            ErrorSource::Downstream,
-        )
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
     /// 404
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            message,
-            ErrorSource::Downstream,
-        )
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
     }
     /// 502: the API server could not be reached or broke off.
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_GATEWAY,
-            "ServiceUnavailable",
-            message,
-            ErrorSource::Upstream,
-        )
+        Self::new(StatusCode::BAD_GATEWAY, "ServiceUnavailable", message)
     }
     /// 503: a part of kubegate the request needs is not available.
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -97,26 +53,15 @@ impl StatusError {
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             message,
-            ErrorSource::Internal,
         )
     }
     /// 504: the API server did not accept the connection in time.
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            message,
-            ErrorSource::Upstream,
-        )
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
     }
     /// 429: a client sent more requests than its rate limit allows.
     pub fn too_many_requests(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            message,
-            ErrorSource::Downstream,
-        )
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
     }
     /// 431: the request's headers are larger than `server.max_header_bytes`.
     pub fn headers_too_large(message: impl Into<String>) -> Self {
@@ -124,17 +69,11 @@ impl StatusError {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "RequestHeaderFieldsTooLarge",
             message,
-            ErrorSource::Downstream,
         )
     }
     /// 500
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            message,
-            ErrorSource::Internal,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
     /// Adds `details`.

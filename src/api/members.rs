@@ -1,12 +1,7 @@
-//! Org membership, the caller's orgs, and the policy reload: the REST API around the
-//! PolicyEnforcer.
-//!
-//! - `GET /pipeline/api/v1/orgs`: the orgs the caller belongs to, with the role;
-//! - `GET /pipeline/api/v1/orgs/{org}/members`, `PUT|DELETE .../members/{user}`: org
-//!   admins (and global administrators) change memberships; members may list them;
-//! - `POST /pipeline/api/v1/admin/policy/reload`: global administrators reload the model
-//!   and policy; a policy that does not load is refused with its line, and the old one
-//!   stays in force.
+//! Org membership: `GET /pipeline/api/v1/orgs/{org}/members`, `PUT|DELETE
+//! .../members/{user}`. Org admins (and global administrators) change memberships;
+//! members may list them. A change is in force at once on this replica (the policy is
+//! reloaded), on the others within `policy.member_poll`.
 
 use std::sync::Arc;
 
@@ -33,26 +28,21 @@ pub struct Members {
 
 /// The routes of this API.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pipeline/api/v1/orgs", web::get().to(my_orgs))
-        .route(
-            "/pipeline/api/v1/orgs/{org}/members",
-            web::get().to(list_members),
-        )
-        .route(
-            "/pipeline/api/v1/orgs/{org}/members/{user}",
-            web::put().to(set_member),
-        )
-        .route(
-            "/pipeline/api/v1/orgs/{org}/members/{user}",
-            web::delete().to(remove_member),
-        )
-        .route(
-            "/pipeline/api/v1/admin/policy/reload",
-            web::post().to(reload),
-        );
+    cfg.route(
+        "/pipeline/api/v1/orgs/{org}/members",
+        web::get().to(list_members),
+    )
+    .route(
+        "/pipeline/api/v1/orgs/{org}/members/{user}",
+        web::put().to(set_member),
+    )
+    .route(
+        "/pipeline/api/v1/orgs/{org}/members/{user}",
+        web::delete().to(remove_member),
+    );
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
@@ -69,36 +59,6 @@ async fn apply(state: &Members) -> Result<(), ApiError> {
             "the membership is stored but the policy enforcer did not answer: {e}"
         ))),
     }
-}
-
-async fn my_orgs(
-    req: HttpRequest,
-    gate: web::Data<Gate>,
-    state: web::Data<Members>,
-) -> HttpResponse {
-    let (st, gt) = (state.clone(), gate.clone());
-    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
-        let all = st.members.all().await.map_err(unavailable)?;
-        let global = gt.is_global_admin(&user);
-        let mut orgs: Vec<serde_json::Value> = all
-            .iter()
-            .filter(|m| m.user == user)
-            .map(|m| json!({"id": m.org, "role": m.role}))
-            .collect();
-        if global {
-            let mut known: Vec<u64> = all.iter().map(|m| m.org).collect();
-            known.sort_unstable();
-            known.dedup();
-            for org in known {
-                if !orgs.iter().any(|o| o["id"] == org) {
-                    orgs.push(json!({"id": org, "role": "global-admin"}));
-                }
-            }
-        }
-        orgs.sort_by_key(|o| o["id"].as_u64());
-        Ok(HttpResponse::Ok().json(orgs))
-    })
-    .await
 }
 
 async fn list_members(
@@ -217,33 +177,5 @@ async fn remove_member(
             Ok(HttpResponse::Ok().json(json!({"org": org, "user": user, "removed": true})))
         },
     )
-    .await
-}
-
-async fn reload(
-    req: HttpRequest,
-    gate: web::Data<Gate>,
-    state: web::Data<Members>,
-) -> HttpResponse {
-    let st = state.clone();
-    guarded(&req, &gate, Access::GlobalAdmin, |_, user| async move {
-        let stats = st
-            .policy_reload
-            .send(Reload)
-            .await
-            .map_err(unavailable)?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("{e}; the policy in force is unchanged"),
-                )
-            })?;
-        log::info!(
-            "policy reloaded by {user}: {} rules, {} role bindings",
-            stats.policies,
-            stats.groupings
-        );
-        Ok(HttpResponse::Ok().json(stats))
-    })
     .await
 }

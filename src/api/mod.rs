@@ -9,6 +9,8 @@
 pub mod audit;
 pub mod clusters;
 pub mod members;
+pub mod orgs;
+pub mod policy;
 pub mod tokens;
 
 use actix_web::http::StatusCode;
@@ -176,6 +178,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(clusters::routes)
         .configure(members::routes)
+        .configure(orgs::routes)
+        .configure(policy::routes)
         .configure(audit::routes)
         .configure(tokens::routes);
 }

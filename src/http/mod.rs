@@ -157,6 +157,9 @@ impl Gateway {
             policy_reload: services.policy.clone().recipient(),
             policy_stats: services.policy.clone().recipient(),
         });
+        let policy = web::Data::new(crate::api::policy::PolicyApi {
+            policy_reload: services.policy.clone().recipient(),
+        });
         let tokens = web::Data::new(Tokens {
             tokens: services.tokens.clone(),
             token_store: services.stores.tokens.clone(),
@@ -195,6 +198,7 @@ impl Gateway {
                 .app_data(upstreams.clone())
                 .app_data(clusters.clone())
                 .app_data(members.clone())
+                .app_data(policy.clone())
                 .app_data(tokens.clone())
                 .app_data(audit_source.clone())
                 .app_data(login.clone())
