@@ -317,8 +317,32 @@ async fn the_tokens_api_creates_lists_and_revokes() {
         .unwrap()
         .to_string();
 
-    // GET /token after a browser login, as the Pipeline UI does
-    let ui = jar.get(&format!("{}/pipeline/api/v1/token", gw.url)).await;
+    // GET /token mints and stores a token: a cross-site navigation (a hostile page's
+    // link, which carries the SameSite=Lax cookie) is refused like a cross-site write,
+    // and so is a kubeconfig for a cluster
+    let url = format!("{}/pipeline/api/v1/token", gw.url);
+    for (what, headers) in [
+        ("cross-site", vec![("Sec-Fetch-Site", "cross-site")]),
+        ("no proof", vec![]),
+        ("a wrong CSRF token", vec![("X-CSRF-Token", "forged")]),
+    ] {
+        let refused = jar.send("GET", &url, &headers, None).await;
+        assert_eq!(refused.status, 403, "{what}: {}", refused.text);
+        assert!(refused.text.contains("X-CSRF-Token"), "{}", refused.text);
+    }
+    let config = format!("{}/pipeline/api/v1/orgs/1/clusters/1/config", gw.url);
+    let refused = jar
+        .send("GET", &config, &[("Sec-Fetch-Site", "cross-site")], None)
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let listed = jar.get(&format!("{}/pipeline/api/v1/tokens", gw.url)).await;
+    assert_eq!(listed.body, serde_json::json!([]), "nothing was minted");
+
+    // GET /token after a browser login, as the Pipeline UI does (its page's request is
+    // same-origin)
+    let ui = jar
+        .send("GET", &url, &[("Sec-Fetch-Site", "same-origin")], None)
+        .await;
     assert_eq!(ui.status, 201, "{}", ui.text);
     let token = ui.body["token"].as_str().unwrap().to_string();
     let target = gw.proxy_url(1, 1, "/api/v1/namespaces");
@@ -468,7 +492,14 @@ async fn replicas_share_sessions_in_redis_and_revocations() {
     }
 
     // a token made on one, revoked on one, refused by two within the poll period
-    let made = jar.get(&format!("{}/pipeline/api/v1/token", one.url)).await;
+    let made = jar
+        .send(
+            "GET",
+            &format!("{}/pipeline/api/v1/token", one.url),
+            &[("Sec-Fetch-Site", "same-origin")],
+            None,
+        )
+        .await;
     let token = made.body["token"].as_str().unwrap().to_string();
     let id = made.body["id"].as_str().unwrap().to_string();
     let target = two.proxy_url(1, 1, "/api/v1/namespaces");

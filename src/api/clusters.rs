@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::tokens::Tokens;
-use super::{guarded, id_param, parse_json, Access, ApiError};
+use super::{guarded, guarded_change, id_param, parse_json, Access, ApiError};
 use crate::clusters;
 use crate::gate::Gate;
 
@@ -257,7 +257,7 @@ async fn kubeconfig_for_caller(
     tokens: web::Data<Tokens>,
 ) -> HttpResponse {
     let (st, rq) = (state.clone(), req.clone());
-    guarded(&req, &gate, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
+    guarded_change(&req, &gate, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
         let (state, req) = (st, rq);
         let record = find(&state, &req, org).await?;
         let base = match &state.public_url {

@@ -110,6 +110,36 @@ where
     F: FnOnce(u64, String) -> Fut,
     Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
 {
+    let changes = crate::gate::session::is_unsafe(req.method());
+    gated(req, gate, access, changes, work).await
+}
+
+/// [`guarded`] for a `GET` that changes something (it mints and stores a token): with
+/// the session cookie, it needs the CSRF proof of a write ([`Gate::admit_change`]).
+pub async fn guarded_change<F, Fut>(
+    req: &HttpRequest,
+    gate: &Gate,
+    access: Access<'_>,
+    work: F,
+) -> HttpResponse
+where
+    F: FnOnce(u64, String) -> Fut,
+    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+{
+    gated(req, gate, access, true, work).await
+}
+
+async fn gated<F, Fut>(
+    req: &HttpRequest,
+    gate: &Gate,
+    access: Access<'_>,
+    changes: bool,
+    work: F,
+) -> HttpResponse
+where
+    F: FnOnce(u64, String) -> Fut,
+    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+{
     let mut audit = gate.record(req);
     audit.event.path = req.path().to_string();
     let (verb, object) = match access {
@@ -142,7 +172,11 @@ where
             Access::Authenticated => Question::Authenticated,
             Access::GlobalAdmin => Question::GlobalAdmin,
         };
-        let identity = gate.admit(req, question, &mut audit).await?;
+        let identity = if changes {
+            gate.admit_change(req, question, &mut audit).await?
+        } else {
+            gate.admit(req, question, &mut audit).await?
+        };
         let org = match question {
             Question::Org { org, .. } => org,
             _ => 0,

@@ -20,7 +20,7 @@ use kubegate_actors::tokens::{TokenRecord, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{guarded, parse_json, Access, ApiError};
+use crate::api::{guarded, guarded_change, parse_json, Access, ApiError};
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{IssuedToken, TokenAuthority};
 use crate::gate::Gate;
@@ -196,7 +196,7 @@ async fn create_for_session(
     state: web::Data<Tokens>,
 ) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &gate, Access::Authenticated, |_, user| async move {
+    guarded_change(&req, &gate, Access::Authenticated, |_, user| async move {
         let name = format!(
             "browser login {}",
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())

@@ -194,6 +194,30 @@ impl Gate {
         question: Question<'_>,
         audit: &mut AuditContext,
     ) -> Result<Identity, StatusError> {
+        let changes = session::is_unsafe(req.method());
+        self.admit_call(req, question, changes, audit).await
+    }
+
+    /// [`Gate::admit`] for a call that changes something whatever its method: a `GET`
+    /// that mints and stores a token. With the session cookie, it needs the same CSRF
+    /// proof as a write, since a cross-site top-level navigation carries the
+    /// `SameSite=Lax` cookie.
+    pub async fn admit_change(
+        &self,
+        req: &HttpRequest,
+        question: Question<'_>,
+        audit: &mut AuditContext,
+    ) -> Result<Identity, StatusError> {
+        self.admit_call(req, question, true, audit).await
+    }
+
+    async fn admit_call(
+        &self,
+        req: &HttpRequest,
+        question: Question<'_>,
+        changes: bool,
+        audit: &mut AuditContext,
+    ) -> Result<Identity, StatusError> {
         // 1. the audit trail must be able to record the request: refuse while events are
         // being lost (a sink down and its spill file failing too)
         if self.audit_counters.losing.load(Ordering::Relaxed) {
@@ -203,7 +227,7 @@ impl Gate {
         }
 
         // 2. who is asking
-        let identity = self.authenticate(req)?;
+        let identity = self.identify(req, changes)?;
         audit.event.user = identity.user.clone();
 
         // 3. may they
@@ -305,6 +329,11 @@ impl Gate {
     /// pass the CSRF check (403), so that another site cannot act through a logged-in
     /// browser. For pages that show who is logged in; what is gated uses [`Gate::admit`].
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, StatusError> {
+        self.identify(req, session::is_unsafe(req.method()))
+    }
+
+    /// [`Gate::authenticate`], with the CSRF check when the call `changes` something.
+    fn identify(&self, req: &HttpRequest, changes: bool) -> Result<Identity, StatusError> {
         let identity = match req.headers().get(header::AUTHORIZATION) {
             Some(value) => {
                 let claims = self
@@ -331,7 +360,7 @@ impl Gate {
                         "this session has ended (logged out); log in again",
                     ));
                 }
-                if session::is_unsafe(req.method()) && !session::csrf_ok(req, &user) {
+                if changes && !session::csrf_ok(req, &user) {
                     // whose cookie it was, for the audit record of the refusal
                     req.extensions_mut()
                         .insert(AuthenticatedUser(user.user.clone()));
