@@ -7,7 +7,7 @@
 //! came over TLS or when `sessions.secure = true`.
 //!
 //! A session authenticates the proxy route and the REST API as a token does (see
-//! [`crate::gate::authenticate`]), with two more rules: it ends at its expiry whatever
+//! [`crate::gate::Gate::authenticate`]), with two more rules: it ends at its expiry whatever
 //! the cookie says (a cookie-store cookie is data the browser keeps), and a session ended
 //! by logout is refused on every replica (its id joins the token revocations).
 
