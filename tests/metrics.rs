@@ -209,6 +209,46 @@ async fn open_watches_and_policy_reloads_are_gauged() {
     assert_eq!(after, reloads + 1.0);
 }
 
+/// A configured prefix under the proxy route is limited too: the proxy route is served
+/// before the router that the rate limit wraps, and asks the limit itself.
+#[actix_rt::test]
+async fn a_prefix_under_the_proxy_route_is_rate_limited() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .member(47, "alice", "admin")
+        .cluster(47, "dev", &api.kubeconfig_with_client_cert())
+        .configure(|c| {
+            c.server.rate_limit_per_minute = 60;
+            c.server.rate_limit_burst = 2;
+            c.server.rate_limited_paths = vec!["/pipeline/api/v1/orgs/47/clusters/".into()];
+        })
+        .start();
+    let token = gw.token("alice");
+    let pods = gw.proxy_url(47, gw.cluster_ids[0], "/api/v1/namespaces/default/pods");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(call("GET", &pods, Some(&token), None).await.0);
+    }
+    assert_eq!(codes, [200, 200, 429, 429], "the burst, then the limit");
+    let mut res = client()
+        .get(&pods)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(body["reason"], "TooManyRequests");
+    // the org's REST API under the same prefix shares its budget
+    let clusters = format!("{}/pipeline/api/v1/orgs/47/clusters", gw.url);
+    assert_eq!(call("GET", &clusters, Some(&token), None).await.0, 429);
+    // another org's path is not limited
+    let other = gw.proxy_url(48, 1, "/api/v1/namespaces");
+    assert_ne!(call("GET", &other, Some(&token), None).await.0, 429);
+}
+
 #[actix_rt::test]
 async fn token_and_login_paths_are_rate_limited_per_client() {
     let gw = TestGateway::builder()

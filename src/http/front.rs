@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 
+use super::limits::RateLimit;
 use crate::gate::{AuthenticatedUser, Gate, RequestId};
 use crate::proxy::Upstreams;
 use crate::status::StatusError;
@@ -75,8 +76,13 @@ pub async fn front(
                 Some((gate, upstreams))
             })
             .flatten();
-        match proxy {
-            Some((gate, upstreams)) => {
+        // the rate limit wraps the router; proxy paths are asked here
+        let limited = proxy
+            .as_ref()
+            .and_then(|_| req.app_data::<RateLimit>()?.refusal(&req));
+        match (proxy, limited) {
+            (_, Some(refusal)) => req.into_response(refusal).map_into_right_body(),
+            (Some((gate, upstreams)), None) => {
                 let (http, mut payload) = req.into_parts();
                 let payload =
                     <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload)
@@ -84,7 +90,7 @@ pub async fn front(
                 let answer = crate::proxy::handle(http.clone(), payload, gate, upstreams).await;
                 ServiceResponse::new(http, answer).map_into_right_body()
             }
-            _ => next.call(req).await?.map_into_left_body(),
+            (None, None) => next.call(req).await?.map_into_left_body(),
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -2,8 +2,10 @@
 //! to a set of path prefixes (login, token endpoints) and answers 429 past the limit.
 //!
 //! The limit is a token bucket per (prefix, client address): `burst` requests at once,
-//! refilled at `per_minute`. It wraps any `App`, scope or resource with `.wrap(..)` and
-//! touches only requests whose path starts with one of its prefixes; every other request
+//! refilled at `per_minute`. It wraps the router with `.wrap(..)`, and `front` asks it
+//! for proxy paths (served before the router), so that every configured prefix is
+//! limited, the proxy route's included. It touches only requests whose path starts with
+//! one of its prefixes; every other request
 //! costs a few `starts_with`. The buckets are shared by all workers behind one mutex,
 //! which only limited requests take (login and token calls are rare next to proxied ones).
 //!
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::HttpResponse;
 use kubegate_actors::network::Network;
 
 use crate::status::StatusError;
@@ -135,6 +138,28 @@ impl RateLimit {
         }
     }
 
+    /// The 429 for `req` when its client is over the limit of its path's prefix; takes
+    /// one request from the client's budget otherwise. The middleware asks it for the
+    /// routes of the router; `front` asks it for the proxy route, which it serves before
+    /// the router.
+    pub fn refusal(&self, req: &ServiceRequest) -> Option<HttpResponse> {
+        let prefix = self.limited(req.path())?;
+        let client = self.client(req)?;
+        let wait = self.take(prefix, client, Instant::now()).err()?;
+        let name = &self.inner.prefixes[prefix];
+        crate::metrics::rate_limited(name);
+        let seconds = wait.as_secs().max(1);
+        log::warn!("rate limit: {client} sent too many requests to {name}*");
+        let mut response = StatusError::too_many_requests(format!(
+            "too many requests to {name}; try again in {seconds} s"
+        ))
+        .response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        Some(response)
+    }
+
     /// The client of `req`: the peer, or, behind a trusted proxy, the nearest address of
     /// `X-Forwarded-For` that is not one.
     fn client(&self, req: &ServiceRequest) -> Option<IpAddr> {
@@ -214,23 +239,8 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        if let Some(prefix) = self.limit.limited(req.path()) {
-            if let Some(client) = self.limit.client(&req) {
-                if let Err(wait) = self.limit.take(prefix, client, Instant::now()) {
-                    let name = &self.limit.inner.prefixes[prefix];
-                    crate::metrics::rate_limited(name);
-                    let seconds = wait.as_secs().max(1);
-                    log::warn!("rate limit: {client} sent too many requests to {name}*");
-                    let mut response = StatusError::too_many_requests(format!(
-                        "too many requests to {name}; try again in {seconds} s"
-                    ))
-                    .response();
-                    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                        response.headers_mut().insert(RETRY_AFTER, value);
-                    }
-                    return Box::pin(ready(Ok(req.into_response(response).map_into_right_body())));
-                }
-            }
+        if let Some(response) = self.limit.refusal(&req) {
+            return Box::pin(ready(Ok(req.into_response(response).map_into_right_body())));
         }
         let service = self.service.clone();
         Box::pin(async move { Ok(service.call(req).await?.map_into_left_body()) })

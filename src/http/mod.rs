@@ -204,6 +204,7 @@ impl Gateway {
                 .app_data(login.clone())
                 .app_data(health.clone())
                 .app_data(header_limit.clone())
+                .app_data(limit.clone())
                 .wrap(limit.clone())
                 .wrap(from_fn(front::front))
                 .wrap(sessions.middleware())
