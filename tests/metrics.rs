@@ -242,7 +242,10 @@ async fn a_prefix_under_the_proxy_route_is_rate_limited() {
     let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
     assert_eq!(body["reason"], "TooManyRequests");
     // the org's REST API under the same prefix shares its budget
-    let clusters = format!("{}/pipeline/api/v1/orgs/47/clusters", gw.url);
+    let clusters = format!(
+        "{}/pipeline/api/v1/orgs/47/clusters/{}",
+        gw.url, gw.cluster_ids[0]
+    );
     assert_eq!(call("GET", &clusters, Some(&token), None).await.0, 429);
     // another org's path is not limited
     let other = gw.proxy_url(48, 1, "/api/v1/namespaces");
