@@ -242,10 +242,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     config.server.tls_cert_file.display()
                 );
             }
-            actix_rt::spawn(stop_on_signal(
-                gateway.handle(),
-                config.server.shutdown_grace,
-            ));
+            actix_rt::spawn(stop_on_signal(gateway.shutdown()));
             gateway.run().await?;
         }
         Command::Token {
@@ -322,7 +319,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
 /// kubegate handles these signals itself rather than leaving them to actix-server,
 /// which stops the whole actix system shortly after the HTTP server, racing the audit
 /// flush that must come after it.
-async fn stop_on_signal(handle: actix_web::dev::ServerHandle, grace: Duration) {
+async fn stop_on_signal(shutdown: kubegate::http::Shutdown) {
     use actix_rt::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -340,16 +337,16 @@ async fn stop_on_signal(handle: actix_web::dev::ServerHandle, grace: Duration) {
     };
     log::info!(
         "{name}: no new connections; in-flight requests get up to {}, then the audit trail is flushed",
-        humantime::format_duration(grace)
+        humantime::format_duration(shutdown.grace())
     );
-    let now = handle.clone();
+    let now = shutdown.clone();
     actix_rt::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
         log::warn!("second signal: stopping at once");
-        now.stop(false).await;
+        now.now();
     });
-    handle.stop(true).await;
+    shutdown.graceful().await;
 }

@@ -212,3 +212,54 @@ fn a_stream_longer_than_the_grace_is_cut_and_still_audited() {
         gate.audit()
     );
 }
+
+/// The grace is honoured as written, not rounded down to whole seconds (actix-web's own
+/// shutdown timeout counts seconds only): with `1500ms`, a watch is cut after 1.5 s, not
+/// 1 s. A second signal cuts at once, whatever the grace.
+#[test]
+fn the_grace_is_kept_as_written_and_a_second_signal_cuts_at_once() {
+    let api = ApiServer::start();
+    let watch =
+        "/pipeline/api/v1/orgs/1/clusters/1/proxy/api/v1/namespaces/default/pods?watch=true";
+    for (grace, second_signal) in [("1500ms", false), ("60s", true)] {
+        let gate = Kubegate::new().edit_config(|t| {
+            t.replace(
+                "shutdown_grace = \"10s\"",
+                &format!("shutdown_grace = \"{grace}\""),
+            )
+        });
+        gate.add_cluster(&api.kubeconfig_with_client_cert());
+        let token = gate.member_with_token("alice", "admin");
+        let (mut server, _) = gate.serve();
+        let http = gate.http_url().unwrap();
+        let (_watch, head, _) = raw_get(&http, watch, &token);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let sent = Instant::now();
+        server.signal("TERM");
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(200));
+            server.signal("INT");
+        }
+        let status = wait_exit(&mut server.0, Duration::from_secs(30));
+        let took = sent.elapsed();
+        println!("grace {grace}, second signal {second_signal}: exited after {took:?}");
+        assert!(status.success(), "exit 0: {status:?}");
+        if second_signal {
+            assert!(
+                took < Duration::from_secs(10),
+                "the second signal cut at once, not after the grace: {took:?}"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_millis(1500),
+                "the whole grace was given, not 1 s: {took:?}"
+            );
+            assert!(took < Duration::from_secs(10), "then it was cut: {took:?}");
+        }
+        assert!(
+            gate.audit().iter().any(|e| e["verb"] == "watch"),
+            "the cut watch is audited: {:#?}",
+            gate.audit()
+        );
+    }
+}

@@ -20,6 +20,7 @@ pub mod services;
 pub mod tls;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -27,6 +28,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use kubegate_actors::auditor::Flush;
 use kubegate_actors::policy::PolicyError;
+use tokio::sync::Notify;
 
 use crate::api::clusters::ClusterApi;
 use crate::api::members::Members;
@@ -97,6 +99,36 @@ pub struct Gateway {
     server: actix_web::dev::Server,
     services: Services,
     pending_audits: crate::metrics::PendingAudits,
+    shutdown: Shutdown,
+}
+
+/// Stops a [`Gateway`]: gracefully, with `server.shutdown_grace` as written (actix-web's
+/// own timeout counts whole seconds only), or at once.
+#[derive(Clone)]
+pub struct Shutdown {
+    handle: ServerHandle,
+    grace: Duration,
+    begun: Arc<Notify>,
+    cut: Arc<Notify>,
+}
+
+impl Shutdown {
+    /// Stops accepting connections; requests in flight get up to the grace, then are cut.
+    /// Returns when the server has stopped.
+    pub async fn graceful(&self) {
+        self.begun.notify_one();
+        self.handle.stop(true).await;
+    }
+
+    /// Cuts every request in flight now (a second signal).
+    pub fn now(&self) {
+        self.cut.notify_one();
+    }
+
+    /// The grace in force.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
 }
 
 impl Gateway {
@@ -211,7 +243,9 @@ impl Gateway {
                 .wrap(from_fn(crate::gate::session::secure_over_tls))
                 .configure(routes)
         })
-        .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+        // a backstop: the grace as written is kept by Gateway::run (see Shutdown); this
+        // one counts whole seconds only
+        .shutdown_timeout(grace_backstop(config.server.shutdown_grace))
         // SIGTERM and SIGINT are the binary's to handle (see main.rs): actix-server's own
         // handling stops the actix system soon after the server, racing the audit flush
         .disable_signals()
@@ -237,10 +271,18 @@ impl Gateway {
         if let Some(certificate) = certificate {
             actix_rt::spawn(certificate.watch(config.server.tls_reload_interval));
         }
+        let server = server.run();
+        let shutdown = Shutdown {
+            handle: server.handle(),
+            grace: config.server.shutdown_grace,
+            begun: Arc::new(Notify::new()),
+            cut: Arc::new(Notify::new()),
+        };
         Ok(Gateway {
-            server: server.run(),
+            server,
             services,
             pending_audits,
+            shutdown,
         })
     }
 
@@ -249,18 +291,50 @@ impl Gateway {
         self.server.handle()
     }
 
-    /// Serves until stopped through [`Gateway::handle`] (the binary does it on SIGTERM
-    /// and SIGINT), then writes every queued audit event.
+    /// What stops the server with the grace as written (the binary uses it on SIGTERM
+    /// and SIGINT).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until stopped through [`Gateway::shutdown`] or [`Gateway::handle`], then
+    /// writes every queued audit event.
     pub async fn run(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let Gateway {
+            mut server,
+            services,
+            pending_audits,
+            shutdown,
+        } = self;
+        let cut = async {
+            tokio::select! {
+                _ = async {
+                    shutdown.begun.notified().await;
+                    actix_rt::time::sleep(shutdown.grace).await;
+                } => log::warn!(
+                    "the grace of {} is over: requests still open are cut",
+                    humantime::format_duration(shutdown.grace)
+                ),
+                _ = shutdown.cut.notified() => log::warn!("requests still open are cut"),
+            }
+        };
+        let served = tokio::select! {
+            served = &mut server => served,
+            _ = cut => {
+                // dropping a stopping server stops its workers at once, dropping their
+                // connections (actix-server's documented drop behaviour)
+                drop(server);
+                Ok(())
+            }
+        };
         // streams cut at the end of the grace are dropped as their workers stop, and only
         // then submit their audit events: wait for them (their submission is counted
         // before their context goes, so no event falls between this and the drain)
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.pending_audits.count() > 0 && std::time::Instant::now() < deadline {
+        while pending_audits.count() > 0 && std::time::Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
-        let unfinished = self.pending_audits.count();
+        let unfinished = pending_audits.count();
         if unfinished > 0 {
             log::error!("{unfinished} requests had not ended 5 s after the server stopped; their audit events are lost");
         }
@@ -268,11 +342,17 @@ impl Gateway {
         if left > 0 {
             log::error!("{left} audit events were not handed over by the workers at shutdown");
         }
-        match self.services.auditor.send(Flush).await {
+        match services.auditor.send(Flush).await {
             Ok(Ok(n)) => log::info!("audit flushed ({n} events) at shutdown"),
             Ok(Err(e)) => log::error!("audit flush at shutdown failed: {e}"),
             Err(e) => log::error!("audit flush at shutdown failed: {e}"),
         }
         served
     }
+}
+
+/// actix-web's own shutdown timeout, in whole seconds: past the grace as written, which
+/// [`Gateway::run`] keeps, so that it never cuts first.
+fn grace_backstop(grace: Duration) -> u64 {
+    grace.as_secs() + 1
 }
