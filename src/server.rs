@@ -20,6 +20,7 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use kubegate_actors::auditor::PostgresAuditSink;
 use kubegate_actors::auditor::{
     AuditCounters, AuditSink, Auditor, Flush, JsonLinesFile, RecordBatch, StdoutSink,
 };
@@ -27,14 +28,13 @@ use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{
     Authorize, PolicyEnforcer, PolicyError, PolicyShape, PolicySources, Reload, Stats,
 };
-use kubegate_actors::postgres::PostgresAuditSink;
-use kubegate_actors::postgres::PostgresPolicyStore;
 use kubegate_actors::registry::{ClusterRegistry, LiveCount};
+use kubegate_actors::store::PostgresPolicyStore;
 use kubegate_actors::store::{
     ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
 };
-use kubegate_actors::tokens::{FileTokenStore, TokenStore};
-use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+use kubegate_actors::store::{FileTokenStore, TokenStore};
+use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 
 use crate::auth::{load_signing_key, TokenAuthority};
 use crate::config::{read_secret, Config, ConfigError, VaultConfig};

@@ -45,7 +45,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
-use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::registry::ClusterProxy;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 

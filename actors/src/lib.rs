@@ -3,7 +3,7 @@
 //! This crate knows actix, casbin and kube, and nothing of actix-web: the HTTP layer in
 //! the `kubegate` package talks to these actors through messages.
 //!
-//! - [`registry::ClusterRegistry`] owns one [`cluster::ClusterProxy`] per cluster, built
+//! - [`registry::ClusterRegistry`] owns one [`registry::ClusterProxy`] per cluster, built
 //!   from the kubeconfig kept in a [`store::ClusterStore`].
 //! - [`policy::PolicyEnforcer`] owns the Casbin enforcer and answers authorization questions
 //!   about Kubernetes [`attributes::RequestAttributes`].
@@ -11,17 +11,12 @@
 
 pub mod attributes;
 pub mod auditor;
-pub mod cluster;
-pub mod exec;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;
 pub mod policy;
-pub mod postgres;
 pub mod registry;
 pub mod store;
-pub mod tokens;
-pub mod vault;
 
 /// Identifies one cluster: its organization and its id in that organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

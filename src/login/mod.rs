@@ -30,7 +30,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::AuditDecision;
 use kubegate_actors::policy::Reload;
-use kubegate_actors::tokens::epoch_now;
+use kubegate_actors::store::epoch_now;
 use serde::Deserialize;
 use serde_json::json;
 

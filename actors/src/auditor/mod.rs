@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::attributes::RequestAttributes;
 
+mod postgres;
+
+pub use postgres::{query_audit, AuditQuery, PostgresAuditSink};
+
 /// What was decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -17,8 +17,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
-use crate::store::{ClusterRecord, ClusterStore, StoreError};
-use crate::tokens::{epoch_now, TokenRecord, TokenStore};
+use super::{epoch_now, ClusterRecord, ClusterStore, StoreError, TokenRecord, TokenStore};
 
 /// How kubegate logs in to Vault.
 #[derive(Clone)]

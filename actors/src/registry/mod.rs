@@ -8,13 +8,17 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::cluster::ClusterProxy;
 use crate::kubeconfig::{self, KubeconfigRules, UpstreamAuth};
+use crate::store::{ClusterStore, StoreError};
+use crate::ClusterKey;
+
+mod cluster;
+mod credential_plugin;
+
+pub use cluster::ClusterProxy;
 
 /// How long an exec credential plugin may take.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-use crate::store::{ClusterStore, StoreError};
-use crate::ClusterKey;
 
 /// Why a proxy instance could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -182,7 +186,7 @@ impl Handler<Create> for ClusterRegistry {
                         .map_err(|e| invalid(e.to_string()))?;
                 let mut expires_at = None;
                 if let UpstreamAuth::Exec(plugin) = &spec.auth {
-                    let credential = crate::exec::run(plugin, EXEC_TIMEOUT)
+                    let credential = credential_plugin::run(plugin, EXEC_TIMEOUT)
                         .await
                         .map_err(|reason| RegistryError::Credentials { key, reason })?;
                     expires_at = credential.expires_at;

@@ -649,8 +649,8 @@ mod tests {
     use super::*;
     use crate::store::FileMemberStore;
 
-    const MODEL: &str = include_str!("../../config/rbac_model.conf");
-    const POLICY: &str = include_str!("../../config/policy.csv");
+    const MODEL: &str = include_str!("../../../config/rbac_model.conf");
+    const POLICY: &str = include_str!("../../../config/policy.csv");
 
     async fn enforcer(dir: &std::path::Path) -> (Addr<PolicyEnforcer>, Arc<FileMemberStore>) {
         std::fs::write(dir.join("model.conf"), MODEL).unwrap();
