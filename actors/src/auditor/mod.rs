@@ -95,11 +95,6 @@ pub struct AuditEvent {
     pub ended: Option<String>,
 }
 
-/// Sent once per request, with `send(..)`: the event joins the next batch.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Record(pub AuditEvent);
-
 /// Sent by HTTP workers: the events they gathered over a few milliseconds, in one
 /// message, so that a busy worker does not wake the auditor for every request.
 #[derive(Message)]
@@ -270,14 +265,6 @@ impl Actor for Auditor {
         for sq in &mut self.sinks {
             let _ = sq.sink.sync();
         }
-    }
-}
-
-impl Handler<Record> for Auditor {
-    type Result = ();
-
-    fn handle(&mut self, Record(event): Record, _: &mut Self::Context) {
-        self.accept(vec![event]);
     }
 }
 

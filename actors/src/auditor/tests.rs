@@ -40,7 +40,7 @@ async fn batches_reach_the_file_on_flush() {
     )
     .start();
     for i in 0..10 {
-        auditor.send(Record(event(i))).await.unwrap();
+        auditor.send(RecordBatch(vec![event(i)])).await.unwrap();
     }
     assert!(
         !path.exists() || std::fs::read_to_string(&path).unwrap().is_empty(),
@@ -124,7 +124,7 @@ async fn a_sink_that_is_down_gets_every_event_in_order_when_back_even_after_a_re
     let counters = auditor.counters();
     let addr = auditor.start();
     for i in 0..12 {
-        addr.send(Record(event(i))).await.unwrap();
+        addr.send(RecordBatch(vec![event(i)])).await.unwrap();
     }
     assert!(addr.send(Flush).await.unwrap().is_err());
     assert_eq!(counters.failing_sinks.load(Ordering::SeqCst), 1);
@@ -166,7 +166,7 @@ async fn losing_events_is_reported_until_the_sink_is_back() {
     let counters = auditor.counters();
     let addr = auditor.start();
     for i in 0..5 {
-        addr.send(Record(event(i))).await.unwrap();
+        addr.send(RecordBatch(vec![event(i)])).await.unwrap();
     }
     let _ = addr.send(Flush).await.unwrap();
     assert!(counters.losing.load(Ordering::SeqCst));

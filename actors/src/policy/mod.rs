@@ -23,7 +23,7 @@ mod load;
 #[cfg(test)]
 mod tests;
 
-use load::{arguments, load, Enforcers, RequestField};
+use load::{arguments, load, Enforcers};
 pub use load::{object_match, verb_match};
 
 /// Why a policy could not be loaded.
@@ -126,7 +126,6 @@ pub struct PolicyShape {
 /// Owns the enforcer.
 pub struct PolicyEnforcer {
     shape: Arc<PolicyShape>,
-    fields: Vec<RequestField>,
     sources: PolicySources,
     enforcers: Enforcers,
     stats: PolicyStats,
@@ -155,7 +154,6 @@ impl PolicyEnforcer {
             .store(enforcers.is_detailed(), Ordering::Release);
         Ok(PolicyEnforcer {
             shape,
-            fields: enforcers.fields.clone(),
             sources,
             enforcers,
             stats,
@@ -183,7 +181,7 @@ impl PolicyEnforcer {
         match self
             .enforcers
             .for_org(msg.org)
-            .enforce(arguments(&self.fields, msg, &org))
+            .enforce(arguments(&self.enforcers.fields, msg, &org))
         {
             Ok(true) => Decision {
                 allowed: true,
@@ -222,7 +220,6 @@ impl PolicyEnforcer {
                     let (enforcers, stats, revision) = result.inspect_err(|e| {
                         log::error!("policy reload refused, old policy stays: {e}")
                     })?;
-                    act.fields = enforcers.fields.clone();
                     act.shape
                         .detailed
                         .store(enforcers.is_detailed(), Ordering::Release);
