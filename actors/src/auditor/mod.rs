@@ -101,10 +101,24 @@ pub struct AuditEvent {
 #[rtype(result = "()")]
 pub struct RecordBatch(pub Vec<AuditEvent>);
 
+/// Why events did not reach a sink (they wait in its queue or spill file).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A sink refused a batch or could not make it durable.
+    #[error("{sink}: {source}")]
+    Sink {
+        /// The sink's name (`file`, `stdout`, `postgres`).
+        sink: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Sent at shutdown (and by tests): write every queued event now. Answers how many
-/// events were written by this flush.
+/// events were written by this flush, or the first sink's error.
 #[derive(Message)]
-#[rtype(result = "Result<usize, String>")]
+#[rtype(result = "Result<usize, AuditError>")]
 pub struct Flush;
 
 /// Owns the sinks. Runs on its own arbiter so that disk writes never stall a worker.
@@ -217,7 +231,7 @@ impl Auditor {
 
     /// Writes what each sink has waiting, spilled events first. Answers how many events
     /// were written, over all sinks, or the first error.
-    fn write_queues(&mut self) -> Result<usize, String> {
+    fn write_queues(&mut self) -> Result<usize, AuditError> {
         let mut written = 0;
         let mut first_error = None;
         for sq in &mut self.sinks {
@@ -277,7 +291,7 @@ impl Handler<RecordBatch> for Auditor {
 }
 
 impl Handler<Flush> for Auditor {
-    type Result = Result<usize, String>;
+    type Result = Result<usize, AuditError>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         let summaries = self.flood.ended(true);
@@ -286,9 +300,10 @@ impl Handler<Flush> for Auditor {
         }
         let n = self.write_queues()?;
         for sq in &mut self.sinks {
-            sq.sink
-                .sync()
-                .map_err(|e| format!("{}: {e}", sq.sink.name()))?;
+            sq.sink.sync().map_err(|source| AuditError::Sink {
+                sink: sq.sink.name().to_string(),
+                source,
+            })?;
         }
         Ok(n)
     }

@@ -31,7 +31,21 @@ CREATE INDEX IF NOT EXISTS kubegate_audit_user ON kubegate_audit ("user", id);
 CREATE INDEX IF NOT EXISTS kubegate_audit_cluster ON kubegate_audit (org, cluster, id);
 "#;
 
-type AuditJob = (Vec<AuditEvent>, std::sync::mpsc::Sender<Result<(), String>>);
+/// Why a batch did not reach PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] StoreError),
+    /// A statement failed.
+    #[error(transparent)]
+    Statement(#[from] tokio_postgres::Error),
+}
+
+type AuditJob = (
+    Vec<AuditEvent>,
+    std::sync::mpsc::Sender<Result<(), WriteError>>,
+);
 
 /// The audit trail in PostgreSQL: one row per event (the whole event as JSON, and the
 /// columns the query API filters on, indexed), inserted in batches. The Auditor's
@@ -64,12 +78,11 @@ impl PostgresAuditSink {
                 let mut ready = false;
                 while let Ok((events, reply)) = receive.recv() {
                     let result = runtime.block_on(async {
-                        let client = connection.client().await.map_err(|e| e.to_string())?;
+                        let client = connection.client().await?;
                         if !ready {
                             client
                                 .batch_execute(&format!("BEGIN;{AUDIT_SCHEMA}COMMIT;"))
-                                .await
-                                .map_err(|e| e.to_string())?;
+                                .await?;
                             ready = true;
                         }
                         let inserted = insert(&client, &events).await;
@@ -77,7 +90,7 @@ impl PostgresAuditSink {
                             // the table may be gone with the database: make it again next time
                             ready = false;
                         }
-                        inserted.map_err(|e| e.to_string())
+                        Ok(inserted?)
                     });
                     let _ = reply.send(result);
                 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use super::sinks::json_lines;
-use super::{AuditCounters, AuditEvent, AuditSink};
+use super::{AuditCounters, AuditError, AuditEvent, AuditSink};
 
 /// A sink and the events it has yet to take.
 pub(super) struct SinkQueue {
@@ -28,6 +28,13 @@ impl SinkQueue {
             queue: Vec::new(),
             spill: None,
             failing: false,
+        }
+    }
+
+    fn error(&self, source: std::io::Error) -> AuditError {
+        AuditError::Sink {
+            sink: self.sink.name().to_string(),
+            source,
         }
     }
 
@@ -103,7 +110,7 @@ impl SinkQueue {
         &mut self,
         counters: &AuditCounters,
         written: &mut usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuditError> {
         // events spilled earlier go first, in order
         if let Some(path) = self.spill.clone() {
             match std::fs::read_to_string(&path) {
@@ -135,7 +142,7 @@ impl SinkQueue {
                                 );
                             }
                             self.failing = true;
-                            return Err(format!("{}: {e}", self.sink.name()));
+                            return Err(self.error(e));
                         }
                     }
                 }
@@ -168,7 +175,7 @@ impl SinkQueue {
                     );
                 }
                 self.failing = true;
-                Err(format!("{}: {e}", self.sink.name()))
+                Err(self.error(e))
             }
         }
     }

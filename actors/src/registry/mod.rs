@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::kubeconfig::{self, KubeconfigRules, UpstreamAuth};
+use crate::kubeconfig::{self, KubeconfigError, KubeconfigRules, UpstreamAuth};
 use crate::store::{ClusterStore, StoreError};
 use crate::ClusterKey;
 
@@ -21,6 +21,7 @@ mod credential_plugin;
 mod tests;
 
 pub use cluster::ClusterProxy;
+pub use credential_plugin::CredentialPluginError;
 
 /// How long an exec credential plugin may take.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,20 +36,22 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The exec credential plugin failed.
-    #[error("the credentials of {key} could not be had: {reason}")]
+    #[error("the credentials of {key} could not be had: {source}")]
     Credentials {
         /// The cluster.
         key: ClusterKey,
         /// What the plugin did wrong.
-        reason: String,
+        #[source]
+        source: CredentialPluginError,
     },
     /// The stored kubeconfig is not usable.
-    #[error("the kubeconfig of {key} is not usable: {reason}")]
+    #[error("the kubeconfig of {key} is not usable: {source}")]
     Kubeconfig {
         /// The cluster.
         key: ClusterKey,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: KubeconfigError,
     },
 }
 
@@ -185,15 +188,15 @@ impl Handler<Create> for ClusterRegistry {
                     .get(key.org, key.cluster)
                     .await?
                     .ok_or(RegistryError::NotFound(key))?;
-                let invalid = |reason: String| RegistryError::Kubeconfig { key, reason };
+                let invalid = |source| RegistryError::Kubeconfig { key, source };
                 let mut spec =
                     kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &rules)
-                        .map_err(|e| invalid(e.to_string()))?;
+                        .map_err(invalid)?;
                 let mut expires_at = None;
                 if let UpstreamAuth::Exec(plugin) = &spec.auth {
                     let credential = credential_plugin::run(plugin, EXEC_TIMEOUT)
                         .await
-                        .map_err(|reason| RegistryError::Credentials { key, reason })?;
+                        .map_err(|source| RegistryError::Credentials { key, source })?;
                     expires_at = credential.expires_at;
                     spec.auth = credential
                         .token
@@ -203,7 +206,7 @@ impl Handler<Create> for ClusterRegistry {
                     }
                 }
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
-                    .map_err(|e| invalid(e.to_string()))?
+                    .map_err(invalid)?
                     .with_expiry(expires_at);
                 if spec.insecure_skip_tls_verify {
                     log::warn!(
