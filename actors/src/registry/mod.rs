@@ -26,6 +26,12 @@ pub use credential_plugin::CredentialPluginError;
 /// How long an exec credential plugin may take.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long building a cluster's proxy instance may take unless
+/// [`ClusterRegistry::with_build_timeout`] says otherwise: the store read, the
+/// kubeconfig's credential plugin and the TLS set-up together. Longer than the plugin's
+/// own limit (30 s), so that a slow plugin is still reported as such.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(EXEC_TIMEOUT.as_secs() + 15);
+
 /// Why a proxy instance could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
@@ -53,6 +59,19 @@ pub enum RegistryError {
         #[source]
         source: KubeconfigError,
     },
+    /// Building the instance took longer than the registry's build timeout (a store
+    /// read or a credential plugin that hangs). Every request waiting on that build
+    /// gets this error; the next one starts a new build.
+    #[error(
+        "building the proxy for {key} did not finish within {}",
+        humantime::format_duration(*.after)
+    )]
+    Timeout {
+        /// The cluster.
+        key: ClusterKey,
+        /// The build timeout.
+        after: Duration,
+    },
 }
 
 /// Sent by HTTP workers: the live proxy instance of a cluster, if one is built.
@@ -61,7 +80,8 @@ pub enum RegistryError {
 pub struct Get(pub ClusterKey);
 
 /// Sent by HTTP workers when [`Get`] found nothing: build the instance from the store.
-/// Idempotent: concurrent requests for one cluster cause one store read.
+/// Idempotent: concurrent requests for one cluster cause one store read. A build that
+/// takes longer than the registry's build timeout fails with [`RegistryError::Timeout`].
 #[derive(Message)]
 #[rtype(result = "Result<Arc<ClusterProxy>, RegistryError>")]
 pub struct Create(pub ClusterKey);
@@ -90,6 +110,7 @@ pub struct ClusterRegistry {
     stale_builds: HashSet<ClusterKey>,
     next_generation: u64,
     idle_timeout: Option<Duration>,
+    build_timeout: Option<Duration>,
 }
 
 impl ClusterRegistry {
@@ -103,12 +124,21 @@ impl ClusterRegistry {
             stale_builds: HashSet::new(),
             next_generation: 1,
             idle_timeout: None,
+            build_timeout: Some(DEFAULT_BUILD_TIMEOUT),
         }
     }
 
     /// Evicts instances unused for `timeout`; they are rebuilt on demand.
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Gives up a build that takes longer than `timeout` ([`DEFAULT_BUILD_TIMEOUT`]
+    /// unless set; zero: never): its waiters get [`RegistryError::Timeout`] and the next
+    /// [`Create`] starts a new build.
+    pub fn with_build_timeout(mut self, timeout: Duration) -> Self {
+        self.build_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
@@ -129,8 +159,10 @@ impl ClusterRegistry {
     }
 
     fn finish(&mut self, key: ClusterKey, result: Result<Arc<ClusterProxy>, RegistryError>) {
+        // whatever the outcome, an eviction during this build concerns this build only
+        let stale = self.stale_builds.remove(&key);
         if let Ok(proxy) = &result {
-            if self.stale_builds.remove(&key) {
+            if stale {
                 proxy.mark_evicted();
             } else {
                 self.proxies.insert(key, proxy.clone());
@@ -219,6 +251,22 @@ impl Handler<Create> for ClusterRegistry {
                     proxy.name
                 );
                 Ok(Arc::new(proxy))
+            };
+            // The deadline is on the build, not on the callers' wait: when it passes, the
+            // build is dropped (a plugin it runs is killed), every waiter gets the error
+            // and the entry goes, so the next Create starts afresh.
+            let deadline = self.build_timeout;
+            let build = async move {
+                let Some(after) = deadline else {
+                    return build.await;
+                };
+                tokio::time::timeout(after, build)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let err = RegistryError::Timeout { key, after };
+                        log::error!("{err}: given up, the next request starts a new build");
+                        Err(err)
+                    })
             };
             ctx.spawn(
                 build

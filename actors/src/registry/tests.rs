@@ -1,14 +1,16 @@
 //! The ClusterRegistry's tests: one build for concurrent requests, eviction (asked, idle,
-//! during a build), unknown clusters.
+//! during a build), unknown clusters, builds that never finish.
 
 use super::*;
 use crate::store::ClusterRecord;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A store that counts reads and serves one cluster.
+/// A store that counts reads and serves one cluster, after 20 ms; the first `hanging`
+/// reads never finish.
 struct CountingStore {
     reads: AtomicUsize,
+    hanging: usize,
 }
 
 const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: t}\n";
@@ -16,7 +18,9 @@ const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncont
 #[async_trait]
 impl ClusterStore for CountingStore {
     async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.reads.fetch_add(1, Ordering::SeqCst) < self.hanging {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         Ok((id == 1).then(|| ClusterRecord {
             org,
@@ -61,6 +65,7 @@ impl ClusterStore for CountingStore {
 async fn concurrent_creates_read_once_and_evict_marks() {
     let store = Arc::new(CountingStore {
         reads: AtomicUsize::new(0),
+        hanging: 0,
     });
     let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
     let key = ClusterKey { org: 1, cluster: 1 };
@@ -80,6 +85,7 @@ async fn concurrent_creates_read_once_and_evict_marks() {
 async fn idle_instances_are_evicted_and_rebuilt() {
     let store = Arc::new(CountingStore {
         reads: AtomicUsize::new(0),
+        hanging: 0,
     });
     let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default())
         .with_idle_timeout(Duration::from_millis(100))
@@ -98,6 +104,7 @@ async fn idle_instances_are_evicted_and_rebuilt() {
 async fn an_eviction_during_a_build_is_not_lost() {
     let store = Arc::new(CountingStore {
         reads: AtomicUsize::new(0),
+        hanging: 0,
     });
     let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
     let key = ClusterKey { org: 1, cluster: 1 };
@@ -117,6 +124,7 @@ async fn an_eviction_during_a_build_is_not_lost() {
 async fn unknown_cluster_is_not_found() {
     let store = Arc::new(CountingStore {
         reads: AtomicUsize::new(0),
+        hanging: 0,
     });
     let registry = ClusterRegistry::new(store, KubeconfigRules::default()).start();
     let err = registry
@@ -126,4 +134,87 @@ async fn unknown_cluster_is_not_found() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound(_)));
     assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
+}
+
+#[actix_rt::test]
+async fn a_stuck_build_fails_every_waiter_and_the_next_create_builds_anew() {
+    let store = Arc::new(CountingStore {
+        reads: AtomicUsize::new(0),
+        hanging: 1,
+    });
+    let timeout = Duration::from_millis(200);
+    let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default())
+        .with_build_timeout(timeout)
+        .start();
+    let key = ClusterKey { org: 1, cluster: 1 };
+    let started = std::time::Instant::now();
+    let results = futures_util::future::join_all((0..5).map(|_| registry.send(Create(key)))).await;
+    assert!(started.elapsed() >= timeout);
+    for result in results {
+        let err = result.unwrap().unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Timeout { key: k, after } if k == key && after == timeout),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "building the proxy for cluster 1 of org 1 did not finish within 200ms"
+        );
+    }
+    assert_eq!(
+        store.reads.load(Ordering::SeqCst),
+        1,
+        "the waiters shared one build"
+    );
+    // a lookup does not build
+    assert!(registry.send(Get(key)).await.unwrap().is_none());
+    assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    // the stuck build is gone: the next Create reads the store again, and is answered
+    let proxy = registry.send(Create(key)).await.unwrap().unwrap();
+    assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+    let kept = registry.send(Get(key)).await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(&kept, &proxy));
+}
+
+#[actix_rt::test]
+async fn an_eviction_during_a_failed_build_does_not_spoil_the_next_one() {
+    let store = Arc::new(CountingStore {
+        reads: AtomicUsize::new(0),
+        hanging: 1,
+    });
+    let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default())
+        .with_build_timeout(Duration::from_millis(100))
+        .start();
+    let key = ClusterKey { org: 1, cluster: 1 };
+    let building = registry.send(Create(key));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!registry.send(Evict(key)).await.unwrap());
+    assert!(matches!(
+        building.await.unwrap(),
+        Err(RegistryError::Timeout { .. })
+    ));
+    let proxy = registry.send(Create(key)).await.unwrap().unwrap();
+    assert!(
+        !proxy.is_evicted(),
+        "the eviction concerned the failed build"
+    );
+    assert!(registry.send(Get(key)).await.unwrap().is_some());
+}
+
+#[test]
+fn the_default_build_timeout_outlasts_the_credential_plugin() {
+    assert!(DEFAULT_BUILD_TIMEOUT > EXEC_TIMEOUT);
+    let registry = ClusterRegistry::new(
+        Arc::new(CountingStore {
+            reads: AtomicUsize::new(0),
+            hanging: 0,
+        }),
+        KubeconfigRules::default(),
+    );
+    assert_eq!(registry.build_timeout, Some(DEFAULT_BUILD_TIMEOUT));
+    assert_eq!(
+        registry.with_build_timeout(Duration::ZERO).build_timeout,
+        None
+    );
 }
