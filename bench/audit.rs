@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use kubegate_actors::attributes::RequestAttributes;
+use kubegate_actors::auditor::PostgresAuditSink;
 use kubegate_actors::auditor::{
     AuditDecision, AuditEvent, AuditSink, Auditor, Flush, JsonLinesFile, RecordBatch,
 };
-use kubegate_actors::postgres::PostgresAuditSink;
 
 fn event(i: usize) -> AuditEvent {
     AuditEvent {

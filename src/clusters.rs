@@ -4,8 +4,8 @@
 //! anything is stored, so that a cluster in the store can always be proxied to.
 
 use base64::Engine as _;
-use kubegate_actors::cluster::ClusterProxy;
 use kubegate_actors::kubeconfig::{self, ClusterSpec, KubeconfigRules};
+use kubegate_actors::registry::ClusterProxy;
 use kubegate_actors::store::{ClusterRecord, ClusterStore, StoreError};
 use kubegate_actors::ClusterKey;
 

@@ -9,7 +9,7 @@ use common::gateway::{block_on, TestGateway};
 use common::vault::Bao;
 use kubegate::config::VaultConfig;
 use kubegate_actors::store::{ClusterStore, StoreError};
-use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
@@ -326,7 +326,7 @@ async fn while_vault_is_sealed_built_proxies_serve_and_new_ones_get_503() {
 
 #[test]
 fn tokens_and_revocations_in_vault() {
-    use kubegate_actors::tokens::{epoch_now, TokenRecord, TokenStore};
+    use kubegate_actors::store::{epoch_now, TokenRecord, TokenStore};
     let bao = Bao::start();
     let settings = settings(
         &bao,

@@ -1,27 +1,47 @@
 //! kubegate's actors and the data they own.
 //!
-//! This crate knows actix, casbin and kube, and nothing of actix-web: the HTTP layer in
-//! the `kubegate` package talks to these actors through messages.
+//! This crate knows actix, casbin, kube and vaultrs, and nothing of actix-web: the HTTP
+//! layer in the `kubegate` package talks to these actors through messages. A map:
 //!
-//! - [`registry::ClusterRegistry`] owns one [`cluster::ClusterProxy`] per cluster, built
-//!   from the kubeconfig kept in a [`store::ClusterStore`].
-//! - [`policy::PolicyEnforcer`] owns the Casbin enforcer and answers authorization questions
-//!   about Kubernetes [`attributes::RequestAttributes`].
-//! - [`auditor::Auditor`] owns the audit sinks and batches [`auditor::AuditEvent`]s.
+//! **The actors**, one per folder, each with its messages above its handlers and its
+//! tests in a sibling `tests.rs`:
+//!
+//! - [`registry`]: the [`ClusterRegistry`](registry::ClusterRegistry) owns one
+//!   [`ClusterProxy`](registry::ClusterProxy) per cluster (`cluster.rs`), built from the
+//!   kubeconfig kept in a [`ClusterStore`](store::ClusterStore), running the kubeconfig's
+//!   exec credential plugin when it has one (`credential_plugin.rs`).
+//! - [`policy`]: the [`PolicyEnforcer`](policy::PolicyEnforcer) owns the Casbin
+//!   enforcers and answers [`Authorize`](policy::Authorize) about Kubernetes
+//!   [`RequestAttributes`](attributes::RequestAttributes); `load.rs` builds the
+//!   enforcers from the model, the policy lines and the memberships.
+//! - [`auditor`]: the [`Auditor`](auditor::Auditor) owns the audit sinks and batches
+//!   [`AuditEvent`](auditor::AuditEvent)s: `sinks.rs` (file, stdout), `postgres.rs`
+//!   (the PostgreSQL sink and the audit query), `queue.rs` (each sink's queue and spill
+//!   file), `flood.rs` (a flood of 401s summed up).
+//!
+//! **The stores** the actors and the HTTP layer read, in [`store`]: the traits and records
+//! in `store/mod.rs`, one file per back end: `file.rs` (the embedded default: clusters,
+//! members, policy lines, tokens), `vault.rs` (clusters and tokens), `postgres.rs`
+//! (policy lines and memberships).
+//!
+//! **Shared by the actors and the HTTP layer**: [`kubeconfig`] (parsing and checking a
+//! cluster's kubeconfig), [`attributes`] (a request in Kubernetes terms), [`network`]
+//! (address ranges for the SSRF guard), [`fsutil`] (atomic, private file writes), and
+//! [`ClusterKey`].
 
-pub mod attributes;
+// the actors
 pub mod auditor;
-pub mod cluster;
-pub mod exec;
+pub mod policy;
+pub mod registry;
+
+// what they keep
+pub mod store;
+
+// shared by the actors and the HTTP layer
+pub mod attributes;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;
-pub mod policy;
-pub mod postgres;
-pub mod registry;
-pub mod store;
-pub mod tokens;
-pub mod vault;
 
 /// Identifies one cluster: its organization and its id in that organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

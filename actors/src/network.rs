@@ -10,10 +10,26 @@ pub struct Network {
     prefix: u8,
 }
 
-impl std::str::FromStr for Network {
-    type Err = String;
+/// Why a text is not an address range. Each message quotes the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    /// The address part is not an IP address.
+    #[error("\"{0}\" is not an address range such as 10.0.0.0/8")]
+    Address(String),
+    /// The prefix length is not a number up to the address's bits.
+    #[error("\"{text}\": the prefix length must be 0 to {max}")]
+    Prefix {
+        /// The text given.
+        text: String,
+        /// The largest prefix length: 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
+}
 
-    fn from_str(text: &str) -> Result<Network, String> {
+impl std::str::FromStr for Network {
+    type Err = NetworkError;
+
+    fn from_str(text: &str) -> Result<Network, NetworkError> {
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
@@ -21,7 +37,7 @@ impl std::str::FromStr for Network {
         let addr: IpAddr = addr
             .trim()
             .parse()
-            .map_err(|_| format!("\"{text}\" is not an address range such as 10.0.0.0/8"))?;
+            .map_err(|_| NetworkError::Address(text.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
@@ -29,7 +45,10 @@ impl std::str::FromStr for Network {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("\"{text}\": the prefix length must be 0 to {max}"))?,
+                .ok_or_else(|| NetworkError::Prefix {
+                    text: text.to_string(),
+                    max,
+                })?,
             None => max,
         };
         Ok(Network { addr, prefix })

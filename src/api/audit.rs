@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use kubegate_actors::postgres::{query_audit, AuditQuery};
+use kubegate_actors::auditor::{query_audit, AuditQuery};
 use serde_json::{json, Value};
 
 use crate::api::{guarded, Access, ApiError};

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::store::StoreError;
-use kubegate_actors::tokens::{TokenRecord, TokenStore};
+use kubegate_actors::store::{TokenRecord, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 

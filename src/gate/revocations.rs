@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kubegate_actors::tokens::TokenStore;
+use kubegate_actors::store::TokenStore;
 /// Revoked token and session ids, as this replica knows them.
 #[derive(Default)]
 pub struct Revocations {

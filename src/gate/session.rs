@@ -243,7 +243,7 @@ fn has_secure(cookie: &HeaderValue) -> bool {
 pub fn user(req: &HttpRequest) -> Option<SessionUser> {
     let session = req.get_session();
     let user = session.get::<SessionUser>(USER).ok().flatten()?;
-    (user.expires_at > kubegate_actors::tokens::epoch_now()).then_some(user)
+    (user.expires_at > kubegate_actors::store::epoch_now()).then_some(user)
 }
 
 /// Starts a new session for `user` (a new session key: no fixation).

@@ -96,8 +96,8 @@ pub struct IssuedToken {
 
 impl IssuedToken {
     /// What the token store keeps of this token (never the token itself).
-    pub fn record(&self, user: &str, name: &str) -> kubegate_actors::tokens::TokenRecord {
-        kubegate_actors::tokens::TokenRecord {
+    pub fn record(&self, user: &str, name: &str) -> kubegate_actors::store::TokenRecord {
+        kubegate_actors::store::TokenRecord {
             id: self.id.clone(),
             user: user.to_string(),
             name: name.to_string(),

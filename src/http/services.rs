@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
+use kubegate_actors::auditor::PostgresAuditSink;
 use kubegate_actors::auditor::{AuditCounters, AuditSink, Auditor, JsonLinesFile, StdoutSink};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
-use kubegate_actors::postgres::PostgresAuditSink;
-use kubegate_actors::postgres::PostgresPolicyStore;
 use kubegate_actors::registry::ClusterRegistry;
+use kubegate_actors::store::PostgresPolicyStore;
 use kubegate_actors::store::{
     ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
 };
-use kubegate_actors::tokens::{FileTokenStore, TokenStore};
-use kubegate_actors::vault::{VaultAuth, VaultClusterStore, VaultSettings};
+use kubegate_actors::store::{FileTokenStore, TokenStore};
+use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 
 use super::StartError;
 use crate::config::{read_secret, Config, ConfigError, VaultConfig};

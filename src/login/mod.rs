@@ -31,8 +31,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::AuditDecision;
 use kubegate_actors::policy::Reload;
-use kubegate_actors::store::MemberStore;
-use kubegate_actors::tokens::{epoch_now, TokenStore};
+use kubegate_actors::store::{epoch_now, MemberStore, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 

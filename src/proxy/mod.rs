@@ -31,8 +31,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::AuditDecision;
-use kubegate_actors::cluster::ClusterProxy;
 use kubegate_actors::kubeconfig::KubeconfigRules;
+use kubegate_actors::registry::ClusterProxy;
 use kubegate_actors::registry::{ClusterRegistry, Create, RegistryError};
 use kubegate_actors::store::StoreError;
 use kubegate_actors::ClusterKey;
@@ -190,6 +190,9 @@ async fn cluster_client(
                 StatusError::unavailable(format!("the cluster store is unavailable: {reason}"))
             }
             RegistryError::Credentials { .. } => StatusError::bad_gateway(e.to_string()),
+            // a stuck build (a store or credential plugin that does not answer) fails
+            // everyone waiting on it; the next request starts afresh
+            RegistryError::Timeout { .. } => StatusError::unavailable(e.to_string()),
             other => StatusError::internal(other.to_string()),
         })?;
     let client = upstream::client_for(

@@ -12,8 +12,8 @@ use std::time::Duration;
 use actix_tls::connect::{Connector as TcpConnector, Resolve, Resolver};
 use awc::Client;
 use futures_util::future::LocalBoxFuture;
-use kubegate_actors::cluster::ClusterProxy;
 use kubegate_actors::network::{denied_by, Network};
+use kubegate_actors::registry::ClusterProxy;
 use kubegate_actors::ClusterKey;
 use std::net::SocketAddr;
 

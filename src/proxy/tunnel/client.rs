@@ -10,7 +10,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
-use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::registry::ClusterProxy;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 

@@ -46,7 +46,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
-use kubegate_actors::cluster::ClusterProxy;
+use kubegate_actors::registry::ClusterProxy;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 use crate::gate::audit::AuditContext;

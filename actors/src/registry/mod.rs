@@ -1,5 +1,8 @@
 //! The ClusterRegistry actor: one proxy instance per cluster, built on first use from the
 //! kubeconfig in the store, dropped when the cluster goes or its credentials change.
+//!
+//! Here: the messages and the actor. Beside it: `cluster.rs` (the [`ClusterProxy`] it
+//! hands out) and `credential_plugin.rs` (running a kubeconfig's exec credential plugin).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,13 +11,26 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::cluster::ClusterProxy;
-use crate::kubeconfig::{self, KubeconfigRules, UpstreamAuth};
+use crate::kubeconfig::{self, KubeconfigError, KubeconfigRules, UpstreamAuth};
+use crate::store::{ClusterStore, StoreError};
+use crate::ClusterKey;
+
+mod cluster;
+mod credential_plugin;
+#[cfg(test)]
+mod tests;
+
+pub use cluster::ClusterProxy;
+pub use credential_plugin::CredentialPluginError;
 
 /// How long an exec credential plugin may take.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-use crate::store::{ClusterStore, StoreError};
-use crate::ClusterKey;
+
+/// How long building a cluster's proxy instance may take unless
+/// [`ClusterRegistry::with_build_timeout`] says otherwise: the store read, the
+/// kubeconfig's credential plugin and the TLS set-up together. Longer than the plugin's
+/// own limit (30 s), so that a slow plugin is still reported as such.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(EXEC_TIMEOUT.as_secs() + 15);
 
 /// Why a proxy instance could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,20 +42,35 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The exec credential plugin failed.
-    #[error("the credentials of {key} could not be had: {reason}")]
+    #[error("the credentials of {key} could not be had: {source}")]
     Credentials {
         /// The cluster.
         key: ClusterKey,
         /// What the plugin did wrong.
-        reason: String,
+        #[source]
+        source: CredentialPluginError,
     },
     /// The stored kubeconfig is not usable.
-    #[error("the kubeconfig of {key} is not usable: {reason}")]
+    #[error("the kubeconfig of {key} is not usable: {source}")]
     Kubeconfig {
         /// The cluster.
         key: ClusterKey,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// Building the instance took longer than the registry's build timeout (a store
+    /// read or a credential plugin that hangs). Every request waiting on that build
+    /// gets this error; the next one starts a new build.
+    #[error(
+        "building the proxy for {key} did not finish within {}",
+        humantime::format_duration(*.after)
+    )]
+    Timeout {
+        /// The cluster.
+        key: ClusterKey,
+        /// The build timeout.
+        after: Duration,
     },
 }
 
@@ -49,7 +80,8 @@ pub enum RegistryError {
 pub struct Get(pub ClusterKey);
 
 /// Sent by HTTP workers when [`Get`] found nothing: build the instance from the store.
-/// Idempotent: concurrent requests for one cluster cause one store read.
+/// Idempotent: concurrent requests for one cluster cause one store read. A build that
+/// takes longer than the registry's build timeout fails with [`RegistryError::Timeout`].
 #[derive(Message)]
 #[rtype(result = "Result<Arc<ClusterProxy>, RegistryError>")]
 pub struct Create(pub ClusterKey);
@@ -78,6 +110,7 @@ pub struct ClusterRegistry {
     stale_builds: HashSet<ClusterKey>,
     next_generation: u64,
     idle_timeout: Option<Duration>,
+    build_timeout: Option<Duration>,
 }
 
 impl ClusterRegistry {
@@ -91,12 +124,21 @@ impl ClusterRegistry {
             stale_builds: HashSet::new(),
             next_generation: 1,
             idle_timeout: None,
+            build_timeout: Some(DEFAULT_BUILD_TIMEOUT),
         }
     }
 
     /// Evicts instances unused for `timeout`; they are rebuilt on demand.
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Gives up a build that takes longer than `timeout` ([`DEFAULT_BUILD_TIMEOUT`]
+    /// unless set; zero: never): its waiters get [`RegistryError::Timeout`] and the next
+    /// [`Create`] starts a new build.
+    pub fn with_build_timeout(mut self, timeout: Duration) -> Self {
+        self.build_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
@@ -117,8 +159,10 @@ impl ClusterRegistry {
     }
 
     fn finish(&mut self, key: ClusterKey, result: Result<Arc<ClusterProxy>, RegistryError>) {
+        // whatever the outcome, an eviction during this build concerns this build only
+        let stale = self.stale_builds.remove(&key);
         if let Ok(proxy) = &result {
-            if self.stale_builds.remove(&key) {
+            if stale {
                 proxy.mark_evicted();
             } else {
                 self.proxies.insert(key, proxy.clone());
@@ -176,15 +220,15 @@ impl Handler<Create> for ClusterRegistry {
                     .get(key.org, key.cluster)
                     .await?
                     .ok_or(RegistryError::NotFound(key))?;
-                let invalid = |reason: String| RegistryError::Kubeconfig { key, reason };
+                let invalid = |source| RegistryError::Kubeconfig { key, source };
                 let mut spec =
                     kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &rules)
-                        .map_err(|e| invalid(e.to_string()))?;
+                        .map_err(invalid)?;
                 let mut expires_at = None;
                 if let UpstreamAuth::Exec(plugin) = &spec.auth {
-                    let credential = crate::exec::run(plugin, EXEC_TIMEOUT)
+                    let credential = credential_plugin::run(plugin, EXEC_TIMEOUT)
                         .await
-                        .map_err(|reason| RegistryError::Credentials { key, reason })?;
+                        .map_err(|source| RegistryError::Credentials { key, source })?;
                     expires_at = credential.expires_at;
                     spec.auth = credential
                         .token
@@ -194,7 +238,7 @@ impl Handler<Create> for ClusterRegistry {
                     }
                 }
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
-                    .map_err(|e| invalid(e.to_string()))?
+                    .map_err(invalid)?
                     .with_expiry(expires_at);
                 if spec.insecure_skip_tls_verify {
                     log::warn!(
@@ -207,6 +251,22 @@ impl Handler<Create> for ClusterRegistry {
                     proxy.name
                 );
                 Ok(Arc::new(proxy))
+            };
+            // The deadline is on the build, not on the callers' wait: when it passes, the
+            // build is dropped (a plugin it runs is killed), every waiter gets the error
+            // and the entry goes, so the next Create starts afresh.
+            let deadline = self.build_timeout;
+            let build = async move {
+                let Some(after) = deadline else {
+                    return build.await;
+                };
+                tokio::time::timeout(after, build)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let err = RegistryError::Timeout { key, after };
+                        log::error!("{err}: given up, the next request starts a new build");
+                        Err(err)
+                    })
             };
             ctx.spawn(
                 build
@@ -245,136 +305,5 @@ impl Handler<LiveCount> for ClusterRegistry {
 
     fn handle(&mut self, _: LiveCount, _: &mut Self::Context) -> usize {
         self.proxies.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::ClusterRecord;
-    use async_trait::async_trait;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A store that counts reads and serves one cluster.
-    struct CountingStore {
-        reads: AtomicUsize,
-    }
-
-    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: t}\n";
-
-    #[async_trait]
-    impl ClusterStore for CountingStore {
-        async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            Ok((id == 1).then(|| ClusterRecord {
-                org,
-                id,
-                name: "dev".into(),
-                kubeconfig: KUBECONFIG.into(),
-                context: None,
-                created_at: String::new(),
-                updated_at: None,
-            }))
-        }
-        async fn list(&self, _: u64) -> Result<Vec<ClusterRecord>, StoreError> {
-            Ok(vec![])
-        }
-        async fn create(
-            &self,
-            _: u64,
-            _: &str,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<ClusterRecord, StoreError> {
-            Err(StoreError::Unavailable("read only".into()))
-        }
-        async fn update(
-            &self,
-            _: u64,
-            _: u64,
-            _: &str,
-            _: Option<&str>,
-        ) -> Result<Option<ClusterRecord>, StoreError> {
-            Ok(None)
-        }
-        async fn delete(&self, _: u64, _: u64) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn check(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    #[actix_rt::test]
-    async fn concurrent_creates_read_once_and_evict_marks() {
-        let store = Arc::new(CountingStore {
-            reads: AtomicUsize::new(0),
-        });
-        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
-        let key = ClusterKey { org: 1, cluster: 1 };
-        let results =
-            futures_util::future::join_all((0..50).map(|_| registry.send(Create(key)))).await;
-        let proxies: Vec<_> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
-        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
-        assert!(proxies.iter().all(|p| Arc::ptr_eq(p, &proxies[0])));
-        assert_eq!(registry.send(LiveCount).await.unwrap(), 1);
-        assert!(registry.send(Evict(key)).await.unwrap());
-        assert!(proxies[0].is_evicted());
-        assert!(registry.send(Get(key)).await.unwrap().is_none());
-        let rebuilt = registry.send(Create(key)).await.unwrap().unwrap();
-        assert!(rebuilt.generation > proxies[0].generation);
-    }
-
-    #[actix_rt::test]
-    async fn idle_instances_are_evicted_and_rebuilt() {
-        let store = Arc::new(CountingStore {
-            reads: AtomicUsize::new(0),
-        });
-        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default())
-            .with_idle_timeout(Duration::from_millis(100))
-            .start();
-        let key = ClusterKey { org: 1, cluster: 1 };
-        let first = registry.send(Create(key)).await.unwrap().unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(first.is_evicted());
-        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
-        let second = registry.send(Create(key)).await.unwrap().unwrap();
-        assert!(!second.is_evicted());
-        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
-    }
-
-    #[actix_rt::test]
-    async fn an_eviction_during_a_build_is_not_lost() {
-        let store = Arc::new(CountingStore {
-            reads: AtomicUsize::new(0),
-        });
-        let registry = ClusterRegistry::new(store.clone(), KubeconfigRules::default()).start();
-        let key = ClusterKey { org: 1, cluster: 1 };
-        let building = registry.send(Create(key));
-        // the store answers after 20 ms: evict while the build is under way
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        registry.send(Evict(key)).await.unwrap();
-        let stale = building.await.unwrap().unwrap();
-        assert!(
-            stale.is_evicted(),
-            "what was read before the eviction is not kept"
-        );
-        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
-    }
-
-    #[actix_rt::test]
-    async fn unknown_cluster_is_not_found() {
-        let store = Arc::new(CountingStore {
-            reads: AtomicUsize::new(0),
-        });
-        let registry = ClusterRegistry::new(store, KubeconfigRules::default()).start();
-        let err = registry
-            .send(Create(ClusterKey { org: 1, cluster: 9 }))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(matches!(err, RegistryError::NotFound(_)));
-        assert_eq!(registry.send(LiveCount).await.unwrap(), 0);
     }
 }

@@ -1,126 +1,25 @@
-//! Where clusters and org memberships are kept.
+//! The embedded stores: files in the data directory, each written atomically with mode
+//! 0600 (a cluster file holds its kubeconfig, a token file the revocations), for one
+//! replica.
 //!
-//! The stores are traits so that other back ends (Vault, PostgreSQL) can take the place
-//! of the embedded default: files in a local directory, each written atomically with
-//! mode 0600 (a cluster file holds its kubeconfig, a secret).
+//! - clusters: `{dir}/orgs/{org}/clusters/{id}.json`;
+//! - memberships: `{dir}/members.json`;
+//! - policy lines: a CSV file (`config/policy.csv`);
+//! - token records and revocations: `{dir}/tokens.json`.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::{
+    epoch_now, ClusterRecord, ClusterStore, MemberStore, Membership, PolicyStore, StoreError,
+    TokenRecord, TokenStore,
+};
 use crate::fsutil::{create_atomic, create_private_dir, write_atomic};
-
-/// Why a store operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached or read right now; retrying later may work.
-    #[error("cluster store unavailable: {0}")]
-    Unavailable(String),
-    /// A cluster of that name exists already in the org.
-    #[error("a cluster named \"{0}\" exists already in this org")]
-    DuplicateName(String),
-    /// A record in the store does not parse.
-    #[error("store record {path} is corrupt: {reason}")]
-    Corrupt {
-        /// Where the record is.
-        path: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl StoreError {
-    fn io(context: &Path, err: io::Error) -> StoreError {
-        StoreError::Unavailable(format!("{}: {err}", context.display()))
-    }
-}
-
-/// A cluster as stored: which org, its id and name, and its kubeconfig.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    /// The organization.
-    pub org: u64,
-    /// The id, unique in the org.
-    pub id: u64,
-    /// The name, unique in the org.
-    pub name: String,
-    /// The kubeconfig, YAML (a secret: never logged).
-    pub kubeconfig: String,
-    /// The context to use; `None` means `current-context`.
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-    /// Time of the last kubeconfig update, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
-}
-
-impl std::fmt::Debug for ClusterRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterRecord")
-            .field("org", &self.org)
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("context", &self.context)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClusterRecord {
-    /// A new record, created now.
-    pub fn new(org: u64, id: u64, name: &str, kubeconfig: &str, context: Option<&str>) -> Self {
-        ClusterRecord {
-            org,
-            id,
-            name: name.to_string(),
-            kubeconfig: kubeconfig.to_string(),
-            context: context.map(str::to_string),
-            created_at: now_rfc3339(),
-            updated_at: None,
-        }
-    }
-
-    /// Replaces the kubeconfig and context, noting the time.
-    pub fn replace_kubeconfig(&mut self, kubeconfig: &str, context: Option<&str>) {
-        self.kubeconfig = kubeconfig.to_string();
-        self.context = context.map(str::to_string);
-        self.updated_at = Some(now_rfc3339());
-    }
-}
-
-/// Keeps the clusters of every org.
-#[async_trait]
-pub trait ClusterStore: Send + Sync {
-    /// One cluster, or `None` when the org has no cluster with that id.
-    async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError>;
-    /// The org's clusters, by id.
-    async fn list(&self, org: u64) -> Result<Vec<ClusterRecord>, StoreError>;
-    /// Stores a new cluster under the next free id of the org and returns it.
-    async fn create(
-        &self,
-        org: u64,
-        name: &str,
-        kubeconfig: &str,
-        context: Option<&str>,
-    ) -> Result<ClusterRecord, StoreError>;
-    /// Replaces a cluster's kubeconfig and context; `None` when there is no such cluster.
-    async fn update(
-        &self,
-        org: u64,
-        id: u64,
-        kubeconfig: &str,
-        context: Option<&str>,
-    ) -> Result<Option<ClusterRecord>, StoreError>;
-    /// Removes a cluster; `false` when there was none.
-    async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError>;
-    /// Checks that the store can be reached and read (for `/readyz`).
-    async fn check(&self) -> Result<(), StoreError>;
-}
 
 /// The embedded cluster store: `{dir}/orgs/{org}/clusters/{id}.json`.
 #[derive(Debug, Clone)]
@@ -177,11 +76,6 @@ impl FileClusterStore {
         records.sort_by_key(|r| r.id);
         Ok(records)
     }
-}
-
-/// Current time as RFC 3339 with seconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[async_trait]
@@ -257,19 +151,6 @@ impl ClusterStore for FileClusterStore {
     }
 }
 
-/// Where the policy lines (`p` lines, role inheritance) come from.
-#[async_trait]
-pub trait PolicyStore: Send + Sync {
-    /// The lines, as CSV text.
-    async fn policy_text(&self) -> Result<String, StoreError>;
-    /// Where they are, for messages (`config/policy.csv`, `postgres casbin_rule`).
-    fn describe(&self) -> String;
-    /// Tells other replicas that the policy was reloaded here, so they reload too.
-    async fn announce_reload(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 /// The policy lines in a CSV file (`config/policy.csv`).
 #[derive(Debug, Clone)]
 pub struct FilePolicyStore {
@@ -292,31 +173,6 @@ impl PolicyStore for FilePolicyStore {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
-}
-
-/// One membership: a user's role in an org.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// The org.
-    pub org: u64,
-    /// The user (a token's `sub`).
-    pub user: String,
-    /// The role, as named in the policy (`admin`, `member`).
-    pub role: String,
-}
-
-/// Keeps who has which role in which org.
-#[async_trait]
-pub trait MemberStore: Send + Sync {
-    /// Every membership of every org.
-    async fn all(&self) -> Result<Vec<Membership>, StoreError>;
-    /// Sets a user's role in an org (replacing any earlier role).
-    async fn set(&self, org: u64, user: &str, role: &str) -> Result<(), StoreError>;
-    /// Removes a user from an org; `false` when they were not in it.
-    async fn remove(&self, org: u64, user: &str) -> Result<bool, StoreError>;
-    /// Something that changes whenever the memberships change, to notice edits made by
-    /// another process (the CLI) without reading everything.
-    async fn revision(&self) -> Result<String, StoreError>;
 }
 
 /// The embedded member store: one JSON file `{dir}/members.json`, `{org: {user: role}}`.
@@ -400,6 +256,116 @@ impl MemberStore for FileMemberStore {
     }
 }
 
+/// The whole of a file store.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TokenFile {
+    /// Records by owner, then by id.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, BTreeMap<String, TokenRecord>>,
+    /// Revoked ids and when they expire.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, u64>,
+}
+
+impl TokenFile {
+    /// Drops what has expired.
+    pub fn prune(&mut self, now: u64) {
+        self.revoked.retain(|_, expires| *expires > now);
+        for tokens in self.tokens.values_mut() {
+            tokens.retain(|_, t| t.expires_at > now);
+        }
+        self.tokens.retain(|_, tokens| !tokens.is_empty());
+    }
+
+    /// Revokes `user`'s token `id`.
+    pub fn revoke(&mut self, user: &str, id: &str, now: u64) -> Option<TokenRecord> {
+        let record = self.tokens.get_mut(user)?.get_mut(id)?;
+        record.revoked_at.get_or_insert(now);
+        self.revoked.insert(id.to_string(), record.expires_at);
+        Some(record.clone())
+    }
+}
+
+/// Token records in `tokens.json` in the data directory, mode 0600, written atomically.
+pub struct FileTokenStore {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl FileTokenStore {
+    /// A store in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        FileTokenStore {
+            path: dir.as_ref().join("tokens.json"),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn load(&self) -> Result<TokenFile, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TokenFile::default()),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "{}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn change<T>(&self, f: impl FnOnce(&mut TokenFile) -> T) -> Result<T, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.load()?;
+        file.prune(epoch_now());
+        let out = f(&mut file);
+        let bytes = serde_json::to_vec_pretty(&file).expect("token records serialize");
+        write_atomic(&self.path, &bytes)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl TokenStore for FileTokenStore {
+    async fn add(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        self.change(|file| {
+            file.tokens
+                .entry(record.user.clone())
+                .or_default()
+                .insert(record.id.clone(), record.clone());
+        })
+    }
+
+    async fn list(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let now = epoch_now();
+        let mut file = self.load()?;
+        file.prune(now);
+        Ok(file
+            .tokens
+            .remove(user)
+            .map(|tokens| tokens.into_values().collect())
+            .unwrap_or_default())
+    }
+
+    async fn revoke(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.change(|file| file.revoke(user, id, epoch_now()))
+    }
+
+    async fn revoke_id(&self, id: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.change(|file| {
+            file.revoked.insert(id.to_string(), expires_at);
+        })
+    }
+
+    async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut file = self.load()?;
+        file.prune(epoch_now());
+        Ok(file.revoked)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +420,48 @@ mod tests {
         assert!(store.remove(1, "alice").await.unwrap());
         assert!(!store.remove(1, "alice").await.unwrap());
         assert_eq!(store.all().await.unwrap().len(), 1);
+    }
+
+    fn record(user: &str, id: &str, expires_at: u64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            user: user.into(),
+            name: "laptop".into(),
+            created_at: epoch_now(),
+            expires_at,
+            revoked_at: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn add_list_revoke_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileTokenStore::new(dir.path());
+        let later = epoch_now() + 3600;
+        store.add(&record("alice", "a1", later)).await.unwrap();
+        store.add(&record("alice", "a2", later)).await.unwrap();
+        store.add(&record("bob", "b1", later)).await.unwrap();
+        store.add(&record("alice", "old", 5)).await.unwrap();
+        let listed = store.list("alice").await.unwrap();
+        assert_eq!(
+            listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a1", "a2"],
+            "expired records are not listed"
+        );
+        // bob cannot revoke alice's token
+        assert_eq!(store.revoke("bob", "a1").await.unwrap(), None);
+        let revoked = store.revoke("alice", "a1").await.unwrap().unwrap();
+        assert!(revoked.revoked_at.is_some());
+        store.revoke_id("session:s1", later).await.unwrap();
+        store.revoke_id("session:gone", 5).await.unwrap();
+        let ids = store.revoked().await.unwrap();
+        assert_eq!(ids.keys().collect::<Vec<_>>(), ["a1", "session:s1"]);
+        // the file is private
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("tokens.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

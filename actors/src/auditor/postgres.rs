@@ -1,232 +1,11 @@
-//! Policies and memberships in PostgreSQL, in Casbin's usual `casbin_rule` table
-//! (`ptype, v0..v5`), so that other Casbin tools can manage them too.
-//!
-//! `p` rows and role-inheritance `g` rows are the policy; `g, user, role, org` rows whose
-//! domain is an org id are the memberships. Every change to the table bumps a revision
-//! (a statement trigger), which each replica polls: a membership change or a policy edit
-//! on one replica, or straight in the database, reaches every replica within the poll
-//! interval.
+//! The audit trail in PostgreSQL: [`PostgresAuditSink`] writes it, [`query_audit`] reads
+//! it back for the audit query API.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::store::{MemberStore, Membership, PolicyStore, StoreError};
-
-const SCHEMA: &str = r#"
-SELECT pg_advisory_xact_lock(7361544);
-CREATE TABLE IF NOT EXISTS casbin_rule (
-    id BIGSERIAL PRIMARY KEY,
-    ptype VARCHAR NOT NULL,
-    v0 VARCHAR NOT NULL DEFAULT '',
-    v1 VARCHAR NOT NULL DEFAULT '',
-    v2 VARCHAR NOT NULL DEFAULT '',
-    v3 VARCHAR NOT NULL DEFAULT '',
-    v4 VARCHAR NOT NULL DEFAULT '',
-    v5 VARCHAR NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS kubegate_policy_revision (
-    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    revision BIGINT NOT NULL
-);
-INSERT INTO kubegate_policy_revision VALUES (1, 0) ON CONFLICT DO NOTHING;
-CREATE OR REPLACE FUNCTION kubegate_policy_bump() RETURNS trigger AS $$
-BEGIN
-    UPDATE kubegate_policy_revision SET revision = revision + 1;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
-CREATE OR REPLACE TRIGGER kubegate_policy_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON casbin_rule
-    FOR EACH STATEMENT EXECUTE FUNCTION kubegate_policy_bump();
-"#;
-
-/// Policies and memberships in PostgreSQL.
-pub struct PostgresPolicyStore {
-    url: String,
-    client: Mutex<Option<Arc<Client>>>,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {e}"))
-}
-
-fn is_membership_domain(domain: &str) -> bool {
-    !domain.is_empty() && domain.bytes().all(|b| b.is_ascii_digit())
-}
-
-impl PostgresPolicyStore {
-    /// Connects, creates the tables when missing, and, when the table holds no `p` row,
-    /// imports the `p` lines of `seed` (the policy file) once.
-    pub async fn connect(url: &str, seed: &str) -> Result<Arc<PostgresPolicyStore>, StoreError> {
-        let store = Arc::new(PostgresPolicyStore {
-            url: url.to_string(),
-            client: Mutex::new(None),
-        });
-        let client = store.client().await?;
-        client
-            .batch_execute(&format!("BEGIN;{SCHEMA}COMMIT;"))
-            .await
-            .map_err(unavailable)?;
-        let rows: i64 = client
-            .query_one(
-                "SELECT count(*) FROM casbin_rule WHERE ptype LIKE 'p%'",
-                &[],
-            )
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        if rows == 0 {
-            for line in seed
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            {
-                let mut fields: Vec<String> =
-                    line.split(',').map(|f| f.trim().to_string()).collect();
-                fields.resize(7, String::new());
-                client
-                    .execute(
-                        "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[&fields[0], &fields[1], &fields[2], &fields[3], &fields[4], &fields[5], &fields[6]],
-                    )
-                    .await
-                    .map_err(unavailable)?;
-            }
-            log::info!("imported the default policy into PostgreSQL");
-        }
-        Ok(store)
-    }
-
-    /// The connection, made again when it was lost.
-    async fn client(&self) -> Result<Arc<Client>, StoreError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
-        }
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .map_err(unavailable)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log::warn!("PostgreSQL connection closed: {e}");
-            }
-        });
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
-    }
-
-    async fn rows(&self) -> Result<Vec<Vec<String>>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT ptype, v0, v1, v2, v3, v4, v5 FROM casbin_rule ORDER BY id",
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let mut fields: Vec<String> = (0..7).map(|i| row.get::<_, String>(i)).collect();
-                while fields.last().is_some_and(|f| f.is_empty()) {
-                    fields.pop();
-                }
-                fields
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl PolicyStore for PostgresPolicyStore {
-    async fn policy_text(&self) -> Result<String, StoreError> {
-        Ok(self
-            .rows()
-            .await?
-            .into_iter()
-            // memberships are read through the MemberStore side
-            .filter(|f| !(f[0] == "g" && f.get(3).is_some_and(|d| is_membership_domain(d))))
-            .map(|f| f.join(", ") + "\n")
-            .collect())
-    }
-
-    fn describe(&self) -> String {
-        "PostgreSQL table casbin_rule".into()
-    }
-
-    async fn announce_reload(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE kubegate_policy_revision SET revision = revision + 1",
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl MemberStore for PostgresPolicyStore {
-    async fn all(&self) -> Result<Vec<Membership>, StoreError> {
-        Ok(self
-            .rows()
-            .await?
-            .into_iter()
-            .filter(|f| f[0] == "g" && f.len() == 4 && is_membership_domain(&f[3]))
-            .filter_map(|f| {
-                Some(Membership {
-                    org: f[3].parse().ok()?,
-                    user: f[1].clone(),
-                    role: f[2].clone(),
-                })
-            })
-            .collect())
-    }
-
-    async fn set(&self, org: u64, user: &str, role: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let org = org.to_string();
-        // one statement: replicas never see the user without a role in between
-        client
-            .execute(
-                "WITH gone AS (DELETE FROM casbin_rule WHERE ptype = 'g' AND v0 = $1 AND v2 = $3) \
-                 INSERT INTO casbin_rule (ptype, v0, v1, v2) VALUES ('g', $1, $2, $3)",
-                &[&user, &role, &org],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn remove(&self, org: u64, user: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let org = org.to_string();
-        let removed = client
-            .execute(
-                "DELETE FROM casbin_rule WHERE ptype = 'g' AND v0 = $1 AND v2 = $2",
-                &[&user, &org],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(removed > 0)
-    }
-
-    async fn revision(&self) -> Result<String, StoreError> {
-        let client = self.client().await?;
-        let revision: i64 = client
-            .query_one("SELECT revision FROM kubegate_policy_revision", &[])
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        Ok(revision.to_string())
-    }
-}
+use super::{AuditEvent, AuditSink};
+use crate::store::postgres::{unavailable, PostgresConnection};
+use crate::store::StoreError;
 
 const AUDIT_SCHEMA: &str = r#"
 SELECT pg_advisory_xact_lock(7361545);
@@ -252,9 +31,20 @@ CREATE INDEX IF NOT EXISTS kubegate_audit_user ON kubegate_audit ("user", id);
 CREATE INDEX IF NOT EXISTS kubegate_audit_cluster ON kubegate_audit (org, cluster, id);
 "#;
 
+/// Why a batch did not reach PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] StoreError),
+    /// A statement failed.
+    #[error(transparent)]
+    Statement(#[from] tokio_postgres::Error),
+}
+
 type AuditJob = (
-    Vec<crate::auditor::AuditEvent>,
-    std::sync::mpsc::Sender<Result<(), String>>,
+    Vec<AuditEvent>,
+    std::sync::mpsc::Sender<Result<(), WriteError>>,
 );
 
 /// The audit trail in PostgreSQL: one row per event (the whole event as JSON, and the
@@ -284,19 +74,15 @@ impl PostgresAuditSink {
                         return;
                     }
                 };
-                let store = PostgresPolicyStore {
-                    url,
-                    client: Mutex::new(None),
-                };
+                let connection = PostgresConnection::new(&url);
                 let mut ready = false;
                 while let Ok((events, reply)) = receive.recv() {
                     let result = runtime.block_on(async {
-                        let client = store.client().await.map_err(|e| e.to_string())?;
+                        let client = connection.client().await?;
                         if !ready {
                             client
                                 .batch_execute(&format!("BEGIN;{AUDIT_SCHEMA}COMMIT;"))
-                                .await
-                                .map_err(|e| e.to_string())?;
+                                .await?;
                             ready = true;
                         }
                         let inserted = insert(&client, &events).await;
@@ -304,7 +90,7 @@ impl PostgresAuditSink {
                             // the table may be gone with the database: make it again next time
                             ready = false;
                         }
-                        inserted.map_err(|e| e.to_string())
+                        Ok(inserted?)
                     });
                     let _ = reply.send(result);
                 }
@@ -315,10 +101,7 @@ impl PostgresAuditSink {
 }
 
 /// Inserts a batch in one transaction, up to 256 rows per statement.
-async fn insert(
-    client: &Client,
-    events: &[crate::auditor::AuditEvent],
-) -> Result<(), tokio_postgres::Error> {
+async fn insert(client: &Client, events: &[AuditEvent]) -> Result<(), tokio_postgres::Error> {
     use tokio_postgres::types::ToSql;
     const COLUMNS: usize = 13;
     client.batch_execute("BEGIN").await?;
@@ -373,12 +156,12 @@ async fn insert(
     client.batch_execute("COMMIT").await
 }
 
-impl crate::auditor::AuditSink for PostgresAuditSink {
+impl AuditSink for PostgresAuditSink {
     fn name(&self) -> &str {
         "postgres"
     }
 
-    fn write_batch(&mut self, events: &[crate::auditor::AuditEvent]) -> std::io::Result<()> {
+    fn write_batch(&mut self, events: &[AuditEvent]) -> std::io::Result<()> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.jobs
             .send((events.to_vec(), reply))

@@ -8,7 +8,7 @@
 //! [`StoreError::Unavailable`] and the next one tries again: nothing needs restarting.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +17,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
-use crate::store::{ClusterRecord, ClusterStore, StoreError};
-use crate::tokens::{epoch_now, TokenRecord, TokenStore};
+use super::{epoch_now, ClusterRecord, ClusterStore, StoreError, TokenRecord, TokenStore};
 
 /// How kubegate logs in to Vault.
 #[derive(Clone)]
@@ -61,6 +60,10 @@ pub struct VaultSettings {
 }
 
 /// The Vault cluster store.
+///
+/// Its locks only ever hold a value replaced whole, in one assignment, so a lock
+/// poisoned by a panic elsewhere still holds a usable value: every access takes it
+/// (`PoisonError::into_inner`) rather than failing every later request.
 pub struct VaultClusterStore {
     settings: VaultSettings,
     client: RwLock<Arc<VaultClient>>,
@@ -124,7 +127,10 @@ impl VaultClusterStore {
     }
 
     fn current(&self) -> Arc<VaultClient> {
-        self.client.read().expect("vault client lock").clone()
+        self.client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn path(&self, org: u64, id: Option<u64>) -> String {
@@ -149,12 +155,13 @@ impl VaultClusterStore {
                 let found = vaultrs::token::lookup_self(client.as_ref())
                     .await
                     .map_err(|e| unavailable(address, &e))?;
-                *self.lease.write().expect("lease lock") = (found.ttl > 0).then(|| {
-                    (
-                        found.renewable.unwrap_or(false),
-                        Duration::from_secs(found.ttl),
-                    )
-                });
+                *self.lease.write().unwrap_or_else(PoisonError::into_inner) =
+                    (found.ttl > 0).then(|| {
+                        (
+                            found.renewable.unwrap_or(false),
+                            Duration::from_secs(found.ttl),
+                        )
+                    });
                 return Ok(());
             }
             VaultAuth::AppRole {
@@ -181,8 +188,8 @@ impl VaultClusterStore {
         }
         .map_err(|e| unavailable(address, &e))?;
         let client = Self::client(&self.settings, &info.client_token)?;
-        *self.client.write().expect("vault client lock") = Arc::new(client);
-        *self.lease.write().expect("lease lock") = (info.lease_duration > 0)
+        *self.client.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(client);
+        *self.lease.write().unwrap_or_else(PoisonError::into_inner) = (info.lease_duration > 0)
             .then(|| (info.renewable, Duration::from_secs(info.lease_duration)));
         log::info!("logged in to Vault at {address}");
         Ok(())
@@ -195,7 +202,7 @@ impl VaultClusterStore {
         drop(self);
         loop {
             let Some(store) = weak.upgrade() else { return };
-            let lease = *store.lease.read().expect("lease lock");
+            let lease = *store.lease.read().unwrap_or_else(PoisonError::into_inner);
             let wait = match lease {
                 Some((_, ttl)) => (ttl * 2 / 3).max(Duration::from_secs(1)),
                 None => Duration::from_secs(60),
@@ -208,7 +215,7 @@ impl VaultClusterStore {
                     let client = store.current();
                     match vaultrs::token::renew_self(client.as_ref(), None).await {
                         Ok(info) => {
-                            *store.lease.write().expect("lease lock") =
+                            *store.lease.write().unwrap_or_else(PoisonError::into_inner) =
                                 Some((info.renewable, Duration::from_secs(info.lease_duration)));
                             log::debug!("Vault token renewed for {}s", info.lease_duration);
                             true
@@ -227,7 +234,7 @@ impl VaultClusterStore {
             if !renewed {
                 if let Err(e) = store.login().await {
                     log::error!("Vault login failed, will retry: {e}");
-                    *store.lease.write().expect("lease lock") =
+                    *store.lease.write().unwrap_or_else(PoisonError::into_inner) =
                         Some((false, Duration::from_secs(15)));
                 }
             }
@@ -520,5 +527,39 @@ impl TokenStore for VaultClusterStore {
         let (_, mut map) = self.read_revoked().await?;
         map.retain(|_, expires| *expires > now);
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_poisoned_lock_does_not_fail_later_requests() {
+        // nothing listens there: the login fails, and so does every read, with an error
+        let store = VaultClusterStore::connect(VaultSettings {
+            address: "http://127.0.0.1:1".into(),
+            mount: "secret".into(),
+            prefix: "kubegate".into(),
+            auth: VaultAuth::Token(SecretString::from("t")),
+            timeout: Duration::from_secs(2),
+        })
+        .await
+        .unwrap();
+        let poisoner = store.clone();
+        let panicked = std::thread::spawn(move || {
+            let _client = poisoner.client.write().unwrap();
+            let _lease = poisoner.lease.write().unwrap();
+            panic!("a panic while the locks are held");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(store.client.is_poisoned() && store.lease.is_poisoned());
+        let err = store.get(1, 1).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(why) if why.contains("cannot be reached")),
+            "{err}"
+        );
+        assert!(store.login().await.is_err(), "a login still runs");
     }
 }

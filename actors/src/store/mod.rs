@@ -1,0 +1,226 @@
+//! Where clusters, org memberships, policies and tokens are kept.
+//!
+//! The stores are traits so that other back ends can take the place of the embedded
+//! default, files in a local directory, each written atomically with mode 0600 (a
+//! cluster file holds its kubeconfig, a secret):
+//!
+//! - [`file`](FileClusterStore): clusters, members, policy lines and tokens in the data
+//!   directory (one replica);
+//! - [`vault`](VaultClusterStore): clusters and tokens in Vault KV v2 (replicas share it);
+//! - [`postgres`](PostgresPolicyStore): policy lines and memberships in PostgreSQL's
+//!   `casbin_rule` table (replicas share it).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+mod file;
+pub(crate) mod postgres;
+mod vault;
+
+pub use file::{FileClusterStore, FileMemberStore, FilePolicyStore, FileTokenStore};
+pub use postgres::PostgresPolicyStore;
+pub use vault::{VaultAuth, VaultClusterStore, VaultSettings};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or read right now; retrying later may work.
+    #[error("cluster store unavailable: {0}")]
+    Unavailable(String),
+    /// A cluster of that name exists already in the org.
+    #[error("a cluster named \"{0}\" exists already in this org")]
+    DuplicateName(String),
+    /// A record in the store does not parse.
+    #[error("store record {path} is corrupt: {reason}")]
+    Corrupt {
+        /// Where the record is.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    fn io(context: &Path, err: io::Error) -> StoreError {
+        StoreError::Unavailable(format!("{}: {err}", context.display()))
+    }
+}
+
+/// A cluster as stored: which org, its id and name, and its kubeconfig.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The organization.
+    pub org: u64,
+    /// The id, unique in the org.
+    pub id: u64,
+    /// The name, unique in the org.
+    pub name: String,
+    /// The kubeconfig, YAML (a secret: never logged).
+    pub kubeconfig: String,
+    /// The context to use; `None` means `current-context`.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Time of the last kubeconfig update, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRecord")
+            .field("org", &self.org)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterRecord {
+    /// A new record, created now.
+    pub fn new(org: u64, id: u64, name: &str, kubeconfig: &str, context: Option<&str>) -> Self {
+        ClusterRecord {
+            org,
+            id,
+            name: name.to_string(),
+            kubeconfig: kubeconfig.to_string(),
+            context: context.map(str::to_string),
+            created_at: now_rfc3339(),
+            updated_at: None,
+        }
+    }
+
+    /// Replaces the kubeconfig and context, noting the time.
+    pub fn replace_kubeconfig(&mut self, kubeconfig: &str, context: Option<&str>) {
+        self.kubeconfig = kubeconfig.to_string();
+        self.context = context.map(str::to_string);
+        self.updated_at = Some(now_rfc3339());
+    }
+}
+
+/// Keeps the clusters of every org.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// One cluster, or `None` when the org has no cluster with that id.
+    async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError>;
+    /// The org's clusters, by id.
+    async fn list(&self, org: u64) -> Result<Vec<ClusterRecord>, StoreError>;
+    /// Stores a new cluster under the next free id of the org and returns it.
+    async fn create(
+        &self,
+        org: u64,
+        name: &str,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<ClusterRecord, StoreError>;
+    /// Replaces a cluster's kubeconfig and context; `None` when there is no such cluster.
+    async fn update(
+        &self,
+        org: u64,
+        id: u64,
+        kubeconfig: &str,
+        context: Option<&str>,
+    ) -> Result<Option<ClusterRecord>, StoreError>;
+    /// Removes a cluster; `false` when there was none.
+    async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError>;
+    /// Checks that the store can be reached and read (for `/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// Current time as RFC 3339 with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Where the policy lines (`p` lines, role inheritance) come from.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The lines, as CSV text.
+    async fn policy_text(&self) -> Result<String, StoreError>;
+    /// Where they are, for messages (`config/policy.csv`, `postgres casbin_rule`).
+    fn describe(&self) -> String;
+    /// Tells other replicas that the policy was reloaded here, so they reload too.
+    async fn announce_reload(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One membership: a user's role in an org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The org.
+    pub org: u64,
+    /// The user (a token's `sub`).
+    pub user: String,
+    /// The role, as named in the policy (`admin`, `member`).
+    pub role: String,
+}
+
+/// Keeps who has which role in which org.
+#[async_trait]
+pub trait MemberStore: Send + Sync {
+    /// Every membership of every org.
+    async fn all(&self) -> Result<Vec<Membership>, StoreError>;
+    /// Sets a user's role in an org (replacing any earlier role).
+    async fn set(&self, org: u64, user: &str, role: &str) -> Result<(), StoreError>;
+    /// Removes a user from an org; `false` when they were not in it.
+    async fn remove(&self, org: u64, user: &str) -> Result<bool, StoreError>;
+    /// Something that changes whenever the memberships change, to notice edits made by
+    /// another process (the CLI) without reading everything.
+    async fn revision(&self) -> Result<String, StoreError>;
+}
+
+/// A token as its owner sees it in a list: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The token's id (its `jti`).
+    pub id: String,
+    /// Whose it is (the token's `sub`).
+    pub user: String,
+    /// The name its owner gave it.
+    pub name: String,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+    /// When it was revoked, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// Where the records of issued tokens (never the tokens themselves) and the revoked ids
+/// are kept.
+///
+/// A token is a signed JWT, so it is checked without the store; the store is what lets
+/// its owner list and revoke it. A revocation is an id with the time the token would
+/// have expired anyway: past it, the entry is dropped, so the list stays as short as the
+/// number of revoked tokens still alive. Sessions ended by logout go in the same list, so
+/// that a copied session cookie dies with the session on every replica, which polls it.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Keeps the record of a new token.
+    async fn add(&self, record: &TokenRecord) -> Result<(), StoreError>;
+    /// The tokens of `user` that have not expired, revoked ones included.
+    async fn list(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Marks `user`'s token `id` revoked and adds it to the revocations. `None` when
+    /// `user` has no such token.
+    async fn revoke(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Adds an id (a session's) to the revocations until `expires_at`.
+    async fn revoke_id(&self, id: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Every revoked id whose token or session has not expired yet, with its expiry.
+    async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+}
+
+/// Seconds since the epoch.
+pub fn epoch_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
