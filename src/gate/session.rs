@@ -247,12 +247,10 @@ pub fn user(req: &HttpRequest) -> Option<SessionUser> {
 }
 
 /// Starts a new session for `user` (a new session key: no fixation).
-pub fn log_in(session: &Session, user: &SessionUser) -> Result<(), String> {
+pub fn log_in(session: &Session, user: &SessionUser) -> Result<(), SessionError> {
     session.renew();
     session.remove(PENDING);
-    session
-        .insert(USER, user)
-        .map_err(|e| format!("cannot write the session: {e}"))
+    Ok(session.insert(USER, user)?)
 }
 
 /// Ends the session.
@@ -261,10 +259,16 @@ pub fn log_out(session: &Session) {
 }
 
 /// Remembers a login in progress.
-pub fn set_pending(session: &Session, pending: &PendingLogin) -> Result<(), String> {
-    session
-        .insert(PENDING, pending)
-        .map_err(|e| format!("cannot write the session: {e}"))
+pub fn set_pending(session: &Session, pending: &PendingLogin) -> Result<(), SessionError> {
+    Ok(session.insert(PENDING, pending)?)
+}
+
+/// Why a session could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// What was to be kept could not be put in the session.
+    #[error("cannot write the session: {0}")]
+    Write(#[from] actix_session::SessionInsertError),
 }
 
 /// Takes the login in progress out of the session (a state is good once).

@@ -172,7 +172,7 @@ impl Services {
         let key = load_signing_key(&config.auth)?;
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
         let stores = Stores::open(config).await?;
-        let login = crate::login::build(config).map_err(ConfigError::Invalid)?;
+        let login = crate::login::build(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let sessions = crate::gate::session::Sessions::open(&config.sessions, &key)
             .await
             .map_err(ConfigError::Invalid)?;

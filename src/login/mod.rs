@@ -40,6 +40,34 @@ use crate::gate::audit::AuditContext;
 use crate::gate::session::{self, PendingLogin, SessionUser};
 use crate::gate::{wants_html, Gate};
 
+/// Why the login providers could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A provider's settings do not work.
+    #[error("login.providers.{provider}: {source}")]
+    Provider {
+        /// The provider's name.
+        provider: String,
+        /// What does not work.
+        #[source]
+        source: Box<SetupError>,
+    },
+    /// The CA file trusted for a provider's certificate is unusable.
+    #[error("ca_file {}: {reason}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The TLS settings could not be made.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A client secret could not be read (the message names the key and the file).
+    #[error("{0}")]
+    Secret(String),
+}
+
 /// Why a login failed; each becomes a status and a message for the person.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -66,7 +94,7 @@ pub enum LoginError {
     Provider(String),
     /// kubegate could not keep the session.
     #[error("the session could not be saved: {0}")]
-    Session(String),
+    Session(#[from] session::SessionError),
 }
 
 impl LoginError {
@@ -120,26 +148,24 @@ impl Login {
         config: &LoginConfig,
         sessions: &SessionConfig,
         public_url: Option<&str>,
-    ) -> Result<Login, String> {
+    ) -> Result<Login, SetupError> {
         let mut providers = BTreeMap::new();
         for (name, provider) in &config.providers {
+            let of_provider = |source: SetupError| SetupError::Provider {
+                provider: name.clone(),
+                source: Box::new(source),
+            };
+            let secret =
+                |file| crate::config::login::client_secret(name, file).map_err(SetupError::Secret);
             let built = match provider {
-                ProviderConfig::Github(g) => {
-                    let secret =
-                        crate::config::login::client_secret(name, g.client_secret_file.as_ref())?;
-                    Provider::Github(
-                        oauth::Github::new(g.clone(), secret)
-                            .map_err(|e| format!("login.providers.{name}: {e}"))?,
-                    )
-                }
-                ProviderConfig::Oidc(o) => {
-                    let secret =
-                        crate::config::login::client_secret(name, o.client_secret_file.as_ref())?;
-                    Provider::Oidc(
-                        oauth::Oidc::new(o.clone(), secret)
-                            .map_err(|e| format!("login.providers.{name}: {e}"))?,
-                    )
-                }
+                ProviderConfig::Github(g) => Provider::Github(
+                    oauth::Github::new(g.clone(), secret(g.client_secret_file.as_ref())?)
+                        .map_err(of_provider)?,
+                ),
+                ProviderConfig::Oidc(o) => Provider::Oidc(
+                    oauth::Oidc::new(o.clone(), secret(o.client_secret_file.as_ref())?)
+                        .map_err(of_provider)?,
+                ),
                 ProviderConfig::Ldap(l) => Provider::Ldap(l.clone()),
             };
             providers.insert(name.clone(), built);
@@ -649,7 +675,7 @@ async fn providers(state: web::Data<LoginState>) -> HttpResponse {
 }
 
 /// What the login layer needs at start: the providers, checked.
-pub fn build(config: &crate::config::Config) -> Result<Arc<Login>, String> {
+pub fn build(config: &crate::config::Config) -> Result<Arc<Login>, SetupError> {
     Login::new(
         &config.login,
         &config.sessions,

@@ -30,7 +30,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::LoginError;
+use super::{LoginError, SetupError};
 use crate::config::login::{GithubSettings, OidcSettings};
 
 /// The ID token, beside the access token, in an OIDC token response.
@@ -85,27 +85,28 @@ pub struct Authorization {
 pub struct HttpError(String);
 
 /// The TLS settings for talking to providers: the web PKI's roots, plus `ca_file`.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, SetupError> {
+    let ca = |reason: String| SetupError::CaFile {
+        path: ca_file.map(Path::to_path_buf).unwrap_or_default(),
+        reason,
+    };
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect())
-            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            .map_err(|e| ca(e.to_string()))?;
         if certs.is_empty() {
-            return Err(format!("ca_file {}: holds no certificate", path.display()));
+            return Err(ca("holds no certificate".into()));
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| ca(e.to_string()))?;
         }
     }
     let mut config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -274,7 +275,10 @@ pub struct Github {
 
 impl Github {
     /// The provider of `settings`, with its client secret.
-    pub fn new(settings: GithubSettings, secret: Option<SecretString>) -> Result<Github, String> {
+    pub fn new(
+        settings: GithubSettings,
+        secret: Option<SecretString>,
+    ) -> Result<Github, SetupError> {
         let tls = tls_config(settings.ca_file.as_deref())?;
         Ok(Github {
             settings,
@@ -367,7 +371,7 @@ pub struct Oidc {
 
 impl Oidc {
     /// The provider of `settings`, with its client secret.
-    pub fn new(settings: OidcSettings, secret: Option<SecretString>) -> Result<Oidc, String> {
+    pub fn new(settings: OidcSettings, secret: Option<SecretString>) -> Result<Oidc, SetupError> {
         let tls = tls_config(settings.ca_file.as_deref())?;
         Ok(Oidc {
             settings,
