@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Output;
 
 use common::binary::Kubegate;
-use kubegate::config::{Config, ConfigError, DEFAULT_TOML};
+use kubegate::config::login::SessionStoreKind;
+use kubegate::config::{
+    AuditSinkKind, Config, ConfigError, PolicyStorage, StoreKind, DEFAULT_TOML,
+};
 
 /// Runs `kubegate ARGS` with `env` set (and the secrets of the test's own environment
 /// removed), returning its output.
@@ -396,10 +399,13 @@ fn the_shipped_configurations_are_valid() {
     ] {
         let config = Config::parse_with(&text, Path::new(name), Vec::new())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(config.store.kind, "vault", "{name}");
-        assert_eq!(config.policy.storage, "postgres", "{name}");
-        assert_eq!(config.sessions.store, "redis", "{name}");
-        assert!(config.audit.sinks.iter().any(|s| s == "postgres"), "{name}");
+        assert_eq!(config.store.kind, StoreKind::Vault, "{name}");
+        assert_eq!(config.policy.storage, PolicyStorage::Postgres, "{name}");
+        assert_eq!(config.sessions.store, SessionStoreKind::Redis, "{name}");
+        assert!(
+            config.audit.sinks.contains(&AuditSinkKind::Postgres),
+            "{name}"
+        );
     }
 }
 
@@ -457,4 +463,46 @@ fn passwords_written_in_the_file_are_pointed_out() {
         );
     }
     assert!(kubegate::config::secrets_in_file(DEFAULT_TOML).is_empty());
+}
+
+#[test]
+fn a_choice_that_is_not_offered_is_named_with_the_choices() {
+    let text = DEFAULT_TOML
+        .replace(
+            "kind = \"file\"\npath = \"data\"\n",
+            "kind = \"vaul\"\npath = \"data\"\n\n[store.vault]\naddress = \"https://vault:8200\"\nauth = \"password\"\n",
+        )
+        .replace("token_store = \"file\"", "token_store = \"consul\"")
+        .replace("storage = \"file\"", "storage = \"mysql\"")
+        .replace("sinks = [\"file\"]", "sinks = [\"file\", \"stdot\"]")
+        .replace("store = \"cookie\"", "store = \"memcached\"");
+    match Config::parse_with(&text, Path::new("x.toml"), Vec::new()) {
+        Err(ConfigError::Problems { problems, .. }) => {
+            for expected in [
+                "store.kind: \"vaul\" is not one of file, vault",
+                "store.vault.auth: \"password\" is not one of token, approle, kubernetes",
+                "auth.token_store: \"consul\" is not one of file, vault",
+                "policy.storage: \"mysql\" is not one of file, postgres",
+                "audit.sinks: \"stdot\" is not one of file, stdout, postgres",
+                "sessions.store: \"memcached\" is not one of cookie, redis",
+            ] {
+                assert!(
+                    problems.iter().any(|p| p == expected),
+                    "{expected}: {problems:#?}"
+                );
+            }
+            assert_eq!(problems.len(), 6, "{problems:#?}");
+        }
+        other => panic!("expected the problems, got {other:?}"),
+    }
+    // a value that is not a string names the choices too, and the environment is named
+    let env = [("KUBEGATE_STORE__KIND", "1")].map(|(k, v)| (k.to_string(), v.to_string()));
+    match Config::parse_with(DEFAULT_TOML, Path::new("x.toml"), env) {
+        Err(ConfigError::Problems { problems, .. }) => assert_eq!(
+            problems,
+            ["store.kind: 1 is not one of file, vault \
+              (set by the environment variable KUBEGATE_STORE__KIND)"],
+        ),
+        other => panic!("expected the problems, got {other:?}"),
+    }
 }

@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
-use super::{env, read_secret, tls, Config, ConfigError, DEFAULT_TOML};
+use super::{
+    env, read_secret, tls, AuditSinkKind, Config, ConfigError, PolicyStorage, StoreKind,
+    TokenStoreKind, VaultAuthKind, DEFAULT_TOML,
+};
 
 impl Config {
     /// What is wrong outside the file: files it names that cannot be read or used, and
@@ -57,21 +60,23 @@ impl Config {
                 )),
             },
         }
-        if let (Some(vault), "vault") = (&self.store.vault, self.store.kind.as_str()) {
-            let secret = match vault.auth.as_str() {
-                "approle" => read_secret(
+        if let (Some(vault), StoreKind::Vault) = (&self.store.vault, self.store.kind) {
+            let secret = match vault.auth {
+                VaultAuthKind::AppRole => read_secret(
                     vault.secret_id_file.as_deref(),
                     "KUBEGATE_VAULT_SECRET_ID",
                     "Vault AppRole secret id",
                 )
                 .map(drop),
-                "kubernetes" => std::fs::read(&vault.jwt_file).map(drop).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "cannot read the service account token {}: {e}",
-                        vault.jwt_file.display()
-                    ))
-                }),
-                _ => {
+                VaultAuthKind::Kubernetes => {
+                    std::fs::read(&vault.jwt_file).map(drop).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "cannot read the service account token {}: {e}",
+                            vault.jwt_file.display()
+                        ))
+                    })
+                }
+                VaultAuthKind::Token => {
                     read_secret(vault.token_file.as_deref(), "VAULT_TOKEN", "Vault token").map(drop)
                 }
             };
@@ -155,44 +160,34 @@ impl Config {
     /// Values out of range or not fitting together, each a line `section.key: what`.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match (self.store.kind.as_str(), &self.store.vault) {
-            ("file", _) => {}
-            ("vault", None) => {
+        match (self.store.kind, &self.store.vault) {
+            (StoreKind::File, _) => {}
+            (StoreKind::Vault, None) => {
                 problems.push("store.vault: is required with store.kind = \"vault\"".to_string())
             }
-            ("vault", Some(vault)) => {
+            (StoreKind::Vault, Some(vault)) => {
                 if let Err(e) = http_url(&vault.address) {
                     problems.push(format!("store.vault.address: \"{}\" {e}", vault.address));
                 }
-                match vault.auth.as_str() {
-                    "token" => {}
-                    "approle" if vault.role_id.is_none() => problems.push(
+                match vault.auth {
+                    VaultAuthKind::AppRole if vault.role_id.is_none() => problems.push(
                         "store.vault.role_id: is required with auth = \"approle\"".to_string(),
                     ),
-                    "kubernetes" if vault.kubernetes_role.is_none() => problems.push(
+                    VaultAuthKind::Kubernetes if vault.kubernetes_role.is_none() => problems.push(
                         "store.vault.kubernetes_role: is required with auth = \"kubernetes\""
                             .to_string(),
                     ),
-                    "approle" | "kubernetes" => {}
-                    other => problems.push(format!(
-                        "store.vault.auth: \"{other}\" is not one of token, approle, kubernetes"
-                    )),
+                    VaultAuthKind::Token | VaultAuthKind::AppRole | VaultAuthKind::Kubernetes => {}
                 }
             }
-            (other, _) => problems.push(format!(
-                "store.kind: \"{other}\" is not supported (use \"file\" or \"vault\")"
-            )),
         }
         if self.auth.default_ttl > self.auth.max_ttl {
             problems.push("auth.default_ttl: is longer than auth.max_ttl".to_string());
         }
-        match (self.auth.token_store.as_str(), &self.store.vault) {
-            ("file", _) | ("vault", Some(_)) => {}
-            ("vault", None) => problems
+        match (self.auth.token_store, &self.store.vault) {
+            (TokenStoreKind::File, _) | (TokenStoreKind::Vault, Some(_)) => {}
+            (TokenStoreKind::Vault, None) => problems
                 .push("auth.token_store: \"vault\" needs a [store.vault] section".to_string()),
-            (other, _) => problems.push(format!(
-                "auth.token_store: \"{other}\" is not one of file, vault"
-            )),
         }
         if self.auth.revocation_poll.is_zero() {
             problems.push("auth.revocation_poll: must be more than 0".to_string());
@@ -204,14 +199,11 @@ impl Config {
         if self.server.listen.is_none() && self.server.listen_tls.is_none() {
             problems.push("server: set listen, listen_tls or both".to_string());
         }
-        match (self.policy.storage.as_str(), &self.policy.postgres_url) {
-            ("file", _) | ("postgres", Some(_)) => {}
-            ("postgres", None) => problems.push(
+        match (self.policy.storage, &self.policy.postgres_url) {
+            (PolicyStorage::File, _) | (PolicyStorage::Postgres, Some(_)) => {}
+            (PolicyStorage::Postgres, None) => problems.push(
                 "policy.postgres_url: is required with policy.storage = \"postgres\"".to_string(),
             ),
-            (other, _) => problems.push(format!(
-                "policy.storage: \"{other}\" is not one of file, postgres"
-            )),
         }
         if let Some(url) = &self.server.public_url {
             if let Err(e) = http_url(url) {
@@ -231,17 +223,11 @@ impl Config {
                 self.server.max_header_bytes
             ));
         }
-        for sink in &self.audit.sinks {
-            if !matches!(sink.as_str(), "file" | "stdout" | "postgres") {
-                problems.push(format!(
-                    "audit.sinks: \"{sink}\" is not one of file, stdout, postgres"
-                ));
-            }
-        }
         if self.audit.sinks.is_empty() {
             problems.push("audit.sinks: name at least one sink".to_string());
         }
-        if self.audit.sinks.iter().any(|s| s == "postgres") && self.audit.postgres_url.is_none() {
+        if self.audit.sinks.contains(&AuditSinkKind::Postgres) && self.audit.postgres_url.is_none()
+        {
             problems.push("audit.postgres_url: is required with the postgres sink".to_string());
         }
         if self.audit.batch == 0 {
@@ -373,22 +359,71 @@ fn check_keys(
                 (Some(user_table), Some(base_table)) => {
                     check_keys(root, base_table, user_table, path, bad)
                 }
-                _ => bad.push((path.join("."), explain(e.message()))),
+                _ => {
+                    let message = match e.message() {
+                        m if m.contains(NOT_A_STRING) => {
+                            not_a_choice(root, &parts, value).unwrap_or_else(|| explain(m))
+                        }
+                        m => explain(m),
+                    };
+                    bad.push((path.join("."), message))
+                }
             }
         }
         path.pop();
     }
 }
 
-/// serde's wording, in the words of a configuration file.
+/// serde's wording, in the words of a configuration file: an unknown field is an
+/// unknown key; an unknown variant is a value that is not one of those allowed, which are
+/// listed.
 fn explain(message: &str) -> String {
-    match message.strip_prefix("unknown field `") {
-        Some(rest) => match rest.split_once("`, expected ") {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        return match rest.split_once("`, expected ") {
             Some((_, expected)) => format!("unknown key (expected {expected})"),
             None => "unknown key".to_string(),
-        },
+        };
+    }
+    match unknown_variant(message) {
+        Some((value, allowed)) => format!("\"{value}\" is not one of {allowed}"),
         None => message.to_string(),
     }
+}
+
+/// The value and the choices of serde's "unknown variant" message, the choices as
+/// `a, b, c`.
+fn unknown_variant(message: &str) -> Option<(&str, String)> {
+    let (value, expected) = message
+        .strip_prefix("unknown variant `")?
+        .split_once("`, expected ")?;
+    // serde lists the variants as "`a`", "`a` or `b`" or "one of `a`, `b`, `c`"
+    let allowed = expected
+        .strip_prefix("one of ")
+        .unwrap_or(expected)
+        .replace("` or `", "`, `")
+        .replace('`', "");
+    Some((value, allowed))
+}
+
+/// toml's wording when a choice (an enum) is given a value that is not a string.
+const NOT_A_STRING: &str = "invalid type: unit variant, expected string only";
+
+/// What is wrong with `value`, not a string, at `parts` where a choice is wanted: it is
+/// tried again as text, for serde to name the choices.
+fn not_a_choice(root: &toml::Table, parts: &[&str], value: &toml::Value) -> Option<String> {
+    let text = |v: &toml::Value| match v {
+        toml::Value::String(_) => v.clone(),
+        other => toml::Value::String(other.to_string()),
+    };
+    let as_text = match value {
+        toml::Value::Array(items) => toml::Value::Array(items.iter().map(text).collect()),
+        other => text(other),
+    };
+    let mut candidate = root.clone();
+    set_at(&mut candidate, parts, as_text);
+    let e = toml::Value::Table(candidate).try_into::<Config>().err()?;
+    let (found, allowed) = unknown_variant(e.message())?;
+    Some(format!("{found} is not one of {allowed}"))
 }
 
 /// The key a "missing field `x`" message is about: the first table of `fixed` that lacks

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{AuditSinkKind, PolicyStorage, TokenStoreKind, VaultAuthKind};
+
 pub(super) fn http2() -> bool {
     true
 }
@@ -34,8 +36,8 @@ pub(super) fn vault_mount() -> String {
 pub(super) fn vault_prefix() -> String {
     "kubegate".into()
 }
-pub(super) fn vault_auth() -> String {
-    "token".into()
+pub(super) fn vault_auth() -> VaultAuthKind {
+    VaultAuthKind::Token
 }
 pub(super) fn approle_mount() -> String {
     "approle".into()
@@ -49,14 +51,14 @@ pub(super) fn jwt_file() -> PathBuf {
 pub(super) fn vault_timeout() -> Duration {
     Duration::from_secs(5)
 }
-pub(super) fn token_store() -> String {
-    "file".into()
+pub(super) fn token_store() -> TokenStoreKind {
+    TokenStoreKind::File
 }
 pub(super) fn revocation_poll() -> Duration {
     Duration::from_secs(2)
 }
-pub(super) fn audit_sinks() -> Vec<String> {
-    vec!["file".into()]
+pub(super) fn audit_sinks() -> Vec<AuditSinkKind> {
+    vec![AuditSinkKind::File]
 }
 pub(super) fn max_file_bytes() -> u64 {
     100 << 20
@@ -81,6 +83,6 @@ pub(super) fn max_body_bytes() -> usize {
     64 << 10
 }
 
-pub(super) fn policy_storage() -> String {
-    "file".into()
+pub(super) fn policy_storage() -> PolicyStorage {
+    PolicyStorage::File
 }

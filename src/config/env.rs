@@ -146,7 +146,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::config::{Config, DEFAULT_TOML};
+    use crate::config::{AuditSinkKind, Config, DEFAULT_TOML};
 
     #[test]
     fn environment_overrides() {
@@ -163,7 +163,10 @@ mod tests {
         let c = Config::parse_with(DEFAULT_TOML, Path::new("x.toml"), env).unwrap();
         assert_eq!(c.server.listen.unwrap().to_string(), "0.0.0.0:8080");
         assert_eq!(c.server.workers, 3);
-        assert_eq!(c.audit.sinks, vec!["file", "stdout"]);
+        assert_eq!(
+            c.audit.sinks,
+            vec![AuditSinkKind::File, AuditSinkKind::Stdout]
+        );
         assert_eq!(c.policy.global_admins, vec!["root"]);
         assert_eq!(c.clusters.connect_timeout, Duration::from_secs(3));
         let bad = [("KUBEGATE_SERVER__LISTN".to_string(), "x".to_string())];

@@ -158,12 +158,22 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Where clusters are kept: `file` (the local directory `path`) or `vault`.
-    pub kind: String,
+    pub kind: StoreKind,
     /// The local directory: clusters (kind `file`), memberships, the signing key.
     pub path: PathBuf,
     /// `[store.vault]`, for kind `vault`.
     #[serde(default)]
     pub vault: Option<VaultConfig>,
+}
+
+/// `store.kind`: where clusters are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of file, vault")]
+pub enum StoreKind {
+    /// Files in the local directory `store.path`, mode 0600.
+    File,
+    /// The `[store.vault]` server (KV version 2).
+    Vault,
 }
 
 /// `[store.vault]`
@@ -178,9 +188,9 @@ pub struct VaultConfig {
     /// Path under the mount: records live at `{prefix}/orgs/{org}/clusters/{id}`.
     #[serde(default = "defaults::vault_prefix")]
     pub prefix: String,
-    /// `token`, `approle` or `kubernetes`.
+    /// How kubegate logs in to Vault: `token`, `approle` or `kubernetes`.
     #[serde(default = "defaults::vault_auth")]
-    pub auth: String,
+    pub auth: VaultAuthKind,
     /// File holding the token (auth `token`); else `VAULT_TOKEN` from the environment.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -207,6 +217,22 @@ pub struct VaultConfig {
     pub timeout: Duration,
 }
 
+/// `store.vault.auth`: how kubegate logs in to Vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(
+    rename_all = "lowercase",
+    expecting = "one of token, approle, kubernetes"
+)]
+pub enum VaultAuthKind {
+    /// A token from `token_file`, else from `VAULT_TOKEN`.
+    Token,
+    /// AppRole: `role_id`, and the secret id from `secret_id_file`, else from
+    /// `KUBEGATE_VAULT_SECRET_ID`.
+    AppRole,
+    /// Kubernetes auth: `kubernetes_role`, with the service account token `jwt_file`.
+    Kubernetes,
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,11 +253,21 @@ pub struct AuthConfig {
     /// Where token records and revocations are kept: `file` (the data directory) or
     /// `vault` (`[store.vault]`; shared by replicas).
     #[serde(default = "defaults::token_store")]
-    pub token_store: String,
+    pub token_store: TokenStoreKind,
     /// How often the revocations are read from the token store, so that a token revoked
     /// on another replica is refused here within this time.
     #[serde(default = "defaults::revocation_poll", deserialize_with = "duration")]
     pub revocation_poll: Duration,
+}
+
+/// `auth.token_store`: where token records and revocations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of file, vault")]
+pub enum TokenStoreKind {
+    /// `tokens.json` in `store.path`.
+    File,
+    /// The `[store.vault]` server, shared by replicas.
+    Vault,
 }
 
 /// `[policy]`
@@ -255,10 +291,33 @@ pub struct PolicyConfig {
     /// Where policy lines and memberships live: `file` (`policy` and the member store
     /// in `store.path`) or `postgres` (Casbin's `casbin_rule` table).
     #[serde(default = "defaults::policy_storage")]
-    pub storage: String,
+    pub storage: PolicyStorage,
     /// With `storage = "postgres"`: `host=... user=... dbname=...` or `postgres://...`.
     #[serde(default)]
     pub postgres_url: Option<String>,
+}
+
+/// `policy.storage`: where policy lines and memberships live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of file, postgres")]
+pub enum PolicyStorage {
+    /// The file `policy.policy`, and the member store in `store.path`.
+    File,
+    /// Casbin's `casbin_rule` table at `policy.postgres_url`.
+    Postgres,
+}
+
+/// An entry of `audit.sinks`: where audit events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of file, stdout, postgres")]
+pub enum AuditSinkKind {
+    /// The JSON-lines file `audit.file`, rotated.
+    File,
+    /// Standard output, for container log pipelines.
+    Stdout,
+    /// The table `kubegate_audit` at `audit.postgres_url` (which also serves the query
+    /// API).
+    Postgres,
 }
 
 /// `[audit]`
@@ -267,7 +326,7 @@ pub struct PolicyConfig {
 pub struct AuditConfig {
     /// Where events go, one or several of `file`, `stdout`, `postgres`.
     #[serde(default = "defaults::audit_sinks")]
-    pub sinks: Vec<String>,
+    pub sinks: Vec<AuditSinkKind>,
     /// The JSON-lines file.
     pub file: PathBuf,
     /// The file is rotated when it would grow past this many bytes; 0: never.
@@ -462,8 +521,8 @@ mod tests {
         let c = Config::parse(&vault, Path::new("x.toml")).unwrap();
         let v = c.store.vault.unwrap();
         assert_eq!(
-            (c.store.kind.as_str(), v.mount.as_str(), v.prefix.as_str()),
-            ("vault", "secret", "kubegate")
+            (c.store.kind, v.mount.as_str(), v.prefix.as_str()),
+            (StoreKind::Vault, "secret", "kubegate")
         );
         let no_role = vault.replace("role_id = \"r\"", "");
         let e = Config::parse(&no_role, Path::new("x.toml"))
@@ -474,6 +533,11 @@ mod tests {
         let e = Config::parse(&bad, Path::new("x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("store.kind: \"consul\" is not supported"), "{e}");
+        // the choices are named (until the kind was an enum: "is not supported (use
+        // \"file\" or \"vault\")")
+        assert!(
+            e.contains("store.kind: \"consul\" is not one of file, vault"),
+            "{e}"
+        );
     }
 }
