@@ -134,12 +134,9 @@ impl Config {
                     let message = e.message().to_string();
                     match missing_key(&message, &fixed, &base) {
                         Some(parts) => {
-                            let key = parts.join(".");
-                            if parts.len() == 1 {
-                                problems.push(format!("[{key}]: the section is missing"));
-                            } else {
-                                problems.push(format!("{key}: is missing"));
-                            }
+                            // only keys without a default can be missing (sections
+                            // and most keys have one)
+                            problems.push(format!("{}: is missing", parts.join(".")));
                             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
                             replace_with_default(&mut fixed, &base, &parts);
                         }

@@ -1,12 +1,14 @@
 //! kubegate's configuration: plain serde data with named defaults.
 //!
-//! `config/default.toml` documents every key. When the file given with `--config` is the
-//! default one and does not exist, the same defaults are used (they are embedded), so
-//! `kubegate serve` runs from anywhere. Relative paths resolve against the working
-//! directory.
+//! `config/default.toml` documents every key. Any key may be left out of a file, and then
+//! has the value written there (`server.listen` and `server.listen_tls` excepted: left
+//! out, nothing is served on them), so a file holds only what differs; a key that is not
+//! one is still an unknown key. When the file given with `--config` is the default one
+//! and does not exist, the defaults are used (they are embedded), so `kubegate serve`
+//! runs from anywhere. Relative paths resolve against the working directory.
 //!
 //! The rooms: this file holds the data (`Config` and its sections) and loading;
-//! `defaults` the named defaults of keys that may be left out; `env` the overrides from
+//! `defaults` the default of each key; `env` the overrides from
 //! the environment and the secrets; `check` the diagnosis of a file and the validation
 //! of a whole configuration; `login`, `ldap` and `tls` the login providers' settings and
 //! the serving certificate.
@@ -70,8 +72,8 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP serving.
     pub server: ServerConfig,
@@ -86,16 +88,14 @@ pub struct Config {
     /// Rules for clusters and their kubeconfigs.
     pub clusters: ClustersConfig,
     /// Browser login: providers and group rules.
-    #[serde(default)]
     pub login: crate::config::login::LoginConfig,
     /// Browser sessions.
-    #[serde(default)]
     pub sessions: crate::config::login::SessionConfig,
 }
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to serve plain HTTP on; absent: no plain HTTP.
     pub listen: Option<SocketAddr>,
@@ -109,7 +109,6 @@ pub struct ServerConfig {
     pub tls_self_signed: bool,
     /// The URL clients reach kubegate at (for generated kubeconfigs); absent: taken
     /// from each request's scheme and Host.
-    #[serde(default)]
     pub public_url: Option<String>,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
@@ -117,52 +116,40 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
     /// Offer HTTP/2 over TLS (ALPN `h2`); HTTP/1.1 is always offered.
-    #[serde(default = "defaults::http2")]
     pub http2: bool,
     /// How often the certificate files are checked for changes (0s: only on SIGHUP).
-    #[serde(
-        default = "defaults::tls_reload_interval",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub tls_reload_interval: Duration,
     /// Requests whose headers (names and values) are larger are refused with 431.
-    #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
     /// How long an idle connection is kept open between requests (0s: not kept).
-    #[serde(default = "defaults::keep_alive", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub keep_alive: Duration,
     /// Time a client has to send a request's headers once connected (0s: no limit).
     /// Bodies and responses (watches) have no such limit.
-    #[serde(
-        default = "defaults::client_request_timeout",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub client_request_timeout: Duration,
     /// Path prefixes with a per-client rate limit (login and token endpoints).
-    #[serde(default = "defaults::rate_limited_paths")]
     pub rate_limited_paths: Vec<String>,
     /// Requests per minute each client may send to each limited prefix (0: no limit)...
-    #[serde(default = "defaults::rate_limit_per_minute")]
     pub rate_limit_per_minute: u32,
     /// ...after a first burst of this many.
-    #[serde(default = "defaults::rate_limit_burst")]
     pub rate_limit_burst: u32,
     /// Peers (load balancers, ingresses) whose `X-Forwarded-For` names the client for
     /// the rate limit.
-    #[serde(default, deserialize_with = "networks")]
+    #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<Network>,
 }
 
 /// `[store]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Where clusters are kept: `file` (the local directory `path`) or `vault`.
     pub kind: StoreKind,
     /// The local directory: clusters (kind `file`), memberships, the signing key.
     pub path: PathBuf,
     /// `[store.vault]`, for kind `vault`.
-    #[serde(default)]
     pub vault: Option<VaultConfig>,
 }
 
@@ -235,7 +222,7 @@ pub enum VaultAuthKind {
 
 /// `[auth]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `iss` of issued tokens, and the only issuer accepted.
     pub issuer: String,
@@ -252,11 +239,10 @@ pub struct AuthConfig {
     pub max_ttl: Duration,
     /// Where token records and revocations are kept: `file` (the data directory) or
     /// `vault` (`[store.vault]`; shared by replicas).
-    #[serde(default = "defaults::token_store")]
     pub token_store: TokenStoreKind,
     /// How often the revocations are read from the token store, so that a token revoked
     /// on another replica is refused here within this time.
-    #[serde(default = "defaults::revocation_poll", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub revocation_poll: Duration,
 }
 
@@ -272,7 +258,7 @@ pub enum TokenStoreKind {
 
 /// `[policy]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// The Casbin model.
     pub model: PathBuf,
@@ -286,14 +272,11 @@ pub struct PolicyConfig {
     pub member_poll: Duration,
     /// Subjects that may do anything in every org, manage every org's members and
     /// reload the policy.
-    #[serde(default)]
     pub global_admins: Vec<String>,
     /// Where policy lines and memberships live: `file` (`policy` and the member store
     /// in `store.path`) or `postgres` (Casbin's `casbin_rule` table).
-    #[serde(default = "defaults::policy_storage")]
     pub storage: PolicyStorage,
     /// With `storage = "postgres"`: `host=... user=... dbname=...` or `postgres://...`.
-    #[serde(default)]
     pub postgres_url: Option<String>,
 }
 
@@ -322,40 +305,31 @@ pub enum AuditSinkKind {
 
 /// `[audit]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Where events go, one or several of `file`, `stdout`, `postgres`.
-    #[serde(default = "defaults::audit_sinks")]
     pub sinks: Vec<AuditSinkKind>,
     /// The JSON-lines file.
     pub file: PathBuf,
     /// The file is rotated when it would grow past this many bytes; 0: never.
-    #[serde(default = "defaults::max_file_bytes")]
     pub max_file_bytes: u64,
     /// Rotated files kept (`audit.jsonl.1` ... `.N`).
-    #[serde(default = "defaults::keep_files")]
     pub keep_files: usize,
     /// With the `postgres` sink: `host=... user=... dbname=...`.
-    #[serde(default)]
     pub postgres_url: Option<String>,
     /// Events waiting for one sink, past which they go to a spill file.
-    #[serde(default = "defaults::max_queue")]
     pub max_queue: usize,
     /// Where spill files go.
-    #[serde(default = "defaults::spill_dir")]
     pub spill_dir: PathBuf,
     /// 401s recorded one by one per client in each `denial_window`; the rest are
     /// counted into one summary event (0: record every one).
-    #[serde(default = "defaults::denials_per_client")]
     pub denials_per_client: u64,
     /// The window of `denials_per_client`.
-    #[serde(default = "defaults::denial_window", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub denial_window: Duration,
     /// Record the bodies of writes (POST, PUT, PATCH), redacted, up to `max_body_bytes`.
-    #[serde(default)]
     pub request_bodies: bool,
     /// Bodies longer than this are recorded as truncated.
-    #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
     /// Events written together.
     pub batch: usize,
@@ -366,7 +340,7 @@ pub struct AuditConfig {
 
 /// `[clusters]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ClustersConfig {
     /// Accept `http://` API servers.
     pub allow_insecure_http: bool,
@@ -377,10 +351,9 @@ pub struct ClustersConfig {
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
     /// API servers may not be in these address ranges (the SSRF guard).
-    #[serde(default, deserialize_with = "networks")]
+    #[serde(deserialize_with = "networks")]
     pub denied_networks: Vec<Network>,
     /// Exec credential plugins kubeconfigs may use, by their exact `command`.
-    #[serde(default)]
     pub allowed_exec_plugins: Vec<String>,
 }
 
@@ -468,7 +441,8 @@ impl Config {
     /// value when it is one (a number, `true`, `["a","b"]`), else as a string.
     ///
     /// Every problem found is reported at once ([`ConfigError::Problems`]): unknown keys,
-    /// values of the wrong type, missing keys, then values out of range.
+    /// values of the wrong type, missing keys (the few without a default, such as
+    /// `store.vault.address`), then values out of range.
     pub fn parse_with(
         text: &str,
         path: &Path,
