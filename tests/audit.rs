@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
 use common::postgres::TestDatabase;
+use kubegate::config::AuditSinkKind;
 use serde_json::{json, Value};
 
 fn client() -> awc::Client {
@@ -198,7 +199,7 @@ async fn postgres_sink_serves_queries_and_loses_nothing_while_down() {
     let db = TestDatabase::create();
     let url = db.url.clone();
     let gw = gateway(&api, move |c| {
-        c.audit.sinks = vec!["file".into(), "postgres".into()];
+        c.audit.sinks = vec![AuditSinkKind::File, AuditSinkKind::Postgres];
         c.audit.postgres_url = Some(url);
         c.audit.max_queue = 10;
     });
@@ -311,7 +312,7 @@ async fn planted_secrets_never_reach_any_sink() {
     let db = TestDatabase::create();
     let url = db.url.clone();
     let gw = gateway(&api, move |c| {
-        c.audit.sinks = vec!["file".into(), "postgres".into()];
+        c.audit.sinks = vec![AuditSinkKind::File, AuditSinkKind::Postgres];
         c.audit.postgres_url = Some(url);
         c.audit.request_bodies = true;
     });

@@ -12,6 +12,7 @@ use common::apiserver::ApiServer;
 use common::gateway::{GatewayBuilder, TestGateway};
 use common::oidc::{OidcProvider, ProviderUser};
 use common::session::{log_in_at, Answer, Jar};
+use kubegate::config::login::SessionStoreKind;
 use serde_json::json;
 
 /// A gateway with providers `dex` (OIDC) and `github`, the rule "dex group acme/admins
@@ -449,7 +450,7 @@ async fn replicas_share_sessions_in_redis_and_revocations() {
     std::fs::write(&key, "a shared signing key of at least thirty-two bytes\n").unwrap();
     let replica = |dir: std::path::PathBuf, key: std::path::PathBuf| {
         move |c: &mut kubegate::config::Config| {
-            c.sessions.store = "redis".into();
+            c.sessions.store = SessionStoreKind::Redis;
             c.sessions.redis_url = Some("redis://127.0.0.1:6379".into());
             c.auth.signing_key_file = key;
             c.store.path = dir;

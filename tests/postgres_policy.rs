@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
 use common::postgres::TestDatabase;
+use kubegate::config::PolicyStorage;
 use serde_json::{json, Value};
 
 async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> u16 {
@@ -41,7 +42,7 @@ fn replica(db: &TestDatabase, api: &ApiServer, key_from: Option<&TestGateway>) -
     let key = key_from.map(|gw| gw.config.auth.signing_key_file.clone());
     let mut builder = TestGateway::builder()
         .configure(move |c| {
-            c.policy.storage = "postgres".into();
+            c.policy.storage = PolicyStorage::Postgres;
             c.policy.postgres_url = Some(url);
             c.policy.global_admins = vec!["root".into()];
             if let Some(key) = key {

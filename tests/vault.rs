@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::ApiServer;
 use common::gateway::{block_on, TestGateway};
 use common::vault::Bao;
-use kubegate::config::VaultConfig;
+use kubegate::config::{StoreKind, VaultConfig};
 use kubegate_actors::store::{ClusterStore, StoreError};
 use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 use secrecy::SecretString;
@@ -175,7 +175,7 @@ fn gateway(bao: &Bao, api: &ApiServer, clusters: usize) -> (TestGateway, tempfil
     let vault = vault_config(bao, dir.path());
     let mut builder = TestGateway::builder()
         .configure(move |c| {
-            c.store.kind = "vault".into();
+            c.store.kind = StoreKind::Vault;
             c.store.vault = Some(vault);
         })
         .member(1, "alice", "admin");

@@ -12,7 +12,7 @@ use kubegate_actors::auditor::{query_audit, AuditQuery};
 use serde_json::{json, Value};
 
 use crate::api::{guarded, Access, ApiError};
-use crate::config::Config;
+use crate::config::{AuditSinkKind, Config};
 use crate::gate::Gate;
 
 /// Where the query API reads events from.
@@ -29,10 +29,10 @@ pub enum AuditSource {
 impl AuditSource {
     /// The best source the configuration offers.
     pub fn of(config: &Config) -> AuditSource {
-        let has = |name: &str| config.audit.sinks.iter().any(|s| s == name);
+        let has = |sink: AuditSinkKind| config.audit.sinks.contains(&sink);
         match &config.audit.postgres_url {
-            Some(url) if has("postgres") => AuditSource::Postgres(url.clone()),
-            _ if has("file") => {
+            Some(url) if has(AuditSinkKind::Postgres) => AuditSource::Postgres(url.clone()),
+            _ if has(AuditSinkKind::File) => {
                 AuditSource::File(config.audit.file.clone(), config.audit.keep_files)
             }
             _ => AuditSource::None,

@@ -131,8 +131,8 @@ pub struct RoleRule {
     pub role: String,
 }
 
-fn store() -> String {
-    "cookie".into()
+fn store() -> SessionStoreKind {
+    SessionStoreKind::Cookie
 }
 fn lifetime() -> Duration {
     Duration::from_secs(12 * 3600)
@@ -141,13 +141,23 @@ fn cookie_name() -> String {
     "kubegate_session".into()
 }
 
+/// `sessions.store`: where browser sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of cookie, redis")]
+pub enum SessionStoreKind {
+    /// In the cookie itself, encrypted.
+    Cookie,
+    /// In Redis (`sessions.redis_url`), shared by replicas; the cookie holds the key.
+    Redis,
+}
+
 /// `[sessions]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// `cookie` (the state in the encrypted cookie) or `redis` (shared by replicas).
     #[serde(default = "store")]
-    pub store: String,
+    pub store: SessionStoreKind,
     /// `redis://HOST:PORT[/DB]` with `store = "redis"`.
     #[serde(default)]
     pub redis_url: Option<String>,
@@ -241,17 +251,15 @@ impl LoginConfig {
                 ));
             }
         }
-        match (sessions.store.as_str(), &sessions.redis_url) {
-            ("cookie", _) => {}
-            ("redis", Some(u)) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
-            ("redis", Some(u)) => problems.push(format!(
+        match (sessions.store, &sessions.redis_url) {
+            (SessionStoreKind::Cookie, _) => {}
+            (SessionStoreKind::Redis, Some(u))
+                if u.starts_with("redis://") || u.starts_with("rediss://") => {}
+            (SessionStoreKind::Redis, Some(u)) => problems.push(format!(
                 "sessions.redis_url: \"{u}\" must start with redis:// or rediss://"
             )),
-            ("redis", None) => problems
+            (SessionStoreKind::Redis, None) => problems
                 .push("sessions.redis_url: is required with sessions.store = \"redis\"".into()),
-            (other, _) => problems.push(format!(
-                "sessions.store: \"{other}\" is not one of cookie, redis"
-            )),
         }
         if sessions.lifetime.is_zero() {
             problems.push("sessions.lifetime: must be more than 0".into());

@@ -28,7 +28,7 @@ use actix_web::middleware::Next;
 use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
 
-use crate::config::login::SessionConfig;
+use crate::config::login::{SessionConfig, SessionStoreKind};
 
 /// The session key under which the logged-in user is kept.
 const USER: &str = "user";
@@ -155,15 +155,15 @@ impl Sessions {
     /// key. Connects to Redis when configured (an unreachable Redis is an error here, so
     /// that a misconfiguration shows at start).
     pub async fn open(config: &SessionConfig, signing_key: &[u8]) -> Result<Sessions, String> {
-        let backend = match config.store.as_str() {
-            "redis" => {
+        let backend = match config.store {
+            SessionStoreKind::Redis => {
                 let url = config.redis_url.as_deref().unwrap_or_default();
                 let store = RedisSessionStore::new(url)
                     .await
                     .map_err(|e| format!("sessions.redis_url: cannot connect to Redis: {e}"))?;
                 SessionBackend::Redis(store)
             }
-            _ => SessionBackend::Cookie,
+            SessionStoreKind::Cookie => SessionBackend::Cookie,
         };
         // a key of its own for cookies, derived so that it is never the token key itself
         let mut material = b"kubegate session cookie key\0".to_vec();

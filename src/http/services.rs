@@ -18,7 +18,10 @@ use kubegate_actors::store::{FileTokenStore, TokenStore};
 use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 
 use super::StartError;
-use crate::config::{read_secret, Config, ConfigError, VaultConfig};
+use crate::config::{
+    read_secret, AuditSinkKind, Config, ConfigError, PolicyStorage, StoreKind, TokenStoreKind,
+    VaultAuthKind, VaultConfig,
+};
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{load_signing_key, TokenAuthority};
 
@@ -39,7 +42,10 @@ impl Stores {
     /// error here: requests that need it get a 503 until it is back).
     pub async fn open(config: &Config) -> Result<Stores, ConfigError> {
         let vault = match &config.store.vault {
-            Some(vault) if config.store.kind == "vault" || config.auth.token_store == "vault" => {
+            Some(vault)
+                if config.store.kind == StoreKind::Vault
+                    || config.auth.token_store == TokenStoreKind::Vault =>
+            {
                 let store = VaultClusterStore::connect(vault_settings(vault)?)
                     .await
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -50,17 +56,22 @@ impl Stores {
             }
             _ => None,
         };
-        let clusters: Arc<dyn ClusterStore> = match &vault {
-            Some(store) if config.store.kind == "vault" => store.clone(),
-            _ => Arc::new(FileClusterStore::new(&config.store.path)),
+        // a Vault kind without [store.vault] is refused by the configuration's check
+        let clusters: Arc<dyn ClusterStore> = match (config.store.kind, &vault) {
+            (StoreKind::Vault, Some(store)) => store.clone(),
+            (StoreKind::Vault, None) | (StoreKind::File, _) => {
+                Arc::new(FileClusterStore::new(&config.store.path))
+            }
         };
-        let tokens: Arc<dyn TokenStore> = match &vault {
-            Some(store) if config.auth.token_store == "vault" => store.clone(),
-            _ => Arc::new(FileTokenStore::new(&config.store.path)),
+        let tokens: Arc<dyn TokenStore> = match (config.auth.token_store, &vault) {
+            (TokenStoreKind::Vault, Some(store)) => store.clone(),
+            (TokenStoreKind::Vault, None) | (TokenStoreKind::File, _) => {
+                Arc::new(FileTokenStore::new(&config.store.path))
+            }
         };
         let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
-            match config.policy.storage.as_str() {
-                "postgres" => {
+            match config.policy.storage {
+                PolicyStorage::Postgres => {
                     let seed = std::fs::read_to_string(&config.policy.policy).map_err(|e| {
                         ConfigError::Invalid(format!(
                             "cannot read the policy {}: {e}",
@@ -73,7 +84,7 @@ impl Stores {
                         .map_err(|e| ConfigError::Invalid(format!("policy.postgres_url: {e}")))?;
                     (store.clone(), store)
                 }
-                _ => (
+                PolicyStorage::File => (
                     Arc::new(FileMemberStore::new(&config.store.path)),
                     Arc::new(FilePolicyStore::new(&config.policy.policy)),
                 ),
@@ -89,20 +100,22 @@ impl Stores {
 
 /// The token store alone (for the CLI), as [`Stores::open`] would open it.
 pub async fn open_token_store(config: &Config) -> Result<Arc<dyn TokenStore>, ConfigError> {
-    match &config.store.vault {
-        Some(vault) if config.auth.token_store == "vault" => {
+    match (config.auth.token_store, &config.store.vault) {
+        (TokenStoreKind::Vault, Some(vault)) => {
             let store = VaultClusterStore::connect(vault_settings(vault)?)
                 .await
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             Ok(store)
         }
-        _ => Ok(Arc::new(FileTokenStore::new(&config.store.path))),
+        (TokenStoreKind::Vault, None) | (TokenStoreKind::File, _) => {
+            Ok(Arc::new(FileTokenStore::new(&config.store.path)))
+        }
     }
 }
 
 fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
-    let auth = match vault.auth.as_str() {
-        "approle" => VaultAuth::AppRole {
+    let auth = match vault.auth {
+        VaultAuthKind::AppRole => VaultAuth::AppRole {
             mount: vault.approle_mount.clone(),
             role_id: vault.role_id.clone().unwrap_or_default(),
             secret_id: read_secret(
@@ -111,12 +124,12 @@ fn vault_settings(vault: &VaultConfig) -> Result<VaultSettings, ConfigError> {
                 "Vault AppRole secret id",
             )?,
         },
-        "kubernetes" => VaultAuth::Kubernetes {
+        VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
             mount: vault.kubernetes_mount.clone(),
             role: vault.kubernetes_role.clone().unwrap_or_default(),
             jwt_file: vault.jwt_file.clone(),
         },
-        _ => VaultAuth::Token(read_secret(
+        VaultAuthKind::Token => VaultAuth::Token(read_secret(
             vault.token_file.as_deref(),
             "VAULT_TOKEN",
             "Vault token",
@@ -212,14 +225,14 @@ impl Services {
         let auditor_built = std::sync::mpsc::channel();
         let auditor = Auditor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
             let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
-            for name in &audit.sinks {
-                match name.as_str() {
-                    "stdout" => sinks.push(Box::new(StdoutSink)),
-                    "postgres" => sinks.push(Box::new(PostgresAuditSink::start(
+            for sink in &audit.sinks {
+                match sink {
+                    AuditSinkKind::Stdout => sinks.push(Box::new(StdoutSink)),
+                    AuditSinkKind::Postgres => sinks.push(Box::new(PostgresAuditSink::start(
                         audit.postgres_url.as_deref().unwrap_or_default(),
                         Duration::from_secs(5),
                     ))),
-                    _ => sinks.push(Box::new(
+                    AuditSinkKind::File => sinks.push(Box::new(
                         JsonLinesFile::new(&audit.file)
                             .with_rotation(audit.max_file_bytes, audit.keep_files),
                     )),
