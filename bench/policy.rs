@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
-use kubegate_actors::policy::{Authorize, PolicyEnforcer, PolicySources};
+use kubegate_actors::policy::{Authorize, ModelSource, PolicyEnforcer, PolicySources};
 use kubegate_actors::store::{FileMemberStore, FilePolicyStore, MemberStore};
 
 const ORGS: u64 = 100;
@@ -95,7 +95,7 @@ fn main() {
             members.set(user % ORGS + 1, &format!("user-{user}"), &role).await.unwrap();
         }
         let sources = PolicySources {
-            model: repo.join("config/rbac_model.conf"),
+            model: ModelSource::File(repo.join("config/rbac_model.conf")),
             policy: Arc::new(FilePolicyStore::new(dir.path().join("policy.csv"))),
             members: members.clone(),
             global_admins: vec![],

@@ -427,9 +427,9 @@ impl Kubegate {
             path(&data.join("tls/server.crt")),
         );
         set("server", "tls_key_file", path(&data.join("tls/server.key")));
-        // Plain HTTP only (no `listen_tls`): the load generator speaks it to all proxies.
+        // Plain HTTP only (`listen_tls = "off"`): the load generator speaks it to all proxies.
         if let Some(server) = config.get_mut("server").and_then(toml::Value::as_table_mut) {
-            server.remove("listen_tls");
+            server.insert("listen_tls".into(), toml::Value::String("off".into()));
         }
         let config_file = dir.join("kubegate.toml");
         std::fs::write(&config_file, config.to_string()).expect("write the kubegate config");

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::binary::Kubegate;
 use kubegate::config::login::SessionStoreKind;
@@ -130,7 +130,10 @@ fn every_mistake_of_a_file_is_listed_at_once() {
 fn serve_refuses_to_start_with_the_same_messages() {
     let gate = Kubegate::new().edit_config(|text| {
         text.replace("max_ttl = \"720h\"", "max_ttl = \"1h\"")
-            .replace("model = \"", "model = \"/nonexistent")
+            .replace(
+                "[policy]\n",
+                "[policy]\nmodel = \"/nonexistent/rbac_model.conf\"\n",
+            )
     });
     let (ok, checked, _) = check(&gate, &[]);
     assert!(!ok);
@@ -196,7 +199,12 @@ fn keys_and_sections_left_out_take_their_defaults() {
         Config::parse_with(text, Path::new("x.toml"), Vec::new()).unwrap_or_else(|e| panic!("{e}"));
     let defaults = Config::defaults();
     assert_eq!(config.server.listen.unwrap().to_string(), "127.0.0.1:9999");
-    assert_eq!(config.server.listen_tls, None, "no HTTPS unless asked for");
+    assert_eq!(
+        config.server.listen_tls, defaults.server.listen_tls,
+        "HTTPS on its default address"
+    );
+    assert_eq!(config.policy.model, None, "the embedded model");
+    assert_eq!(config.policy.policy, None, "the embedded policy");
     assert_eq!(config.audit.batch, defaults.audit.batch);
     assert_eq!(config.audit.sinks, defaults.audit.sinks);
     assert_eq!(
@@ -223,8 +231,29 @@ fn keys_and_sections_left_out_take_their_defaults() {
         }
         other => panic!("expected the problems, got {other:?}"),
     }
+    // an empty file is the defaults; "off" turns a listener off
+    let empty = Config::parse_with("", Path::new("x.toml"), Vec::new()).unwrap();
+    assert_eq!(empty.server.listen, defaults.server.listen);
+    let text = "[server]\nlisten_tls = \"off\"\n";
+    let config = Config::parse_with(text, Path::new("x.toml"), Vec::new()).unwrap();
+    assert_eq!(config.server.listen_tls, None, "no HTTPS");
+    assert_eq!(config.server.listen, defaults.server.listen);
+    match Config::parse_with(
+        "[server]\nlisten = \"of\"\n",
+        Path::new("x.toml"),
+        Vec::new(),
+    ) {
+        Err(ConfigError::Problems { problems, .. }) => assert!(
+            problems.iter().any(|p| p.contains("server.listen")
+                && p.contains("is not an address")
+                && p.contains("\"off\"")),
+            "{problems:#?}"
+        ),
+        other => panic!("expected the problems, got {other:?}"),
+    }
     // a file that serves nowhere is still wrong
-    match Config::parse_with("", Path::new("x.toml"), Vec::new()) {
+    let nowhere = "[server]\nlisten = \"off\"\nlisten_tls = \"off\"\n";
+    match Config::parse_with(nowhere, Path::new("x.toml"), Vec::new()) {
         Err(ConfigError::Problems { problems, .. }) => {
             assert_eq!(problems, ["server: set listen, listen_tls or both"])
         }
@@ -542,4 +571,27 @@ fn a_choice_that_is_not_offered_is_named_with_the_choices() {
         ),
         other => panic!("expected the problems, got {other:?}"),
     }
+}
+
+/// A file of one key is a whole configuration, from any working directory: the Casbin
+/// model and policy left out are the embedded ones, not files that must exist beside it.
+#[test]
+fn a_file_of_one_key_checks_out_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubegate.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubegate"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config")
+        .env(
+            "KUBEGATE_SIGNING_KEY",
+            "a-signing-key-of-at-least-32-bytes!!",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(problems(&out).is_empty(), "{stderr}");
 }

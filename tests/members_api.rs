@@ -23,7 +23,7 @@ fn setup() -> (ApiServer, TestGateway, tempfile::TempDir) {
     .unwrap();
     let gw = TestGateway::builder()
         .configure(move |c| {
-            c.policy.policy = policy;
+            c.policy.policy = Some(policy);
             c.policy.global_admins = vec!["root".into()];
         })
         .member(1, "alice", "admin")
@@ -325,8 +325,8 @@ async fn a_model_that_matches_namespaces_restricts_members_to_theirs() {
     let (model, policy) = (dir.path().join("model.conf"), dir.path().join("policy.csv"));
     let gw = TestGateway::builder()
         .configure(move |c| {
-            c.policy.model = model;
-            c.policy.policy = policy;
+            c.policy.model = Some(model);
+            c.policy.policy = Some(policy);
         })
         .member(1, "bob", "member")
         .cluster(1, "dev", &api.kubeconfig_with_client_cert())
@@ -338,4 +338,65 @@ async fn a_model_that_matches_namespaces_restricts_members_to_theirs() {
         assert_eq!(call("GET", &pods("team-a"), &bob, None).await.0, 200);
         assert_eq!(call("GET", &pods("team-b"), &bob, None).await.0, 403);
     }
+}
+
+/// With `policy.model` and `policy.policy` left out, the embedded model and policy are in
+/// force (admins read and write, members read), memberships still change at once, and a
+/// reload, with nothing to read, is a 400 that says so.
+#[actix_rt::test]
+async fn the_embedded_policy_serves_and_a_reload_says_there_is_nothing_to_read() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder()
+        .configure(|c| {
+            c.policy.model = None;
+            c.policy.policy = None;
+            c.policy.global_admins = vec!["root".into()];
+        })
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let (alice, bob, carol, root) = (
+        gw.token("alice"),
+        gw.token("bob"),
+        gw.token("carol"),
+        gw.token("root"),
+    );
+    let pods = gw.proxy_url(1, gw.cluster_ids[0], "/api/v1/namespaces/default/pods");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+    assert_eq!(call("GET", &pods, &bob, None).await.0, 200, "members read");
+    assert_eq!(
+        call("POST", &pods, &bob, Some(pod.clone())).await.0,
+        403,
+        "members do not write"
+    );
+    assert_eq!(
+        call("POST", &pods, &alice, Some(pod)).await.0,
+        201,
+        "admins write"
+    );
+    assert_eq!(
+        call("GET", &pods, &carol, None).await.0,
+        403,
+        "outsiders nothing"
+    );
+
+    let reload = format!("{}/pipeline/api/v1/admin/policy/reload", gw.url);
+    let (code, body) = call("POST", &reload, &root, None).await;
+    assert_eq!(code, 400, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no policy file is configured (policy.policy)"),
+        "{body}"
+    );
+
+    // memberships still reload the policy in force
+    let members = format!("{}/pipeline/api/v1/orgs/1/members/carol", gw.url);
+    let (code, set) = call("PUT", &members, &alice, Some(json!({"role": "member"}))).await;
+    assert_eq!(code, 200, "{set}");
+    assert_eq!(
+        call("GET", &pods, &carol, None).await.0,
+        200,
+        "carol reads now"
+    );
 }

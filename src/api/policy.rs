@@ -1,6 +1,7 @@
 //! `POST /pipeline/api/v1/admin/policy/reload`: global administrators reload the model
 //! and policy; a policy that does not load is refused with its line, and the old one
-//! stays in force.
+//! stays in force. With the embedded policy (no `policy.policy` file, policy storage
+//! `file`) there is nothing to read again: 400, saying so.
 
 use actix::Recipient;
 use actix_web::http::StatusCode;
@@ -15,6 +16,8 @@ use crate::gate::Gate;
 pub struct PolicyApi {
     /// The policy enforcer, to reload.
     pub policy_reload: Recipient<Reload>,
+    /// Why a reload cannot change anything, when it cannot (the embedded policy).
+    pub fixed: Option<String>,
 }
 
 /// The routes of this API.
@@ -32,6 +35,9 @@ async fn reload(
 ) -> HttpResponse {
     let st = state.clone();
     guarded(&req, &gate, Access::GlobalAdmin, |_, user| async move {
+        if let Some(why) = &st.fixed {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, why.clone()));
+        }
         let stats = st
             .policy_reload
             .send(Reload)

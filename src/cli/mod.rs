@@ -1,7 +1,6 @@
 //! What the command-line tool does, beside `serve`: clusters, members, tokens, checks.
 //! The CLI and the server share the stores named in the configuration.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kubegate_actors::policy::{PolicyEnforcer, PolicySources};
@@ -45,11 +44,12 @@ pub async fn add_cluster(
     .map_err(|e| CliError::Input(e.to_string()))
 }
 
-/// The roles the policy file grants anything to.
-pub fn policy_roles(policy: &Path) -> Result<Vec<String>, CliError> {
-    let text = std::fs::read_to_string(policy).map_err(|e| {
-        CliError::Input(format!("cannot read the policy {}: {e}", policy.display()))
-    })?;
+/// The roles the policy (the file `policy.policy`, or the embedded one) grants anything
+/// to.
+pub fn policy_roles(policy: &crate::config::PolicyConfig) -> Result<Vec<String>, CliError> {
+    let text = policy
+        .policy_text()
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let mut roles: Vec<String> = text
         .lines()
         .filter_map(|l| {
@@ -75,11 +75,11 @@ pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Re
                 .into(),
         ));
     }
-    let roles = policy_roles(&config.policy.policy)?;
+    let roles = policy_roles(&config.policy)?;
     if !roles.iter().any(|r| r == role) {
         return Err(CliError::Input(format!(
             "the role \"{role}\" is not in the policy {}; known roles: {}",
-            config.policy.policy.display(),
+            config.policy.describe_policy(),
             roles.join(", ")
         )));
     }
@@ -118,7 +118,7 @@ pub async fn check_policy(config: &Config) -> Result<String, CliError> {
         .map_err(|e| CliError::Input(e.to_string()))?;
     let enforcer = PolicyEnforcer::load(
         PolicySources {
-            model: config.policy.model.clone(),
+            model: config.policy.model_source(),
             policy: stores.policy,
             members: stores.members,
             global_admins: config.policy.global_admins.clone(),

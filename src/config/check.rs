@@ -20,8 +20,12 @@ impl Config {
                 problems.push(format!("{key}: cannot read {}: {e}", path.display()));
             }
         };
-        readable("policy.model", &self.policy.model, &mut problems);
-        readable("policy.policy", &self.policy.policy, &mut problems);
+        if let Some(model) = &self.policy.model {
+            readable("policy.model", model, &mut problems);
+        }
+        if let Some(policy) = &self.policy.policy {
+            readable("policy.policy", policy, &mut problems);
+        }
         if self.server.listen_tls.is_some() {
             let (cert, key) = (&self.server.tls_cert_file, &self.server.tls_key_file);
             if cert.exists() || key.exists() || !self.server.tls_self_signed {

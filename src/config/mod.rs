@@ -1,9 +1,9 @@
 //! kubegate's configuration: plain serde data with named defaults.
 //!
 //! `config/default.toml` documents every key. Any key may be left out of a file, and then
-//! has the value written there (`server.listen` and `server.listen_tls` excepted: left
-//! out, nothing is served on them), so a file holds only what differs; a key that is not
-//! one is still an unknown key. When the file given with `--config` is the default one
+//! has the value written there, so a file holds only what differs (`"off"` turns a
+//! listener off; the Casbin model and policy left out are the embedded ones); a key that
+//! is not one is still an unknown key. When the file given with `--config` is the default one
 //! and does not exist, the defaults are used (they are embedded), so `kubegate serve`
 //! runs from anywhere. Relative paths resolve against the working directory.
 //!
@@ -21,6 +21,13 @@ pub mod login;
 pub mod tls;
 
 pub use env::{read_secret, secrets_in_file};
+
+/// The Casbin model kubegate uses when `policy.model` is left out (the same as
+/// `config/rbac_model.conf`).
+pub const DEFAULT_MODEL: &str = include_str!("../../config/rbac_model.conf");
+/// The policy kubegate uses when `policy.policy` is left out (the same as
+/// `config/policy.csv`: admins read and write, members read).
+pub const DEFAULT_POLICY: &str = include_str!("../../config/policy.csv");
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -97,9 +104,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to serve plain HTTP on; absent: no plain HTTP.
+    /// Address to serve plain HTTP on; `None` (written `"off"`): no plain HTTP.
+    #[serde(deserialize_with = "listener")]
     pub listen: Option<SocketAddr>,
-    /// Address to serve HTTPS on; absent: no HTTPS.
+    /// Address to serve HTTPS on; `None` (written `"off"`): no HTTPS.
+    #[serde(deserialize_with = "listener")]
     pub listen_tls: Option<SocketAddr>,
     /// PEM certificate chain for HTTPS.
     pub tls_cert_file: PathBuf,
@@ -260,10 +269,11 @@ pub enum TokenStoreKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    /// The Casbin model.
-    pub model: PathBuf,
-    /// The policy lines.
-    pub policy: PathBuf,
+    /// The Casbin model; absent: the embedded one ([`DEFAULT_MODEL`]).
+    pub model: Option<PathBuf>,
+    /// The policy lines; absent: the embedded ones ([`DEFAULT_POLICY`]), which a reload
+    /// cannot change.
+    pub policy: Option<PathBuf>,
     /// How long a request waits for a decision before it is denied.
     #[serde(deserialize_with = "duration")]
     pub decision_timeout: Duration,
@@ -278,6 +288,37 @@ pub struct PolicyConfig {
     pub storage: PolicyStorage,
     /// With `storage = "postgres"`: `host=... user=... dbname=...` or `postgres://...`.
     pub postgres_url: Option<String>,
+}
+
+impl PolicyConfig {
+    /// The model: the file `policy.model`, or the embedded one.
+    pub fn model_source(&self) -> kubegate_actors::policy::ModelSource {
+        match &self.model {
+            Some(path) => kubegate_actors::policy::ModelSource::File(path.clone()),
+            None => kubegate_actors::policy::ModelSource::Text {
+                name: "the embedded model".into(),
+                text: DEFAULT_MODEL.into(),
+            },
+        }
+    }
+
+    /// The policy lines: the file `policy.policy`, or the embedded ones.
+    pub fn policy_text(&self) -> Result<String, ConfigError> {
+        match &self.policy {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(format!("cannot read the policy {}: {e}", path.display()))
+            }),
+            None => Ok(DEFAULT_POLICY.to_string()),
+        }
+    }
+
+    /// What the policy lines are called: the file, or the embedded policy.
+    pub fn describe_policy(&self) -> String {
+        match &self.policy {
+            Some(path) => path.display().to_string(),
+            None => "the embedded default policy".into(),
+        }
+    }
 }
 
 /// `policy.storage`: where policy lines and memberships live.
@@ -362,6 +403,19 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, D::Error> {
         .iter()
         .map(|n| n.parse().map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// A listening address (`127.0.0.1:9090`, `[::]:9443`), or `"off"`: nothing served there.
+fn listener<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "\"{text}\" is not an address (an IP and a port, e.g. 127.0.0.1:9090) or \"off\""
+        ))
+    })
 }
 
 /// A duration in humantime form (`10s`, `24h`), with a message that says so.

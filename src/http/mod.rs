@@ -191,6 +191,15 @@ impl Gateway {
         });
         let policy = web::Data::new(crate::api::policy::PolicyApi {
             policy_reload: services.policy.clone().recipient(),
+            fixed: match (config.policy.storage, &config.policy.policy) {
+                (crate::config::PolicyStorage::File, None) => Some(
+                    "no policy file is configured (policy.policy): the embedded default policy \
+                     is in force and a reload has nothing to read; set policy.policy to a file \
+                     of yours and restart to change the rules"
+                        .into(),
+                ),
+                _ => None,
+            },
         });
         let tokens = web::Data::new(Tokens {
             tokens: services.tokens.clone(),

@@ -12,7 +12,8 @@ use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
 use kubegate_actors::registry::ClusterRegistry;
 use kubegate_actors::store::PostgresPolicyStore;
 use kubegate_actors::store::{
-    ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, MemberStore, PolicyStore,
+    ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, FixedPolicyStore,
+    MemberStore, PolicyStore,
 };
 use kubegate_actors::store::{FileTokenStore, TokenStore};
 use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
@@ -72,12 +73,7 @@ impl Stores {
         let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
             match config.policy.storage {
                 PolicyStorage::Postgres => {
-                    let seed = std::fs::read_to_string(&config.policy.policy).map_err(|e| {
-                        ConfigError::Invalid(format!(
-                            "cannot read the policy {}: {e}",
-                            config.policy.policy.display()
-                        ))
-                    })?;
+                    let seed = config.policy.policy_text()?;
                     let url = config.policy.postgres_url.as_deref().unwrap_or_default();
                     let store = PostgresPolicyStore::connect(url, &seed)
                         .await
@@ -86,7 +82,13 @@ impl Stores {
                 }
                 PolicyStorage::File => (
                     Arc::new(FileMemberStore::new(&config.store.path)),
-                    Arc::new(FilePolicyStore::new(&config.policy.policy)),
+                    match &config.policy.policy {
+                        Some(file) => Arc::new(FilePolicyStore::new(file)),
+                        None => Arc::new(FixedPolicyStore::new(
+                            config.policy.describe_policy(),
+                            crate::config::DEFAULT_POLICY,
+                        )),
+                    },
                 ),
             };
         Ok(Stores {
@@ -203,7 +205,7 @@ impl Services {
         }
         let enforcer = PolicyEnforcer::load(
             PolicySources {
-                model: config.policy.model.clone(),
+                model: config.policy.model_source(),
                 policy: stores.policy.clone(),
                 members: stores.members.clone(),
                 global_admins: config.policy.global_admins.clone(),

@@ -64,8 +64,8 @@ impl TestGateway {
         config.server.shutdown_grace = Duration::from_secs(2);
         config.store.path = dir.path().join("data");
         config.auth.signing_key_file = dir.path().join("data/signing-key");
-        config.policy.model = repo_file("config/rbac_model.conf");
-        config.policy.policy = repo_file("config/policy.csv");
+        config.policy.model = Some(repo_file("config/rbac_model.conf"));
+        config.policy.policy = Some(repo_file("config/policy.csv"));
         config.policy.member_poll = Duration::from_millis(100);
         config.audit.file = dir.path().join("data/audit.jsonl");
         config.audit.spill_dir = dir.path().join("data/audit-spill");

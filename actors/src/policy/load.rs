@@ -135,7 +135,7 @@ async fn build_enforcer(
     };
     enforcer
         .enforce(arguments(fields, &probe, "0"))
-        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.describe())))?;
     Ok(enforcer)
 }
 
@@ -164,10 +164,7 @@ pub(super) async fn load(
     sources: &PolicySources,
 ) -> Result<(Enforcers, PolicyStats, String), PolicyError> {
     let started = Instant::now();
-    let model_text = std::fs::read_to_string(&sources.model).map_err(|e| PolicyError::Read {
-        path: sources.model.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let model_text = sources.model.read()?;
     let mut policy_text = sources
         .policy
         .policy_text()
@@ -187,9 +184,9 @@ pub(super) async fn load(
     }
     let model = DefaultModel::from_str(&model_text)
         .await
-        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.describe())))?;
     let fields = request_fields(&model_text)
-        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.display())))?;
+        .map_err(|e| PolicyError::Invalid(format!("model {}: {e}", sources.model.describe())))?;
 
     // sort the lines by the org they are about
     let (mut shared, mut by_org) = (String::new(), HashMap::<u64, String>::new());

@@ -49,13 +49,50 @@ pub enum PolicyError {
 #[derive(Clone)]
 pub struct PolicySources {
     /// The Casbin model (`rbac_model.conf`).
-    pub model: PathBuf,
+    pub model: ModelSource,
     /// The policy lines (`policy.csv`, or PostgreSQL).
     pub policy: Arc<dyn PolicyStore>,
     /// The memberships.
     pub members: Arc<dyn MemberStore>,
     /// Subjects allowed everything in every org (global administrators).
     pub global_admins: Vec<String>,
+}
+
+/// Where the Casbin model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A file, read again at every reload.
+    File(PathBuf),
+    /// Text given at start (kubegate's embedded model), the same at every reload.
+    Text {
+        /// What the errors call it.
+        name: String,
+        /// The model.
+        text: String,
+    },
+}
+
+impl ModelSource {
+    /// The model's text.
+    pub fn read(&self) -> Result<String, PolicyError> {
+        match self {
+            ModelSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            ModelSource::Text { text, .. } => Ok(text.clone()),
+        }
+    }
+
+    /// What the errors call it: the file, or the given name.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Text { name, .. } => name.clone(),
+        }
+    }
 }
 
 /// What a (re)load put in force.

@@ -14,7 +14,7 @@ async fn enforcer(dir: &std::path::Path) -> (Addr<PolicyEnforcer>, Arc<FileMembe
     members.set(1, "alice", "admin").await.unwrap();
     members.set(1, "bob", "member").await.unwrap();
     let sources = PolicySources {
-        model: dir.join("model.conf"),
+        model: ModelSource::File(dir.join("model.conf")),
         policy: Arc::new(crate::store::FilePolicyStore::new(dir.join("policy.csv"))),
         members: members.clone(),
         global_admins: vec!["root".into()],
@@ -155,7 +155,7 @@ async fn models_may_match_on_namespace_name_and_path() {
     let members = Arc::new(FileMemberStore::new(dir.path()));
     members.set(1, "bob", "member").await.unwrap();
     let sources = PolicySources {
-        model: dir.path().join("model.conf"),
+        model: ModelSource::File(dir.path().join("model.conf")),
         policy: Arc::new(crate::store::FilePolicyStore::new(
             dir.path().join("policy.csv"),
         )),

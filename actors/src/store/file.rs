@@ -175,6 +175,35 @@ impl PolicyStore for FilePolicyStore {
     }
 }
 
+/// Policy lines given at start (kubegate's embedded default policy, when no policy file
+/// is configured): the same at every reload.
+#[derive(Debug, Clone)]
+pub struct FixedPolicyStore {
+    name: String,
+    text: String,
+}
+
+impl FixedPolicyStore {
+    /// The lines `text`, which errors call `name`.
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        FixedPolicyStore {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl PolicyStore for FixedPolicyStore {
+    async fn policy_text(&self) -> Result<String, StoreError> {
+        Ok(self.text.clone())
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
 /// The embedded member store: one JSON file `{dir}/members.json`, `{org: {user: role}}`.
 #[derive(Debug, Clone)]
 pub struct FileMemberStore {

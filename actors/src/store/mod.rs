@@ -22,7 +22,9 @@ mod file;
 pub(crate) mod postgres;
 mod vault;
 
-pub use file::{FileClusterStore, FileMemberStore, FilePolicyStore, FileTokenStore};
+pub use file::{
+    FileClusterStore, FileMemberStore, FilePolicyStore, FileTokenStore, FixedPolicyStore,
+};
 pub use postgres::PostgresPolicyStore;
 pub use vault::{VaultAuth, VaultClusterStore, VaultSettings};
 
