@@ -12,9 +12,11 @@
 //!    `Sec-WebSocket-*` ones included, so that the subprotocol is negotiated between
 //!    kubectl and the API server, unchanged) less its credentials, with kubegate's;
 //! 3. the API server's answer. `101 Switching Protocols` goes back with its headers, and
-//!    from then on bytes are copied both ways until either side closes, with no more than
-//!    [`WINDOW`] bytes read ahead per direction (plus actix-web's own request buffer of
-//!    32 KiB). Anything else goes back as it came, and the client's connection is closed:
+//!    from then on bytes are copied both ways until either side closes: at most
+//!    [`WINDOW`] bytes read from the API server ahead of the client, and towards the API
+//!    server one batch of the client's chunks, gathered until it reaches [`WINDOW`] (so
+//!    [`WINDOW`] plus the chunk that crossed it), beside actix-web's own request buffer.
+//!    Anything else goes back as it came, and the client's connection is closed:
 //!    no request may follow a refused upgrade on the same connection (CVE-2018-1002105).
 //!    The connection to the API server is used for this one request only, and dropped.
 //!
