@@ -500,3 +500,65 @@ async fn allowed_exec_plugins_give_credentials_and_run_again_when_they_expire() 
         "{error}"
     );
 }
+
+/// By default, the SSRF guard keeps link-local addresses and the cloud metadata services
+/// out, naming the field, and lets loopback and private ranges in.
+#[actix_rt::test]
+async fn the_default_ssrf_guard_refuses_metadata_services() {
+    let api = ApiServer::start();
+    let gw = TestGateway::builder().member(1, "alice", "admin").start();
+    let alice = gw.token("alice");
+    let url = clusters_url(&gw, 1);
+    for (i, server) in [
+        "https://169.254.169.254",
+        "https://[fe80::1]:6443",
+        "https://[fd00:ec2::254]",
+        "https://100.100.100.200",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let kubeconfig = api.kubeconfig_with_client_cert().replace(api.url(), server);
+        let (code, error) = call(
+            "POST",
+            &url,
+            Some(&alice),
+            Some(json!({"name": format!("meta-{i}"), "kubeconfig": kubeconfig})),
+        )
+        .await;
+        assert_eq!(code, 400, "{server}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("cluster.server") && message.contains("denied"),
+            "{server}: {message}"
+        );
+    }
+    for (i, server) in ["https://10.1.2.3:6443", "https://192.168.5.6"]
+        .into_iter()
+        .enumerate()
+    {
+        let kubeconfig = api.kubeconfig_with_client_cert().replace(api.url(), server);
+        let (code, created) = call(
+            "POST",
+            &url,
+            Some(&alice),
+            Some(json!({"name": format!("private-{i}"), "kubeconfig": kubeconfig})),
+        )
+        .await;
+        assert_eq!(code, 201, "{server}: {created}");
+    }
+    // (private addresses are only stored, never connected to: no traffic leaves the
+    // machine) and loopback is allowed: the stand-in is on 127.0.0.1
+    let local = api.kubeconfig_with_client_cert();
+    let (code, created) = call(
+        "POST",
+        &url,
+        Some(&alice),
+        Some(json!({"name": "local", "kubeconfig": local})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let (code, version) = call("GET", &gw.proxy_url(1, id, "/version"), Some(&alice), None).await;
+    assert_eq!(code, 200, "{version}");
+}

@@ -78,8 +78,8 @@ fn every_mistake_of_a_file_is_listed_at_once() {
             .replace("workers = 0", "workers = \"many\"")
             .replace("connect_timeout = \"10s\"", "connect_timeout = \"soon\"")
             .replace(
-                "denied_networks = []",
-                "denied_networks = [\"10.0.0.0/33\", \"169.254.0.0/16\"]",
+                "denied_networks = [\"169.254.0.0/16\"",
+                "denied_networks = [\"10.0.0.0/33\", \"169.254.0.0/16\"",
             )
             .replace("listen = \"127.0.0.1:9090\"", "listen = \"localhost\"")
             .replace(

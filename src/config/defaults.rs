@@ -11,6 +11,17 @@ use super::{
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// `clusters.denied_networks` by default: link-local addresses and the cloud metadata
+/// services (AWS's IPv6 one, Alibaba's), never an API server, always a prize for a
+/// request forged from kubegate's network position. Loopback and private ranges stay
+/// allowed: kind, k3d and on-premises clusters live there.
+pub const DEFAULT_DENIED_NETWORKS: [&str; 4] = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "100.100.100.200/32",
+];
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -124,7 +135,10 @@ impl Default for ClustersConfig {
             allow_insecure_http: false,
             connect_timeout: 10 * SECOND,
             idle_timeout: 30 * 60 * SECOND,
-            denied_networks: Vec::new(),
+            denied_networks: DEFAULT_DENIED_NETWORKS
+                .iter()
+                .map(|n| n.parse().expect("the default denied networks parse"))
+                .collect(),
             allowed_exec_plugins: Vec::new(),
         }
     }
