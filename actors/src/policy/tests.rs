@@ -257,3 +257,55 @@ async fn membership_changes_are_picked_up_and_bad_policy_is_refused() {
         "old policy stays in force"
     );
 }
+
+/// The README's "More examples of policy lines", read from the README itself, do what
+/// their comments say.
+#[actix_rt::test]
+async fn the_readme_examples_do_what_they_say() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("More examples of policy lines:")
+        .expect("the README's examples");
+    let block = &readme[start..];
+    let block = &block[block.find("```csv\n").expect("a csv block") + 7..];
+    let lines = &block[..block.find("```").expect("the block's end")];
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, members) = enforcer(dir.path()).await;
+    std::fs::write(dir.path().join("policy.csv"), format!("{POLICY}{lines}")).unwrap();
+    members.set(3, "erin", "auditor").await.unwrap();
+    members.set(2, "bob", "member").await.unwrap();
+    members.set(3, "sam", "supporter").await.unwrap();
+    members.set(4, "sam", "supporter").await.unwrap();
+    addr.send(Reload).await.unwrap().unwrap();
+    // the auditor of org 3 reads everything, Secrets included, and changes nothing
+    for object in ["core:secrets", "core:pods", "apps:deployments"] {
+        assert!(may(&addr, "erin", 3, object, "get").await, "{object}");
+        assert!(may(&addr, "erin", 3, object, "list").await, "{object}");
+    }
+    assert!(!may(&addr, "erin", 3, "core:pods", "delete").await);
+    assert!(!may(&addr, "erin", 3, "core:pods/exec", "connect").await);
+    assert!(
+        !may(&addr, "erin", 4, "core:pods", "get").await,
+        "org 3 only"
+    );
+    // members exec into pods of org 2, not elsewhere
+    assert!(may(&addr, "bob", 2, "core:pods/exec", "connect").await);
+    assert!(!may(&addr, "bob", 1, "core:pods/exec", "connect").await);
+    // nobody but admins touches RBAC objects
+    assert!(!may(&addr, "bob", 1, "rbac.authorization.k8s.io:roles", "get").await);
+    assert!(
+        may(
+            &addr,
+            "alice",
+            1,
+            "rbac.authorization.k8s.io:roles",
+            "delete"
+        )
+        .await
+    );
+    // supporters are members everywhere, denies included, and create ConfigMaps in org 3
+    assert!(may(&addr, "sam", 4, "core:pods", "list").await);
+    assert!(!may(&addr, "sam", 4, "core:secrets", "get").await);
+    assert!(may(&addr, "sam", 3, "core:configmaps", "create").await);
+    assert!(!may(&addr, "sam", 4, "core:configmaps", "create").await);
+}
