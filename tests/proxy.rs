@@ -773,3 +773,51 @@ async fn the_audit_trail_holds_no_secrets() {
     let key = std::fs::read_to_string(&s.gw.config.auth.signing_key_file).unwrap();
     assert!(!audit.contains(key.trim()));
 }
+
+/// A policy that grants `list` but not `watch` keeps watches out however the query says
+/// `watch`: the API server serves `?watch=TRUE`, `?watch=t` or `?watch=` as a watch, so
+/// kubegate must authorize them as one (they were authorized as `list`).
+#[actix_rt::test]
+async fn a_list_grant_does_not_let_watches_through() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.csv");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy.csv")).unwrap();
+    std::fs::write(
+        &policy,
+        format!("{shipped}p, lister, *, core:pods, list, allow\n"),
+    )
+    .unwrap();
+    let gw = TestGateway::builder()
+        .configure(move |c| c.policy.policy = Some(policy))
+        .member(1, "lin", "lister")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start();
+    let lin = gw.token("lin");
+    let pods = gw.proxy_url(1, gw.cluster_ids[0], "/api/v1/namespaces/default/pods");
+    assert_eq!(call("GET", &pods, Some(&lin), None).await.0, 200, "a list");
+    for query in ["watch=false", "watch=0", "watch=FALSE"] {
+        let (code, body) = call("GET", &format!("{pods}?{query}"), Some(&lin), None).await;
+        assert_eq!(code, 200, "?{query} is a list: {body}");
+    }
+    for query in [
+        "watch=true",
+        "watch=TRUE",
+        "watch=True",
+        "watch=t",
+        "watch=1",
+        "watch=",
+        "watch",
+    ] {
+        let (code, body) = call("GET", &format!("{pods}?{query}"), Some(&lin), None).await;
+        assert_eq!(code, 403, "?{query} is a watch: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cannot watch"),
+            "{body}"
+        );
+    }
+}
