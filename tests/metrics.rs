@@ -252,6 +252,66 @@ async fn a_prefix_under_the_proxy_route_is_rate_limited() {
     assert_ne!(call("GET", &other, Some(&token), None).await.0, 429);
 }
 
+/// Behind a trusted proxy (`server.trusted_proxies`), the client is the nearest address
+/// of `X-Forwarded-For` that is not a trusted proxy: each gets its own budget. From an
+/// untrusted peer, `X-Forwarded-For` is ignored: changing it buys no new budget.
+#[actix_rt::test]
+async fn x_forwarded_for_counts_only_from_trusted_proxies() {
+    let start = |trusted: bool| {
+        TestGateway::builder()
+            .configure(move |c| {
+                c.server.rate_limit_per_minute = 60;
+                c.server.rate_limit_burst = 2;
+                c.server.rate_limited_paths = vec!["/auth/".into()];
+                if trusted {
+                    c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+                }
+            })
+            .start()
+    };
+    let status = |gw: &TestGateway, forwarded: &'static str| {
+        let url = format!("{}/auth/providers", gw.url);
+        async move {
+            let res = client()
+                .get(url)
+                .insert_header(("X-Forwarded-For", forwarded))
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }
+    };
+    // trusted: 192.0.2.1 and 192.0.2.2 are two clients with two budgets
+    let gw = start(true);
+    let mut codes = Vec::new();
+    for forwarded in [
+        "192.0.2.1",
+        "192.0.2.1",
+        "192.0.2.1",
+        "192.0.2.2",
+        "10.9.9.9, 192.0.2.2",
+    ] {
+        codes.push(status(&gw, forwarded).await);
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 429, 200, 200],
+        "one budget per forwarded client"
+    );
+    drop(gw);
+    // untrusted: every request is the peer's, whatever it forwards
+    let gw = start(false);
+    let mut codes = Vec::new();
+    for forwarded in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        codes.push(status(&gw, forwarded).await);
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 429],
+        "X-Forwarded-For ignored from an untrusted peer"
+    );
+}
+
 #[actix_rt::test]
 async fn token_and_login_paths_are_rate_limited_per_client() {
     let gw = TestGateway::builder()

@@ -481,6 +481,35 @@ mod tests {
         .contains("not valid base64"));
     }
 
+    /// A proxy between kubegate and the API server, or impersonation written into the
+    /// kubeconfig, would let a cluster's owner route or re-identify kubegate's requests:
+    /// refused, naming the field.
+    #[test]
+    fn refuses_proxies_and_impersonation_naming_the_field() {
+        let ok = "    server: https://h:6443";
+        let e = err(
+            "    server: https://h:6443\n    proxy-url: http://proxy.example:3128",
+            "    token: t",
+        );
+        assert!(e.starts_with("clusters[dev].cluster.proxy-url:"), "{e}");
+        for (user, field) in [
+            ("    token: t\n    as: admin", "as"),
+            ("    token: t\n    as-groups: [system:masters]", "as"),
+            ("    token: t\n    as-uid: \"1\"", "as-uid"),
+            (
+                "    token: t\n    as-user-extra:\n      scopes: [all]",
+                "as-uid",
+            ),
+        ] {
+            let e = err(ok, user);
+            assert!(
+                e.starts_with(&format!("users[admin].user.{field}:"))
+                    && e.contains("impersonation"),
+                "{user}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn http_only_when_allowed() {
         let rules = KubeconfigRules {
