@@ -306,6 +306,111 @@ async fn postgres_sink_serves_queries_and_loses_nothing_while_down() {
     );
 }
 
+/// Paging the PostgreSQL trail newest first while requests keep coming: the cursor is the
+/// last event returned, not a count of events, so new events shift no page. Every event
+/// that was there at the first page comes exactly once; newer ones may be absent, never
+/// repeated.
+#[actix_rt::test]
+async fn postgres_pages_hold_every_event_once_while_events_arrive() {
+    let api = ApiServer::start();
+    let db = TestDatabase::create();
+    let url = db.url.clone();
+    let gw = gateway(&api, move |c| {
+        c.audit.sinks = vec![AuditSinkKind::Postgres];
+        c.audit.postgres_url = Some(url);
+    });
+    let alice = gw.token("alice");
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    let mut before = HashSet::new();
+    for i in 0..40 {
+        let res = client()
+            .get(format!("{pods}?before={i}"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let id = res.headers().get("x-request-id").unwrap().to_str().unwrap();
+        before.insert(id.to_string());
+    }
+    let audit = format!("{}/pipeline/api/v1/orgs/1/audit?resource=pods", gw.url);
+    let count = |page: &Value| page["events"].as_array().map_or(0, Vec::len);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, page) = get(&format!("{audit}&limit=1000"), &alice).await;
+        assert_eq!(code, 200, "{page}");
+        if count(&page) == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events reach PostgreSQL: {page}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // another task keeps sending requests through kubegate while the pages are read
+    let sending = std::rc::Rc::new(std::cell::Cell::new(true));
+    let sender = actix_rt::spawn({
+        let (sending, pods, alice) = (sending.clone(), pods.clone(), alice.clone());
+        async move {
+            let mut sent = 0;
+            while sending.get() {
+                let res = client()
+                    .get(format!("{pods}?during={sent}"))
+                    .bearer_auth(&alice)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status().as_u16(), 200);
+                sent += 1;
+            }
+            sent
+        }
+    });
+
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{audit}&limit=3&cursor={c}"),
+            None => format!("{audit}&limit=3"),
+        };
+        let (code, page) = get(&url, &alice).await;
+        assert_eq!(code, 200, "{page}");
+        pages += 1;
+        for event in page["events"].as_array().unwrap() {
+            let id = event["request_id"].as_str().unwrap();
+            assert!(
+                seen.insert(id.to_string()),
+                "page {pages} repeats an event of an earlier page: {event}"
+            );
+        }
+        assert!(pages < 200, "the pages end");
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+        // time for new events to reach PostgreSQL (the sink flushes every 20 ms)
+        actix_rt::time::sleep(Duration::from_millis(60)).await;
+    }
+    sending.set(false);
+    let sent = sender.await.unwrap();
+    let (_, all) = get(&format!("{audit}&limit=1000"), &alice).await;
+    assert!(
+        sent >= 10 && count(&all) > 40,
+        "events arrived while the pages were read: {sent} requests, {} events",
+        count(&all)
+    );
+
+    let missing: Vec<&String> = before.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "events there before the first page, on none: {missing:?}"
+    );
+}
+
 #[actix_rt::test]
 async fn planted_secrets_never_reach_any_sink() {
     let api = ApiServer::start();

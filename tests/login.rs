@@ -553,3 +553,106 @@ async fn replicas_share_sessions_in_redis_and_revocations() {
         401
     );
 }
+
+/// The `state` is good once on the server's side too. With sessions in the cookie (the
+/// default), the pending login is in the browser's cookie: a copy of the cookie from
+/// before the callback carries it again. Replaying the callback with that copy is refused
+/// as a bad state, on the replica that took the login and on another one sharing its
+/// token store and signing key, at once (before any revocation poll), and audited.
+#[actix_rt::test]
+async fn a_callback_replayed_with_the_cookie_from_before_it_is_refused() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("signing-key");
+    std::fs::write(&key, "a shared signing key of at least thirty-two bytes\n").unwrap();
+    let replica = |dir: std::path::PathBuf, key: std::path::PathBuf| {
+        move |c: &mut kubegate::config::Config| {
+            assert_eq!(c.sessions.store, SessionStoreKind::Cookie, "the default");
+            c.auth.signing_key_file = key;
+            c.store.path = dir;
+            // no poll during the test: the token store's own check refuses the replay
+            c.auth.revocation_poll = Duration::from_secs(3600);
+        }
+    };
+    let one = builder(&provider, &api)
+        .configure(replica(shared.path().to_path_buf(), key.clone()))
+        .start();
+    let two = TestGateway::builder()
+        .configure(with_providers(&provider))
+        .configure(replica(shared.path().to_path_buf(), key.clone()))
+        .start();
+
+    // the message of a bad state today: a callback without the browser's session
+    let mut victim = Jar::default();
+    let start = victim.get(&format!("{}/auth/dex/login", one.url)).await;
+    let back = Jar::default().get(&start.location.unwrap()).await;
+    let stray = Jar::default().get(&back.location.unwrap()).await;
+    assert_eq!(stray.status, 400, "{}", stray.text);
+    let bad_state = stray.body["message"].as_str().unwrap().to_string();
+
+    // a login, with a copy of the cookie taken just before the callback
+    let mut jar = Jar::default();
+    let start = jar.get(&format!("{}/auth/dex/login", one.url)).await;
+    assert_eq!(start.status, 302, "{}", start.text);
+    let authorize = start.location.unwrap();
+    let back = Jar::default().get(&authorize).await;
+    let callback = back.location.unwrap();
+    let before = jar.clone();
+    let end = jar.get(&callback).await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(
+        jar.get(&format!("{}/auth/session", one.url)).await.body["user"],
+        "dex:alice"
+    );
+
+    // the callback URL again, and a fresh code for the same state (the provider's
+    // authorization URL opened again): each with the copy, on each replica
+    let fresh = Jar::default().get(&authorize).await.location.unwrap();
+    assert_ne!(fresh, callback, "another code");
+    for (gw, which) in [
+        (&two, "another replica, the same callback"),
+        (&two, "another replica, a fresh code"),
+        (&one, "the same replica, the same callback"),
+        (&one, "the same replica, a fresh code"),
+    ] {
+        let replayed = if which.ends_with("fresh code") {
+            &fresh
+        } else {
+            &callback
+        };
+        let url = replayed.replacen(&one.url, &gw.url, 1);
+        let mut copy = before.clone();
+        let replay = copy.get(&url).await;
+        assert_eq!(
+            replay.status, 400,
+            "{which}: a used state is refused: {}",
+            replay.text
+        );
+        assert_eq!(replay.body["message"], bad_state.as_str(), "{which}");
+        assert_eq!(
+            copy.get(&format!("{}/auth/session", gw.url)).await.status,
+            401,
+            "{which}: the replay logged nobody in"
+        );
+        let event = gw.wait_audit(|e| {
+            e["verb"] == "login"
+                && e["status"] == 400
+                && e["reason"].as_str() == Some(bad_state.as_str())
+        });
+        assert_eq!(event["decision"], "deny", "{which}: {event}");
+    }
+    // the state itself is nowhere in the token store, only its hash
+    let state = callback
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    let tokens = std::fs::read_to_string(shared.path().join("tokens.json")).unwrap();
+    assert!(tokens.contains("login-state:"), "{tokens}");
+    assert!(!tokens.contains(&state), "{tokens}");
+
+    // and a new login still works
+    let (_, again) = log_in(&one, "dex", "/").await;
+    assert_eq!(again.status, 303, "{}", again.text);
+}

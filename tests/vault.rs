@@ -332,7 +332,7 @@ fn tokens_and_revocations_in_vault() {
         &bao,
         VaultAuth::Token(SecretString::from("root".to_string())),
     );
-    let (listed, stranger, revoked, after) = block_on(move || async move {
+    let (listed, stranger, revoked, after, claims) = block_on(move || async move {
         let store = VaultClusterStore::connect(settings).await.unwrap();
         let later = epoch_now() + 3600;
         for i in 0..20 {
@@ -368,14 +368,26 @@ fn tokens_and_revocations_in_vault() {
         futures_util::future::join_all(revokes).await;
         store.revoke_id("session-1", later).await.unwrap();
         store.revoke_id("ended-long-ago", 5).await.unwrap();
+        // a used login state claimed by ten "replicas" at once: one of them gets it
+        let claims = (0..10).map(|_| {
+            let store = store.clone();
+            async move { store.claim_id("login-state:x", later).await.unwrap() }
+        });
+        let claims = futures_util::future::join_all(claims).await;
         let revoked = store.revoked().await.unwrap();
         let after = TokenStore::list(store.as_ref(), "dex:alice").await.unwrap();
-        (listed, stranger, revoked, after)
+        (listed, stranger, revoked, after, claims)
     });
+    assert_eq!(
+        claims.iter().filter(|won| **won).count(),
+        1,
+        "a state is claimed once: {claims:?}"
+    );
     assert_eq!(listed.len(), 10, "alice's tokens only");
     assert!(listed.iter().all(|t| t.user == "dex:alice"));
     assert_eq!(stranger, None, "bob cannot revoke alice's token");
-    assert_eq!(revoked.len(), 21, "every revocation kept: {revoked:?}");
+    assert_eq!(revoked.len(), 22, "every revocation kept: {revoked:?}");
+    assert!(revoked.contains_key("login-state:x"));
     assert!(revoked.contains_key("session-1") && !revoked.contains_key("ended-long-ago"));
     assert!(after.iter().all(|t| t.revoked_at.is_some()));
     // one secret that replicas poll

@@ -1,8 +1,9 @@
 //! `GET /pipeline/api/v1/orgs/{org}/audit`: the org's audit trail, newest first, with
 //! filters (`since`, `until`, `user`, `cluster`, `verb`, `resource`, `status`, `decision`) and cursor
 //! pagination (`limit`, `cursor`). Org admins see their org; global administrators
-//! every org. Served from PostgreSQL when that sink is configured, else from the
-//! JSON-lines file (and its rotated files).
+//! every org. Served from PostgreSQL when that sink is configured (the cursor is the last
+//! event's id: keyset pagination, see [`query_audit`]), else from the JSON-lines file
+//! (and its rotated files; the cursor is how many events earlier pages held).
 
 use std::path::PathBuf;
 

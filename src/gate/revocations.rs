@@ -1,8 +1,11 @@
-//! Revoked token and session ids: every request is checked against this replica's set.
+//! Revoked token and session ids, and used login states: every request is checked
+//! against this replica's set.
 //!
 //! A revocation is refused on the next request on this replica (the set is changed at
 //! once), and on the others within `auth.revocation_poll`: each replica reads the
-//! revocations from the token store on that period, never per request.
+//! revocations from the token store on that period, never per request. A login's OAuth2
+//! `state` (or LDAP form token) joins the set, as a hash, when it is used (see
+//! [`crate::login`]), so that it is good once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,15 +44,32 @@ impl Revocations {
             .insert(id.to_string());
     }
 
+    /// Revokes `id` here, now, unless it is revoked already: `false` then. The check and
+    /// the insertion are one step, so two requests cannot both get `true`.
+    pub fn insert_new(&self, id: &str) -> bool {
+        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if !ids.insert(id.to_string()) {
+            return false;
+        }
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Instant::now());
+        true
+    }
+
     /// Puts the store's revocations in force (with those made here lately).
     pub fn replace(&self, from_store: impl IntoIterator<Item = String>) {
         let mut ids: HashSet<String> = from_store.into_iter().collect();
+        // the set is held while the recent ids are read: an id that `insert_new` adds in
+        // between is in the new set too (both take `ids`, then `recent`)
+        let mut current = self.ids.write().unwrap_or_else(|p| p.into_inner());
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             recent.retain(|_, at| at.elapsed() < RECENT);
             ids.extend(recent.keys().cloned());
         }
-        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        *current = ids;
     }
 
     /// How many ids are revoked.
@@ -109,5 +129,16 @@ mod tests {
         r.replace(vec!["b".to_string()]);
         assert!(r.contains("a") && r.contains("b"));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn insert_new_says_whether_the_id_was_new() {
+        let r = Revocations::default();
+        assert!(r.insert_new("state"));
+        assert!(!r.insert_new("state"), "a second use is refused");
+        // kept over a stale poll, like any revocation made here
+        r.replace(Vec::new());
+        assert!(r.contains("state"));
+        assert!(!r.insert_new("state"));
     }
 }

@@ -4,8 +4,9 @@
 //! `POST /auth/logout` ends it; `GET /auth/session` says who is logged in.
 //!
 //! - GitHub and OIDC: the authorization-code flow with PKCE; the `state` is kept in the
-//!   browser's session and must come back unchanged, once; OIDC adds a nonce that must be
-//!   in the ID token (see [`oauth`]).
+//!   browser's session and must come back unchanged, once (a used state joins the
+//!   revocations, so a copy of the session cookie cannot bring it back); OIDC adds a nonce
+//!   that must be in the ID token (see [`oauth`]).
 //! - LDAP: a form that posts the user name and password with a per-login token kept in
 //!   the session (so that another site cannot log a browser in as someone else); kubegate
 //!   binds as the user (see [`ldap`]).
@@ -95,6 +96,10 @@ pub enum LoginError {
     /// kubegate could not keep the session.
     #[error("the session could not be saved: {0}")]
     Session(#[from] session::SessionError),
+    /// The token store could not record the used state, so the login cannot be made
+    /// single-use on every replica.
+    #[error("the login could not be recorded: {0}")]
+    Store(#[source] kubegate_actors::store::StoreError),
 }
 
 impl LoginError {
@@ -106,6 +111,7 @@ impl LoginError {
             LoginError::InvalidCredentials | LoginError::Invalid(_) => StatusCode::UNAUTHORIZED,
             LoginError::Provider(_) => StatusCode::BAD_GATEWAY,
             LoginError::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            LoginError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -292,7 +298,7 @@ fn outcome(error: &LoginError) -> &'static str {
         LoginError::InvalidCredentials => "invalid_credentials",
         LoginError::Invalid(_) => "invalid_answer",
         LoginError::Provider(_) => "provider_unavailable",
-        LoginError::Session(_) => "error",
+        LoginError::Session(_) | LoginError::Store(_) => "error",
     }
 }
 
@@ -391,22 +397,48 @@ fn remember(
     .map_err(LoginError::Session)
 }
 
-/// The login in progress of this browser, if it is for `provider`, carries `state`, and
-/// is recent. Taken out of the session either way: a state is good once.
-fn claim_pending(
+/// The login in progress of this browser, if it is for `provider`, carries `state`, is
+/// recent, and its state was never used. Taken out of the session either way.
+///
+/// A state is good once on the server's side too: with the cookie session store the
+/// pending login is in the browser's cookie, and a copy of the cookie from before the
+/// callback would carry it again. So a used state's id (a hash, never the state) joins the
+/// revocations until the login window ends: refused at once here, and on every replica
+/// through the token store, whose check-and-set says which request used it first.
+async fn claim_pending(
     session: &Session,
     provider: &str,
     state: &str,
+    gate: &Gate,
+    token_store: &dyn TokenStore,
 ) -> Result<PendingLogin, LoginError> {
     let pending = session::take_pending(session).ok_or(LoginError::BadState)?;
     let fresh = epoch_now().saturating_sub(pending.started_at) <= LOGIN_WINDOW_SECS;
     let same = pending.provider == provider
         && session::constant_time_eq(pending.state.as_bytes(), state.as_bytes());
-    if fresh && same && !state.is_empty() {
-        Ok(pending)
-    } else {
-        Err(LoginError::BadState)
+    if !(fresh && same && !state.is_empty()) {
+        return Err(LoginError::BadState);
     }
+    let id = used_state_id(state);
+    if !gate.revocations().insert_new(&id) {
+        return Err(LoginError::BadState);
+    }
+    // past the window the state is refused as stale anyway: the entry can go
+    let expires_at = pending.started_at + LOGIN_WINDOW_SECS + 1;
+    match token_store.claim_id(&id, expires_at).await {
+        Ok(true) => Ok(pending),
+        Ok(false) => Err(LoginError::BadState),
+        // without the record another replica would take the state again: no login
+        Err(e) => Err(LoginError::Store(e)),
+    }
+}
+
+/// The revocation id of a used login state: `login-state:` and the state's SHA-256, so
+/// that the state itself is never written or logged.
+fn used_state_id(state: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, state.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("login-state:{hex}")
 }
 
 #[derive(Deserialize)]
@@ -433,7 +465,14 @@ async fn callback(
     let result = async {
         let provider = state.login.provider(&name)?;
         let session = req.get_session();
-        let pending = claim_pending(&session, &name, query.state.as_deref().unwrap_or(""))?;
+        let pending = claim_pending(
+            &session,
+            &name,
+            query.state.as_deref().unwrap_or(""),
+            &gate,
+            state.token_store.as_ref(),
+        )
+        .await?;
         if let Some(error) = &query.error {
             let detail = query
                 .error_description
@@ -506,7 +545,15 @@ async fn ldap_form(
         Err(e) => return failed(&req, &gate, &name, audit, e),
     };
     let session = req.get_session();
-    let pending = match claim_pending(&session, &name, &form.state) {
+    let pending = match claim_pending(
+        &session,
+        &name,
+        &form.state,
+        &gate,
+        state.token_store.as_ref(),
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return failed(&req, &gate, &name, audit, e),
     };

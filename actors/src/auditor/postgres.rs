@@ -200,14 +200,17 @@ pub struct AuditQuery {
     pub status: Option<u16>,
     /// allow, deny or error.
     pub decision: Option<String>,
-    /// The cursor: how many matching events earlier pages held.
+    /// The cursor: the id of the last event the previous page returned. The next page
+    /// holds the events after it in the order of the answer (older, or as old with a
+    /// lower id), so events written meanwhile shift nothing: none comes twice.
     pub before: Option<i64>,
     /// Page size.
     pub limit: usize,
 }
 
-/// Reads events from the PostgreSQL audit table, newest first. Returns the events (as
-/// stored JSON) and the cursor of the next page, if any.
+/// Reads events from the PostgreSQL audit table, newest first (by time, then id). Returns
+/// the events (as stored JSON) and the cursor of the next page, if any: the id of the
+/// page's last event (keyset pagination, not an offset).
 pub async fn query_audit(
     url: &str,
     q: &AuditQuery,
@@ -249,10 +252,18 @@ pub async fn query_audit(
     if let Some(decision) = &q.decision {
         add("decision =", Box::new(decision.clone()));
     }
-    // newest first; the cursor is how many events earlier pages held
-    let offset = q.before.unwrap_or(0).max(0);
+    // newest first; the cursor is the last event of the previous page: this page starts
+    // after it in the same order, whatever was written since (an offset would shift by
+    // the events written meanwhile, and show some twice)
+    if let Some(last) = q.before {
+        params.push(Box::new(last));
+        sql.push_str(&format!(
+            " AND (time, id) < (SELECT time, id FROM kubegate_audit WHERE id = ${})",
+            params.len()
+        ));
+    }
     sql.push_str(&format!(
-        " ORDER BY time DESC, id DESC LIMIT {} OFFSET {offset}",
+        " ORDER BY time DESC, id DESC LIMIT {}",
         q.limit + 1
     ));
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params

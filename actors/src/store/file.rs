@@ -388,6 +388,17 @@ impl TokenStore for FileTokenStore {
         })
     }
 
+    async fn claim_id(&self, id: &str, expires_at: u64) -> Result<bool, StoreError> {
+        // `change` holds the lock and drops expired entries first
+        self.change(|file| {
+            if file.revoked.contains_key(id) {
+                return false;
+            }
+            file.revoked.insert(id.to_string(), expires_at);
+            true
+        })
+    }
+
     async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut file = self.load()?;
         file.prune(epoch_now());
@@ -485,6 +496,14 @@ mod tests {
         store.revoke_id("session:gone", 5).await.unwrap();
         let ids = store.revoked().await.unwrap();
         assert_eq!(ids.keys().collect::<Vec<_>>(), ["a1", "session:s1"]);
+        // a claim is good once, until it expires
+        assert!(store.claim_id("state:x", later).await.unwrap());
+        assert!(!store.claim_id("state:x", later).await.unwrap());
+        assert!(store.claim_id("state:old", 5).await.unwrap());
+        assert!(
+            store.claim_id("state:old", later).await.unwrap(),
+            "an expired claim is gone"
+        );
         // the file is private
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("tokens.json"))

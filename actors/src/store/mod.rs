@@ -204,7 +204,8 @@ pub struct TokenRecord {
 /// its owner list and revoke it. A revocation is an id with the time the token would
 /// have expired anyway: past it, the entry is dropped, so the list stays as short as the
 /// number of revoked tokens still alive. Sessions ended by logout go in the same list, so
-/// that a copied session cookie dies with the session on every replica, which polls it.
+/// that a copied session cookie dies with the session on every replica, which polls it;
+/// so do the hashes of used login states, until the login window ends.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Keeps the record of a new token.
@@ -216,6 +217,10 @@ pub trait TokenStore: Send + Sync {
     async fn revoke(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Adds an id (a session's) to the revocations until `expires_at`.
     async fn revoke_id(&self, id: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// Adds `id` to the revocations until `expires_at` unless it is there already:
+    /// `false` then. The check and the write are one step (two replicas cannot both get
+    /// `true`), which makes a login's `state` good once on every replica.
+    async fn claim_id(&self, id: &str, expires_at: u64) -> Result<bool, StoreError>;
     /// Every revoked id whose token or session has not expired yet, with its expiry.
     async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 }

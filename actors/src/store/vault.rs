@@ -433,11 +433,21 @@ impl VaultClusterStore {
         }
     }
 
-    async fn add_revoked(&self, id: &str, expires_at: u64) -> Result<(), StoreError> {
+    /// Adds `id` to the revocations (a check-and-set write: concurrent writers retry).
+    /// With `only_new`, an `id` there already is left alone and the answer is `false`.
+    async fn add_revoked(
+        &self,
+        id: &str,
+        expires_at: u64,
+        only_new: bool,
+    ) -> Result<bool, StoreError> {
         for _ in 0..20 {
             let (version, mut map) = self.read_revoked().await?;
             let now = epoch_now();
             map.retain(|_, expires| *expires > now);
+            if only_new && map.contains_key(id) {
+                return Ok(false);
+            }
             map.insert(id.to_string(), expires_at);
             let client = self.current();
             let options = vaultrs::api::kv2::requests::SetSecretRequestOptions {
@@ -452,7 +462,7 @@ impl VaultClusterStore {
             )
             .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(e) if is_cas_conflict(&e) => {}
                 Err(e) => return Err(unavailable(&self.settings.address, &e)),
             }
@@ -510,7 +520,7 @@ impl TokenStore for VaultClusterStore {
             return Ok(None);
         };
         // the revocation first: once it is in, the token is refused whatever happens next
-        self.add_revoked(id, record.expires_at).await?;
+        self.add_revoked(id, record.expires_at, false).await?;
         if record.revoked_at.is_none() {
             record.revoked_at = Some(epoch_now());
             TokenStore::add(self, &record).await?;
@@ -519,7 +529,11 @@ impl TokenStore for VaultClusterStore {
     }
 
     async fn revoke_id(&self, id: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.add_revoked(id, expires_at).await
+        self.add_revoked(id, expires_at, false).await.map(|_| ())
+    }
+
+    async fn claim_id(&self, id: &str, expires_at: u64) -> Result<bool, StoreError> {
+        self.add_revoked(id, expires_at, true).await
     }
 
     async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError> {
