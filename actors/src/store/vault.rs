@@ -101,10 +101,14 @@ impl Lease {
             return Lease::Forever;
         }
         let ttl = Duration::from_secs(ttl_secs);
-        Lease::Until {
-            renewable,
-            ttl,
-            until: Instant::now() + ttl,
+        match Instant::now().checked_add(ttl) {
+            Some(until) => Lease::Until {
+                renewable,
+                ttl,
+                until,
+            },
+            // beyond what the clock can say: as good as never
+            None => Lease::Forever,
         }
     }
 }
@@ -228,13 +232,16 @@ impl VaultClusterStore {
                     .await
                     .map_err(|e| unavailable(address, &e))?;
                 let renewable = found.renewable.unwrap_or(false);
+                let was_missing = matches!(self.lease(), Lease::Missing(_));
                 if found.ttl > 0 && renewable {
                     // how long the token has had is unknown: renew it now
                     self.renew().await?;
                 } else {
                     self.set_lease(Lease::new(renewable, found.ttl));
                 }
-                log::info!("Vault at {address} accepts kubegate's token");
+                if was_missing {
+                    log::info!("Vault at {address} accepts kubegate's token");
+                }
                 return Ok(());
             }
             VaultAuth::AppRole {
@@ -315,10 +322,13 @@ impl VaultClusterStore {
     /// dropped.
     pub async fn keep_alive(self: Arc<Self>) {
         let weak = Arc::downgrade(&self);
+        // the login of connect failed: it was the first failure (and is logged)
+        let (mut failing, mut last_error) = match self.lease() {
+            Lease::Missing(why) => (true, StoreError::Unavailable(why).to_string()),
+            _ => (false, String::new()),
+        };
         drop(self);
         let mut retry = RETRY_MIN;
-        let mut failing = false;
-        let mut last_error = String::new();
         loop {
             let Some(store) = weak.upgrade() else { return };
             let wait = match store.lease() {
@@ -346,9 +356,9 @@ impl VaultClusterStore {
                 Err(e) => {
                     let message = e.to_string();
                     if message != last_error {
-                        log::error!("Vault login failed, will retry: {message}");
+                        log::error!("Vault login or renewal failed, will retry: {message}");
                     } else {
-                        log::debug!("Vault login failed again, will retry: {message}");
+                        log::debug!("Vault login or renewal failed again, will retry: {message}");
                     }
                     if failing {
                         retry = (retry * 2).min(RETRY_MAX);
