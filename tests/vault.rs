@@ -590,3 +590,80 @@ async fn kubegate_started_while_vault_is_down_renews_its_token_once_vault_is_up(
         "the cluster in Vault is served"
     );
 }
+
+#[test]
+fn an_approle_login_that_runs_out_while_vault_is_sealed_is_done_again_once_it_is_unsealed() {
+    let bao = std::sync::Arc::new(Bao::start());
+    assert_eq!(
+        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .0,
+        204
+    );
+    let policy =
+        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
+    assert_eq!(
+        bao.api(
+            "PUT",
+            "sys/policies/acl/kubegate",
+            Some(json!({"policy": policy}))
+        )
+        .0,
+        204
+    );
+    // tokens that live 2 s unless renewed
+    let (code, _) = bao.api(
+        "POST",
+        "auth/approle/role/kubegate",
+        Some(json!({"token_policies": ["kubegate"], "token_ttl": "2s", "token_max_ttl": "60s"})),
+    );
+    assert_eq!(code, 204);
+    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .api("POST", "auth/approle/role/kubegate/secret-id", None)
+        .1["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let settings = settings(
+        &bao,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id: SecretString::from(secret_id),
+        },
+    );
+    let server = bao.clone();
+    let (created, sealed, recovered) = block_on(move || async move {
+        let store = VaultClusterStore::connect(settings).await.unwrap();
+        actix_rt::spawn(store.clone().keep_alive());
+        let created = store.create(7, "dev", "kc", None).await.map(|r| r.id);
+        server.seal();
+        // past the lease's end: renewals and logins failed, there is no valid login
+        actix_rt::time::sleep(Duration::from_secs(4)).await;
+        let sealed = store.get(7, 1).await;
+        server.unseal();
+        let unsealed = Instant::now();
+        let recovered = loop {
+            match store.get(7, 1).await {
+                Ok(record) => break Ok(record.map(|r| r.name)),
+                Err(e) if unsealed.elapsed() > Duration::from_secs(8) => break Err(e),
+                Err(_) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        (created, sealed, recovered)
+    });
+    assert_eq!(created.unwrap(), 1);
+    let sealed = sealed.unwrap_err();
+    assert!(
+        matches!(&sealed, StoreError::Unavailable(why)
+            if why.contains("sealed") && why.contains("not logged in")),
+        "{sealed}"
+    );
+    assert_eq!(
+        recovered.expect("a new login within the longest retry wait (5 s)"),
+        Some("dev".to_string())
+    );
+}
