@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::ApiServer;
 use common::gateway::{block_on, TestGateway};
-use common::vault::Bao;
+use common::vault::{free_port, Bao};
 use kubegate::config::{StoreKind, VaultConfig};
 use kubegate_actors::store::{ClusterStore, StoreError};
 use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
@@ -394,4 +394,288 @@ fn tokens_and_revocations_in_vault() {
     let (code, body) = bao.api("GET", "secret/data/kubegate/revoked", None);
     assert_eq!(code, 200);
     assert!(body["data"]["data"]["t7"].is_u64(), "{body}");
+}
+
+/// kubegate with its clusters in a Vault configured by `vault_toml` (which need not run
+/// yet), alice admin of org 1.
+fn gateway_with_vault(vault_toml: &str) -> TestGateway {
+    let vault: VaultConfig = toml::from_str(vault_toml).unwrap();
+    TestGateway::builder()
+        .configure(move |c| {
+            c.store.kind = StoreKind::Vault;
+            c.store.vault = Some(vault);
+        })
+        .member(1, "alice", "admin")
+        .start()
+}
+
+/// The policy kubegate's logins get, and cluster 1 of org 1 ("dev", on `api`) in KV.
+fn kubegate_policy_and_cluster(bao: &Bao, api: &ApiServer) {
+    let policy =
+        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
+    assert_eq!(
+        bao.api(
+            "PUT",
+            "sys/policies/acl/kubegate",
+            Some(json!({"policy": policy}))
+        )
+        .0,
+        204
+    );
+    let record = kubegate_actors::store::ClusterRecord::new(
+        1,
+        1,
+        "dev",
+        &api.kubeconfig_with_client_cert(),
+        None,
+    );
+    let (code, body) = bao.api(
+        "POST",
+        "secret/data/kubegate/orgs/1/clusters/1",
+        Some(json!({ "data": record })),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Waits until `url` answers 200 (at most `within`), and returns its body.
+async fn until_200(url: &str, token: &str, within: Duration, what: &str) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, body) = get(url, token).await;
+        if code == 200 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {code} {body}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A 503 saying Vault is unavailable.
+fn assert_vault_unavailable(code: u16, status: &Value) {
+    assert_eq!(code, 503, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Vault"),
+        "{status}"
+    );
+}
+
+#[actix_rt::test]
+async fn kubegate_started_while_vault_is_down_logs_in_with_approle_once_it_is_up() {
+    const ROLE_ID: &str = "kubegate-role-id";
+    const SECRET_ID: &str = "kubegate-secret-id";
+    let port = free_port();
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_id_file = dir.path().join("secret-id");
+    std::fs::write(&secret_id_file, SECRET_ID).unwrap();
+    let gw = gateway_with_vault(&format!(
+        "address = \"http://127.0.0.1:{port}\"\nauth = \"approle\"\nrole_id = \"{ROLE_ID}\"\n\
+         secret_id_file = \"{}\"\n",
+        secret_id_file.display()
+    ));
+    let alice = gw.token("alice");
+    let clusters = format!("{}/pipeline/api/v1/orgs/1/clusters", gw.url);
+    let (code, status) = get(&clusters, &alice).await;
+    assert_vault_unavailable(code, &status);
+    let (code, status) = get(&gw.proxy_url(1, 1, "/version"), &alice).await;
+    assert_vault_unavailable(code, &status);
+
+    // now Vault starts, with the role and secret id kubegate was given, and the data
+    let bao = Bao::start_on(port);
+    assert_eq!(
+        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .0,
+        204
+    );
+    kubegate_policy_and_cluster(&bao, &api);
+    let role = "auth/approle/role/kubegate";
+    let (code, body) = bao.api(
+        "POST",
+        role,
+        Some(json!({"token_policies": ["kubegate"], "token_ttl": "60s"})),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = bao.api(
+        "POST",
+        &format!("{role}/role-id"),
+        Some(json!({"role_id": ROLE_ID})),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = bao.api(
+        "POST",
+        &format!("{role}/custom-secret-id"),
+        Some(json!({"secret_id": SECRET_ID})),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // no restart: kubegate logs in by itself within its longest retry wait (5 s)
+    let listed = until_200(
+        &clusters,
+        &alice,
+        Duration::from_secs(10),
+        "kubegate logs in once Vault is up",
+    )
+    .await;
+    assert_eq!(listed[0]["name"], "dev", "{listed}");
+    until_200(
+        &gw.proxy_url(1, 1, "/version"),
+        &alice,
+        Duration::from_secs(2),
+        "the cluster in Vault is served",
+    )
+    .await;
+    assert!(
+        bao.audited_requests()
+            .iter()
+            .any(|e| e["request"]["path"] == "auth/approle/login"),
+        "kubegate logged in with AppRole"
+    );
+}
+
+#[actix_rt::test]
+async fn kubegate_started_while_vault_is_down_renews_its_token_once_vault_is_up() {
+    const TOKEN: &str = "kubegate-renewable-token";
+    // longer than kubegate's longest retry wait (5 s), so that it finds the token alive
+    const TTL: Duration = Duration::from_secs(10);
+    let port = free_port();
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let gw = gateway_with_vault(&format!(
+        "address = \"http://127.0.0.1:{port}\"\nauth = \"token\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    let alice = gw.token("alice");
+    let clusters = format!("{}/pipeline/api/v1/orgs/1/clusters", gw.url);
+    let (code, status) = get(&clusters, &alice).await;
+    assert_vault_unavailable(code, &status);
+
+    // now Vault starts, with kubegate's token: renewable, valid for TTL unless renewed
+    let bao = Bao::start_on(port);
+    let (code, body) = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({
+            "id": TOKEN,
+            "policies": ["kubegate"],
+            "ttl": format!("{}s", TTL.as_secs()),
+            "explicit_max_ttl": "5m",
+            "renewable": true,
+        })),
+    );
+    let created = Instant::now();
+    assert_eq!(code, 200, "{body}");
+    kubegate_policy_and_cluster(&bao, &api);
+
+    until_200(
+        &clusters,
+        &alice,
+        Duration::from_secs(10),
+        "kubegate uses its token once Vault is up",
+    )
+    .await;
+    // well past the token's first lifetime, every request reads Vault and succeeds:
+    // kubegate looked the token up and renews it
+    while created.elapsed() < TTL + Duration::from_secs(4) {
+        let (code, body) = get(&clusters, &alice).await;
+        assert_eq!(
+            code,
+            200,
+            "{:?} after the token was created: {body}",
+            created.elapsed()
+        );
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        bao.audited_requests()
+            .iter()
+            .any(|e| e["request"]["path"] == "auth/token/renew-self"),
+        "kubegate renewed its token"
+    );
+    assert_eq!(
+        get(&gw.proxy_url(1, 1, "/version"), &alice).await.0,
+        200,
+        "the cluster in Vault is served"
+    );
+}
+
+#[test]
+fn an_approle_login_that_runs_out_while_vault_is_sealed_is_done_again_once_it_is_unsealed() {
+    let bao = std::sync::Arc::new(Bao::start());
+    assert_eq!(
+        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .0,
+        204
+    );
+    let policy =
+        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
+    assert_eq!(
+        bao.api(
+            "PUT",
+            "sys/policies/acl/kubegate",
+            Some(json!({"policy": policy}))
+        )
+        .0,
+        204
+    );
+    // tokens that live 2 s unless renewed
+    let (code, _) = bao.api(
+        "POST",
+        "auth/approle/role/kubegate",
+        Some(json!({"token_policies": ["kubegate"], "token_ttl": "2s", "token_max_ttl": "60s"})),
+    );
+    assert_eq!(code, 204);
+    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .api("POST", "auth/approle/role/kubegate/secret-id", None)
+        .1["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let settings = settings(
+        &bao,
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id: SecretString::from(secret_id),
+        },
+    );
+    let server = bao.clone();
+    let (created, sealed, recovered) = block_on(move || async move {
+        let store = VaultClusterStore::connect(settings).await.unwrap();
+        actix_rt::spawn(store.clone().keep_alive());
+        let created = store.create(7, "dev", "kc", None).await.map(|r| r.id);
+        server.seal();
+        // past the lease's end: renewals and logins failed, there is no valid login
+        actix_rt::time::sleep(Duration::from_secs(4)).await;
+        let sealed = store.get(7, 1).await;
+        server.unseal();
+        let unsealed = Instant::now();
+        let recovered = loop {
+            match store.get(7, 1).await {
+                Ok(record) => break Ok(record.map(|r| r.name)),
+                Err(e) if unsealed.elapsed() > Duration::from_secs(8) => break Err(e),
+                Err(_) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        (created, sealed, recovered)
+    });
+    assert_eq!(created.unwrap(), 1);
+    let sealed = sealed.unwrap_err();
+    assert!(
+        matches!(&sealed, StoreError::Unavailable(why)
+            if why.contains("sealed") && why.contains("not logged in")),
+        "{sealed}"
+    );
+    assert_eq!(
+        recovered.expect("a new login within the longest retry wait (5 s)"),
+        Some("dev".to_string())
+    );
 }

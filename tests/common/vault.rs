@@ -42,14 +42,23 @@ fn bao_binary() -> PathBuf {
     "bao".into()
 }
 
+/// A port free now, to start a server on later (e.g. kubegate first, then OpenBao).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Bao {
     /// Starts a dev server and waits until it answers.
     pub fn start() -> Bao {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Bao::start_on(free_port())
+    }
+
+    /// Starts a dev server on `port` (of 127.0.0.1) and waits until it answers.
+    pub fn start_on(port: u16) -> Bao {
         let dir = tempfile::tempdir().unwrap();
         // OpenBao enables audit devices from configuration only: every request is a line
         // of this file, which tests read to count what kubegate asked of Vault

@@ -6,10 +6,13 @@
 //! in a cluster). A renewable token is renewed before it expires; a login that expires is
 //! done again. When Vault cannot be reached or is sealed, every operation fails with
 //! [`StoreError::Unavailable`] and the next one tries again: nothing needs restarting.
+//! While there is no valid login (the first one failed because Vault was down, or a
+//! renewal failed until the lease ran out), [`VaultClusterStore::keep_alive`] logs in
+//! again (token auth: looks the token up and renews it) with a backoff from 200 ms to 5 s.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -67,8 +70,47 @@ pub struct VaultSettings {
 pub struct VaultClusterStore {
     settings: VaultSettings,
     client: RwLock<Arc<VaultClient>>,
-    /// Lease of the current login, when it expires (`None`: does not expire).
-    lease: RwLock<Option<(bool, Duration)>>,
+    /// The lease of the current login.
+    lease: RwLock<Lease>,
+}
+
+/// The first wait before logging in again after a failure, doubled at each failure.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest wait between two logins while there is no valid login.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Where kubegate's login to Vault stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Lease {
+    /// No valid login: the last one failed (the message says why), or its lease ran out
+    /// without renewal. Token auth keeps its token (Vault may still accept it).
+    Missing(String),
+    /// Logged in with a token that does not expire.
+    Forever,
+    /// Logged in until `until`; `ttl` is the lease's length as Vault gave it.
+    Until {
+        renewable: bool,
+        ttl: Duration,
+        until: Instant,
+    },
+}
+
+impl Lease {
+    fn new(renewable: bool, ttl_secs: u64) -> Lease {
+        if ttl_secs == 0 {
+            return Lease::Forever;
+        }
+        let ttl = Duration::from_secs(ttl_secs);
+        match Instant::now().checked_add(ttl) {
+            Some(until) => Lease::Until {
+                renewable,
+                ttl,
+                until,
+            },
+            // beyond what the clock can say: as good as never
+            None => Lease::Forever,
+        }
+    }
 }
 
 fn unavailable(address: &str, e: &ClientError) -> StoreError {
@@ -90,6 +132,14 @@ fn is_cas_conflict(e: &ClientError) -> bool {
         if errors.iter().any(|e| e.contains("check-and-set")))
 }
 
+/// Why there is no login, from the error of the last attempt.
+fn no_login(e: &StoreError) -> Lease {
+    Lease::Missing(match e {
+        StoreError::Unavailable(why) => why.clone(),
+        other => other.to_string(),
+    })
+}
+
 fn is_not_found(e: &ClientError) -> bool {
     matches!(e, ClientError::APIError { code: 404, .. })
 }
@@ -108,10 +158,11 @@ impl VaultClusterStore {
         let store = Arc::new(VaultClusterStore {
             settings,
             client: RwLock::new(Arc::new(client)),
-            lease: RwLock::new(None),
+            lease: RwLock::new(Lease::Missing("kubegate has not logged in yet".into())),
         });
         if let Err(e) = store.login().await {
             log::error!("Vault login failed, will retry: {e}");
+            store.set_lease(no_login(&e));
         }
         Ok(store)
     }
@@ -131,6 +182,31 @@ impl VaultClusterStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    fn lease(&self) -> Lease {
+        self.lease
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_lease(&self, lease: Lease) {
+        *self.lease.write().unwrap_or_else(PoisonError::into_inner) = lease;
+    }
+
+    /// The client for an operation. With AppRole or Kubernetes auth and no valid login,
+    /// fails at once with why (the client has no token Vault would accept); with token
+    /// auth, the token is tried (Vault may accept it although its lookup failed).
+    fn session(&self) -> Result<Arc<VaultClient>, StoreError> {
+        if !matches!(self.settings.auth, VaultAuth::Token(_)) {
+            if let Lease::Missing(why) = self.lease() {
+                return Err(StoreError::Unavailable(format!(
+                    "{why}; kubegate is not logged in to Vault and keeps trying"
+                )));
+            }
+        }
+        Ok(self.current())
     }
 
     fn path(&self, org: u64, id: Option<u64>) -> String {
@@ -155,13 +231,17 @@ impl VaultClusterStore {
                 let found = vaultrs::token::lookup_self(client.as_ref())
                     .await
                     .map_err(|e| unavailable(address, &e))?;
-                *self.lease.write().unwrap_or_else(PoisonError::into_inner) =
-                    (found.ttl > 0).then(|| {
-                        (
-                            found.renewable.unwrap_or(false),
-                            Duration::from_secs(found.ttl),
-                        )
-                    });
+                let renewable = found.renewable.unwrap_or(false);
+                let was_missing = matches!(self.lease(), Lease::Missing(_));
+                if found.ttl > 0 && renewable {
+                    // how long the token has had is unknown: renew it now
+                    self.renew().await?;
+                } else {
+                    self.set_lease(Lease::new(renewable, found.ttl));
+                }
+                if was_missing {
+                    log::info!("Vault at {address} accepts kubegate's token");
+                }
                 return Ok(());
             }
             VaultAuth::AppRole {
@@ -189,60 +269,112 @@ impl VaultClusterStore {
         .map_err(|e| unavailable(address, &e))?;
         let client = Self::client(&self.settings, &info.client_token)?;
         *self.client.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(client);
-        *self.lease.write().unwrap_or_else(PoisonError::into_inner) = (info.lease_duration > 0)
-            .then(|| (info.renewable, Duration::from_secs(info.lease_duration)));
+        self.set_lease(Lease::new(info.renewable, info.lease_duration));
         log::info!("logged in to Vault at {address}");
         Ok(())
     }
 
+    /// Renews the current token and records its new lease.
+    async fn renew(&self) -> Result<(), StoreError> {
+        let client = self.current();
+        let info = vaultrs::token::renew_self(client.as_ref(), None)
+            .await
+            .map_err(|e| unavailable(&self.settings.address, &e))?;
+        self.set_lease(Lease::new(info.renewable, info.lease_duration));
+        log::debug!("Vault token renewed for {}s", info.lease_duration);
+        Ok(())
+    }
+
+    /// One step of [`keep_alive`](Self::keep_alive), when its wait is over: renews or
+    /// logs in again as the lease requires.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        match self.lease() {
+            Lease::Forever => Ok(()),
+            Lease::Until { until, .. } if Instant::now() >= until => {
+                self.set_lease(Lease::Missing(format!(
+                    "Vault at {}: kubegate's login expired before it could be renewed",
+                    self.settings.address
+                )));
+                self.login().await
+            }
+            Lease::Until {
+                renewable: true, ..
+            } => match self.renew().await {
+                Ok(()) => Ok(()),
+                // a token given in configuration cannot be had again: try renewing it
+                // until its lease runs out
+                Err(e) if matches!(self.settings.auth, VaultAuth::Token(_)) => Err(e),
+                Err(e) => {
+                    log::warn!("Vault token renewal failed, logging in again: {e}");
+                    self.login().await
+                }
+            },
+            Lease::Until {
+                renewable: false, ..
+            }
+            | Lease::Missing(_) => self.login().await,
+        }
+    }
+
     /// Keeps the login alive: renews a renewable token at two thirds of its lease, logs
-    /// in again when renewal is not possible. Runs until the store is dropped.
+    /// in again when renewal is not possible. While there is no valid login, or a renewal
+    /// fails, tries again after 200 ms, doubling up to 5 s. Runs until the store is
+    /// dropped.
     pub async fn keep_alive(self: Arc<Self>) {
         let weak = Arc::downgrade(&self);
+        // the login of connect failed: it was the first failure (and is logged)
+        let (mut failing, mut last_error) = match self.lease() {
+            Lease::Missing(why) => (true, StoreError::Unavailable(why).to_string()),
+            _ => (false, String::new()),
+        };
         drop(self);
+        let mut retry = RETRY_MIN;
         loop {
             let Some(store) = weak.upgrade() else { return };
-            let lease = *store.lease.read().unwrap_or_else(PoisonError::into_inner);
-            let wait = match lease {
-                Some((_, ttl)) => (ttl * 2 / 3).max(Duration::from_secs(1)),
-                None => Duration::from_secs(60),
+            let wait = match store.lease() {
+                _ if failing => retry,
+                Lease::Missing(_) => RETRY_MIN,
+                Lease::Forever => Duration::from_secs(60),
+                Lease::Until { ttl, until, .. } => until
+                    .checked_sub(ttl / 3)
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1)),
             };
             drop(store);
             tokio::time::sleep(wait).await;
             let Some(store) = weak.upgrade() else { return };
-            let renewed = match lease {
-                Some((true, _)) => {
-                    let client = store.current();
-                    match vaultrs::token::renew_self(client.as_ref(), None).await {
-                        Ok(info) => {
-                            *store.lease.write().unwrap_or_else(PoisonError::into_inner) =
-                                Some((info.renewable, Duration::from_secs(info.lease_duration)));
-                            log::debug!("Vault token renewed for {}s", info.lease_duration);
-                            true
-                        }
-                        Err(e) => {
-                            log::warn!(
-                                "Vault token renewal failed: {}",
-                                unavailable(&store.settings.address, &e)
-                            );
-                            false
-                        }
+            match store.refresh().await {
+                Ok(()) => {
+                    if failing {
+                        log::info!("Vault at {} answers again", store.settings.address);
                     }
+                    failing = false;
+                    retry = RETRY_MIN;
+                    last_error.clear();
                 }
-                _ => lease.is_none(),
-            };
-            if !renewed {
-                if let Err(e) = store.login().await {
-                    log::error!("Vault login failed, will retry: {e}");
-                    *store.lease.write().unwrap_or_else(PoisonError::into_inner) =
-                        Some((false, Duration::from_secs(15)));
+                Err(e) => {
+                    let message = e.to_string();
+                    if message != last_error {
+                        log::error!("Vault login or renewal failed, will retry: {message}");
+                    } else {
+                        log::debug!("Vault login or renewal failed again, will retry: {message}");
+                    }
+                    if failing {
+                        retry = (retry * 2).min(RETRY_MAX);
+                    }
+                    failing = true;
+                    last_error = message;
+                    if let Lease::Missing(_) = store.lease() {
+                        store.set_lease(no_login(&e));
+                    }
                 }
             }
         }
     }
 
     async fn read(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         match kv2::read::<ClusterRecord>(
             client.as_ref(),
             &self.settings.mount,
@@ -261,7 +393,7 @@ impl VaultClusterStore {
     }
 
     async fn ids(&self, org: u64) -> Result<Vec<u64>, StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         match kv2::list(client.as_ref(), &self.settings.mount, &self.path(org, None)).await {
             Ok(keys) => {
                 let mut ids: Vec<u64> = keys.iter().filter_map(|k| k.parse().ok()).collect();
@@ -304,7 +436,7 @@ impl ClusterStore for VaultClusterStore {
         let mut id = existing.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         loop {
             let record = ClusterRecord::new(org, id, name, kubeconfig, context);
-            let client = self.current();
+            let client = self.session()?;
             // cas = 0: write only if the path holds nothing, so two writers cannot take
             // one id
             let options = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 0 };
@@ -335,7 +467,7 @@ impl ClusterStore for VaultClusterStore {
             return Ok(None);
         };
         record.replace_kubeconfig(kubeconfig, context);
-        let client = self.current();
+        let client = self.session()?;
         kv2::set(
             client.as_ref(),
             &self.settings.mount,
@@ -351,7 +483,7 @@ impl ClusterStore for VaultClusterStore {
         if self.read(org, id).await?.is_none() {
             return Ok(false);
         }
-        let client = self.current();
+        let client = self.session()?;
         // every version and the metadata: the kubeconfig is gone, not soft-deleted
         kv2::delete_metadata(
             client.as_ref(),
@@ -364,7 +496,7 @@ impl ClusterStore for VaultClusterStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         match kv2::list(
             client.as_ref(),
             &self.settings.mount,
@@ -393,7 +525,7 @@ impl VaultClusterStore {
     }
 
     async fn read_token(&self, user: &str, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         let path = format!("{}/{id}", self.tokens_path(user));
         match kv2::read::<TokenRecord>(client.as_ref(), &self.settings.mount, &path).await {
             Ok(record) => Ok(Some(record)),
@@ -408,7 +540,7 @@ impl VaultClusterStore {
 
     /// The revocations and the version they were read at (0: none yet).
     async fn read_revoked(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         let path = self.revoked_path();
         let version = match kv2::read_metadata(client.as_ref(), &self.settings.mount, &path).await {
             Ok(meta) => meta.current_version,
@@ -449,7 +581,7 @@ impl VaultClusterStore {
                 return Ok(false);
             }
             map.insert(id.to_string(), expires_at);
-            let client = self.current();
+            let client = self.session()?;
             let options = vaultrs::api::kv2::requests::SetSecretRequestOptions {
                 cas: u32::try_from(version).unwrap_or(u32::MAX),
             };
@@ -476,7 +608,7 @@ impl VaultClusterStore {
 #[async_trait]
 impl TokenStore for VaultClusterStore {
     async fn add(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         let path = format!("{}/{}", self.tokens_path(&record.user), record.id);
         kv2::set(client.as_ref(), &self.settings.mount, &path, record)
             .await
@@ -485,7 +617,7 @@ impl TokenStore for VaultClusterStore {
     }
 
     async fn list(&self, user: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let client = self.current();
+        let client = self.session()?;
         let ids = match kv2::list(
             client.as_ref(),
             &self.settings.mount,
