@@ -176,8 +176,22 @@ impl Write for BatchedStderr {
 
 fn main() {
     let stderr = BatchedStderr::default();
+    // env_logger's own format, written without styles; with styles left to it, every
+    // record went through an ANSI-stripping writer (stderr is not a terminal), a cost
+    // per access line
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(stderr.clone())))
+        .write_style(env_logger::WriteStyle::Always)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .init();
     {
         let stderr = stderr.clone();
