@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 
@@ -45,10 +45,11 @@ fn header_bytes(req: &ServiceRequest) -> usize {
         .sum()
 }
 
-/// The front of every request: gives it its request id (echoed as `X-Request-Id`),
-/// refuses oversized headers (431), hands proxy requests to the proxy handler before the
-/// router, whose patterns would only cost regex matching (the proxy handler parses and
-/// checks its path itself), counts the response and writes its access log line.
+/// The front of every request, the outermost middleware: gives it its request id
+/// (echoed as `X-Request-Id`), refuses oversized headers (431), hands proxy requests with
+/// a bearer token to the proxy handler before the session middleware and the router
+/// (whose patterns would only cost regex matching: the proxy handler parses and checks
+/// its path itself), counts the response and writes its access log line.
 pub async fn front(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -69,28 +70,15 @@ pub async fn front(
         ));
         req.into_response(error.response()).map_into_right_body()
     } else {
-        let proxy = is_proxy_path(req.path())
-            .then(|| {
-                let gate = req.app_data::<web::Data<Gate>>()?.clone();
-                let upstreams = req.app_data::<web::Data<Upstreams>>()?.clone();
-                Some((gate, upstreams))
-            })
-            .flatten();
-        // the rate limit wraps the router; proxy paths are asked here
-        let limited = proxy
-            .as_ref()
-            .and_then(|_| req.app_data::<RateLimit>()?.refusal(&req));
-        match (proxy, limited) {
-            (_, Some(refusal)) => req.into_response(refusal).map_into_right_body(),
-            (Some((gate, upstreams)), None) => {
-                let (http, mut payload) = req.into_parts();
-                let payload =
-                    <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload)
-                        .await?;
-                let answer = crate::proxy::handle(http.clone(), payload, gate, upstreams).await;
-                ServiceResponse::new(http, answer).map_into_right_body()
-            }
-            (None, None) => next.call(req).await?.map_into_left_body(),
+        // a proxy request with a bearer token needs no session: served here, before the
+        // session middleware (which would read and rewrite cookies for nothing); one
+        // with the session cookie goes on, to `session_proxy`
+        let bearer = req.headers().contains_key(header::AUTHORIZATION);
+        match proxy_state(&req).filter(|_| bearer) {
+            Some((gate, upstreams)) => serve_proxy(req, gate, upstreams)
+                .await?
+                .map_into_right_body(),
+            None => next.call(req).await?.map_into_left_body(),
         }
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -156,4 +144,49 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         req.path()
     ))
     .response()
+}
+
+/// The proxy route for requests that reach it through the session middleware (those
+/// without an `Authorization` header: a browser's, with the session cookie); every other
+/// request goes on to the router.
+pub async fn session_proxy(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    match proxy_state(&req) {
+        Some((gate, upstreams)) => Ok(serve_proxy(req, gate, upstreams)
+            .await?
+            .map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
+}
+
+/// The gate's and the proxy's state, when `req` is for the proxy route.
+fn proxy_state(req: &ServiceRequest) -> Option<(web::Data<Gate>, web::Data<Upstreams>)> {
+    if !is_proxy_path(req.path()) {
+        return None;
+    }
+    let gate = req.app_data::<web::Data<Gate>>()?.clone();
+    let upstreams = req.app_data::<web::Data<Upstreams>>()?.clone();
+    Some((gate, upstreams))
+}
+
+/// Serves a proxy request: the rate limit (which wraps only the router) first, then the
+/// proxy handler.
+async fn serve_proxy(
+    req: ServiceRequest,
+    gate: web::Data<Gate>,
+    upstreams: web::Data<Upstreams>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    if let Some(refusal) = req
+        .app_data::<RateLimit>()
+        .and_then(|limit| limit.refusal(&req))
+    {
+        return Ok(req.into_response(refusal));
+    }
+    let (http, mut payload) = req.into_parts();
+    let payload =
+        <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload).await?;
+    let answer = crate::proxy::handle(http.clone(), payload, gate, upstreams).await;
+    Ok(ServiceResponse::new(http, answer))
 }

@@ -1,11 +1,13 @@
 //! Starting kubegate: the actors, then the HTTP server, in one place.
 //!
-//! Middleware order (outermost first, as wrapped in [`Gateway::bind`]): the session
-//! cookie's Secure flag and the session itself (so that the proxy route sees it);
-//! `front`, which gives every request its id (so that every response, errors included,
-//! carries `X-Request-Id`), refuses oversized headers, counts and logs every response,
-//! and serves the proxy route; the per-client rate limit of login and token paths
-//! ([`limits`]); then the router for everything else. Authentication, authorization
+//! Middleware order (outermost first, as wrapped in [`Gateway::bind`]): `front`, which
+//! gives every request its id (so that every response, errors included, carries
+//! `X-Request-Id`), refuses oversized headers, counts and logs every response, and
+//! serves proxy requests that carry a bearer token (they need no session); the session
+//! cookie's Secure flag and the session itself; `session_proxy`, which serves the proxy
+//! requests of browsers (the session cookie); the per-client rate limit of login and
+//! token paths ([`limits`], which the proxy route asks itself); then the router for
+//! everything else. Authentication, authorization
 //! and audit happen in the gate ([`crate::gate::Gate::admit`]), which the proxy route,
 //! every REST handler and login call.
 //!
@@ -230,10 +232,11 @@ impl Gateway {
         .with_trusted_proxies(config.server.trusted_proxies.clone());
         let sessions = services.sessions.clone();
         let mut server = HttpServer::new(move || {
-            // the last wrapped is the outermost: the session cookie's Secure flag on TLS,
-            // the session (so that the proxy route served by `front` sees it), `front`
-            // (so that a 429 has its request id and is logged), then the rate limit, then
-            // the router
+            // the last wrapped is the outermost: `front` (every answer, a 429 or a 431
+            // included, has its request id and is logged; bearer proxy requests are
+            // served there, without the session), the session cookie's Secure flag on
+            // TLS, the session, the proxy route for session cookies, the rate limit, the
+            // router
             App::new()
                 .app_data(gate.clone())
                 .app_data(upstreams.clone())
@@ -247,9 +250,10 @@ impl Gateway {
                 .app_data(header_limit.clone())
                 .app_data(limit.clone())
                 .wrap(limit.clone())
-                .wrap(from_fn(front::front))
+                .wrap(from_fn(front::session_proxy))
                 .wrap(sessions.middleware())
                 .wrap(from_fn(crate::gate::session::secure_over_tls))
+                .wrap(from_fn(front::front))
                 .configure(routes)
         })
         // a backstop: the grace as written is kept by Gateway::run (see Shutdown); this
