@@ -656,3 +656,108 @@ async fn a_callback_replayed_with_the_cookie_from_before_it_is_refused() {
     let (_, again) = log_in(&one, "dex", "/").await;
     assert_eq!(again.status, 303, "{}", again.text);
 }
+
+/// The user of `jar`'s session (asserting there is one).
+async fn session_user(gw: &TestGateway, jar: &mut Jar) -> String {
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 200, "a session: {}", who.text);
+    who.body["user"].as_str().unwrap().to_string()
+}
+
+/// OIDC ID tokens are accepted with public-key algorithms only: an ID token signed HS256
+/// with the client secret (a key kubegate knows, so a library that took the token's
+/// `alg` at its word would verify it) is refused, the login audited as denied, and no
+/// session made. The same user's RS256 token is then taken.
+#[actix_rt::test]
+async fn an_oidc_id_token_signed_hs256_with_the_client_secret_is_refused() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    provider.set_user(
+        &ProviderUser::named("mallory")
+            .groups(&["acme", "acme/admins"])
+            .id_token_signed_hs256_with_client_secret(),
+    );
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("HS256"), "{message}");
+    assert!(message.contains("public-key algorithms"), "{message}");
+    assert!(
+        provider.requests().iter().any(|r| r["endpoint"] == "token"),
+        "the code was exchanged: the ID token itself was refused"
+    );
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
+    let page = jar.get(&gw.proxy_url(1, 1, "/api/v1/namespaces")).await;
+    assert_eq!(page.status, 401, "{}", page.text);
+    let event = gw.wait_audit(|e| {
+        e["verb"] == "login"
+            && e["status"] == 401
+            && e["reason"].as_str().is_some_and(|r| r.contains("HS256"))
+    });
+    assert_eq!(event["decision"], "deny", "{event}");
+
+    // the provider's own signature, for the same user: logged in
+    provider.set_user(&ProviderUser::named("mallory").groups(&["acme", "acme/admins"]));
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.body["user"], "dex:mallory");
+}
+
+/// kubegate keeps the provider's JWKS, and fetches it again once when an ID token names
+/// a key it does not know: after the provider rotates its signing key (the old key gone
+/// from the JWKS), the next login still works, with one more fetch; later logins use the
+/// keys kept. A token whose key the provider does not publish is refused after that one
+/// more fetch.
+#[actix_rt::test]
+async fn oidc_logins_go_on_after_the_provider_rotates_its_key() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:alice");
+    assert_eq!(
+        provider.jwks_fetches(),
+        1,
+        "the keys are fetched at the first login"
+    );
+    let (_, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(provider.jwks_fetches(), 1, "and kept");
+
+    // the provider rotates: the JWKS kubegate kept has only the old key
+    provider.rotate_keys(true);
+    provider.set_user(&ProviderUser::named("bob"));
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(
+        end.status, 303,
+        "the login after the rotation: {}",
+        end.text
+    );
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:bob");
+    assert_eq!(
+        provider.jwks_fetches(),
+        2,
+        "the unknown kid made kubegate fetch the keys once more"
+    );
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:bob");
+    assert_eq!(provider.jwks_fetches(), 2, "the new keys are kept");
+
+    // a token signed with a key the provider does not publish: one fetch, then refused
+    provider.rotate_keys(false);
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert!(refused.text.contains("JWKS"), "{}", refused.text);
+    assert_eq!(provider.jwks_fetches(), 3, "fetched again once, not more");
+    assert_eq!(
+        jar.get(&format!("{}/auth/session", gw.url)).await.status,
+        401
+    );
+}
