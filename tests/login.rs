@@ -656,3 +656,232 @@ async fn a_callback_replayed_with_the_cookie_from_before_it_is_refused() {
     let (_, again) = log_in(&one, "dex", "/").await;
     assert_eq!(again.status, 303, "{}", again.text);
 }
+
+/// The user of `jar`'s session (asserting there is one).
+async fn session_user(gw: &TestGateway, jar: &mut Jar) -> String {
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 200, "a session: {}", who.text);
+    who.body["user"].as_str().unwrap().to_string()
+}
+
+/// OIDC ID tokens are accepted with public-key algorithms only: an ID token signed HS256
+/// with the client secret (a key kubegate knows, so a library that took the token's
+/// `alg` at its word would verify it) is refused, the login audited as denied, and no
+/// session made. The same user's RS256 token is then taken.
+#[actix_rt::test]
+async fn an_oidc_id_token_signed_hs256_with_the_client_secret_is_refused() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    provider.set_user(
+        &ProviderUser::named("mallory")
+            .groups(&["acme", "acme/admins"])
+            .id_token_signed_hs256_with_client_secret(),
+    );
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("HS256"), "{message}");
+    assert!(message.contains("public-key algorithms"), "{message}");
+    assert!(
+        provider.requests().iter().any(|r| r["endpoint"] == "token"),
+        "the code was exchanged: the ID token itself was refused"
+    );
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
+    let page = jar.get(&gw.proxy_url(1, 1, "/api/v1/namespaces")).await;
+    assert_eq!(page.status, 401, "{}", page.text);
+    let event = gw.wait_audit(|e| {
+        e["verb"] == "login"
+            && e["status"] == 401
+            && e["reason"].as_str().is_some_and(|r| r.contains("HS256"))
+    });
+    assert_eq!(event["decision"], "deny", "{event}");
+
+    // the provider's own signature, for the same user: logged in
+    provider.set_user(&ProviderUser::named("mallory").groups(&["acme", "acme/admins"]));
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.body["user"], "dex:mallory");
+}
+
+/// kubegate keeps the provider's JWKS, and fetches it again once when an ID token names
+/// a key it does not know: after the provider rotates its signing key (the old key gone
+/// from the JWKS), the next login still works, with one more fetch; later logins use the
+/// keys kept. A token whose key the provider does not publish is refused after that one
+/// more fetch.
+#[actix_rt::test]
+async fn oidc_logins_go_on_after_the_provider_rotates_its_key() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:alice");
+    assert_eq!(
+        provider.jwks_fetches(),
+        1,
+        "the keys are fetched at the first login"
+    );
+    let (_, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(provider.jwks_fetches(), 1, "and kept");
+
+    // the provider rotates: the JWKS kubegate kept has only the old key
+    provider.rotate_keys(true);
+    provider.set_user(&ProviderUser::named("bob"));
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(
+        end.status, 303,
+        "the login after the rotation: {}",
+        end.text
+    );
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:bob");
+    assert_eq!(
+        provider.jwks_fetches(),
+        2,
+        "the unknown kid made kubegate fetch the keys once more"
+    );
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:bob");
+    assert_eq!(provider.jwks_fetches(), 2, "the new keys are kept");
+
+    // a token signed with a key the provider does not publish: one fetch, then refused
+    provider.rotate_keys(false);
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert!(refused.text.contains("JWKS"), "{}", refused.text);
+    assert_eq!(provider.jwks_fetches(), 3, "fetched again once, not more");
+    assert_eq!(
+        jar.get(&format!("{}/auth/session", gw.url)).await.status,
+        401
+    );
+}
+
+/// A session lasts `sessions.lifetime` whatever the cookie says: the cookie store's
+/// cookie is data the browser keeps, and a browser (or a copy of the cookie) may send it
+/// after its Max-Age. After the lifetime, the same cookie is refused with 401 on the
+/// proxy route, the REST API and `/auth/session`.
+#[actix_rt::test]
+async fn a_session_ends_at_its_lifetime_whatever_the_cookie_says() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let lifetime = Duration::from_secs(3);
+    let gw = gateway(&provider, &api, |c| c.sessions.lifetime = lifetime);
+    let page = gw.proxy_url(1, 1, "/api/v1/namespaces");
+    let tokens = format!("{}/pipeline/api/v1/tokens", gw.url);
+    let session = format!("{}/auth/session", gw.url);
+
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    let logged_in = Instant::now();
+    assert_eq!(end.status, 303, "{}", end.text);
+    let cookie_line = end
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("kubegate_session="))
+        .expect("the session cookie");
+    assert!(cookie_line.contains("Max-Age=3"), "{cookie_line}");
+    let who = jar.get(&session).await;
+    assert_eq!(who.status, 200, "{}", who.text);
+    let expires_at = who.body["expiresAt"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expires_at > now && expires_at <= now + 3,
+        "{expires_at} vs {now}"
+    );
+    assert_eq!(jar.get(&page).await.status, 200);
+    assert_eq!(jar.get(&tokens).await.status, 200);
+    assert!(
+        logged_in.elapsed() < lifetime,
+        "the checks above were in time"
+    );
+
+    // past the lifetime: the browser still sends the very same cookie
+    let cookie = jar.cookie.clone();
+    actix_rt::time::sleep(lifetime + Duration::from_millis(1100)).await;
+    for url in [&page, &tokens, &session] {
+        assert_eq!(jar.cookie, cookie, "the browser sends the cookie it got");
+        let late = jar.get(url).await;
+        assert_eq!(late.status, 401, "{url}: {}", late.text);
+        assert!(
+            late.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("no credentials"),
+            "{}",
+            late.text
+        );
+    }
+    // and a login gives a new session
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:alice");
+}
+
+/// A login gets a new session (no session fixation): the cookie a browser has before the
+/// login (one another site or person may have planted, or copied) is not the one after,
+/// and it does not become logged in. With sessions in Redis, where the cookie holds the
+/// session's key, a logged-in session's cookie is not carried over to the next login
+/// either: the key changes and the old one ends.
+#[actix_rt::test]
+async fn a_login_gives_a_new_session() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    for store in [SessionStoreKind::Cookie, SessionStoreKind::Redis] {
+        let gw = gateway(&provider, &api, |c| {
+            c.sessions.store = store;
+            c.sessions.redis_url = Some("redis://127.0.0.1:6379".into());
+        });
+        let session = format!("{}/auth/session", gw.url);
+
+        let mut jar = Jar::default();
+        let start = jar.get(&format!("{}/auth/dex/login", gw.url)).await;
+        assert_eq!(start.status, 302, "{store:?}: {}", start.text);
+        let before = jar.clone();
+        let planted = before.cookie.clone().expect("a session before the login");
+        let back = Jar::default().get(&start.location.unwrap()).await;
+        let end = jar.get(&back.location.unwrap()).await;
+        assert_eq!(end.status, 303, "{store:?}: {}", end.text);
+        let after = jar.cookie.clone().expect("a session after the login");
+        assert_ne!(after, planted, "{store:?}: a new cookie at login");
+        assert_eq!(session_user(&gw, &mut jar).await, "dex:alice");
+        let mut before = before;
+        let stale = before.get(&session).await;
+        assert_eq!(
+            stale.status, 401,
+            "{store:?}: the cookie from before the login is not logged in: {}",
+            stale.text
+        );
+        assert_eq!(
+            before
+                .get(&gw.proxy_url(1, 1, "/api/v1/namespaces"))
+                .await
+                .status,
+            401,
+            "{store:?}"
+        );
+
+        if store == SessionStoreKind::Redis {
+            // the same browser logs in again (as bob): a new key; the old one is gone
+            provider.set_user(&ProviderUser::named("bob"));
+            let first = jar.clone();
+            let start = jar.get(&format!("{}/auth/dex/login", gw.url)).await;
+            let back = Jar::default().get(&start.location.unwrap()).await;
+            let end = jar.get(&back.location.unwrap()).await;
+            assert_eq!(end.status, 303, "{}", end.text);
+            assert_ne!(jar.cookie, first.cookie, "a new cookie at the second login");
+            assert_eq!(session_user(&gw, &mut jar).await, "dex:bob");
+            let mut first = first;
+            let old = first.get(&session).await;
+            assert_eq!(old.status, 401, "the first session ended: {}", old.text);
+            provider.set_user(&ProviderUser::named("alice").groups(&["acme", "acme/admins"]));
+        }
+    }
+}

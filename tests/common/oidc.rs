@@ -40,6 +40,10 @@ pub struct ProviderUser {
     pub deny: bool,
     /// Claims merged last into the ID token (`{"nonce": "forged"}`, `{"aud": "other"}`...).
     pub id_token_claims: serde_json::Map<String, Value>,
+    /// `Some("HS256")`: the ID token signed with HMAC-SHA256 keyed by the client secret,
+    /// instead of the provider's (RS256) signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token_alg: Option<String>,
 }
 
 impl ProviderUser {
@@ -55,6 +59,7 @@ impl ProviderUser {
             id: 1000 + name.bytes().map(u64::from).sum::<u64>(),
             deny: false,
             id_token_claims: Default::default(),
+            id_token_alg: None,
         }
     }
 
@@ -73,6 +78,13 @@ impl ProviderUser {
     /// With `claim` set to `value` in the ID token, whatever the provider would put there.
     pub fn id_token_claim(mut self, claim: &str, value: Value) -> ProviderUser {
         self.id_token_claims.insert(claim.to_string(), value);
+        self
+    }
+
+    /// With the ID token signed HS256 with the client secret (a symmetric key kubegate
+    /// knows too), `kid` and claims unchanged.
+    pub fn id_token_signed_hs256_with_client_secret(mut self) -> ProviderUser {
+        self.id_token_alg = Some("HS256".into());
         self
     }
 }
@@ -253,14 +265,40 @@ impl OidcProvider {
         assert_eq!(status, 200, "the provider took the user: {body}");
     }
 
-    /// The authorize and token requests the provider received, oldest first: for
+    /// The authorize, token and JWKS requests the provider received, oldest first: for
     /// authorize `{endpoint, client_id, redirect_uri, response_type, scope, state, nonce,
     /// code_challenge_method, has_code_challenge}`, for token `{endpoint, grant_type,
-    /// client_auth ("basic" or "post"), has_code_verifier, redirect_uri}`.
+    /// client_auth ("basic" or "post"), has_code_verifier, redirect_uri}`, for the JWKS
+    /// `{endpoint: "jwks"}`.
     pub fn requests(&self) -> Vec<Value> {
         let (status, body) = self.control("GET", "requests", None);
         assert_eq!(status, 200);
         body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Rotates the provider's signing key: tokens are signed from now on with a new RS256
+    /// key, with a new `kid`. With `publish`, the JWKS lists that key only (the old one
+    /// is gone, as after a real rotation); without, the JWKS keeps listing the old key
+    /// only. Returns the new `kid`.
+    pub fn rotate_keys(&self, publish: bool) -> String {
+        let (status, body) = self.control(
+            "POST",
+            "rotate-keys",
+            Some(serde_json::json!({"alg": "RS256", "publish": publish})),
+        );
+        assert_eq!(status, 200, "the provider rotated its key: {body}");
+        let kid = body["kid"].as_str().expect("the new kid").to_string();
+        let listed = body["kids"].as_array().expect("the JWKS's kids");
+        assert_eq!(listed.iter().any(|k| k == kid.as_str()), publish, "{body}");
+        kid
+    }
+
+    /// How many times the JWKS has been fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r["endpoint"] == "jwks")
+            .count()
     }
 
     /// Stops the provider: from now on its port refuses connections ("provider down").

@@ -8,6 +8,13 @@
 //   preferred_username, name, groups, login, id, deny, id_token_claims); it stays until
 //   set again. `deny: true` makes /authorize answer `error=access_denied` (consent refused);
 //   `id_token_claims` are merged into the ID token last (to forge a wrong nonce, audience...);
+//   `id_token_alg: "HS256"` signs the ID token with HMAC-SHA256 keyed by the client secret
+//   (what a provider that offers symmetric ID tokens does) instead of the signing key;
+// - `POST /__control/rotate-keys` (JSON, optional: alg, default RS256; publish, default
+//   true) makes a new signing key, with a new `kid`, the only one tokens are signed with
+//   from then on; published, it replaces the old key in the JWKS (a key rotation); with
+//   `publish: false` the JWKS keeps the old key only (tokens signed with a key nobody
+//   can fetch). Answers {kid, kids} (the key ids the JWKS now lists);
 // - /authorize refuses an unknown client_id (400, no redirect, as providers do) and a
 //   request without PKCE S256 (redirect with error=invalid_request);
 // - /token checks the client secret (HTTP Basic or form), that the code exists, is used
@@ -19,11 +26,12 @@
 //   as /authorize and /token, and /api/v3/user, /api/v3/user/emails, /api/v3/user/orgs,
 //   /api/v3/user/teams answer for the access token's user (`Authorization: Bearer|token`,
 //   else 401). A group "acme" is the org acme; "acme/admins" is the team admins of acme;
-// - GET /__control/requests lists the authorize and token requests seen (no secrets).
+// - GET /__control/requests lists the authorize, token and JWKS requests seen (no secrets).
 //
 // Usage: node oidc-provider.mjs [--port 0] [--client-id ID] [--client-secret SECRET]
 // Prints one JSON line {"issuer": "...", "port": N} on stdout once it listens.
 
+import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
 import { OAuth2Issuer, OAuth2Service } from "oauth2-mock-server";
 
@@ -52,8 +60,26 @@ const accessTokens = new Map(); // access token -> user
 const requests = []; // what the provider saw, for tests to check
 
 const issuer = new OAuth2Issuer();
-await issuer.keys.generate("RS256");
+// the key tokens are signed with, and the public keys the JWKS lists; the mock's own
+// store keeps every key ever made and picks them in turn, so the choice is made here
+let signingKid = (await issuer.keys.generate("RS256")).kid;
+let publishedKids = [signingKid];
+const buildToken = issuer.buildToken.bind(issuer);
+issuer.buildToken = (opts) => buildToken({ ...opts, kid: signingKid });
 const service = new OAuth2Service(issuer);
+
+function base64url(data) {
+  return Buffer.from(data).toString("base64url");
+}
+
+// The same header (kid, typ) and claims, signed HS256 with the client secret.
+function resignHs256(jwt) {
+  const [header, payload] = jwt.split(".");
+  const newHeader = { ...JSON.parse(Buffer.from(header, "base64url").toString("utf8")), alg: "HS256" };
+  const input = `${base64url(JSON.stringify(newHeader))}.${payload}`;
+  const signature = createHmac("sha256", clientSecret).update(input).digest("base64url");
+  return `${input}.${signature}`;
+}
 
 function numericId(login) {
   let h = 0;
@@ -200,6 +226,9 @@ service.on("beforeResponse", (response, req) => {
     return fail(400, "invalid_grant", "code_verifier required");
   }
   accessTokens.set(response.body.access_token, record.user);
+  if (record.user.id_token_alg === "HS256" && typeof response.body.id_token === "string") {
+    response.body.id_token = resignHs256(response.body.id_token);
+  }
 });
 
 service.on("beforeUserinfo", (response, req) => {
@@ -235,6 +264,24 @@ async function handle(req, res) {
     }
   }
   if (req.method === "GET" && path === "/__control/requests") return send(res, 200, requests);
+  if (req.method === "POST" && path === "/__control/rotate-keys") {
+    try {
+      const text = await readBody(req);
+      const opts = text.trim() === "" ? {} : JSON.parse(text);
+      const key = await issuer.keys.generate(opts.alg ?? "RS256");
+      signingKid = key.kid;
+      if (opts.publish !== false) publishedKids = [key.kid];
+      return send(res, 200, { kid: key.kid, kids: publishedKids });
+    } catch (e) {
+      return send(res, 400, { error: String(e) });
+    }
+  }
+
+  if (req.method === "GET" && path === "/jwks") {
+    requests.push({ endpoint: "jwks" });
+    const keys = issuer.keys.toJSON().filter((k) => publishedKids.includes(k.kid));
+    return send(res, 200, { keys });
+  }
 
   if (req.method === "GET" && path === "/.well-known/openid-configuration") {
     const base = issuer.url;
