@@ -91,47 +91,8 @@ fn the_store_keeps_clusters_in_vault_kv2() {
 #[test]
 fn approle_login_and_token_renewal() {
     let bao = Bao::start();
-    assert_eq!(
-        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
-            .0,
-        204
-    );
-    let policy =
-        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
-    assert_eq!(
-        bao.api(
-            "PUT",
-            "sys/policies/acl/kubegate",
-            Some(json!({"policy": policy}))
-        )
-        .0,
-        204
-    );
     // tokens that live 3 s unless renewed, at most a minute
-    let (code, _) = bao.api(
-        "POST",
-        "auth/approle/role/kubegate",
-        Some(json!({"token_policies": ["kubegate"], "token_ttl": "3s", "token_max_ttl": "60s"})),
-    );
-    assert_eq!(code, 204);
-    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret_id = bao
-        .api("POST", "auth/approle/role/kubegate/secret-id", None)
-        .1["data"]["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let settings = settings(
-        &bao,
-        VaultAuth::AppRole {
-            mount: "approle".into(),
-            role_id,
-            secret_id: SecretString::from(secret_id),
-        },
-    );
+    let settings = settings(&bao, approle(&bao, "3s"));
     let (early, late) = block_on(move || async move {
         let store = VaultClusterStore::connect(settings).await.unwrap();
         actix_rt::spawn(store.clone().keep_alive());
@@ -606,47 +567,8 @@ async fn kubegate_started_while_vault_is_down_renews_its_token_once_vault_is_up(
 #[test]
 fn an_approle_login_that_runs_out_while_vault_is_sealed_is_done_again_once_it_is_unsealed() {
     let bao = std::sync::Arc::new(Bao::start());
-    assert_eq!(
-        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
-            .0,
-        204
-    );
-    let policy =
-        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
-    assert_eq!(
-        bao.api(
-            "PUT",
-            "sys/policies/acl/kubegate",
-            Some(json!({"policy": policy}))
-        )
-        .0,
-        204
-    );
     // tokens that live 2 s unless renewed
-    let (code, _) = bao.api(
-        "POST",
-        "auth/approle/role/kubegate",
-        Some(json!({"token_policies": ["kubegate"], "token_ttl": "2s", "token_max_ttl": "60s"})),
-    );
-    assert_eq!(code, 204);
-    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret_id = bao
-        .api("POST", "auth/approle/role/kubegate/secret-id", None)
-        .1["data"]["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let settings = settings(
-        &bao,
-        VaultAuth::AppRole {
-            mount: "approle".into(),
-            role_id,
-            secret_id: SecretString::from(secret_id),
-        },
-    );
+    let settings = settings(&bao, approle(&bao, "2s"));
     let server = bao.clone();
     let (created, sealed, recovered) = block_on(move || async move {
         let store = VaultClusterStore::connect(settings).await.unwrap();
@@ -678,4 +600,48 @@ fn an_approle_login_that_runs_out_while_vault_is_sealed_is_done_again_once_it_is
         recovered.expect("a new login within the longest retry wait (5 s)"),
         Some("dev".to_string())
     );
+}
+
+/// Turns on AppRole auth in `bao` with a role `kubegate` whose tokens live `token_ttl`
+/// unless renewed (at most a minute) and may use the KV store: the credentials of it.
+fn approle(bao: &Bao, token_ttl: &str) -> VaultAuth {
+    assert_eq!(
+        bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
+            .0,
+        204
+    );
+    let policy =
+        r#"path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
+    assert_eq!(
+        bao.api(
+            "PUT",
+            "sys/policies/acl/kubegate",
+            Some(json!({"policy": policy}))
+        )
+        .0,
+        204
+    );
+    let (code, _) = bao.api(
+        "POST",
+        "auth/approle/role/kubegate",
+        Some(
+            json!({"token_policies": ["kubegate"], "token_ttl": token_ttl, "token_max_ttl": "60s"}),
+        ),
+    );
+    assert_eq!(code, 204);
+    let role_id = bao.api("GET", "auth/approle/role/kubegate/role-id", None).1["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = bao
+        .api("POST", "auth/approle/role/kubegate/secret-id", None)
+        .1["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    VaultAuth::AppRole {
+        mount: "approle".into(),
+        role_id,
+        secret_id: SecretString::from(secret_id),
+    }
 }
