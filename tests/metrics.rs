@@ -641,3 +641,50 @@ fn the_log_comes_in_batches_at_most_100ms_late_and_warnings_at_once() {
     }
     assert!(checked > 0, "every round too slow to tell");
 }
+
+/// A batch is written as soon as it reaches 32 KiB, without waiting for the 100 ms.
+#[test]
+fn a_batch_of_32_kib_of_log_is_written_at_once() {
+    let api = ApiServer::start();
+    let gate = Kubegate::new();
+    let dev = gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
+    let (_server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let pods =
+        format!("/pipeline/api/v1/orgs/1/clusters/{dev}/proxy/api/v1/namespaces/default/pods");
+    // three access lines of 12 KiB each (their query): the third passes 32 KiB
+    let long = format!("{pods}?limit=5&pad={}", "x".repeat(12 << 10));
+    let access = |id: &str| {
+        let id = id.to_string();
+        move |l: &str| l.contains(&id) && l.contains("kubegate::access")
+    };
+    let mut checked = 0;
+    for _ in 0..5 {
+        // a batch just went out: the next one is 100 ms away
+        let (id, _) = timed_get(&http, &pods, &token);
+        let (batch, _) = wait_timed_log(&gate, "an access line", access(&id));
+        let (first, _) = timed_get(&http, &long, &token);
+        let (_, second_done) = timed_get(&http, &long, &token);
+        let third_sent = Instant::now();
+        let (third, done) = timed_get(&http, &long, &token);
+        let (third_came, line) = wait_timed_log(&gate, "the third line", access(&third));
+        assert!(line.contains("pad=xxxx"), "{line}");
+        let (first_came, _) = wait_timed_log(&gate, "the first line", access(&first));
+        if third_sent.duration_since(batch) < Duration::from_millis(80) {
+            // no batch went out meanwhile: the first lines waited for the third
+            assert!(
+                first_came >= second_done,
+                "the first 24 KiB waited for the third line"
+            );
+            assert!(
+                third_came.saturating_duration_since(done) < Duration::from_millis(30)
+                    && first_came.saturating_duration_since(done) < Duration::from_millis(30),
+                "32 KiB are written at once: {:?} after the request",
+                third_came.saturating_duration_since(done)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "every round too slow to tell");
+}
