@@ -560,3 +560,119 @@ async fn a_flood_of_401s_is_counted_not_written_one_by_one() {
     // other requests are not held back
     assert_eq!(get(&url, &gw.token("alice")).await.0, 200);
 }
+
+/// The only sink down and its spill directory impossible to create: events are being
+/// lost, so proxied requests are refused with a 503 `Status` until the sink takes events
+/// again, and then served as before.
+#[actix_rt::test]
+async fn requests_get_503_while_events_are_lost_and_succeed_once_they_are_recorded() {
+    let api = ApiServer::start();
+    let db = TestDatabase::create();
+    let name = db.url.rsplit('=').next().unwrap().to_string();
+    // the sink is down from the start: its database does not exist
+    db.admin(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    // a spill directory under a regular file cannot be created
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let spill_dir = not_a_dir.path().join("spill");
+    let url = db.url.clone();
+    let gw = gateway(&api, move |c| {
+        c.audit.sinks = vec![AuditSinkKind::Postgres];
+        c.audit.postgres_url = Some(url);
+        c.audit.max_queue = 5;
+        c.audit.spill_dir = spill_dir;
+    });
+    let alice = gw.token("alice");
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+
+    // the first events wait in the queue; past it, the spill fails and events are lost
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let (code, body) = get(&pods, &alice).await;
+        if code == 503 {
+            break body;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "requests are refused once events are lost"
+        );
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+    };
+    assert_eq!(refused["kind"], "Status", "{refused}");
+    assert_eq!(refused["apiVersion"], "v1", "{refused}");
+    assert_eq!(refused["status"], "Failure", "{refused}");
+    assert_eq!(refused["code"], 503, "{refused}");
+    assert_eq!(refused["reason"], "ServiceUnavailable", "{refused}");
+    assert_eq!(
+        refused["message"],
+        "the audit trail cannot record requests right now; kubegate refuses them until it can",
+        "{refused}"
+    );
+    // it goes on refusing, and /metrics says why
+    for _ in 0..3 {
+        assert_eq!(get(&pods, &alice).await.0, 503);
+    }
+    let mut res = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("kubegate_audit_failing_sinks 1"), "{text}");
+    assert!(
+        !text.contains("kubegate_audit_lost_events_total 0"),
+        "events lost show in /metrics: {text}"
+    );
+    // nothing reached the cluster while refused
+    let seen = api
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces/default/pods")
+        .count();
+
+    // the sink is back: the next event is written, and requests are served again
+    db.admin(&format!("CREATE DATABASE {name}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = get(&pods, &alice).await;
+        if code == 200 {
+            assert_eq!(body["kind"], "PodList", "{body}");
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "requests succeed again once events can be recorded"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (spaced, so that no more than `max_queue` events wait between two writes)
+    for _ in 0..3 {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(&pods, &alice).await.0, 200);
+    }
+    assert_eq!(
+        api.requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/namespaces/default/pods")
+            .count(),
+        seen + 4,
+        "the refused requests never reached the cluster"
+    );
+    // and their events reach PostgreSQL
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: u64 = db
+            .dump("SELECT count(*)::text FROM kubegate_audit WHERE status = 200")
+            .parse()
+            .unwrap_or(0);
+        if n >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events of the requests served again reach PostgreSQL: {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -744,6 +744,101 @@ fn the_dashboard_through_the_service_proxy() {
     );
 }
 
+/// GET `url` as `user` with awc (no decompression): status, `Content-Encoding`, body.
+fn fetch(gw: &TestGateway, user: &str, url: String) -> (u16, Option<String>, Vec<u8>) {
+    let token = gw.token(user);
+    common::gateway::block_on(move || async move {
+        let mut res = common::http::client()
+            .get(url)
+            .bearer_auth(token)
+            .insert_header(("Accept", "text/html,*/*"))
+            .insert_header(("Accept-Encoding", "gzip"))
+            .send()
+            .await
+            .unwrap();
+        let encoding = res
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = res.body().limit(16 << 20).await.unwrap().to_vec();
+        (res.status().as_u16(), encoding, body)
+    })
+}
+
+/// An HTML page is held whole to move its links up to 2 MiB: a larger page, and a
+/// compressed one, pass through the service proxy unchanged.
+#[test]
+fn large_and_compressed_pages_pass_through_the_service_proxy_unchanged() {
+    use common::apiserver::dashboard::{gzipped_page, padded_page};
+    const MIB: usize = 1024 * 1024;
+    let l = local();
+    let base = "/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy";
+    let prefix = l.path("");
+    let link = format!(r#"href="{base}/#/workloads""#);
+    let moved = format!(r#"href="{prefix}{base}/#/workloads""#);
+
+    // 2 MiB exactly: still held, its link moved
+    let (status, _, body) = fetch(
+        &l.gw,
+        "alice",
+        l.gw.proxy_url(1, 1, &format!("{base}/padded/{}", 2 * MIB)),
+    );
+    assert_eq!(status, 200);
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains(&moved), "{}", &page[..600]);
+    assert_eq!(page.len(), 2 * MIB + prefix.len());
+
+    // one byte more: passed as the API server sent it, every byte
+    let (status, _, body) = fetch(
+        &l.gw,
+        "alice",
+        l.gw.proxy_url(1, 1, &format!("{base}/padded/{}", 2 * MIB + 1)),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 2 * MIB + 1);
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains(&link) && !page.contains(&moved),
+        "{}",
+        &page[..600]
+    );
+    assert!(
+        page == padded_page(base, 2 * MIB + 1),
+        "the page is unchanged"
+    );
+
+    // far larger: the same
+    let (status, _, body) = fetch(
+        &l.gw,
+        "alice",
+        l.gw.proxy_url(1, 1, &format!("{base}/padded/{}", 5 * MIB)),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body == padded_page(base, 5 * MIB).into_bytes(),
+        "the page is unchanged"
+    );
+
+    // gzip-encoded: unchanged, still encoded, its link as the API server wrote it
+    let (status, encoding, body) = fetch(
+        &l.gw,
+        "alice",
+        l.gw.proxy_url(1, 1, &format!("{base}/gzip/")),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert_eq!(body, gzipped_page(base), "the compressed page is unchanged");
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut page).unwrap();
+    assert!(page.contains(&link) && !page.contains(&moved), "{page}");
+
+    // the audit trail has each page with the bytes sent
+    let event =
+        l.gw.wait_audit(|e| e["path"] == format!("{base}/padded/{}", 5 * MIB));
+    assert_eq!(event["status"], 200, "{event}");
+    assert_eq!(event["bytes_out"], 5 * MIB as u64, "{event}");
+}
+
 /// An interactive session may sit idle longer than the keep-alive and request timeouts;
 /// a client that drops the connection ends it, and the audit event says so.
 #[test]

@@ -513,3 +513,178 @@ fn one_access_log_line_per_request_without_secrets() {
         "one line per request"
     );
 }
+
+/// GET `path` of kubegate at `http` over a connection of its own, as `token`: the
+/// request id, and when the answer was read.
+fn timed_get(http: &str, path: &str, token: &str) -> (String, Instant) {
+    let (answer, closed) = common::raw::exchange(
+        http,
+        format!("GET {path} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let done = Instant::now();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(closed, "{answer}");
+    let id = answer
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no request id: {answer}"));
+    (id, done)
+}
+
+/// Waits (5 s at the most) for the first line of `gate`'s log that `matches`: when it
+/// came, and the line.
+fn wait_timed_log(
+    gate: &Kubegate,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) -> (Instant, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(found) = gate.timed_logs().into_iter().find(|(_, l)| matches(l)) {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:#?}", gate.logs());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The log goes to standard error in batches: an access line comes at most 100 ms (plus
+/// the machine's slack) after its request, and not always at once; a warning comes at
+/// once, with the lines that waited before it.
+#[test]
+fn the_log_comes_in_batches_at_most_100ms_late_and_warnings_at_once() {
+    let api = ApiServer::start();
+    let gate = Kubegate::new();
+    let dev = gate.add_cluster(&api.kubeconfig_with_client_cert());
+    // a cluster whose API server is not there: each request to it logs a warning
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone_config = gate.dir().join("gone.yaml");
+    std::fs::write(
+        &gone_config,
+        api.kubeconfig_with_client_cert()
+            .replace(api.url(), &format!("https://127.0.0.1:{closed_port}")),
+    )
+    .unwrap();
+    let gone = common::binary::add_cluster(|args| gate.run(args), "gone", &gone_config);
+    let token = gate.member_with_token("alice", "admin");
+    let (_server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let pods = |cluster: &str| {
+        format!("/pipeline/api/v1/orgs/1/clusters/{cluster}/proxy/api/v1/namespaces/default/pods")
+    };
+
+    // access lines: never more than 100 ms late (250 ms with slack), and some of them
+    // late at all, since they wait for the next batch
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        let (id, done) = timed_get(&http, &pods(&dev), &token);
+        let (came, line) = wait_timed_log(&gate, "an access line", |l| {
+            l.contains(&id) && l.contains("kubegate::access")
+        });
+        assert!(line.contains(" 200 "), "{line}");
+        delays.push(came.saturating_duration_since(done));
+    }
+    assert!(
+        delays.iter().all(|d| *d < Duration::from_millis(250)),
+        "an access line more than 100 ms late: {delays:?}"
+    );
+    assert!(
+        delays.iter().any(|d| *d > Duration::from_millis(5)),
+        "access lines wait for their batch: {delays:?}"
+    );
+
+    // a warning is written at once, with the access line that waited before it
+    let mut checked = 0;
+    for _ in 0..5 {
+        // a batch just went out: the next one is 100 ms away
+        let (id, _) = timed_get(&http, &pods(&dev), &token);
+        let (batch, _) = wait_timed_log(&gate, "an access line", |l| l.contains(&id));
+        let (waiting, _) = timed_get(&http, &pods(&dev), &token);
+        let sent = Instant::now();
+        let (failed, done) = timed_get(&http, &pods(&gone), &token);
+        let (warned, warning) = wait_timed_log(&gate, "the warning", |l| {
+            l.contains(&failed) && l.contains(" WARN ")
+        });
+        assert!(
+            warned.saturating_duration_since(done) < Duration::from_millis(30),
+            "the warning came {:?} after its request: {warning}",
+            warned.saturating_duration_since(done)
+        );
+        let lines = gate.timed_logs();
+        let at = |id: &str| {
+            lines
+                .iter()
+                .position(|(_, l)| l.contains(id) && l.contains("kubegate::access"))
+                .unwrap()
+        };
+        let warning_at = lines.iter().position(|(_, l)| *l == warning).unwrap();
+        assert!(at(&waiting) < warning_at, "what waited comes first");
+        if sent.duration_since(batch) < Duration::from_millis(80) {
+            // no batch went out between the two requests: the access line waited for
+            // the warning, and came with it
+            let (came, _) = lines[at(&waiting)];
+            assert!(
+                came >= sent && came <= warned,
+                "the waiting access line came with the warning"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "every round too slow to tell");
+}
+
+/// A batch is written as soon as it reaches 32 KiB, without waiting for the 100 ms.
+#[test]
+fn a_batch_of_32_kib_of_log_is_written_at_once() {
+    let api = ApiServer::start();
+    let gate = Kubegate::new();
+    let dev = gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
+    let (_server, _) = gate.serve();
+    let http = gate.http_url().unwrap();
+    let pods =
+        format!("/pipeline/api/v1/orgs/1/clusters/{dev}/proxy/api/v1/namespaces/default/pods");
+    // three access lines of 12 KiB each (their query): the third passes 32 KiB
+    let long = format!("{pods}?limit=5&pad={}", "x".repeat(12 << 10));
+    let access = |id: &str| {
+        let id = id.to_string();
+        move |l: &str| l.contains(&id) && l.contains("kubegate::access")
+    };
+    let mut checked = 0;
+    for _ in 0..5 {
+        // a batch just went out: the next one is 100 ms away
+        let (id, _) = timed_get(&http, &pods, &token);
+        let (batch, _) = wait_timed_log(&gate, "an access line", access(&id));
+        let (first, _) = timed_get(&http, &long, &token);
+        let (_, second_done) = timed_get(&http, &long, &token);
+        let third_sent = Instant::now();
+        let (third, done) = timed_get(&http, &long, &token);
+        let (third_came, line) = wait_timed_log(&gate, "the third line", access(&third));
+        assert!(line.contains("pad=xxxx"), "{line}");
+        let (first_came, _) = wait_timed_log(&gate, "the first line", access(&first));
+        if third_sent.duration_since(batch) < Duration::from_millis(80) {
+            // no batch went out meanwhile: the first lines waited for the third
+            assert!(
+                first_came >= second_done,
+                "the first 24 KiB waited for the third line"
+            );
+            assert!(
+                third_came.saturating_duration_since(done) < Duration::from_millis(30)
+                    && first_came.saturating_duration_since(done) < Duration::from_millis(30),
+                "32 KiB are written at once: {:?} after the request",
+                third_came.saturating_duration_since(done)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "every round too slow to tell");
+}

@@ -12,7 +12,8 @@ pub struct Kubegate {
     dir: tempfile::TempDir,
     config: PathBuf,
     http: std::sync::Mutex<Option<String>>,
-    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// What `serve` logged, each line with when the test read it.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     env: Vec<(String, String)>,
 }
 
@@ -77,6 +78,16 @@ impl Kubegate {
 
     /// What `serve` wrote on its standard error so far, line by line.
     pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, line)| line.clone())
+            .collect()
+    }
+
+    /// [`Kubegate::logs`], each line with when it came out of `serve`'s standard error.
+    pub fn timed_logs(&self) -> Vec<(Instant, String)> {
         self.logs.lock().unwrap().clone()
     }
 
@@ -134,7 +145,7 @@ impl Kubegate {
                     let url = rest.split_whitespace().next().unwrap_or_default();
                     let _ = tx.send(url.to_string());
                 }
-                logs.lock().unwrap().push(line);
+                logs.lock().unwrap().push((Instant::now(), line));
             }
         });
         let url = loop {

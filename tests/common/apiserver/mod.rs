@@ -68,7 +68,7 @@
 
 mod auth;
 mod catalog;
-mod dashboard;
+pub mod dashboard;
 mod discovery;
 mod exec;
 mod media_types;
