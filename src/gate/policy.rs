@@ -80,3 +80,102 @@ impl Gate {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actix::{Actor, Context, Handler, ResponseFuture};
+    use kubegate_actors::auditor::{AuditCounters, RecordBatch};
+    use kubegate_actors::policy::{Authorize, Decision, PolicyShape};
+
+    use crate::config::AuthConfig;
+    use crate::gate::revocations::Revocations;
+    use crate::gate::tokens::TokenAuthority;
+    use crate::gate::{Gate, GateParts};
+
+    /// A policy enforcer that allows everything, after `0`.
+    struct Slow(Duration);
+
+    impl Actor for Slow {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Authorize> for Slow {
+        type Result = ResponseFuture<Decision>;
+
+        fn handle(&mut self, _: Authorize, _: &mut Context<Self>) -> Self::Result {
+            let delay = self.0;
+            Box::pin(async move {
+                actix_rt::time::sleep(delay).await;
+                Decision {
+                    allowed: true,
+                    reason: "allowed".into(),
+                }
+            })
+        }
+    }
+
+    /// An auditor that keeps nothing.
+    struct Nowhere;
+
+    impl Actor for Nowhere {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<RecordBatch> for Nowhere {
+        type Result = ();
+
+        fn handle(&mut self, _: RecordBatch, _: &mut Context<Self>) {}
+    }
+
+    fn gate(answer_after: Duration, decision_timeout: Duration) -> Gate {
+        Gate::new(GateParts {
+            tokens: Arc::new(TokenAuthority::new(&AuthConfig::default(), &[7; 32])),
+            revocations: Arc::new(Revocations::default()),
+            policy: Slow(answer_after).start().recipient(),
+            policy_shape: Arc::new(PolicyShape::default()),
+            decision_timeout,
+            global_admins: Vec::new(),
+            auditor: Nowhere.start().recipient(),
+            audit_counters: Arc::new(AuditCounters::default()),
+            pending_audits: Default::default(),
+            login_provider: None,
+        })
+    }
+
+    fn ask(subject: &str) -> Authorize {
+        Authorize {
+            subject: subject.into(),
+            org: 1,
+            object: "core:pods".into(),
+            action: "list".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A decision slower than `policy.decision_timeout` is a deny: a 503 that says so,
+    /// and no answer is kept for later.
+    #[actix_rt::test]
+    async fn a_decision_slower_than_the_timeout_is_a_503_deny() {
+        let slow = gate(Duration::from_millis(500), Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let e = slow.decide(ask("slow-alice")).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(e.code.as_u16(), 503);
+        assert!(
+            e.message.contains("did not answer in time"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("denied"), "{}", e.message);
+        // an answer in time is used
+        let quick = gate(Duration::ZERO, Duration::from_millis(500));
+        assert!(quick.decide(ask("quick-bob")).await.unwrap().allowed);
+    }
+}
