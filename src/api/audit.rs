@@ -3,7 +3,8 @@
 //! pagination (`limit`, `cursor`). Org admins see their org; global administrators
 //! every org. Served from PostgreSQL when that sink is configured (the cursor is the last
 //! event's id: keyset pagination, see [`query_audit`]), else from the JSON-lines file
-//! (and its rotated files; the cursor is how many events earlier pages held).
+//! (and its rotated files; the cursor is the key of the last event returned, so events
+//! written while a client pages never shift its pages).
 
 use std::path::PathBuf;
 
@@ -53,13 +54,13 @@ fn bad(message: String) -> ApiError {
 fn parse_query(
     org: u64,
     query: &web::Query<Vec<(String, String)>>,
-) -> Result<(AuditQuery, usize), ApiError> {
+) -> Result<(AuditQuery, Option<String>), ApiError> {
     let mut q = AuditQuery {
         org,
         limit: 100,
         ..Default::default()
     };
-    let mut file_cursor = 0;
+    let mut cursor = None;
     for (key, value) in query.iter() {
         let time = |v: &str| {
             humantime::parse_rfc3339_weak(v)
@@ -82,15 +83,47 @@ fn parse_query(
                     .filter(|l| (1..=1000).contains(l))
                     .ok_or_else(|| bad(format!("limit: \"{value}\" must be 1 to 1000")))?
             }
+            // a number for PostgreSQL, a key for the file: `list` checks it is one it gave
             "cursor" => {
-                let n: i64 = value.parse().map_err(|_| bad(format!("cursor: \"{value}\" is not a cursor this API gave")))?;
-                q.before = Some(n);
-                file_cursor = usize::try_from(n).unwrap_or(0);
+                q.before = value.parse().ok();
+                cursor = Some(value.clone());
             }
             other => return Err(bad(format!("unknown filter \"{other}\"; use since, until, user, cluster, verb, resource, status, decision, limit, cursor"))),
         }
     }
-    Ok((q, file_cursor))
+    Ok((q, cursor))
+}
+
+fn bad_cursor(value: &str) -> ApiError {
+    bad(format!("cursor: \"{value}\" is not a cursor this API gave"))
+}
+
+/// Where the file source's events sort: newest first by time, then request id.
+type FileKey = (String, String);
+
+fn file_key(event: &Value) -> FileKey {
+    (
+        event["time"].as_str().unwrap_or("").to_string(),
+        event["request_id"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// The file source's cursor: the key of the last event a page held, hex-encoded.
+fn encode_file_cursor((time, id): &FileKey) -> String {
+    format!("{time}\n{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_file_cursor(cursor: &str) -> Option<FileKey> {
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (time, id) = text.split_once('\n')?;
+    Some((time.to_string(), id.to_string()))
 }
 
 fn matches(event: &Value, q: &AuditQuery) -> bool {
@@ -116,8 +149,8 @@ fn from_file(
     file: PathBuf,
     keep: usize,
     q: &AuditQuery,
-    skip: usize,
-) -> std::io::Result<(Vec<Value>, Option<i64>)> {
+    after: Option<&FileKey>,
+) -> std::io::Result<(Vec<Value>, Option<String>)> {
     let mut files = vec![file.clone()];
     files.extend((1..=keep).map(|n| {
         let mut name = file.as_os_str().to_owned();
@@ -138,17 +171,19 @@ fn from_file(
         );
     }
     // workers hand events over in batches: the files are in writing order, not quite in
-    // time order
-    let key = |e: &Value| {
-        (
-            e["time"].as_str().unwrap_or("").to_string(),
-            e["request_id"].as_str().unwrap_or("").to_string(),
-        )
+    // time order. A page goes on after its cursor's key (the last event of the page
+    // before), so events written while a client pages never shift what it reads next.
+    all.sort_by_key(|e| std::cmp::Reverse(file_key(e)));
+    let after: Vec<Value> = match after {
+        Some(key) => all.into_iter().filter(|e| file_key(e) < *key).collect(),
+        None => all,
     };
-    all.sort_by_key(|e| std::cmp::Reverse(key(e)));
-    let more = all.len() > skip + q.limit;
-    let page: Vec<Value> = all.into_iter().skip(skip).take(q.limit).collect();
-    Ok((page, more.then(|| (skip + q.limit) as i64)))
+    let more = after.len() > q.limit;
+    let page: Vec<Value> = after.into_iter().take(q.limit).collect();
+    let next = more
+        .then(|| page.last().map(|e| encode_file_cursor(&file_key(e))))
+        .flatten();
+    Ok((page, next))
 }
 
 async fn list(
@@ -159,14 +194,26 @@ async fn list(
 ) -> HttpResponse {
     let st = state.clone();
     guarded(&req, &gate, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
-        let (q, skip) = parse_query(org, &query)?;
+        let (q, cursor) = parse_query(org, &query)?;
         let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
         let (events, next) = match st.as_ref().clone() {
-            AuditSource::Postgres(url) => query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?,
-            AuditSource::File(file, keep) => web::block(move || from_file(file, keep, &q, skip))
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .map_err(|e| unavailable(e.to_string()))?,
+            AuditSource::Postgres(url) => {
+                if let (Some(c), None) = (&cursor, q.before) {
+                    return Err(bad_cursor(c));
+                }
+                let (events, next) = query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?;
+                (events, next.map(|n| n.to_string()))
+            }
+            AuditSource::File(file, keep) => {
+                let after = match &cursor {
+                    Some(c) => Some(decode_file_cursor(c).ok_or_else(|| bad_cursor(c))?),
+                    None => None,
+                };
+                web::block(move || from_file(file, keep, &q, after.as_ref()))
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .map_err(|e| unavailable(e.to_string()))?
+            }
             AuditSource::None => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -174,7 +221,7 @@ async fn list(
                 ))
             }
         };
-        Ok(HttpResponse::Ok().json(json!({"events": events, "next": next.map(|n| n.to_string())})))
+        Ok(HttpResponse::Ok().json(json!({"events": events, "next": next})))
     })
     .await
 }

@@ -270,15 +270,18 @@ impl LoginConfig {
 
 /// The client secret of provider `name`: from its file, else from
 /// `KUBEGATE_LOGIN_<NAME>_CLIENT_SECRET` (name upper-cased, `-` as `_`).
-pub fn client_secret(name: &str, file: Option<&PathBuf>) -> Result<Option<SecretString>, String> {
+pub fn client_secret(
+    name: &str,
+    file: Option<&PathBuf>,
+) -> Result<Option<SecretString>, super::ConfigError> {
     if let Some(path) = file {
         return std::fs::read_to_string(path)
             .map(|s| Some(SecretString::from(s.trim().to_string())))
             .map_err(|e| {
-                format!(
+                super::ConfigError::Invalid(format!(
                     "login.providers.{name}.client_secret_file: cannot read {}: {e}",
                     path.display()
-                )
+                ))
             });
     }
     Ok(std::env::var(secret_variable(name))

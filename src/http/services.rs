@@ -187,7 +187,10 @@ impl Services {
         let key = load_signing_key(&config.auth)?;
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
         let stores = Stores::open(config).await?;
-        let login = crate::login::build(config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let login = crate::login::build(config).map_err(|e| match e {
+            crate::login::SetupError::Secret(e) => e,
+            other => ConfigError::Invalid(other.to_string()),
+        })?;
         let sessions = crate::gate::session::Sessions::open(&config.sessions, &key)
             .await
             .map_err(ConfigError::Invalid)?;

@@ -66,7 +66,7 @@ pub enum SetupError {
     Tls(#[from] rustls::Error),
     /// A client secret could not be read (the message names the key and the file).
     #[error("{0}")]
-    Secret(String),
+    Secret(#[from] crate::config::ConfigError),
 }
 
 /// Why a login failed; each becomes a status and a message for the person.
@@ -161,8 +161,7 @@ impl Login {
                 provider: name.clone(),
                 source: Box::new(source),
             };
-            let secret =
-                |file| crate::config::login::client_secret(name, file).map_err(SetupError::Secret);
+            let secret = |file| crate::config::login::client_secret(name, file);
             let built = match provider {
                 ProviderConfig::Github(g) => Provider::Github(
                     oauth::Github::new(g.clone(), secret(g.client_secret_file.as_ref())?)
