@@ -925,6 +925,60 @@ fn a_tunnel_to_a_denied_network_is_refused() {
     );
 }
 
+/// The API server has `clusters.upgrade_timeout` to answer an upgrade once connected:
+/// past it the client gets a 504 and the connection closes; within it (the default is
+/// 60 s) a slow answer is still carried.
+#[test]
+fn an_upgrade_the_api_server_does_not_answer_in_time_is_a_504() {
+    let api = ApiServer::builder()
+        .upgrade_delay(Duration::from_secs(2))
+        .start();
+    api.put_object("default", "pods", running_pod("web"));
+    let kubeconfig = api.kubeconfig_with_client_cert();
+    let gateway = |timeout: Option<Duration>| {
+        TestGateway::builder()
+            .member(1, "alice", "admin")
+            .cluster(1, "dev", &kubeconfig)
+            .configure(move |c| {
+                assert_eq!(c.clusters.upgrade_timeout, Duration::from_secs(60));
+                if let Some(timeout) = timeout {
+                    c.clusters.upgrade_timeout = timeout;
+                }
+            })
+            .start()
+    };
+    let impatient = Local {
+        gw: gateway(Some(Duration::from_millis(500))),
+        api,
+    };
+    let started = std::time::Instant::now();
+    let (got, closed) = impatient.exec_ls();
+    let got_text = text(&got);
+    assert!(got_text.starts_with("HTTP/1.1 504"), "{got_text}");
+    assert!(
+        got_text.contains("did not answer the upgrade in time"),
+        "{got_text}"
+    );
+    assert!(closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let event = impatient.gw.wait_audit(|e| e["status"] == 504);
+    assert_eq!(event["subresource"], "exec", "{event}");
+
+    let Local { api, .. } = impatient;
+    let patient = Local {
+        gw: gateway(None),
+        api,
+    };
+    let (got, closed) = patient.exec_ls();
+    let got_text = text(&got);
+    assert!(got_text.starts_with("HTTP/1.1 101"), "{got_text}");
+    assert!(closed);
+}
+
 /// Writing and reading at full speed at once, several times: every byte arrives, and the
 /// session ends with the API server's status (this caught stdin left in the TLS buffer
 /// towards the API server).

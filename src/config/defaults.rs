@@ -134,6 +134,7 @@ impl Default for ClustersConfig {
         ClustersConfig {
             allow_insecure_http: false,
             connect_timeout: 10 * SECOND,
+            upgrade_timeout: 60 * SECOND,
             idle_timeout: 30 * 60 * SECOND,
             denied_networks: DEFAULT_DENIED_NETWORKS
                 .iter()

@@ -388,6 +388,10 @@ pub struct ClustersConfig {
     /// Time allowed to connect (TCP and TLS) to an API server.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Time the API server has to answer an upgrade (exec, attach, port-forward) once
+    /// connected: it may have to reach the kubelet first. 504 after it.
+    #[serde(deserialize_with = "duration")]
+    pub upgrade_timeout: Duration,
     /// Proxy instances unused this long are dropped (and rebuilt on demand); 0: never.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,

@@ -170,6 +170,7 @@ impl Gateway {
         let upstreams = web::Data::new(Upstreams {
             registry: services.registry.clone(),
             connect_timeout: config.clusters.connect_timeout,
+            upgrade_timeout: config.clusters.upgrade_timeout,
             rules: kubeconfig_rules(config),
             audit_bodies: config
                 .audit

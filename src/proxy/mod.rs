@@ -68,6 +68,8 @@ pub struct Upstreams {
     pub registry: Addr<ClusterRegistry>,
     /// How long to wait for a connection to an API server.
     pub connect_timeout: Duration,
+    /// How long the API server may take to answer an upgrade once connected.
+    pub upgrade_timeout: Duration,
     /// Rules every kubeconfig must follow (the networks never connected to).
     pub rules: KubeconfigRules,
     /// Record the bodies of writes up to this many bytes (`None`: never).

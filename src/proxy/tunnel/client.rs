@@ -4,8 +4,6 @@
 //! issue replaces it with a maintained client.
 
 /// The longest response head accepted from the API server.
-use std::time::Duration;
-
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::HttpRequest;
@@ -21,9 +19,6 @@ use crate::status::StatusError;
 pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The longest body of a refused upgrade relayed to the client (a `Status`, normally).
 pub(super) const MAX_REFUSAL_BYTES: usize = 1024 * 1024;
-/// How long the API server may take to answer an upgrade once connected (it may have to
-/// reach the kubelet first).
-pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to an API server, plain or TLS.
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin {}

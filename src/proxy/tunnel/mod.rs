@@ -58,7 +58,7 @@ use crate::proxy::Upstreams;
 use crate::status::StatusError;
 use client::{
     connect, read_answer, read_refusal_body, request_head, server_name, target, Io, OpenError,
-    ANSWER_TIMEOUT, MAX_REFUSAL_BYTES,
+    MAX_REFUSAL_BYTES,
 };
 
 /// Bytes read from one side before they are written to the other: the most a session
@@ -124,7 +124,7 @@ pub async fn handle(
             .map_err(|e| format!("writing the request: {e}"))?;
         read_answer(&mut io).await
     };
-    let mut answer = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+    let mut answer = match tokio::time::timeout(upstreams.upgrade_timeout, exchange).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             let error = OpenError::Broken(server_name(&proxy), e);
@@ -143,20 +143,22 @@ pub async fn handle(
 
     if answer.status != StatusCode::SWITCHING_PROTOCOLS {
         // relayed as it came, then the connection is closed (CVE-2018-1002105)
-        let body =
-            match tokio::time::timeout(ANSWER_TIMEOUT, read_refusal_body(&mut io, &mut answer))
-                .await
-            {
-                Ok(Ok(body)) => body,
-                Ok(Err(e)) => {
-                    let error = OpenError::Broken(server_name(&proxy), e);
-                    return refuse(audit, error.status(), AuditDecision::Error);
-                }
-                Err(_) => {
-                    let error = OpenError::AnswerTimeout(server_name(&proxy));
-                    return refuse(audit, error.status(), AuditDecision::Error);
-                }
-            };
+        let body = match tokio::time::timeout(
+            upstreams.upgrade_timeout,
+            read_refusal_body(&mut io, &mut answer),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                let error = OpenError::Broken(server_name(&proxy), e);
+                return refuse(audit, error.status(), AuditDecision::Error);
+            }
+            Err(_) => {
+                let error = OpenError::AnswerTimeout(server_name(&proxy));
+                return refuse(audit, error.status(), AuditDecision::Error);
+            }
+        };
         drop(io);
         let mut builder = HttpResponse::build(answer.status);
         for (name, value) in &answer.headers {

@@ -135,6 +135,7 @@ pub struct ApiServerBuilder {
     pki: Option<TestPki>,
     aggregated_discovery: bool,
     bookmark_interval: Duration,
+    upgrade_delay: Duration,
 }
 
 /// One request as the stand-in received it, recorded before it was authenticated.
@@ -239,6 +240,7 @@ impl ApiServer {
             pki: None,
             aggregated_discovery: true,
             bookmark_interval: Duration::from_secs(60),
+            upgrade_delay: Duration::ZERO,
         }
     }
 
@@ -464,6 +466,13 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Wait this long before answering an upgrade (exec, attach, port-forward), as an API
+    /// server does that cannot reach the kubelet.
+    pub fn upgrade_delay(mut self, delay: Duration) -> Self {
+        self.upgrade_delay = delay;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and starts serving; returns once the port is known.
     ///
     /// # Panics
@@ -476,6 +485,7 @@ impl ApiServerBuilder {
             token: self.token,
             aggregated_discovery: self.aggregated_discovery,
             bookmark_interval: self.bookmark_interval,
+            upgrade_delay: self.upgrade_delay,
             address: OnceLock::new(),
         });
         let tls = pki.server_config();
@@ -537,6 +547,7 @@ struct Shared {
     token: Option<String>,
     aggregated_discovery: bool,
     bookmark_interval: Duration,
+    upgrade_delay: Duration,
     address: OnceLock<SocketAddr>,
 }
 

@@ -57,6 +57,12 @@ pub(super) async fn serve(
         status: None,
         sequence: 0,
     });
+    if identity != Identity::Anonymous
+        && !shared.upgrade_delay.is_zero()
+        && stream_request(&req).is_some()
+    {
+        tokio::time::sleep(shared.upgrade_delay).await;
+    }
     let mut response = if identity == Identity::Anonymous {
         status_response(401, "Unauthorized", "Unauthorized", None)
     } else if let Some((namespace, pod, kind)) = stream_request(&req) {
