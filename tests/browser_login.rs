@@ -111,6 +111,12 @@ fn oidc_login_in_a_browser() {
     browser.wait_until("the page again", |b| {
         b.page_text().contains("NamespaceList").then_some(())
     });
+    // (the login's audit event may reach the trail a little after the page: the workers
+    // and the Auditor write in batches)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while logins() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(logins(), before + 1, "through a new login");
 }
 
