@@ -57,8 +57,27 @@ pub enum AuthError {
     Invalid(String),
 }
 
+/// Tokens a worker has verified and how many it keeps: a token seen again is not
+/// decoded, its HMAC not computed again, while its expiry is still checked on every use.
+/// Revocation is checked by the caller on every request, outside this cache
+/// ([`crate::gate::Gate`]), so a revoked token is refused at once.
+const VERIFIED_PER_WORKER: usize = 1024;
+
+thread_local! {
+    /// This worker's verified tokens: the token → the id of the authority that verified
+    /// it, and its claims.
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<Box<str>, (u64, Claims)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Gives each authority its own id, so that a worker never takes a token verified with
+/// another key (a key rotation builds a new authority).
+static AUTHORITIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Issues and verifies tokens with one key.
 pub struct TokenAuthority {
+    /// Keys this authority's entries in the workers' verified-token caches.
+    id: u64,
     issuer: String,
     audience: String,
     encoding: EncodingKey,
@@ -186,6 +205,7 @@ impl TokenAuthority {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
         TokenAuthority {
+            id: AUTHORITIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             encoding: EncodingKey::from_secret(key),
@@ -242,6 +262,41 @@ impl TokenAuthority {
 
     /// Verifies a token and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // jsonwebtoken's rule: expired once exp + leeway is past
+        let expired = |claims: &Claims| claims.exp.saturating_add(self.validation.leeway) < now;
+        let seen = VERIFIED.with(|verified| {
+            verified
+                .borrow()
+                .get(token)
+                .filter(|(by, _)| *by == self.id)
+                .map(|(_, claims)| claims.clone())
+        });
+        if let Some(claims) = seen {
+            if expired(&claims) {
+                VERIFIED.with(|verified| verified.borrow_mut().remove(token));
+                return Err(AuthError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.decode(token)?;
+        if !expired(&claims) {
+            VERIFIED.with(|verified| {
+                let mut verified = verified.borrow_mut();
+                if verified.len() >= VERIFIED_PER_WORKER {
+                    verified.clear();
+                }
+                verified.insert(token.into(), (self.id, claims.clone()));
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Checks the signature, the algorithm, expiry, issuer and audience, and the claims.
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
@@ -344,6 +399,39 @@ mod tests {
         assert!(a
             .issue("alice", Some(Duration::from_secs(10 * 365 * 86400)), "")
             .is_err());
+    }
+
+    /// A verified token is kept by the worker, but only for the authority that verified
+    /// it, and only until it expires; what fails verification is never kept.
+    #[test]
+    fn verified_tokens_are_kept_per_authority_until_they_expire() {
+        let cfg = Config::defaults().auth;
+        let key = b"0123456789abcdef0123456789abcdef";
+        let a = TokenAuthority::new(&cfg, key);
+        let t = a.issue("alice", Some(Duration::from_secs(60)), "").unwrap();
+        assert_eq!(a.verify(&t.token).unwrap().sub, "alice");
+        assert!(VERIFIED.with(|v| v.borrow().contains_key(t.token.as_str())));
+        assert_eq!(a.verify(&t.token).unwrap().sub, "alice", "from the cache");
+        // another key (a rotation) does not take the kept token
+        let rotated = TokenAuthority::new(&cfg, b"another key another key another key");
+        assert_eq!(
+            rotated.verify(&t.token),
+            Err(AuthError::Invalid("bad signature".into()))
+        );
+        // a kept token that has expired since is refused and dropped
+        VERIFIED.with(|v| {
+            let mut v = v.borrow_mut();
+            let (_, claims) = v.get_mut(t.token.as_str()).unwrap();
+            claims.exp = now() - 60;
+        });
+        assert_eq!(a.verify(&t.token), Err(AuthError::Expired));
+        assert!(!VERIFIED.with(|v| v.borrow().contains_key(t.token.as_str())));
+        // a forged signature is never kept
+        let at = t.token.rfind('.').unwrap() + 5;
+        let other = if &t.token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{other}{}", &t.token[..at], &t.token[at + 1..]);
+        assert!(a.verify(&forged).is_err());
+        assert!(!VERIFIED.with(|v| v.borrow().contains_key(forged.as_str())));
     }
 
     #[test]
