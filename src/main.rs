@@ -174,6 +174,10 @@ impl Write for BatchedStderr {
     }
 }
 
+/// mimalloc instead of glibc's malloc: fewer cycles per allocation on the request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let stderr = BatchedStderr::default();
     // env_logger's own format, written without styles; with styles left to it, every
