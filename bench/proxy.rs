@@ -66,6 +66,13 @@ const CONFIGMAPS: [(&str, usize, &str); 2] = [
     ("bench-1m", 1024 * 1024, "1 MiB"),
 ];
 const WATCH_PATH: &str = "/api/v1/namespaces/default/pods?watch=true";
+/// The large list: this many ConfigMaps of [`BIG_ITEM`] bytes each in the namespace
+/// `big`, about 1 GiB listed at once.
+const BIG_ITEMS: usize = 1024;
+const BIG_ITEM: usize = 1024 * 1024;
+const BIG_LIST_PATH: &str = "/api/v1/namespaces/big/configmaps";
+/// kubegate's RSS grows by at most this much while the large list streams through (MiB).
+const TARGET_BIG_LIST_MIB: f64 = 32.0;
 
 /// kubegate serves at least this many times the requests per second of kubectl proxy
 /// (1 KiB, [`CONNECTIONS`] connections).
@@ -583,6 +590,7 @@ struct Figures {
     rates: Vec<(&'static str, Vec<RateRow>)>,
     latencies: Vec<(&'static str, EventLatency)>,
     memory: Vec<(&'static str, WatchMemory)>,
+    big_lists: Vec<(&'static str, BigList)>,
     /// How each proxy spoke to the stand-in: HTTP versions and connections.
     upstream: Vec<(&'static str, String)>,
     /// Requests sent to each peer, all phases together.
@@ -714,6 +722,16 @@ async fn measure(apiserver: &ApiServer, peers: &[Peer], bodies: &[Body]) -> Figu
         figures.add_sent(peer.name, 1);
         figures.latencies.push((peer.name, latency));
     }
+    // before the watches, whose buffers the allocator may keep after they close
+    eprintln!("bench: storing {BIG_ITEMS} ConfigMaps of {BIG_ITEM} bytes ...");
+    apiserver.put_configmaps_of_size("big", "big", BIG_ITEMS, BIG_ITEM);
+    for peer in peers {
+        let Some(pid) = peer.pid else { continue };
+        eprintln!("bench: the 1 GiB list through {} ...", peer.name);
+        let big = big_list(peer, pid).await;
+        figures.add_sent(peer.name, 1);
+        figures.big_lists.push((peer.name, big));
+    }
     for peer in peers {
         let Some(pid) = peer.pid else { continue };
         eprintln!("bench: {WATCHES} watches through {} ...", peer.name);
@@ -722,6 +740,58 @@ async fn measure(apiserver: &ApiServer, peers: &[Peer], bodies: &[Body]) -> Figu
         figures.memory.push((peer.name, memory));
     }
     figures
+}
+
+/// What streaming the large list through a proxy cost it.
+#[derive(Default)]
+struct BigList {
+    bytes: u64,
+    took: Duration,
+    rss_before: u64,
+    /// The highest RSS seen while the list streamed (sampled every 10 ms or so).
+    rss_peak: u64,
+    error: Option<String>,
+}
+
+/// Lists [`BIG_LIST_PATH`] through `peer`, reading the body as it comes and dropping
+/// it, while watching the proxy's RSS.
+async fn big_list(peer: &Peer, pid: u32) -> BigList {
+    let mut big = BigList {
+        rss_before: rss_kib(pid),
+        ..BigList::default()
+    };
+    big.rss_peak = big.rss_before;
+    let client = peer.client(1, None);
+    let target = Target::new(peer, BIG_LIST_PATH);
+    let started = Instant::now();
+    let mut response = match target.get(&client).send().await {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => {
+            big.error = Some(format!("HTTP {}", response.status()));
+            return big;
+        }
+        Err(e) => {
+            big.error = Some(e.to_string());
+            return big;
+        }
+    };
+    let mut sampled = Instant::now();
+    while let Some(chunk) = response.next().await {
+        match chunk {
+            Ok(chunk) => big.bytes += chunk.len() as u64,
+            Err(e) => {
+                big.error = Some(e.to_string());
+                break;
+            }
+        }
+        if sampled.elapsed() >= Duration::from_millis(10) {
+            big.rss_peak = big.rss_peak.max(rss_kib(pid));
+            sampled = Instant::now();
+        }
+    }
+    big.took = started.elapsed();
+    big.rss_peak = big.rss_peak.max(rss_kib(pid));
+    big
 }
 
 /// The HTTP versions of the requests the stand-in has recorded, with their counts.
@@ -1096,6 +1166,33 @@ impl Figures {
             }
         }
 
+        let _ = writeln!(
+            w,
+            "\nA list of about 1 GiB ({BIG_LIST_PATH}: {BIG_ITEMS} ConfigMaps of {BIG_ITEM} bytes)"
+        );
+        let _ = writeln!(
+            w,
+            "{:<14} {:>10} {:>8} {:>8} {:>11} {:>11} {:>10}",
+            "peer", "MiB", "s", "MiB/s", "RSS before", "RSS peak", "growth"
+        );
+        for (peer, big) in &self.big_lists {
+            let mib = big.bytes as f64 / (1 << 20) as f64;
+            let _ = writeln!(
+                w,
+                "{:<14} {:>10.1} {:>8.2} {:>8.1} {:>7} KiB {:>7} KiB {:>6.1} MiB{}",
+                peer,
+                mib,
+                big.took.as_secs_f64(),
+                mib / big.took.as_secs_f64().max(1e-9),
+                big.rss_before,
+                big.rss_peak,
+                big.growth_mib(),
+                big.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  error: {e}")),
+            );
+        }
+
         self.targets(w);
         out
     }
@@ -1148,5 +1245,23 @@ impl Figures {
             format!("{kib:.1} KiB"),
             kib < TARGET_WATCH_KIB && opened == WATCHES,
         );
+        let big = self.big_lists.iter().find(|(peer, _)| *peer == "kubegate");
+        let (growth, whole) = big.map_or((f64::NAN, false), |(_, b)| {
+            (
+                b.growth_mib(),
+                b.error.is_none() && b.bytes as f64 >= 0.99 * (BIG_ITEMS * BIG_ITEM) as f64,
+            )
+        });
+        line(
+            format!("kubegate RSS growth <= {TARGET_BIG_LIST_MIB} MiB for a 1 GiB list"),
+            format!("{growth:.1} MiB"),
+            growth <= TARGET_BIG_LIST_MIB && whole,
+        );
+    }
+}
+
+impl BigList {
+    fn growth_mib(&self) -> f64 {
+        self.rss_peak.saturating_sub(self.rss_before) as f64 / 1024.0
     }
 }
