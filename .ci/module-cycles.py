@@ -3,9 +3,10 @@
 
 For each crate root given (a folder holding lib.rs), every top-level module is one node:
 `src/foo.rs`, or the folder `src/foo/` with all it holds. An edge A -> B is any `crate::B`
-path written in A (in `use` lists too, `use crate::{B, C::x}`). Inside a folder, files may
-refer to each other freely; between folders the graph must be a DAG. Comments are
-ignored. Prints each crate's layers (what each node imports) and any cycle found.
+path written in A (in `use` lists too, `use crate::{B, C::x}`), doc-comment links
+included. Inside a folder, files may refer to each other freely; between folders the
+graph must be a DAG. Plain comments are ignored. Prints each crate's layers (what each
+node imports) and any cycle found.
 
     python3 .ci/module-cycles.py src actors/src
 """
@@ -15,8 +16,9 @@ import sys
 
 
 def strip_comments(text):
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
+    """Plain comments go; doc comments (`///`, `//!`) stay: their links are references."""
+    text = re.sub(r"/\*(?![*!]).*?\*/", "", text, flags=re.S)
+    return re.sub(r"//(?![/!])[^\n]*", "", text)
 
 
 def top_names_in_braces(body):

@@ -9,12 +9,12 @@
 //!
 //! Other modules call in here:
 //!
-//! - the audit path ([`crate::gate::audit`]) calls [`request`] once per audited request, and
+//! - the audit path (the gate's audit context) calls [`request`] once per audited request, and
 //!   holds an [`OpenWatch`] for every watch being streamed;
-//! - the `front` middleware ([`crate::http`]) calls [`http_request`] for every request;
+//! - the `front` middleware of the HTTP server calls [`http_request`] for every request;
 //! - the upgrade tunnel holds an [`UpgradedSession`] for each live session;
 //! - login calls [`login`] with its provider and outcome;
-//! - the rate limiter ([`crate::http::limits`]) calls [`rate_limited`];
+//! - the HTTP server's rate limiter calls [`rate_limited`];
 //! - TLS certificate reloads call [`tls_reload`].
 
 use std::cell::RefCell;

@@ -107,16 +107,19 @@ fn oidc_login_in_a_browser() {
             .count()
     };
     let before = logins();
+    let earlier: Vec<Value> = gw
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["verb"] == "login")
+        .map(|e| e["request_id"].clone())
+        .collect();
     browser.goto(&format!("{}{target}", gw.url));
     browser.wait_until("the page again", |b| {
         b.page_text().contains("NamespaceList").then_some(())
     });
     // (the login's audit event may reach the trail a little after the page: the workers
     // and the Auditor write in batches)
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while logins() == before && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    gw.wait_audit(|e| e["verb"] == "login" && !earlier.contains(&e["request_id"]));
     assert_eq!(logins(), before + 1, "through a new login");
 }
 

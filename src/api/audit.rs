@@ -173,17 +173,19 @@ fn from_file(
     // workers hand events over in batches: the files are in writing order, not quite in
     // time order. A page goes on after its cursor's key (the last event of the page
     // before), so events written while a client pages never shift what it reads next.
-    all.sort_by_key(|e| std::cmp::Reverse(file_key(e)));
-    let after: Vec<Value> = match after {
-        Some(key) => all.into_iter().filter(|e| file_key(e) < *key).collect(),
-        None => all,
-    };
-    let more = after.len() > q.limit;
-    let page: Vec<Value> = after.into_iter().take(q.limit).collect();
+    // each event's key made once, not at every comparison
+    let mut keyed: Vec<(FileKey, Value)> = all
+        .into_iter()
+        .map(|e| (file_key(&e), e))
+        .filter(|(key, _)| after.is_none_or(|after| key < after))
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0));
+    let more = keyed.len() > q.limit;
+    keyed.truncate(q.limit);
     let next = more
-        .then(|| page.last().map(|e| encode_file_cursor(&file_key(e))))
+        .then(|| keyed.last().map(|(key, _)| encode_file_cursor(key)))
         .flatten();
-    Ok((page, next))
+    Ok((keyed.into_iter().map(|(_, e)| e).collect(), next))
 }
 
 async fn list(

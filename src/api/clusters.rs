@@ -142,12 +142,19 @@ async fn list(
 
 async fn find(state: &ClusterApi, req: &HttpRequest, org: u64) -> Result<ClusterRecord, ApiError> {
     let id = id_param(req, "id")?;
-    state.store.get(org, id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("cluster {id} not found in org {org}"),
-        )
-    })
+    state
+        .store
+        .get(org, id)
+        .await?
+        .ok_or_else(|| not_found(id, org))
+}
+
+/// The 404 of a cluster id that org `org` does not have.
+fn not_found(id: u64, org: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("cluster {id} not found in org {org}"),
+    )
 }
 
 async fn get(
@@ -199,12 +206,7 @@ async fn update(
                 change.context.as_deref(),
             )
             .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cluster {id} not found in org {org}"),
-                )
-            })?;
+            .ok_or_else(|| not_found(id, org))?;
             // the next request builds a new proxy instance with the new credentials
             evict(&state, key).await;
             Ok(HttpResponse::Ok().json(view(&record, &state)))
@@ -230,10 +232,7 @@ async fn delete(
             let (state, req) = (st, rq);
             let id = id_param(&req, "id")?;
             if !state.store.delete(org, id).await? {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("cluster {id} not found in org {org}"),
-                ));
+                return Err(not_found(id, org));
             }
             evict(&state, ClusterKey { org, cluster: id }).await;
             Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))

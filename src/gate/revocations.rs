@@ -4,8 +4,8 @@
 //! A revocation is refused on the next request on this replica (the set is changed at
 //! once), and on the others within `auth.revocation_poll`: each replica reads the
 //! revocations from the token store on that period, never per request. A login's OAuth2
-//! `state` (or LDAP form token) joins the set, as a hash, when it is used (see
-//! [`crate::login`]), so that it is good once.
+//! `state` (or LDAP form token) joins the set, as a hash, when login uses it, so that
+//! it is good once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};

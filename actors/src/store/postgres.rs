@@ -44,7 +44,7 @@ CREATE OR REPLACE TRIGGER kubegate_policy_changed
 "#;
 
 /// A PostgreSQL connection, made again when it was lost. The policy store and the audit
-/// sink ([`crate::auditor::PostgresAuditSink`]) each keep one.
+/// sink (the Auditor's `PostgresAuditSink`) each keep one.
 pub(crate) struct PostgresConnection {
     url: String,
     client: Mutex<Option<Arc<Client>>>,
