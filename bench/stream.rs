@@ -16,6 +16,13 @@
 //!   kubectl's local port. kubectl is then part of every row.
 //!
 //! kubegate's CPU per GiB is its user+system time over the transfer (`/proc/PID/stat`).
+//!
+//! The row **kubegate, recorded** is the same kubegate through a second cluster of the
+//! same API server with `record_sessions = "all"`: every exec byte is parsed as it passes
+//! and written to a cast (up to the default `audit.recording_max_bytes`, 64 MiB of cast:
+//! the download's zeros are 6 cast bytes each, so its first ~10 MiB are written and the
+//! rest parsed only). Target: within 10 % of the plain kubegate row. Port-forward is never
+//! recorded, so that row has no port-forward figure.
 
 #[path = "../tests/common/apiserver/mod.rs"]
 mod apiserver;
@@ -102,6 +109,16 @@ fn main() {
             },
         ),
         (
+            "kubegate, recorded",
+            Peer {
+                addr: gate.http.clone(),
+                tls: None,
+                prefix: gate.recorded_prefix.clone(),
+                token: Some(gate.token.clone()),
+                pid: Some(gate.child.id()),
+            },
+        ),
+        (
             "kubectl proxy",
             Peer {
                 addr: proxy.addr.clone(),
@@ -115,7 +132,7 @@ fn main() {
 
     println!("stream benchmark: exec over WebSocket (v5.channel.k8s.io) and kubectl port-forward");
     println!(
-        "{:<15} {:>18} {:>22} {:>24} {:>16}",
+        "{:<19} {:>18} {:>22} {:>24} {:>16}",
         "peer", "exec download", "exec echo (each way)", "port-forward download", "proxy CPU/GiB"
     );
     for (name, peer) in &peers {
@@ -124,13 +141,15 @@ fn main() {
         let echo = runtime.block_on(exec_echo(peer));
         let exec_cpu = cpu.seconds();
         let moved = (DOWNLOAD + 2 * ECHO) as f64 / (1u64 << 30) as f64;
-        let forward = port_forward_download(name, &gate, &proxy, &kubeconfig, &empty, pod_port);
+        // port-forward is never recorded: no figure for that row
+        let forward = (*name != "kubegate, recorded")
+            .then(|| port_forward_download(name, &gate, &proxy, &kubeconfig, &empty, pod_port));
         println!(
-            "{:<15} {:>18} {:>22} {:>24} {:>16}",
+            "{:<19} {:>18} {:>22} {:>24} {:>16}",
             name,
             rate(&download),
             rate(&echo),
-            rate(&forward),
+            forward.as_ref().map_or("-".into(), rate),
             exec_cpu.map_or("-".into(), |s| format!("{:.2} s", s / moved)),
         );
     }
@@ -456,6 +475,8 @@ struct Kubegate {
     http: String,
     https: String,
     prefix: String,
+    /// The same API server as a second cluster that records its sessions.
+    recorded_prefix: String,
     token: String,
     ca: std::path::PathBuf,
 }
@@ -471,6 +492,20 @@ impl Kubegate {
         std::fs::write(&config, text).unwrap();
         let cli = |args: &[&str]| binary::run_cli(&config, args);
         let cluster = binary::add_cluster(cli, "bench", kubeconfig);
+        let recorded = cli(&[
+            "cluster",
+            "add",
+            "--org",
+            "1",
+            "--name",
+            "recorded",
+            "--record-sessions",
+            "all",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
         let token = binary::member_with_token(cli, "alice", "admin");
         let mut child = Command::new("taskset")
             .args(["-c", PROXY_CORE, KUBEGATE, "--config"])
@@ -512,6 +547,7 @@ impl Kubegate {
             http,
             https,
             prefix: format!("/pipeline/api/v1/orgs/1/clusters/{cluster}/proxy"),
+            recorded_prefix: format!("/pipeline/api/v1/orgs/1/clusters/{recorded}/proxy"),
             token,
             ca: data.join("tls/ca.crt"),
         }

@@ -6,7 +6,9 @@
 use base64::Engine as _;
 use kubegate_actors::kubeconfig::{self, ClusterSpec, KubeconfigRules};
 use kubegate_actors::registry::ClusterProxy;
-use kubegate_actors::store::{ClusterRecord, ClusterStore, StoreError};
+use kubegate_actors::store::{
+    ClusterChange, ClusterRecord, ClusterStore, RecordSessions, StoreError,
+};
 use kubegate_actors::ClusterKey;
 
 /// Why a cluster could not be added or changed.
@@ -63,32 +65,56 @@ pub fn check_kubeconfig(
     Ok(spec)
 }
 
+/// A new cluster, as the CLI and the REST API give it.
+pub struct NewCluster<'a> {
+    /// Its name in the org.
+    pub name: &'a str,
+    /// The kubeconfig, YAML or base64 of YAML.
+    pub kubeconfig: &'a str,
+    /// The context to use; `None`: `current-context`.
+    pub context: Option<&'a str>,
+    /// Whether requests impersonate the person.
+    pub impersonate: bool,
+    /// Which exec and attach sessions are recorded.
+    pub record_sessions: RecordSessions,
+}
+
 /// Checks and stores a new cluster.
 pub async fn create(
     store: &dyn ClusterStore,
     rules: &KubeconfigRules,
     org: u64,
-    name: &str,
-    kubeconfig_text: &str,
-    context: Option<&str>,
+    new: NewCluster<'_>,
 ) -> Result<ClusterRecord, ClusterError> {
-    check_name(name)?;
-    let text = decode_kubeconfig(kubeconfig_text);
-    check_kubeconfig(rules, &text, context)?;
-    Ok(store.create(org, name, &text, context).await?)
+    check_name(new.name)?;
+    let text = decode_kubeconfig(new.kubeconfig);
+    check_kubeconfig(rules, &text, new.context)?;
+    let mut record =
+        ClusterRecord::new(org, 0, new.name, &text, new.context).impersonating(new.impersonate);
+    record.record_sessions = new.record_sessions;
+    Ok(store.create(&record).await?)
 }
 
-/// Checks and stores a cluster's new kubeconfig; `None` when there is no such cluster.
+/// Checks and stores a change to a cluster (its kubeconfig, its impersonation and
+/// recording settings); `None` when there is no such cluster.
 pub async fn update(
     store: &dyn ClusterStore,
     rules: &KubeconfigRules,
     key: ClusterKey,
-    kubeconfig_text: &str,
-    context: Option<&str>,
+    change: ClusterChange<'_>,
 ) -> Result<Option<ClusterRecord>, ClusterError> {
-    let text = decode_kubeconfig(kubeconfig_text);
-    check_kubeconfig(rules, &text, context)?;
-    Ok(store.update(key.org, key.cluster, &text, context).await?)
+    let text = change
+        .kubeconfig
+        .map(|(text, context)| (decode_kubeconfig(text), context));
+    if let Some((text, context)) = &text {
+        check_kubeconfig(rules, text, *context)?;
+    }
+    let change = ClusterChange {
+        kubeconfig: text.as_ref().map(|(t, c)| (t.as_str(), *c)),
+        impersonate: change.impersonate,
+        record_sessions: change.record_sessions,
+    };
+    Ok(store.update(key.org, key.cluster, change).await?)
 }
 
 #[cfg(test)]

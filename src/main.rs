@@ -85,6 +85,15 @@ enum ClusterCommand {
         /// The context to use (default: current-context).
         #[arg(long)]
         context: Option<String>,
+        /// Send each request as the person (Impersonate-User and Impersonate-Group):
+        /// the kubeconfig's credentials then need only the right to impersonate
+        /// (deploy/target-cluster/impersonator-rbac.yaml).
+        #[arg(long)]
+        impersonate: bool,
+        /// Record exec and attach sessions as asciicast files: off, tty (those with a
+        /// terminal) or all.
+        #[arg(long, default_value = "off")]
+        record_sessions: kubegate_actors::store::RecordSessions,
     },
     /// List an org's clusters.
     List {
@@ -275,18 +284,33 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 name,
                 kubeconfig,
                 context,
+                impersonate,
+                record_sessions,
             } => {
                 let text = std::fs::read_to_string(&kubeconfig).with_context(|| {
                     format!("cannot read the kubeconfig {}", kubeconfig.display())
                 })?;
-                let record =
-                    kubegate::cli::add_cluster(&config, org, &name, &text, context.as_deref())
-                        .await?;
+                let new = kubegate::clusters::NewCluster {
+                    name: &name,
+                    kubeconfig: &text,
+                    context: context.as_deref(),
+                    impersonate,
+                    record_sessions,
+                };
+                let record = kubegate::cli::add_cluster(&config, org, new).await?;
                 println!("{}", record.id);
             }
             ClusterCommand::List { org } => {
                 for record in Stores::open(&config).await?.clusters.list(org).await? {
-                    println!("{}\t{}\t{}", record.id, record.name, record.created_at);
+                    let impersonates = if record.impersonate {
+                        "impersonate"
+                    } else {
+                        "-"
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{impersonates}",
+                        record.id, record.name, record.created_at
+                    );
                 }
             }
             ClusterCommand::Remove { org, id } => {

@@ -106,6 +106,17 @@ impl Kubectl {
         String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
     }
 
+    /// Runs kubectl and expects it to fail; returns its standard error.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "kubectl {args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, contents).expect("write file for kubectl");
@@ -515,6 +526,51 @@ fn kubectl_auth_whoami_shows_the_certificate_subject_and_impersonation() {
         alice["status"]["userInfo"]["groups"],
         json!(["devs", "system:authenticated"])
     );
+}
+
+/// Only a caller allowed to impersonate may, as with kube-apiserver: a certificate
+/// outside `system:masters` gets 403 until granted `impersonate` on users and groups, and
+/// the identity it then acts as is held to its own RBAC rules.
+#[test]
+fn impersonation_needs_the_right_and_the_impersonated_user_gets_only_its_rules() {
+    let apiserver = ApiServer::start();
+    let (cert, key) = apiserver.pki().issue_client_cert("gatekeeper", None);
+    let kubectl = Kubectl::new(&apiserver.kubeconfig_with_cert(&cert, &key));
+    let as_alice = ["--as", "alice", "--as-group", "devs"];
+
+    // (kubectl auth whoami hides the server's message; kubectl get --raw shows it)
+    let pods = ["get", "--raw", "/api/v1/namespaces/default/pods"];
+    let refused = kubectl.fails(&[&pods[..], &as_alice[..]].concat());
+    assert!(
+        refused.contains(
+            "users \"alice\" is forbidden: User \"gatekeeper\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+        ),
+        "{refused}"
+    );
+    apiserver.grant("gatekeeper", &["impersonate"], &["users"]);
+    let refused = kubectl.fails(&[&pods[..], &as_alice[..]].concat());
+    assert!(
+        refused.contains("cannot impersonate resource \"groups\""),
+        "{refused}"
+    );
+    apiserver.grant("gatekeeper", &["impersonate"], &["groups"]);
+    let alice: Value = serde_json::from_str(
+        &kubectl.ok(&[&["auth", "whoami", "-o", "json"][..], &as_alice[..]].concat()),
+    )
+    .unwrap();
+    assert_eq!(alice["status"]["userInfo"]["username"], "alice");
+
+    // alice's own rules: none yet, then reading pods through her group
+    let refused = kubectl.fails(&[&["get", "pods"][..], &as_alice[..]].concat());
+    assert!(
+        refused.contains("pods is forbidden: User \"alice\" cannot list resource \"pods\""),
+        "{refused}"
+    );
+    apiserver.grant("devs", &["get", "list"], &["pods"]);
+    kubectl.ok(&[&["get", "pods"][..], &as_alice[..]].concat());
+    let seen = apiserver.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.identity.user(), Some("alice"));
 }
 
 #[test]

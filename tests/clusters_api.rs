@@ -230,6 +230,55 @@ async fn delete_and_update_evict_the_proxy() {
         Some("second-identity")
     );
 
+    // impersonation on, alone: the next request reaches the cluster as the person
+    api.grant(
+        "second-identity",
+        &["impersonate"],
+        &["users", "groups", "userextras/kubegate.io/request-id"],
+    );
+    api.grant("alice", &["list"], &["pods"]);
+    let (code, view) = call(
+        "PUT",
+        &format!("{url}/1"),
+        Some(&alice),
+        Some(json!({"impersonate": true})),
+    )
+    .await;
+    assert_eq!((code, &view["impersonate"]), (200, &json!(true)), "{view}");
+    assert_eq!(call("GET", &pods, Some(&alice), None).await.0, 200);
+    let seen = api.requests().last().unwrap().clone();
+    assert_eq!(seen.identity.user(), Some("alice"));
+    assert_eq!(
+        seen.header("impersonate-group"),
+        Some("system:authenticated")
+    );
+    for (body, says) in [
+        (json!({}), "nothing to change"),
+        (
+            json!({"context": "other"}),
+            "context: give it with the kubeconfig",
+        ),
+        (json!({"impersonate": "yes"}), "expected a boolean"),
+    ] {
+        let (code, error) =
+            call("PUT", &format!("{url}/1"), Some(&alice), Some(body.clone())).await;
+        assert_eq!(code, 400, "{body}: {error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    let (code, view) = call(
+        "PUT",
+        &format!("{url}/1"),
+        Some(&alice),
+        Some(json!({"impersonate": false})),
+    )
+    .await;
+    assert_eq!((code, &view["impersonate"]), (200, &json!(false)));
+    assert_eq!(call("GET", &pods, Some(&alice), None).await.0, 200);
+    assert_eq!(
+        api.requests().last().unwrap().identity.user(),
+        Some("second-identity")
+    );
+
     // the stream opened before the update may finish
     api.put_object("default", "pods", json!({"metadata": {"name": "after-update"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
     let chunk = tokio::time::timeout(Duration::from_secs(5), watch.next())
@@ -339,7 +388,7 @@ async fn health_readiness_and_live_proxies() {
         metrics.contains("kubegate_cluster_proxies_live 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("kubegate_policy_rules 5"), "{metrics}");
+    assert!(metrics.contains("kubegate_policy_rules 12"), "{metrics}");
 }
 
 #[actix_rt::test]

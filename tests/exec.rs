@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::apiserver::ApiServer;
 use common::binary::{wait_exit, Kubegate};
 use common::gateway::TestGateway;
-use common::kubectl::Kubectl;
+use common::kubectl::{echo_server, port_forward_round_trips, Kubectl};
 use common::raw;
 use common::websocket::client_frame;
 use serde_json::{json, Value};
@@ -46,23 +46,6 @@ fn gate(api: &ApiServer) -> Gate {
         gate,
         server,
     }
-}
-
-/// A TCP server on 127.0.0.1 that sends back what it gets: the "pod's port".
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut reader = conn.try_clone().unwrap();
-                let mut writer = conn;
-                let _ = std::io::copy(&mut reader, &mut writer);
-                let _ = writer.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
 }
 
 fn with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
@@ -225,41 +208,6 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
     assert!(denied
         .iter()
         .all(|e| e["status"] == 403 && e["decision"] == "deny" && e["verb"] == "connect"));
-}
-
-/// Starts `kubectl port-forward`, and sends 256 KiB through it twice, reading the echo
-/// back as it comes; returns kubectl, still forwarding.
-fn port_forward_round_trips(mut cmd: Command) -> std::process::Child {
-    let mut forward = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("kubectl port-forward prints its port")
-        .unwrap();
-    // "Forwarding from 127.0.0.1:41234 -> 8080"
-    let local: u16 = first
-        .split_once("127.0.0.1:")
-        .and_then(|(_, rest)| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {first:?}"));
-    for round in 0..2 {
-        let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let sent: Vec<u8> = (0..(256 * 1024 + round)).map(|i| (i % 251) as u8).collect();
-        let mut writer = conn.try_clone().unwrap();
-        let to_send = sent.clone();
-        let writing = std::thread::spawn(move || writer.write_all(&to_send).unwrap());
-        let mut got = vec![0u8; sent.len()];
-        conn.read_exact(&mut got).unwrap();
-        writing.join().unwrap();
-        assert!(got == sent, "the bytes came back changed in round {round}");
-    }
-    forward
 }
 
 /// GET `path` from `base` (plain HTTP), the body as text.

@@ -230,7 +230,7 @@ async fn reload_takes_a_good_policy_and_refuses_a_broken_one() {
     std::fs::write(&policy, &relaxed).unwrap();
     let (code, stats) = call("POST", &reload, &root, None).await;
     assert_eq!(code, 200, "{stats}");
-    assert_eq!(stats["policies"], 3);
+    assert_eq!(stats["policies"], 10);
     assert_eq!(stats["groupings"], 3);
     assert!(stats["load_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(call("GET", &secrets, &bob, None).await.0, 200);

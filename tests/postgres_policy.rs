@@ -97,7 +97,7 @@ async fn the_policy_is_imported_once_and_enforced_from_postgres() {
         .await
         .unwrap();
     let metrics = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    assert!(metrics.contains("kubegate_policy_rules 5"), "{metrics}");
+    assert!(metrics.contains("kubegate_policy_rules 12"), "{metrics}");
 }
 
 #[actix_rt::test]

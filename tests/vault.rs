@@ -8,7 +8,7 @@ use common::apiserver::ApiServer;
 use common::gateway::{block_on, TestGateway};
 use common::vault::{free_port, Bao};
 use kubegate::config::{StoreKind, VaultConfig};
-use kubegate_actors::store::{ClusterStore, StoreError};
+use kubegate_actors::store::{ClusterChange, ClusterRecord, ClusterStore, StoreError};
 use kubegate_actors::store::{VaultAuth, VaultClusterStore, VaultSettings};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -37,7 +37,13 @@ fn the_store_keeps_clusters_in_vault_kv2() {
             let store = store.clone();
             async move {
                 store
-                    .create(1, &format!("c{i}"), "kubeconfig-yaml", None)
+                    .create(&ClusterRecord::new(
+                        1,
+                        0,
+                        &format!("c{i}"),
+                        "kubeconfig-yaml",
+                        None,
+                    ))
                     .await
                     .unwrap()
             }
@@ -45,7 +51,15 @@ fn the_store_keeps_clusters_in_vault_kv2() {
         let records = futures_util::future::join_all(creates).await;
         let listed = store.list(1).await.unwrap();
         let updated = store
-            .update(1, 3, "new-kubeconfig", Some("ctx"))
+            .update(
+                1,
+                3,
+                ClusterChange {
+                    kubeconfig: Some(("new-kubeconfig", Some("ctx"))),
+                    impersonate: None,
+                    record_sessions: None,
+                },
+            )
             .await
             .unwrap()
             .unwrap();
@@ -57,7 +71,9 @@ fn the_store_keeps_clusters_in_vault_kv2() {
         // the concurrent creates took ids in any order: use the name that got id 2 (kept)
         let kept = listed.iter().find(|r| r.id == 2).unwrap().name.clone();
         let duplicate = matches!(
-            store.create(1, &kept, "x", None).await,
+            store
+                .create(&ClusterRecord::new(1, 0, &kept, "x", None))
+                .await,
             Err(StoreError::DuplicateName(_))
         );
         (records, listed, updated, deleted, again, duplicate)
@@ -96,7 +112,10 @@ fn approle_login_and_token_renewal() {
     let (early, late) = block_on(move || async move {
         let store = VaultClusterStore::connect(settings).await.unwrap();
         actix_rt::spawn(store.clone().keep_alive());
-        let early = store.create(7, "dev", "kc", None).await.map(|r| r.id);
+        let early = store
+            .create(&ClusterRecord::new(7, 0, "dev", "kc", None))
+            .await
+            .map(|r| r.id);
         // well past the 3 s lifetime: only renewal keeps the token valid
         actix_rt::time::sleep(Duration::from_secs(7)).await;
         let late = store.get(7, 1).await.map(|r| r.map(|r| r.name));
@@ -573,7 +592,10 @@ fn an_approle_login_that_runs_out_while_vault_is_sealed_is_done_again_once_it_is
     let (created, sealed, recovered) = block_on(move || async move {
         let store = VaultClusterStore::connect(settings).await.unwrap();
         actix_rt::spawn(store.clone().keep_alive());
-        let created = store.create(7, "dev", "kc", None).await.map(|r| r.id);
+        let created = store
+            .create(&ClusterRecord::new(7, 0, "dev", "kc", None))
+            .await
+            .map(|r| r.id);
         server.seal();
         // past the lease's end: renewals and logins failed, there is no valid login
         actix_rt::time::sleep(Duration::from_secs(4)).await;

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use kubegate_actors::kubeconfig::{self, KubeconfigRules};
 use kubegate_actors::registry::{ClusterRegistry, Evict};
-use kubegate_actors::store::{ClusterRecord, ClusterStore};
+use kubegate_actors::store::{ClusterChange, ClusterRecord, ClusterStore, RecordSessions};
 use kubegate_actors::ClusterKey;
 use serde::Deserialize;
 use serde_json::json;
@@ -63,26 +63,41 @@ fn view(record: &ClusterRecord, state: &ClusterApi) -> serde_json::Value {
         "org": record.org,
         "context": record.context,
         "server": server,
+        "impersonate": record.impersonate,
+        "recordSessions": record.record_sessions,
         "createdAt": record.created_at,
         "updatedAt": record.updated_at,
     })
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateCluster {
     name: String,
     kubeconfig: String,
     #[serde(default)]
     context: Option<String>,
+    /// Requests reach the API server as the person (`Impersonate-User`).
+    #[serde(default)]
+    impersonate: bool,
+    /// Which exec and attach sessions are recorded: `off`, `tty`, `all`.
+    #[serde(default, alias = "record_sessions")]
+    record_sessions: RecordSessions,
 }
 
+/// A change: new credentials (`kubeconfig`, with `context`), impersonation on or off,
+/// which sessions are recorded, or several of these.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UpdateCluster {
-    kubeconfig: String,
+    #[serde(default)]
+    kubeconfig: Option<String>,
     #[serde(default)]
     context: Option<String>,
+    #[serde(default)]
+    impersonate: Option<bool>,
+    #[serde(default, alias = "record_sessions")]
+    record_sessions: Option<RecordSessions>,
 }
 
 async fn create(
@@ -106,9 +121,13 @@ async fn create(
                 state.store.as_ref(),
                 &state.rules,
                 org,
-                &new.name,
-                &new.kubeconfig,
-                new.context.as_deref(),
+                clusters::NewCluster {
+                    name: &new.name,
+                    kubeconfig: &new.kubeconfig,
+                    context: new.context.as_deref(),
+                    impersonate: new.impersonate,
+                    record_sessions: new.record_sessions,
+                },
             )
             .await?;
             Ok(HttpResponse::Created().json(view(&record, &state)))
@@ -197,17 +216,38 @@ async fn update(
             let (state, req) = (st, rq);
             let id = id_param(&req, "id")?;
             let change: UpdateCluster = parse_json(&body)?;
+            if change.kubeconfig.is_none() && change.context.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "context: give it with the kubeconfig it names",
+                ));
+            }
+            if change.kubeconfig.is_none()
+                && change.impersonate.is_none()
+                && change.record_sessions.is_none()
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "nothing to change: give a kubeconfig (with an optional context), \"impersonate\", \"recordSessions\", or several",
+                ));
+            }
             let key = ClusterKey { org, cluster: id };
             let record = clusters::update(
                 state.store.as_ref(),
                 &state.rules,
                 key,
-                &change.kubeconfig,
-                change.context.as_deref(),
+                ClusterChange {
+                    kubeconfig: change
+                        .kubeconfig
+                        .as_deref()
+                        .map(|k| (k, change.context.as_deref())),
+                    impersonate: change.impersonate,
+                    record_sessions: change.record_sessions,
+                },
             )
             .await?
             .ok_or_else(|| not_found(id, org))?;
-            // the next request builds a new proxy instance with the new credentials
+            // the next request builds a new proxy instance with the new settings
             evict(&state, key).await;
             Ok(HttpResponse::Ok().json(view(&record, &state)))
         },

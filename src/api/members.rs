@@ -102,13 +102,14 @@ fn user_param(req: &HttpRequest) -> Result<String, ApiError> {
         .decode_utf8_lossy()
         .to_string();
     if user.is_empty()
+        || crate::gate::tokens::is_system_name(&user)
         || user
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "the user must be non-empty, without spaces, commas, quotes or control characters",
+            "the user must be non-empty, without spaces, commas, quotes or control characters, and must not begin with \"system:\"",
         ));
     }
     Ok(user)

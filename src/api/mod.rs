@@ -11,6 +11,7 @@ pub mod clusters;
 pub mod members;
 pub mod orgs;
 pub mod policy;
+pub mod sessions;
 pub mod tokens;
 
 use actix_web::http::StatusCode;
@@ -215,5 +216,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(orgs::routes)
         .configure(policy::routes)
         .configure(audit::routes)
+        .configure(sessions::routes)
         .configure(tokens::routes);
 }

@@ -25,9 +25,7 @@ pub enum CliError {
 pub async fn add_cluster(
     config: &Config,
     org: u64,
-    name: &str,
-    kubeconfig_text: &str,
-    context: Option<&str>,
+    new: crate::clusters::NewCluster<'_>,
 ) -> Result<ClusterRecord, CliError> {
     let stores = Stores::open(config)
         .await
@@ -36,9 +34,7 @@ pub async fn add_cluster(
         stores.clusters.as_ref(),
         &kubeconfig_rules(config),
         org,
-        name,
-        kubeconfig_text,
-        context,
+        new,
     )
     .await
     .map_err(|e| CliError::Input(e.to_string()))
@@ -66,12 +62,13 @@ pub fn policy_roles(policy: &crate::config::PolicyConfig) -> Result<Vec<String>,
 /// Gives `user` the role `role` in `org`, after checking the role exists in the policy.
 pub async fn set_member(config: &Config, org: u64, user: &str, role: &str) -> Result<(), CliError> {
     if user.is_empty()
+        || crate::gate::tokens::is_system_name(user)
         || user
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
     {
         return Err(CliError::Input(
-            "the user must be non-empty, without spaces, commas, quotes or control characters"
+            "the user must be non-empty, without spaces, commas, quotes or control characters, and must not begin with \"system:\""
                 .into(),
         ));
     }

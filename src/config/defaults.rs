@@ -125,6 +125,10 @@ impl Default for AuditConfig {
             max_body_bytes: 64 << 10,
             batch: 512,
             flush_interval: Duration::from_millis(200),
+            recordings_dir: "data/recordings".into(),
+            recording_max_bytes: 64 << 20,
+            record_stdin: false,
+            recording_retention: Duration::ZERO,
         }
     }
 }
@@ -141,6 +145,7 @@ impl Default for ClustersConfig {
                 .map(|n| n.parse().expect("the default denied networks parse"))
                 .collect(),
             allowed_exec_plugins: Vec::new(),
+            impersonation_group_prefix: "{provider}:".into(),
         }
     }
 }

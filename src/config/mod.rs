@@ -377,6 +377,15 @@ pub struct AuditConfig {
     /// Longest time an event waits before it is written.
     #[serde(deserialize_with = "duration")]
     pub flush_interval: Duration,
+    /// Where exec and attach recordings go (`{dir}/{org}/{request id}.cast`).
+    pub recordings_dir: PathBuf,
+    /// A recording stops (the session goes on) past this many bytes.
+    pub recording_max_bytes: u64,
+    /// Record what people type (off: typed secrets would be recorded).
+    pub record_stdin: bool,
+    /// Recordings older than this are removed (checked hourly); 0: kept.
+    #[serde(deserialize_with = "duration")]
+    pub recording_retention: Duration,
 }
 
 /// `[clusters]`
@@ -400,6 +409,9 @@ pub struct ClustersConfig {
     pub denied_networks: Vec<Network>,
     /// Exec credential plugins kubeconfigs may use, by their exact `command`.
     pub allowed_exec_plugins: Vec<String>,
+    /// On clusters that impersonate: what comes before each login group in
+    /// `Impersonate-Group` (`{provider}` stands for the login provider's name).
+    pub impersonation_group_prefix: String,
 }
 
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Network>, D::Error> {

@@ -222,6 +222,8 @@ impl AuditContext {
                 request_body: None,
                 aggregated: None,
                 ended: None,
+                acting_as: None,
+                recording: None,
             },
         }
     }

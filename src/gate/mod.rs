@@ -20,6 +20,7 @@
 //! browser may be sent ([`redirect`]).
 
 pub mod audit;
+pub mod impersonation;
 pub mod policy;
 pub mod redirect;
 pub mod revocations;
@@ -73,6 +74,8 @@ pub struct Identity {
     pub token_id: Option<String>,
     /// The browser session, when the session cookie was the credential.
     pub session: Option<SessionUser>,
+    /// The user's roles in the org the request is about (filled in by authorization).
+    pub roles: Vec<String>,
 }
 
 /// What a request asks to do.
@@ -227,7 +230,7 @@ impl Gate {
         }
 
         // 2. who is asking
-        let identity = self.identify(req, changes)?;
+        let mut identity = self.identify(req, changes)?;
         audit.event.user = identity.user.clone();
 
         // 3. may they
@@ -249,6 +252,7 @@ impl Gate {
                 };
                 let decision = self.decide(ask).await?;
                 audit.event.reason = decision.reason;
+                identity.roles = decision.roles;
                 if !decision.allowed {
                     return Err(forbidden_in_cluster(
                         &identity.user,
@@ -270,6 +274,7 @@ impl Gate {
                 };
                 let decision = self.decide(ask).await?;
                 audit.event.reason = decision.reason;
+                identity.roles = decision.roles;
                 if !decision.allowed {
                     let what = object.trim_start_matches("kubegate:").replace('/', " ");
                     return Err(StatusError::forbidden(format!(
@@ -345,10 +350,18 @@ impl Gate {
                         "the token has been revoked; create a new one",
                     ));
                 }
+                if tokens::is_system_name(&claims.sub) {
+                    // never issued by kubegate; refused should a signing key ever have
+                    // signed one
+                    return Err(StatusError::unauthorized(
+                        "user names that begin with \"system:\" are not accepted",
+                    ));
+                }
                 Identity {
                     user: claims.sub,
                     token_id: Some(claims.jti),
                     session: None,
+                    roles: Vec::new(),
                 }
             }
             None => {
@@ -373,6 +386,7 @@ impl Gate {
                     user: user.user.clone(),
                     token_id: None,
                     session: Some(user),
+                    roles: Vec::new(),
                 }
             }
         };

@@ -112,6 +112,7 @@ mod tests {
                 Decision {
                     allowed: true,
                     reason: "allowed".into(),
+                    roles: Vec::new(),
                 }
             })
         }

@@ -128,12 +128,20 @@ impl IssuedToken {
 }
 
 /// Whether `user` can be a token's subject (and so a policy subject): non-empty, without
-/// spaces, commas (the policy's separator) or control characters.
+/// spaces, commas (the policy's separator) or control characters, and not beginning with
+/// `system:`, which Kubernetes keeps for its own users (kubegate never impersonates them).
 pub fn is_valid_user(user: &str) -> bool {
     !user.is_empty()
+        && !is_system_name(user)
         && !user
             .chars()
             .any(|c| c.is_control() || c == ',' || c.is_whitespace())
+}
+
+/// Whether `name` is one of Kubernetes' own users or groups (`system:masters`,
+/// `system:serviceaccount:...`): never a kubegate user, never impersonated.
+pub fn is_system_name(name: &str) -> bool {
+    name.len() >= 7 && name[..7].eq_ignore_ascii_case("system:")
 }
 
 fn now() -> u64 {
@@ -225,7 +233,8 @@ impl TokenAuthority {
     ) -> Result<IssuedToken, String> {
         if !is_valid_user(user) {
             return Err(
-                "the user name must be non-empty, without spaces, commas or control characters"
+                "the user name must be non-empty, without spaces, commas or control characters, \
+                 and must not begin with \"system:\" (Kubernetes' own users)"
                     .into(),
             );
         }
@@ -337,6 +346,22 @@ impl TokenAuthority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_own_names_are_never_users() {
+        for name in [
+            "system:admin",
+            "SYSTEM:masters",
+            "system:serviceaccount:a:b",
+        ] {
+            assert!(!is_valid_user(name), "{name}");
+        }
+        assert!(is_valid_user("github:alice"));
+        assert!(is_valid_user("systemd"));
+        let authority = TokenAuthority::new(&AuthConfig::default(), &[7; 32]);
+        let e = authority.issue("system:admin", None, "x").unwrap_err();
+        assert!(e.contains("system:"), "{e}");
+    }
     use crate::config::Config;
 
     fn authority() -> TokenAuthority {

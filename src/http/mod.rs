@@ -176,7 +176,23 @@ impl Gateway {
                 .audit
                 .request_bodies
                 .then_some(config.audit.max_body_bytes),
+            impersonation_group_prefix: config.clusters.impersonation_group_prefix.clone(),
+            recordings: recording_settings(config),
         });
+        if !config.audit.recording_retention.is_zero() {
+            let (dir, retention) = (
+                config.audit.recordings_dir.clone(),
+                config.audit.recording_retention,
+            );
+            // the recordings past their retention go, at start and every hour
+            actix_rt::spawn(async move {
+                loop {
+                    let (d, r) = (dir.clone(), retention);
+                    let _ = web::block(move || crate::proxy::tunnel::record::sweep(&d, r)).await;
+                    actix_rt::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+            });
+        }
         let clusters = web::Data::new(ClusterApi {
             store: services.stores.clusters.clone(),
             rules: kubeconfig_rules(config),
@@ -369,4 +385,13 @@ impl Gateway {
 /// [`Gateway::run`] keeps, so that it never cuts first.
 fn grace_backstop(grace: Duration) -> u64 {
     grace.as_secs() + 1
+}
+
+/// Where session recordings go (`[audit]`).
+pub fn recording_settings(config: &Config) -> crate::proxy::tunnel::record::RecordingSettings {
+    crate::proxy::tunnel::record::RecordingSettings {
+        dir: config.audit.recordings_dir.clone(),
+        max_bytes: config.audit.recording_max_bytes,
+        stdin: config.audit.record_stdin,
+    }
 }

@@ -602,15 +602,19 @@ async fn logged_in(
     audit.event.user = user.clone();
     if !crate::gate::tokens::is_valid_user(&user) {
         let e = LoginError::Invalid(format!(
-            "the user name \"{}\" holds spaces, commas or control characters",
-            found.name
+            "the user name \"{user}\" holds spaces, commas or control characters, or begins with \"system:\""
         ));
         return failed(req, gate, provider, audit, e);
     }
     let session_user = SessionUser {
         user: user.clone(),
         provider: provider.to_string(),
-        groups: found.groups,
+        // Kubernetes' own groups are never taken from a provider
+        groups: found
+            .groups
+            .into_iter()
+            .filter(|g| !crate::gate::tokens::is_system_name(g))
+            .collect(),
         sid: uuid::Uuid::new_v4().to_string(),
         csrf: session::random_token(),
         expires_at: epoch_now() + state.login.lifetime.as_secs(),

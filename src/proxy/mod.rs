@@ -5,8 +5,11 @@
 //! 1. check the path (400): what is authorized must be what is forwarded;
 //! 2. authenticate (401): nobody learns anything about an org without an identity;
 //! 3. authorize (403) before looking the cluster up, so outsiders cannot probe which
-//!    cluster ids exist;
-//! 4. find the cluster's proxy instance (404, 503);
+//!    cluster ids exist, and, when the client sent `Impersonate-*` headers
+//!    (`kubectl --as`), whether the policy lets the person act as whom they named;
+//! 4. find the cluster's proxy instance (404, 503), and on a cluster that impersonates,
+//!    the `Impersonate-*` headers that tell it who is asking
+//!    ([`crate::gate::impersonation`]);
 //! 5. forward, streaming both ways (502, 504); an upgrade request (exec, attach,
 //!    port-forward) instead becomes a tunnel to the API server ([`tunnel`]);
 //!
@@ -39,6 +42,7 @@ use kubegate_actors::ClusterKey;
 use serde_json::json;
 
 use crate::gate::audit::{AuditContext, AuditedBody, Counted};
+use crate::gate::impersonation::{self, AsAsked, Impersonation};
 use crate::gate::{Gate, Question};
 use crate::status::StatusError;
 use path::ProxyPath;
@@ -74,6 +78,10 @@ pub struct Upstreams {
     pub rules: KubeconfigRules,
     /// Record the bodies of writes up to this many bytes (`None`: never).
     pub audit_bodies: Option<usize>,
+    /// What comes before a login group in `Impersonate-Group` (`{provider}`: its name).
+    pub impersonation_group_prefix: String,
+    /// Where session recordings go, and their limits.
+    pub recordings: tunnel::record::RecordingSettings,
 }
 
 /// Where a request stands once it may be forwarded.
@@ -81,6 +89,7 @@ struct Authorized {
     path: ProxyPath,
     proxy: Arc<ClusterProxy>,
     client: awc::Client,
+    impersonation: Impersonation,
 }
 
 /// The proxy handler.
@@ -94,16 +103,7 @@ pub async fn handle(
     match admit(&req, &gate, &upstreams, &mut audit).await {
         // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
         Ok(authorized) if tunnels(&req) => {
-            tunnel::handle(
-                req,
-                payload,
-                gate,
-                upstreams,
-                audit,
-                authorized.proxy,
-                authorized.path,
-            )
-            .await
+            tunnel::handle(req, payload, gate, upstreams, audit, authorized).await
         }
         Ok(authorized) => forward(req, payload, gate, upstreams, audit, authorized).await,
         Err(error) => {
@@ -153,7 +153,13 @@ async fn admit(
         path: &path.k8s_path,
         attributes: &attributes,
     };
-    gate.admit(req, question, audit).await?;
+    let identity = gate.admit(req, question, audit).await?;
+    // 3'. acting as someone else (kubectl --as): only when the policy grants it
+    let asked = AsAsked::of(req)?;
+    if let Some(asked) = &asked {
+        gate.admit_acting_as(&identity, path.org, asked, audit)
+            .await?;
+    }
 
     // 4. the cluster
     let key = ClusterKey {
@@ -162,10 +168,22 @@ async fn admit(
     };
     let (proxy, client) = cluster_client(key, upstreams).await?;
     proxy.touch();
+    // 4'. who the API server is told the request comes from
+    let impersonation = Impersonation::for_cluster(impersonation::Request {
+        cluster_impersonates: proxy.impersonate,
+        org: path.org,
+        cluster: path.cluster,
+        identity: &identity,
+        asked: asked.as_ref(),
+        request_id: &audit.event.request_id,
+        group_prefix: &upstreams.impersonation_group_prefix,
+        global_admin: gate.is_global_admin(&identity.user),
+    })?;
     Ok(Authorized {
         path,
         proxy,
         client,
+        impersonation,
     })
 }
 
@@ -218,6 +236,7 @@ async fn forward(
         path,
         proxy,
         client,
+        impersonation,
     } = authorized;
     let mut url = format!("{}{}", proxy.server, path.k8s_path);
     if let Some(query) = req.uri().query() {
@@ -237,6 +256,9 @@ async fn forward(
     }
     if let Some(authorization) = proxy.authorization_header() {
         upstream = upstream.insert_header((header::AUTHORIZATION, authorization));
+    }
+    for (name, value) in impersonation.headers() {
+        upstream = upstream.append_header((name.clone(), value.clone()));
     }
 
     let received = Rc::new(Cell::new(0u64));

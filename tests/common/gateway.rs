@@ -15,7 +15,7 @@ pub struct GatewayBuilder {
     config: Config,
     dir: tempfile::TempDir,
     members: Vec<(u64, String, String)>,
-    clusters: Vec<(u64, String, String)>,
+    clusters: Vec<(u64, String, String, bool)>,
     https: bool,
 }
 
@@ -178,7 +178,15 @@ impl GatewayBuilder {
 
     /// Registers a cluster named `name` in `org` before start.
     pub fn cluster(mut self, org: u64, name: &str, kubeconfig: &str) -> Self {
-        self.clusters.push((org, name.into(), kubeconfig.into()));
+        self.clusters
+            .push((org, name.into(), kubeconfig.into(), false));
+        self
+    }
+
+    /// [`Self::cluster`], with impersonation on: requests reach it as the person.
+    pub fn impersonating_cluster(mut self, org: u64, name: &str, kubeconfig: &str) -> Self {
+        self.clusters
+            .push((org, name.into(), kubeconfig.into(), true));
         self
     }
 
@@ -199,8 +207,15 @@ impl GatewayBuilder {
                     .expect("member set");
             }
             let mut ids = Vec::new();
-            for (org, name, kubeconfig) in clusters {
-                let record = kubegate::cli::add_cluster(&setup, org, &name, &kubeconfig, None)
+            for (org, name, kubeconfig, impersonate) in clusters {
+                let new = kubegate::clusters::NewCluster {
+                    name: &name,
+                    kubeconfig: &kubeconfig,
+                    context: None,
+                    impersonate,
+                    record_sessions: Default::default(),
+                };
+                let record = kubegate::cli::add_cluster(&setup, org, new)
                     .await
                     .expect("cluster added");
                 ids.push(record.id);

@@ -1,8 +1,11 @@
 //! The real `kubectl`, pointed at kubegate over HTTPS with a token and isolated from the
 //! user's own kubeconfig.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use super::binary::Kubegate;
 
@@ -90,4 +93,56 @@ impl Kubectl {
         );
         String::from_utf8(out.stdout).unwrap()
     }
+}
+
+/// A TCP server on 127.0.0.1 that sends back what it gets: the "pod's port".
+pub fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = conn.try_clone().unwrap();
+                let mut writer = conn;
+                let _ = std::io::copy(&mut reader, &mut writer);
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Starts `kubectl port-forward`, and sends 256 KiB through it twice, reading the echo
+/// back as it comes; returns kubectl, still forwarding.
+pub fn port_forward_round_trips(mut cmd: Command) -> std::process::Child {
+    let mut forward = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("kubectl port-forward prints its port")
+        .unwrap();
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local: u16 = first
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {first:?}"));
+    for round in 0..2 {
+        let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let sent: Vec<u8> = (0..(256 * 1024 + round)).map(|i| (i % 251) as u8).collect();
+        let mut writer = conn.try_clone().unwrap();
+        let to_send = sent.clone();
+        let writing = std::thread::spawn(move || writer.write_all(&to_send).unwrap());
+        let mut got = vec![0u8; sent.len()];
+        conn.read_exact(&mut got).unwrap();
+        writing.join().unwrap();
+        assert!(got == sent, "the bytes came back changed in round {round}");
+    }
+    forward
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod asciicast;
 pub mod binary;
 pub mod browser;
 pub mod certs;

@@ -93,6 +93,35 @@ pub struct AuditEvent {
     /// API server`, `not upgraded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
+    /// Who the request acted as, when the person impersonated someone (`kubectl --as`,
+    /// granted by the policy); `user` stays the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_as: Option<ActingAs>,
+    /// The recording of an exec or attach session, when its cluster records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<SessionRecording>,
+}
+
+/// The recording of a session, as its audit event names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecording {
+    /// Its id (the request id): `GET /pipeline/api/v1/orgs/{org}/audit/sessions/{id}`.
+    pub id: String,
+    /// Size of the cast file.
+    pub bytes: u64,
+    /// Why recording stopped before the session ended (the size cap), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+/// The identity a request acted as (`Impersonate-User`, `Impersonate-Group`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActingAs {
+    /// The user acted as.
+    pub user: String,
+    /// The groups asked for (beside `system:authenticated`, always added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Sent by HTTP workers: the events they gathered over a few milliseconds, in one

@@ -26,6 +26,8 @@ fn event(i: usize) -> AuditEvent {
         request_body: None,
         aggregated: None,
         ended: None,
+        acting_as: None,
+        recording: None,
     }
 }
 

@@ -111,12 +111,15 @@ pub struct PolicyStats {
 }
 
 /// The answer to [`Authorize`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the request may go on.
     pub allowed: bool,
     /// Why, in words fit for an audit record and a 403 message.
     pub reason: String,
+    /// The subject's roles in the org (`admin`, `member`), when allowed: what an
+    /// impersonated request tells the API server as the group `kubegate:org:{org}:{role}`.
+    pub roles: Vec<String>,
 }
 
 /// Sent by the HTTP layer for every request: may `subject` do `action` on `object` in
@@ -212,6 +215,7 @@ impl PolicyEnforcer {
             return Decision {
                 allowed: true,
                 reason: "allowed: global administrator".into(),
+                roles: self.roles(msg),
             };
         }
         let org = msg.org.to_string();
@@ -223,6 +227,7 @@ impl PolicyEnforcer {
             Ok(true) => Decision {
                 allowed: true,
                 reason: "allowed by policy".into(),
+                roles: self.roles(msg),
             },
             Ok(false) => Decision {
                 allowed: false,
@@ -230,15 +235,30 @@ impl PolicyEnforcer {
                     "user \"{}\" may not {} {} in org {}",
                     msg.subject, msg.action, msg.object, msg.org
                 ),
+                roles: Vec::new(),
             },
             Err(e) => {
                 log::error!("policy evaluation failed, denying: {e}");
                 Decision {
                     allowed: false,
                     reason: format!("policy evaluation failed: {e}"),
+                    roles: Vec::new(),
                 }
             }
         }
+    }
+
+    /// The subject's own roles in the org (memberships, not what roles inherit).
+    fn roles(&self, msg: &Authorize) -> Vec<String> {
+        let mut roles = self
+            .enforcers
+            .for_org(msg.org)
+            .get_role_manager()
+            .read()
+            .get_roles(&msg.subject, Some(&msg.org.to_string()));
+        roles.sort();
+        roles.dedup();
+        roles
     }
 
     /// What the current policy holds.

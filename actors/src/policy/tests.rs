@@ -240,7 +240,7 @@ async fn membership_changes_are_picked_up_and_bad_policy_is_refused() {
     }
     std::fs::write(dir.path().join("policy.csv"), POLICY).unwrap();
     let good = addr.send(Reload).await.unwrap().unwrap();
-    assert_eq!(good.policies, 5);
+    assert_eq!(good.policies, 12);
 
     std::fs::write(
         dir.path().join("model.conf"),

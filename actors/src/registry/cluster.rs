@@ -32,6 +32,10 @@ pub struct ClusterProxy {
     pub authorization: Option<SecretString>,
     /// Changes every time the instance is rebuilt; workers rebuild their clients on change.
     pub generation: u64,
+    /// Whether requests carry the person's identity as `Impersonate-*` headers.
+    pub impersonate: bool,
+    /// Which exec and attach sessions are recorded.
+    pub record_sessions: crate::store::RecordSessions,
     evicted: AtomicBool,
     last_used_ms: AtomicU64,
     /// When the credentials expire (an exec plugin's), in ms since the epoch; 0: never.
@@ -72,10 +76,24 @@ impl ClusterProxy {
             tls: Arc::new(tls_config(spec)?),
             authorization: spec.auth.header_value().map(SecretString::from),
             generation,
+            impersonate: false,
+            record_sessions: Default::default(),
             evicted: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now_ms()),
             expires_at_ms: 0,
         })
+    }
+
+    /// Sets whether requests impersonate the person.
+    pub fn impersonating(mut self, impersonate: bool) -> Self {
+        self.impersonate = impersonate;
+        self
+    }
+
+    /// Sets which sessions are recorded.
+    pub fn recording(mut self, record_sessions: crate::store::RecordSessions) -> Self {
+        self.record_sessions = record_sessions;
+        self
     }
 
     /// Sets when the credentials expire.

@@ -239,6 +239,8 @@ impl Handler<Create> for ClusterRegistry {
                 }
                 let proxy = ClusterProxy::build(key, record.name, &spec, generation)
                     .map_err(invalid)?
+                    .impersonating(record.impersonate)
+                    .recording(record.record_sessions)
                     .with_expiry(expires_at);
                 if spec.insecure_skip_tls_verify {
                     log::warn!(

@@ -2,7 +2,7 @@
 //! during a build), unknown clusters, builds that never finish.
 
 use super::*;
-use crate::store::ClusterRecord;
+use crate::store::{ClusterChange, ClusterRecord};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -30,26 +30,21 @@ impl ClusterStore for CountingStore {
             context: None,
             created_at: String::new(),
             updated_at: None,
+            impersonate: false,
+            record_sessions: Default::default(),
         }))
     }
     async fn list(&self, _: u64) -> Result<Vec<ClusterRecord>, StoreError> {
         Ok(vec![])
     }
-    async fn create(
-        &self,
-        _: u64,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-    ) -> Result<ClusterRecord, StoreError> {
+    async fn create(&self, _: &ClusterRecord) -> Result<ClusterRecord, StoreError> {
         Err(StoreError::Unavailable("read only".into()))
     }
     async fn update(
         &self,
         _: u64,
         _: u64,
-        _: &str,
-        _: Option<&str>,
+        _: ClusterChange<'_>,
     ) -> Result<Option<ClusterRecord>, StoreError> {
         Ok(None)
     }

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    epoch_now, ClusterRecord, ClusterStore, MemberStore, Membership, PolicyStore, StoreError,
-    TokenRecord, TokenStore,
+    epoch_now, ClusterChange, ClusterRecord, ClusterStore, MemberStore, Membership, PolicyStore,
+    StoreError, TokenRecord, TokenStore,
 };
 use crate::fsutil::{create_atomic, create_private_dir, write_atomic};
 
@@ -88,13 +88,8 @@ impl ClusterStore for FileClusterStore {
         self.list_sync(org)
     }
 
-    async fn create(
-        &self,
-        org: u64,
-        name: &str,
-        kubeconfig: &str,
-        context: Option<&str>,
-    ) -> Result<ClusterRecord, StoreError> {
+    async fn create(&self, new: &ClusterRecord) -> Result<ClusterRecord, StoreError> {
+        let (org, name) = (new.org, new.name.as_str());
         let existing = self.list_sync(org)?;
         if existing.iter().any(|r| r.name == name) {
             return Err(StoreError::DuplicateName(name.to_string()));
@@ -103,7 +98,7 @@ impl ClusterStore for FileClusterStore {
         create_private_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let mut id = existing.last().map_or(1, |r| r.id + 1);
         loop {
-            let record = ClusterRecord::new(org, id, name, kubeconfig, context);
+            let record = ClusterRecord { id, ..new.clone() };
             let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
             let path = dir.join(format!("{id}.json"));
             match create_atomic(&path, &bytes) {
@@ -119,14 +114,13 @@ impl ClusterStore for FileClusterStore {
         &self,
         org: u64,
         id: u64,
-        kubeconfig: &str,
-        context: Option<&str>,
+        change: ClusterChange<'_>,
     ) -> Result<Option<ClusterRecord>, StoreError> {
         let path = self.org_dir(org).join(format!("{id}.json"));
         let Some(mut record) = Self::read(&path)? else {
             return Ok(None);
         };
-        record.replace_kubeconfig(kubeconfig, context);
+        record.apply(change);
         let bytes = serde_json::to_vec_pretty(&record).expect("a record serializes");
         write_atomic(&path, &bytes).map_err(|e| StoreError::io(&path, e))?;
         Ok(Some(record))
@@ -414,12 +408,23 @@ mod tests {
     async fn clusters_get_ids_per_org_and_unique_names() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileClusterStore::new(dir.path());
-        let a = store.create(1, "dev", "kc", None).await.unwrap();
-        let b = store.create(1, "prod", "kc", Some("ctx")).await.unwrap();
-        let c = store.create(2, "dev", "kc", None).await.unwrap();
+        let a = store
+            .create(&ClusterRecord::new(1, 0, "dev", "kc", None))
+            .await
+            .unwrap();
+        let b = store
+            .create(&ClusterRecord::new(1, 0, "prod", "kc", Some("ctx")))
+            .await
+            .unwrap();
+        let c = store
+            .create(&ClusterRecord::new(2, 0, "dev", "kc", None))
+            .await
+            .unwrap();
         assert_eq!((a.id, b.id, c.id), (1, 2, 1));
         assert!(matches!(
-            store.create(1, "dev", "kc", None).await,
+            store
+                .create(&ClusterRecord::new(1, 0, "dev", "kc", None))
+                .await,
             Err(StoreError::DuplicateName(_))
         ));
         assert_eq!(
@@ -427,18 +432,49 @@ mod tests {
             Some("ctx")
         );
         assert_eq!(store.list(1).await.unwrap().len(), 2);
-        let updated = store.update(1, 2, "kc2", None).await.unwrap().unwrap();
+        let updated = store
+            .update(
+                1,
+                2,
+                ClusterChange {
+                    kubeconfig: Some(("kc2", None)),
+                    impersonate: None,
+                    record_sessions: None,
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (updated.kubeconfig.as_str(), updated.context),
             ("kc2", None)
         );
         assert!(updated.updated_at.is_some());
-        assert!(store.update(1, 42, "kc", None).await.unwrap().is_none());
+        assert!(store
+            .update(
+                1,
+                42,
+                ClusterChange {
+                    kubeconfig: Some(("kc", None)),
+                    impersonate: None,
+                    record_sessions: None
+                }
+            )
+            .await
+            .unwrap()
+            .is_none());
         assert!(store.delete(1, 1).await.unwrap());
         assert!(!store.delete(1, 1).await.unwrap());
         assert!(store.get(1, 1).await.unwrap().is_none());
         // ids are not reused while a higher one exists
-        assert_eq!(store.create(1, "dev", "kc", None).await.unwrap().id, 3);
+        assert_eq!(
+            store
+                .create(&ClusterRecord::new(1, 0, "dev", "kc", None))
+                .await
+                .unwrap()
+                .id,
+            3
+        );
     }
 
     #[actix_rt::test]

@@ -69,9 +69,55 @@ pub struct ClusterRecord {
     pub context: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
-    /// Time of the last kubeconfig update, RFC 3339.
+    /// Time of the last update, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Whether requests reach the API server as the person (`Impersonate-User` and
+    /// `Impersonate-Group`) instead of as kubegate. Off unless set.
+    #[serde(default)]
+    pub impersonate: bool,
+    /// Which exec and attach sessions are recorded.
+    #[serde(default)]
+    pub record_sessions: RecordSessions,
+}
+
+/// Which exec and attach sessions of a cluster are recorded (asciicast files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordSessions {
+    /// None.
+    #[default]
+    Off,
+    /// Those with a terminal (`kubectl exec -t`).
+    Tty,
+    /// Every exec and attach.
+    All,
+}
+
+impl std::str::FromStr for RecordSessions {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(RecordSessions::Off),
+            "tty" => Ok(RecordSessions::Tty),
+            "all" => Ok(RecordSessions::All),
+            other => Err(format!(
+                "\"{other}\" is not a recording setting: off, tty or all"
+            )),
+        }
+    }
+}
+
+/// What changes in a stored cluster: its credentials, its impersonation setting, or both.
+#[derive(Clone, Copy, Default)]
+pub struct ClusterChange<'a> {
+    /// A new kubeconfig and the context to use (`None`: its `current-context`).
+    pub kubeconfig: Option<(&'a str, Option<&'a str>)>,
+    /// Impersonate the person, or stop.
+    pub impersonate: Option<bool>,
+    /// Which sessions to record from now on.
+    pub record_sessions: Option<RecordSessions>,
 }
 
 impl std::fmt::Debug for ClusterRecord {
@@ -81,6 +127,8 @@ impl std::fmt::Debug for ClusterRecord {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("context", &self.context)
+            .field("impersonate", &self.impersonate)
+            .field("record_sessions", &self.record_sessions)
             .finish_non_exhaustive()
     }
 }
@@ -96,13 +144,29 @@ impl ClusterRecord {
             context: context.map(str::to_string),
             created_at: now_rfc3339(),
             updated_at: None,
+            impersonate: false,
+            record_sessions: RecordSessions::Off,
         }
     }
 
-    /// Replaces the kubeconfig and context, noting the time.
-    pub fn replace_kubeconfig(&mut self, kubeconfig: &str, context: Option<&str>) {
-        self.kubeconfig = kubeconfig.to_string();
-        self.context = context.map(str::to_string);
+    /// Sets whether requests impersonate the person.
+    pub fn impersonating(mut self, impersonate: bool) -> Self {
+        self.impersonate = impersonate;
+        self
+    }
+
+    /// Applies `change`, noting the time.
+    pub fn apply(&mut self, change: ClusterChange<'_>) {
+        if let Some((kubeconfig, context)) = change.kubeconfig {
+            self.kubeconfig = kubeconfig.to_string();
+            self.context = context.map(str::to_string);
+        }
+        if let Some(impersonate) = change.impersonate {
+            self.impersonate = impersonate;
+        }
+        if let Some(record) = change.record_sessions {
+            self.record_sessions = record;
+        }
         self.updated_at = Some(now_rfc3339());
     }
 }
@@ -114,21 +178,15 @@ pub trait ClusterStore: Send + Sync {
     async fn get(&self, org: u64, id: u64) -> Result<Option<ClusterRecord>, StoreError>;
     /// The org's clusters, by id.
     async fn list(&self, org: u64) -> Result<Vec<ClusterRecord>, StoreError>;
-    /// Stores a new cluster under the next free id of the org and returns it.
-    async fn create(
-        &self,
-        org: u64,
-        name: &str,
-        kubeconfig: &str,
-        context: Option<&str>,
-    ) -> Result<ClusterRecord, StoreError>;
-    /// Replaces a cluster's kubeconfig and context; `None` when there is no such cluster.
+    /// Stores a new cluster under the next free id of the org and returns it:
+    /// `new`'s org, name, kubeconfig, context and settings, with the id the store picks.
+    async fn create(&self, new: &ClusterRecord) -> Result<ClusterRecord, StoreError>;
+    /// Changes a cluster; `None` when there is no such cluster.
     async fn update(
         &self,
         org: u64,
         id: u64,
-        kubeconfig: &str,
-        context: Option<&str>,
+        change: ClusterChange<'_>,
     ) -> Result<Option<ClusterRecord>, StoreError>;
     /// Removes a cluster; `false` when there was none.
     async fn delete(&self, org: u64, id: u64) -> Result<bool, StoreError>;

@@ -20,7 +20,9 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
 
-use super::{epoch_now, ClusterRecord, ClusterStore, StoreError, TokenRecord, TokenStore};
+use super::{
+    epoch_now, ClusterChange, ClusterRecord, ClusterStore, StoreError, TokenRecord, TokenStore,
+};
 
 /// How kubegate logs in to Vault.
 #[derive(Clone)]
@@ -422,20 +424,15 @@ impl ClusterStore for VaultClusterStore {
         Ok(records)
     }
 
-    async fn create(
-        &self,
-        org: u64,
-        name: &str,
-        kubeconfig: &str,
-        context: Option<&str>,
-    ) -> Result<ClusterRecord, StoreError> {
+    async fn create(&self, new: &ClusterRecord) -> Result<ClusterRecord, StoreError> {
+        let (org, name) = (new.org, new.name.as_str());
         let existing = ClusterStore::list(self, org).await?;
         if existing.iter().any(|r| r.name == name) {
             return Err(StoreError::DuplicateName(name.to_string()));
         }
         let mut id = existing.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         loop {
-            let record = ClusterRecord::new(org, id, name, kubeconfig, context);
+            let record = ClusterRecord { id, ..new.clone() };
             let client = self.session()?;
             // cas = 0: write only if the path holds nothing, so two writers cannot take
             // one id
@@ -460,13 +457,12 @@ impl ClusterStore for VaultClusterStore {
         &self,
         org: u64,
         id: u64,
-        kubeconfig: &str,
-        context: Option<&str>,
+        change: ClusterChange<'_>,
     ) -> Result<Option<ClusterRecord>, StoreError> {
         let Some(mut record) = self.read(org, id).await? else {
             return Ok(None);
         };
-        record.replace_kubeconfig(kubeconfig, context);
+        record.apply(change);
         let client = self.session()?;
         kv2::set(
             client.as_ref(),

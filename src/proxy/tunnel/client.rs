@@ -149,6 +149,7 @@ pub(super) fn request_head(
     target: &Target,
     upgrade: &HeaderValue,
     authorization: Option<&str>,
+    impersonation: &[(HeaderName, HeaderValue)],
 ) -> Vec<u8> {
     let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(req.method().as_str().as_bytes());
@@ -185,6 +186,12 @@ pub(super) fn request_head(
     if let Some(authorization) = authorization {
         head.extend_from_slice(b"Authorization: ");
         head.extend_from_slice(authorization.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in impersonation {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -363,6 +370,10 @@ mod tests {
             &target,
             &HeaderValue::from_static("websocket"),
             Some("Bearer cluster-token"),
+            &[(
+                HeaderName::from_static("impersonate-user"),
+                HeaderValue::from_static("github:alice"),
+            )],
         ))
         .unwrap();
         assert!(head.starts_with(
@@ -372,7 +383,7 @@ mod tests {
         for gone in [
             "user-token",
             "cookie",
-            "impersonate",
+            "impersonate-user: admin",
             "x-remote",
             "x-secret",
         ] {
@@ -383,6 +394,7 @@ mod tests {
             "sec-websocket-protocol: v5.channel.k8s.io\r\n",
             "x-forwarded-for: 192.0.2.7\r\n",
             "authorization: bearer cluster-token\r\n",
+            "impersonate-user: github:alice\r\n",
         ] {
             assert!(lower.contains(kept), "{kept} not in {head}");
         }

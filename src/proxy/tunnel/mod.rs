@@ -35,11 +35,11 @@
 //! (`kubegate_upgraded_sessions`, [`crate::metrics::UpgradedSession`]).
 
 mod client;
+pub mod record;
 
 use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_web::http::header;
@@ -48,13 +48,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
-use kubegate_actors::registry::ClusterProxy;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 
 use crate::gate::audit::AuditContext;
 use crate::gate::Gate;
-use crate::proxy::path::ProxyPath;
-use crate::proxy::Upstreams;
+use crate::proxy::{Authorized, Upstreams};
 use crate::status::StatusError;
 use client::{
     connect, read_answer, read_refusal_body, request_head, server_name, target, Io, OpenError,
@@ -65,15 +63,20 @@ use client::{
 /// holds per direction (beside actix-web's request buffer and the sockets' own).
 pub const WINDOW: usize = 64 * 1024;
 /// Serves an admitted upgrade request (see the module documentation).
-pub async fn handle(
+pub(super) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     gate: web::Data<Gate>,
     upstreams: web::Data<Upstreams>,
     mut audit: AuditContext,
-    proxy: Arc<ClusterProxy>,
-    path: ProxyPath,
+    authorized: Authorized,
 ) -> HttpResponse {
+    let Authorized {
+        path,
+        proxy,
+        impersonation,
+        ..
+    } = authorized;
     let refuse = |mut audit: AuditContext, error: StatusError, decision: AuditDecision| {
         audit.event.decision = decision;
         audit.event.error = Some(error.message.clone());
@@ -103,6 +106,35 @@ pub async fn handle(
         return refuse(audit, error, AuditDecision::Deny);
     }
 
+    // a session that must be recorded and cannot be does not start
+    let mut recorder = None;
+    if record::wanted(
+        proxy.record_sessions,
+        &audit.event.attributes.subresource,
+        req.uri().query().unwrap_or(""),
+    ) {
+        let title = format!(
+            "{} {} {}/{} in cluster {} of org {}",
+            audit.event.user,
+            audit.event.attributes.subresource,
+            audit.event.attributes.namespace,
+            audit.event.attributes.name,
+            path.cluster,
+            path.org
+        );
+        let id = audit.event.request_id.clone();
+        match record::Recorder::start(&upstreams.recordings, path.org, &id, &title) {
+            Ok(r) => recorder = Some(r),
+            Err(e) => {
+                log::error!("session {id} cannot be recorded: {e}");
+                let error = StatusError::unavailable(format!(
+                    "this cluster records sessions, and this one cannot be recorded ({e}); it was not started"
+                ));
+                return refuse(audit, error, AuditDecision::Error);
+            }
+        }
+    }
+
     let target = match target(&proxy.server) {
         Ok(t) => t,
         Err(e) => return refuse(audit, StatusError::bad_gateway(e), AuditDecision::Error),
@@ -114,7 +146,14 @@ pub async fn handle(
             return refuse(audit, e.status(), AuditDecision::Error);
         }
     };
-    let head = request_head(&req, &path, &target, &upgrade, proxy.authorization_header());
+    let head = request_head(
+        &req,
+        &path,
+        &target,
+        &upgrade,
+        proxy.authorization_header(),
+        impersonation.headers(),
+    );
     let exchange = async {
         io.write_all(&head)
             .await
@@ -180,11 +219,20 @@ pub async fn handle(
             builder.append_header((name.clone(), value.clone()));
         }
     }
+    if let Some(recorder) = &mut recorder {
+        let subprotocol = answer
+            .headers
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok());
+        let upgrade = upgrade.to_str().unwrap_or_default();
+        recorder.protocol(record::Protocol::of(upgrade, subprotocol));
+    }
     let (reader, writer) = tokio::io::split(io);
     let session = Rc::new(Session {
         to_server: Cell::new(0),
         client_done: Cell::new(false),
         failure: std::cell::RefCell::new(None),
+        recorder: std::cell::RefCell::new(recorder),
     });
     let uploader = actix_rt::spawn(upload(payload, writer, session.clone()));
     let downstream = Downstream {
@@ -298,6 +346,20 @@ struct Session {
     /// The client ended its side (EOF) before the server ended its.
     client_done: Cell<bool>,
     failure: std::cell::RefCell<Option<String>>,
+    /// The session's recording, when its cluster records sessions.
+    recorder: std::cell::RefCell<Option<record::Recorder>>,
+}
+
+impl Session {
+    fn record(&self, bytes: &[u8], from_client: bool) {
+        if let Some(recorder) = self.recorder.borrow_mut().as_mut() {
+            if from_client {
+                recorder.from_client(bytes);
+            } else {
+                recorder.from_server(bytes);
+            }
+        }
+    }
 }
 
 /// Client to API server: the request payload (every byte after the request head).
@@ -327,6 +389,7 @@ async fn upload(
                 None => break,
             }
         }
+        session.record(&batch, true);
         // flushed each time: over TLS, what `write_all` accepted may still sit in rustls's
         // buffer when the socket was full, and nothing else would send it (the last
         // keystrokes of a session would wait for the next ones)
@@ -375,6 +438,7 @@ impl Stream for Downstream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
+            this.session.record(&first, false);
             this.to_client += first.len() as u64;
             return Poll::Ready(Some(Ok(first)));
         }
@@ -395,6 +459,7 @@ impl Stream for Downstream {
                     return Poll::Ready(None);
                 }
                 let chunk = Bytes::copy_from_slice(read.filled());
+                this.session.record(&chunk, false);
                 this.to_client += n as u64;
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -424,6 +489,9 @@ impl Drop for Downstream {
                 (None, false, _) => "client went away",
             };
             audit.event.ended = Some(ended.to_string());
+            if let Some(recorder) = self.session.recorder.borrow_mut().take() {
+                audit.event.recording = Some(recorder.finish());
+            }
             if failure.is_some() {
                 audit.event.error = failure;
             }

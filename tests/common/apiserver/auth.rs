@@ -6,12 +6,10 @@
 //! the cluster CA is tried first (user from its CN, groups from its O values), then
 //! `Authorization: Bearer` against the one static token (as `--token-auth-file`); neither
 //! is `401 Unauthorized`, and `system:authenticated` is added to the groups. A certificate
-//! from another CA never gets past the TLS handshake. `SelfSubjectReview` honours the
-//! impersonation headers as kube-apiserver does for a caller allowed to impersonate;
-//! `TokenReview` says whether a token is the static one. Not faithful: there is no RBAC
-//! (every authenticated user may do anything), impersonation headers are read by
-//! `SelfSubjectReview` only, and there are no service account tokens, no OIDC and no
-//! webhook authentication.
+//! from another CA never gets past the TLS handshake. `SelfSubjectReview` answers with
+//! the identity the request acts as (impersonation is resolved by `rbac`);
+//! `TokenReview` says whether a token is the static one. Not faithful: there are no
+//! service account tokens, no OIDC and no webhook authentication.
 
 use std::any::Any;
 
@@ -81,30 +79,25 @@ pub(super) fn authenticate(req: &HttpRequest, shared: &Shared) -> Identity {
 
 impl Call<'_> {
     pub(super) fn self_subject_review(&self) -> HttpResponse {
-        // Impersonation is honoured as kube-apiserver does for a caller allowed to
-        // impersonate (the stand-in has no RBAC: every caller is).
-        let impersonated = self
-            .req
-            .headers()
-            .get("Impersonate-User")
-            .and_then(|value| value.to_str().ok());
-        let user_info = match impersonated {
-            Some(user) => {
-                let mut groups: Vec<String> = self
-                    .req
-                    .headers()
-                    .get_all("Impersonate-Group")
-                    .filter_map(|value| value.to_str().ok())
-                    .map(str::to_string)
-                    .collect();
-                groups.push("system:authenticated".to_string());
-                json!({"username": user, "groups": groups})
+        // the identity the request acts as: impersonation was resolved (and checked) by
+        // the router
+        let mut user_info = json!({
+            "username": self.identity.user().unwrap_or_default(),
+            "groups": self.identity.groups(),
+        });
+        if let Identity::Impersonated { extra, .. } = &self.identity {
+            let mut map = serde_json::Map::new();
+            for (key, value) in extra {
+                if let Some(values) = map
+                    .entry(key.clone())
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                {
+                    values.push(json!(value));
+                }
             }
-            None => json!({
-                "username": self.identity.user().unwrap_or_default(),
-                "groups": self.identity.groups(),
-            }),
-        };
+            user_info["extra"] = Value::Object(map);
+        }
         json_response(
             201,
             &json!({

@@ -18,6 +18,7 @@
 //! kubelet and no container runtime.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
@@ -48,6 +49,9 @@ pub(super) enum Command {
     Exit(u32),
     /// `sh -c 'echo TEXT >&2; exit N'`: TEXT on stderr, exit code N.
     Stderr(String, u32),
+    /// `sh -c 'sleep S; echo TEXT'`: TEXT on stdout after S seconds (a session that
+    /// lasts long enough for a terminal's first resize).
+    SleepEcho(Duration, String),
     /// Attaching to the container: a greeting, then `cat`.
     Attach(String),
     /// Anything else: not found.
@@ -73,6 +77,18 @@ impl Command {
                     .and_then(|c| c.trim().parse().ok())
                 {
                     return Command::Exit(code);
+                }
+                // sleep S; echo TEXT
+                if let Some((sleep, echo)) = script.split_once(';') {
+                    if let (Some(secs), Some(text)) = (
+                        sleep
+                            .trim()
+                            .strip_prefix("sleep ")
+                            .and_then(|s| s.trim().parse::<f64>().ok()),
+                        echo.trim().strip_prefix("echo "),
+                    ) {
+                        return Command::SleepEcho(Duration::from_secs_f64(secs), text.to_string());
+                    }
                 }
                 // echo TEXT >&2; exit N
                 if let Some((echo, exit)) = script.split_once(';') {
@@ -119,6 +135,11 @@ impl Command {
                 Ok(0)
             }
             Command::Exit(code) => Ok(*code),
+            Command::SleepEcho(pause, text) => {
+                tokio::time::sleep(*pause).await;
+                write(STDOUT, format!("{text}\n").into_bytes()).await;
+                Ok(0)
+            }
             Command::Stderr(text, code) => {
                 write(STDERR, format!("{text}\n").into_bytes()).await;
                 Ok(*code)

@@ -22,11 +22,12 @@
 //! selectors, paging with `limit`/`continue`, Table and PartialObjectMetadata output,
 //! watches (replay from a resourceVersion, selectors, bookmarks, timeouts, Table events),
 //! `Status` error bodies, pods/log, pods/eviction, the scale subresource, `kubectl auth
-//! whoami` (with impersonation headers), and protobuf request bodies of the few types
+//! whoami`, impersonation (only for callers allowed to impersonate), and protobuf request bodies of the few types
 //! kubectl's typed clients send. It does not validate objects against schemas, keeps no
 //! managedFields, deletes pods at once (no grace period), treats strategic merge patch
 //! and server-side apply as JSON merge patch with merge keys for the usual lists, answers
-//! JSON only (never protobuf), has no RBAC (every authenticated user may do anything),
+//! JSON only (never protobuf), applies RBAC only to impersonated identities (every
+//! caller authenticated directly may do anything),
 //! exec, attach and port-forward over WebSocket and SPDY/3.1 with commands of its own and
 //! port-forwarding to 127.0.0.1 (`streams.rs`, `exec.rs`, `port_forward.rs`), and a
 //! Kubernetes dashboard behind the service proxy of `kube-system/kubernetes-dashboard`
@@ -45,6 +46,8 @@
 //! - `requests`: the requests log behind [`ApiServer::requests`].
 //! - `auth`: client certificates, the bearer token, and who a request is (SelfSubjectReview,
 //!   TokenReview).
+//! - `rbac`: impersonation (`Impersonate-*` from callers allowed to impersonate) and RBAC
+//!   for impersonated identities.
 //! - `catalog`: the resource types, read from the discovery documents.
 //! - `discovery`: discovery, `/version`, the root paths, OpenAPI.
 //! - `store`: the in-memory objects and their change history.
@@ -77,6 +80,7 @@ mod objects;
 mod patches;
 mod port_forward;
 mod protobuf;
+mod rbac;
 mod requests;
 mod responses;
 mod router;
@@ -104,6 +108,7 @@ use auth::remember_client_certificate;
 use catalog::known_resource;
 use media_types::query_pairs;
 use object_helpers::{fill_in_metadata, filler, name_of};
+pub use rbac::Grant;
 use requests::Recorder;
 use router::serve;
 use store::Store;
@@ -174,6 +179,17 @@ pub enum Identity {
     },
     /// The static bearer token configured with [`ApiServerBuilder::token`].
     Token,
+    /// Whom a caller allowed to impersonate named in `Impersonate-*` headers.
+    Impersonated {
+        /// `Impersonate-User`.
+        user: String,
+        /// `Impersonate-Group` values, with `system:authenticated` added.
+        groups: Vec<String>,
+        /// `Impersonate-Extra-{key}` (key percent-decoded) and value.
+        extra: Vec<(String, String)>,
+        /// The caller who impersonated.
+        by: String,
+    },
     /// Neither: the request was answered `401 Unauthorized`.
     Anonymous,
 }
@@ -182,7 +198,7 @@ impl Identity {
     /// The user name: the certificate CN, [`TOKEN_USER`] for the token, none when anonymous.
     pub fn user(&self) -> Option<&str> {
         match self {
-            Identity::ClientCert { user, .. } => Some(user),
+            Identity::ClientCert { user, .. } | Identity::Impersonated { user, .. } => Some(user),
             Identity::Token => Some(TOKEN_USER),
             Identity::Anonymous => None,
         }
@@ -191,6 +207,7 @@ impl Identity {
     /// The groups, with `system:authenticated` added as kube-apiserver adds it.
     pub fn groups(&self) -> Vec<String> {
         let mut groups = match self {
+            Identity::Impersonated { groups, .. } => return groups.clone(),
             Identity::ClientCert { groups, .. } => groups.clone(),
             Identity::Token => Vec::new(),
             Identity::Anonymous => return vec!["system:unauthenticated".to_string()],
@@ -257,6 +274,16 @@ impl ApiServer {
     /// The certificates the server uses and trusts.
     pub fn pki(&self) -> &TestPki {
         &self.pki
+    }
+
+    /// Lets `subject` (a user or a group) do `verbs` on `resources` (RBAC, as the module
+    /// `rbac` applies it: to impersonated identities and to impersonation itself).
+    pub fn grant(&self, subject: &str, verbs: &[&str], resources: &[&str]) {
+        lock(&self.shared.grants).push(Grant {
+            subject: subject.into(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+        });
     }
 
     /// The static bearer token the server accepts, if one was configured.
@@ -487,6 +514,7 @@ impl ApiServerBuilder {
             bookmark_interval: self.bookmark_interval,
             upgrade_delay: self.upgrade_delay,
             address: OnceLock::new(),
+            grants: Mutex::new(Vec::new()),
         });
         let tls = pki.server_config();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -549,6 +577,7 @@ struct Shared {
     bookmark_interval: Duration,
     upgrade_delay: Duration,
     address: OnceLock<SocketAddr>,
+    grants: Mutex<Vec<Grant>>,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.

@@ -28,7 +28,7 @@ use super::responses::{
     json_response, method_not_allowed, not_found, path_not_found, status_response, ApiError,
 };
 use super::store::Store;
-use super::{dashboard, protobuf, streams};
+use super::{dashboard, protobuf, rbac, streams};
 use super::{lock, Identity, RecordedRequest, Shared, MAX_REQUEST_BODY_BYTES};
 
 pub(super) async fn serve(
@@ -62,6 +62,28 @@ pub(super) async fn serve(
         && stream_request(&req).is_some()
     {
         tokio::time::sleep(shared.upgrade_delay).await;
+    }
+    // who the request acts as (impersonation), and whether it may
+    let acting = if identity == Identity::Anonymous {
+        Ok(identity)
+    } else {
+        rbac::effective_identity(&req, identity, &shared).and_then(|acting| {
+            rbac::authorize(&req, &acting, &shared)?;
+            Ok(acting)
+        })
+    };
+    let identity = match acting {
+        Ok(acting) => acting,
+        Err(refusal) => {
+            let refusal = refusal.response();
+            let status = refusal.status().as_u16();
+            lock(&shared.requests).complete(sequence, |request| request.status = Some(status));
+            return refusal;
+        }
+    };
+    if matches!(identity, Identity::Impersonated { .. }) {
+        let acting = identity.clone();
+        lock(&shared.requests).complete(sequence, |request| request.identity = acting.clone());
     }
     let mut response = if identity == Identity::Anonymous {
         status_response(401, "Unauthorized", "Unauthorized", None)

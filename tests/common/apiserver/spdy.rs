@@ -16,89 +16,10 @@ use tokio::sync::mpsc;
 
 use super::websocket::{ws_frame, OP_BINARY};
 
-/// The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00, 2.6.10.1):
-/// length-prefixed header names and values, then common value fragments.
+/// The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00, 2.6.10.1),
+/// from the spec's text in kubegate's SPDY reader.
 pub(super) fn spdy_dictionary() -> Vec<u8> {
-    const WORDS: [&str; 65] = [
-        "options",
-        "head",
-        "post",
-        "put",
-        "delete",
-        "trace",
-        "accept",
-        "accept-charset",
-        "accept-encoding",
-        "accept-language",
-        "accept-ranges",
-        "age",
-        "allow",
-        "authorization",
-        "cache-control",
-        "connection",
-        "content-base",
-        "content-encoding",
-        "content-language",
-        "content-length",
-        "content-location",
-        "content-md5",
-        "content-range",
-        "content-type",
-        "date",
-        "etag",
-        "expect",
-        "expires",
-        "from",
-        "host",
-        "if-match",
-        "if-modified-since",
-        "if-none-match",
-        "if-range",
-        "if-unmodified-since",
-        "last-modified",
-        "location",
-        "max-forwards",
-        "pragma",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "range",
-        "referer",
-        "retry-after",
-        "server",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-        "vary",
-        "via",
-        "warning",
-        "www-authenticate",
-        "method",
-        "get",
-        "status",
-        "200 OK",
-        "version",
-        "HTTP/1.1",
-        "url",
-        "public",
-        "set-cookie",
-        "keep-alive",
-        "origin",
-    ];
-    const TAIL: &str = "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
-    let mut dictionary = Vec::with_capacity(1423);
-    for word in WORDS {
-        dictionary.extend_from_slice(&(word.len() as u32).to_be_bytes());
-        dictionary.extend_from_slice(word.as_bytes());
-    }
-    dictionary.extend_from_slice(TAIL.as_bytes());
-    assert_eq!(
-        dictionary.len(),
-        1423,
-        "the SPDY/3 dictionary is 1423 bytes"
-    );
-    dictionary
+    kubegate::proxy::tunnel::record::spdy::dictionary()
 }
 
 pub(super) const SYN_STREAM: u16 = 1;

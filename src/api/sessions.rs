@@ -1,0 +1,62 @@
+//! `GET /pipeline/api/v1/orgs/{org}/audit/sessions/{id}`: the recording of an exec or
+//! attach session (an asciicast v2 file), to those who may read the org's audit trail
+//! (admins; the default policy denies `kubegate:audit` to members).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{guarded, Access, ApiError};
+use crate::gate::Gate;
+use crate::proxy::tunnel::record;
+use crate::proxy::Upstreams;
+
+/// The routes of this API.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/pipeline/api/v1/orgs/{org}/audit/sessions/{id}",
+        web::get().to(get),
+    );
+}
+
+async fn get(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    upstreams: web::Data<Upstreams>,
+) -> HttpResponse {
+    let (rq, up) = (req.clone(), upstreams.clone());
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "get",
+            object: "kubegate:audit",
+        },
+        |org, _| async move {
+            let id = rq.match_info().get("id").unwrap_or_default().to_string();
+            let path = record::path_of(&up.recordings.dir, org, &id).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("\"{id}\" is not a session id (the request id of an exec or attach)"),
+                )
+            })?;
+            let read = web::block(move || std::fs::read(path))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            match read {
+                Ok(cast) => Ok(HttpResponse::Ok()
+                    .content_type("application/x-asciicast")
+                    .insert_header(("Cache-Control", "no-store"))
+                    .body(cast)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("org {org} has no recording of session {id}"),
+                )),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the recording cannot be read: {e}"),
+                )),
+            }
+        },
+    )
+    .await
+}

@@ -1,0 +1,235 @@
+//! The asciicast v2 file of a session: a header line, then one event per line
+//! (`[seconds, "o", text]` for output, `"i"` for input, `"r"` for a resize `"WxH"`, `"m"`
+//! for a marker). Output split inside a multibyte UTF-8 character is held until the rest
+//! of the character comes; bytes that are not UTF-8 are written as U+FFFD.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+/// Which stream an event comes from: each keeps its own unfinished UTF-8 character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// What the person typed (only when stdin is recorded).
+    Stdin,
+    /// The command's standard output.
+    Stdout,
+    /// Its standard error.
+    Stderr,
+}
+
+/// Builds the lines of a cast, up to a size cap.
+pub struct Cast {
+    lines: Vec<u8>,
+    pending: [Vec<u8>; 3],
+    written: u64,
+    cap: u64,
+    cut: bool,
+    last: f64,
+}
+
+/// Terminal size until the first resize (asciicast needs one).
+pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
+
+impl Cast {
+    /// A cast whose lines add up to at most `cap` bytes, starting with its header.
+    pub fn new(cap: u64, title: &str) -> Cast {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let header = json!({
+            "version": 2,
+            "width": DEFAULT_SIZE.0,
+            "height": DEFAULT_SIZE.1,
+            "timestamp": timestamp,
+            "title": title,
+        });
+        let mut cast = Cast {
+            lines: Vec::new(),
+            pending: [Vec::new(), Vec::new(), Vec::new()],
+            written: 0,
+            cap,
+            cut: false,
+            last: 0.0,
+        };
+        cast.line(header.to_string());
+        cast
+    }
+
+    /// Whether the cap was reached and recording stopped.
+    pub fn is_cut(&self) -> bool {
+        self.cut
+    }
+
+    /// Bytes of the cast so far.
+    pub fn size(&self) -> u64 {
+        self.written
+    }
+
+    /// Takes the lines built since the last call, to be written out.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// Bytes waiting to be taken.
+    pub fn waiting(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Output (or input) of `stream` at `at` since the start.
+    pub fn data(&mut self, at: Duration, stream: Stream, bytes: &[u8]) {
+        if self.cut || bytes.is_empty() {
+            return;
+        }
+        let slot = &mut self.pending[stream as usize];
+        slot.extend_from_slice(bytes);
+        let text = complete_utf8(slot);
+        if text.is_empty() {
+            return;
+        }
+        let code = if stream == Stream::Stdin { "i" } else { "o" };
+        self.event(at, code, &text);
+    }
+
+    /// A resize to `width`×`height`.
+    pub fn resize(&mut self, at: Duration, width: u16, height: u16) {
+        if !self.cut {
+            self.event(at, "r", &format!("{width}x{height}"));
+        }
+    }
+
+    /// A marker (`"m"`), then nothing more is recorded.
+    pub fn marker(&mut self, at: Duration, text: &str) {
+        if !self.cut {
+            let t = at.as_secs_f64().max(self.last);
+            self.line(json!([round6(t), "m", text]).to_string());
+            self.cut = true;
+        }
+    }
+
+    /// Writes what is left of unfinished characters (as U+FFFD) at the end of a session.
+    pub fn finish(&mut self, at: Duration) {
+        for stream in [Stream::Stdin, Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(&mut self.pending[stream as usize]);
+            if !rest.is_empty() && !self.cut {
+                let code = if stream == Stream::Stdin { "i" } else { "o" };
+                self.event(at, code, &String::from_utf8_lossy(&rest));
+            }
+        }
+    }
+
+    fn event(&mut self, at: Duration, code: &str, text: &str) {
+        // times never go back, whichever direction an event came from
+        let t = at.as_secs_f64().max(self.last);
+        self.last = t;
+        let line = json!([round6(t), code, text]).to_string();
+        if self.written + line.len() as u64 + 1 > self.cap {
+            self.cut = true;
+            let marker = json!([
+                round6(t),
+                "m",
+                "recording stopped: the session passed the size cap"
+            ])
+            .to_string();
+            self.line(marker);
+            return;
+        }
+        self.line(line);
+    }
+
+    fn line(&mut self, line: String) {
+        self.written += line.len() as u64 + 1;
+        self.lines.extend_from_slice(line.as_bytes());
+        self.lines.push(b'\n');
+    }
+}
+
+fn round6(t: f64) -> f64 {
+    (t * 1e6).round() / 1e6
+}
+
+/// Takes the longest prefix of `buf` that ends on a character boundary, as text; an
+/// unfinished character at the end stays in `buf` (at most 3 bytes). Invalid bytes in the
+/// middle become U+FFFD.
+fn complete_utf8(buf: &mut Vec<u8>) -> String {
+    let keep = unfinished_tail(buf);
+    let cut = buf.len() - keep;
+    let text = String::from_utf8_lossy(&buf[..cut]).into_owned();
+    buf.drain(..cut);
+    text
+}
+
+/// How many bytes at the end of `buf` begin a character that is not complete yet.
+fn unfinished_tail(buf: &[u8]) -> usize {
+    for back in 1..=buf.len().min(3) {
+        let b = buf[buf.len() - back];
+        if b & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte: look further back
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return 0,
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(cast: &mut Cast) -> Vec<serde_json::Value> {
+        String::from_utf8(cast.take())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_character_split_between_chunks_is_joined() {
+        let mut cast = Cast::new(1 << 20, "t");
+        let euro = "€".as_bytes(); // 3 bytes
+        cast.data(Duration::from_millis(1), Stream::Stdout, &[b'a', euro[0]]);
+        cast.data(Duration::from_millis(2), Stream::Stdout, &euro[1..2]);
+        cast.data(Duration::from_millis(3), Stream::Stdout, &[euro[2], b'b']);
+        cast.finish(Duration::from_millis(4));
+        let e = events(&mut cast);
+        assert_eq!(e[0]["version"], 2);
+        assert_eq!(
+            (e[0]["width"].as_u64(), e[0]["height"].as_u64()),
+            (Some(80), Some(24))
+        );
+        let text: String = e[1..].iter().map(|e| e[2].as_str().unwrap()).collect();
+        assert_eq!(text, "a€b");
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn past_the_cap_a_marker_and_nothing_more() {
+        let mut cast = Cast::new(200, "t");
+        for i in 0..20 {
+            cast.data(Duration::from_millis(i), Stream::Stdout, b"0123456789");
+        }
+        assert!(cast.is_cut());
+        let e = events(&mut cast);
+        assert_eq!(e.last().unwrap()[1], "m");
+        assert!(cast.size() <= 200 + 100);
+        cast.resize(Duration::from_secs(1), 100, 40);
+        assert!(cast.take().is_empty());
+    }
+
+    #[test]
+    fn times_never_go_back() {
+        let mut cast = Cast::new(1 << 20, "t");
+        cast.data(Duration::from_millis(5), Stream::Stdout, b"x");
+        cast.resize(Duration::from_millis(3), 100, 30);
+        let e = events(&mut cast);
+        assert_eq!(e[2][0].as_f64(), Some(0.005));
+        assert_eq!(e[2][2], "100x30");
+    }
+}

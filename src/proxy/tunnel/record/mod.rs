@@ -1,0 +1,413 @@
+//! Recording exec and attach sessions as asciicast v2 files ([`cast`]).
+//!
+//! The tunnel hands the recorder every byte of the session, each direction as it passes,
+//! and the recorder reads the Kubernetes streams out of them: over WebSocket
+//! ([`websocket`]: `v4`/`v5.channel.k8s.io` and the base64 variants) or SPDY/3.1
+//! ([`spdy`]). Standard output and error become output events, terminal resizes `"r"`
+//! events, and standard input `"i"` events only when `audit.record_stdin` is on (typed
+//! secrets would be recorded). The bytes are copied on unchanged whatever the recorder
+//! makes of them; when it cannot follow the stream any more it notes why and stops.
+//!
+//! A cluster says which sessions are recorded (`record_sessions`: `off`, `tty` for
+//! sessions with a terminal, `all`). Port-forward is never recorded. Past
+//! `audit.recording_max_bytes`, the recording stops with a marker and the session goes
+//! on. The file is `{audit.recordings_dir}/{org}/{request id}.cast`, mode 0600, written
+//! in pieces of at most [`FLUSH_BYTES`] as the session goes; the session's audit event
+//! names it, and `GET /pipeline/api/v1/orgs/{org}/audit/sessions/{id}` serves it to the
+//! org's admins.
+
+pub mod cast;
+pub mod spdy;
+pub mod websocket;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kubegate_actors::auditor::SessionRecording;
+use kubegate_actors::store::RecordSessions;
+
+use cast::{Cast, Stream};
+
+/// The cast is written out once this much of it waits.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Where recordings go and how large they may grow (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    /// `audit.recordings_dir`.
+    pub dir: PathBuf,
+    /// `audit.recording_max_bytes`.
+    pub max_bytes: u64,
+    /// `audit.record_stdin`.
+    pub stdin: bool,
+}
+
+/// The wire protocol of a session, as the API server's `101` named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A WebSocket channel protocol; `base64`: the text variants.
+    Channels {
+        /// Whether messages are base64 text.
+        base64: bool,
+    },
+    /// SPDY/3.1 streams.
+    Spdy,
+}
+
+impl Protocol {
+    /// The protocol of an upgrade answered with `upgrade` and `subprotocol`
+    /// (`Sec-WebSocket-Protocol`); `None` for one the recorder cannot read.
+    pub fn of(upgrade: &str, subprotocol: Option<&str>) -> Option<Protocol> {
+        if upgrade.trim().eq_ignore_ascii_case("websocket") {
+            return match subprotocol.map(str::trim)? {
+                "channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io" => {
+                    Some(Protocol::Channels { base64: false })
+                }
+                "base64.channel.k8s.io" | "v4.base64.channel.k8s.io" => {
+                    Some(Protocol::Channels { base64: true })
+                }
+                _ => None,
+            };
+        }
+        upgrade
+            .trim()
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SPDY/"))
+            .then_some(Protocol::Spdy)
+    }
+}
+
+/// Whether a session is recorded: an exec or attach (`subresource`) on a cluster whose
+/// setting asks for it (`tty`: only with a terminal, `tty=true` in the query).
+pub fn wanted(setting: RecordSessions, subresource: &str, query: &str) -> bool {
+    if subresource != "exec" && subresource != "attach" {
+        return false;
+    }
+    match setting {
+        RecordSessions::Off => false,
+        RecordSessions::All => true,
+        RecordSessions::Tty => query
+            .split('&')
+            .any(|pair| matches!(pair, "tty=true" | "tty=1" | "tty=True" | "tty=TRUE")),
+    }
+}
+
+/// The path of the recording `id` of `org` under `dir`; `None` for an id that is not a
+/// request id (letters, digits and `-` only), so that no path can be smuggled in.
+pub fn path_of(dir: &Path, org: u64, id: &str) -> Option<PathBuf> {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    plain.then(|| dir.join(org.to_string()).join(format!("{id}.cast")))
+}
+
+/// One session's recorder.
+pub struct Recorder {
+    started: Instant,
+    cast: Cast,
+    protocol: Option<Protocol>,
+    stdin: bool,
+    up: Parser,
+    down: Parser,
+    /// SPDY stream ids and their `streamType`, learnt from the client's frames.
+    streams: HashMap<u32, String>,
+    file: Option<std::fs::File>,
+    id: String,
+    stopped: Option<String>,
+}
+
+enum Parser {
+    Channels(websocket::Frames),
+    Spdy(spdy::Frames),
+}
+
+impl Parser {
+    fn of(protocol: Protocol) -> Parser {
+        match protocol {
+            Protocol::Channels { .. } => Parser::Channels(Default::default()),
+            Protocol::Spdy => Parser::Spdy(Default::default()),
+        }
+    }
+
+    fn broken(&self) -> bool {
+        match self {
+            Parser::Channels(f) => f.broken,
+            Parser::Spdy(f) => f.broken,
+        }
+    }
+}
+
+impl Recorder {
+    /// Starts the recording `id` (the request id) of a session of `org`: creates its file,
+    /// before the API server is asked (a session that cannot be recorded does not start).
+    pub fn start(
+        settings: &RecordingSettings,
+        org: u64,
+        id: &str,
+        title: &str,
+    ) -> std::io::Result<Recorder> {
+        let path = path_of(&settings.dir, org, id)
+            .ok_or_else(|| std::io::Error::other(format!("\"{id}\" is not a request id")))?;
+        if let Some(parent) = path.parent() {
+            kubegate_actors::fsutil::create_private_dir(parent)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path)?;
+        Ok(Recorder {
+            started: Instant::now(),
+            cast: Cast::new(settings.max_bytes, title),
+            protocol: None,
+            stdin: settings.stdin,
+            up: Parser::Channels(Default::default()),
+            down: Parser::Channels(Default::default()),
+            streams: HashMap::new(),
+            file: Some(file),
+            id: id.to_string(),
+            stopped: None,
+        })
+    }
+
+    /// The protocol the API server answered with; `None`: one the recorder cannot read,
+    /// and the recording stops there, saying so.
+    pub fn protocol(&mut self, protocol: Option<Protocol>) {
+        match protocol {
+            Some(p) => {
+                self.protocol = Some(p);
+                self.up = Parser::of(p);
+                self.down = Parser::of(p);
+            }
+            None => {
+                self.stopped = Some("the session's protocol cannot be read".into());
+                let at = self.at();
+                self.cast.marker(
+                    at,
+                    "recording stopped: the session's protocol cannot be read",
+                );
+            }
+        }
+    }
+
+    fn at(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Bytes the client sent.
+    pub fn from_client(&mut self, bytes: &[u8]) {
+        let at = self.at();
+        let (cast, stdin, streams) = (&mut self.cast, self.stdin, &mut self.streams);
+        match (&mut self.up, self.protocol) {
+            (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
+                frames.push(bytes, |message| {
+                    match websocket::channel_message(message, base64) {
+                        Some((websocket::STDIN, data)) if stdin => {
+                            cast.data(at, Stream::Stdin, &data)
+                        }
+                        Some((websocket::RESIZE, data)) => resize(cast, at, &data),
+                        _ => {}
+                    }
+                })
+            }
+            (Parser::Spdy(frames), Some(Protocol::Spdy)) => {
+                frames.push(bytes, |event| match event {
+                    spdy::Event::Stream(id, kind) => {
+                        streams.insert(id, kind);
+                    }
+                    spdy::Event::Data(id, data) => match streams.get(&id).map(String::as_str) {
+                        Some("stdin") if stdin => cast.data(at, Stream::Stdin, &data),
+                        Some("resize") => resize(cast, at, &data),
+                        _ => {}
+                    },
+                })
+            }
+            _ => {}
+        }
+        self.after();
+    }
+
+    /// Bytes the API server sent.
+    pub fn from_server(&mut self, bytes: &[u8]) {
+        let at = self.at();
+        let (cast, streams) = (&mut self.cast, &self.streams);
+        match (&mut self.down, self.protocol) {
+            (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
+                frames.push(bytes, |message| {
+                    match websocket::channel_message(message, base64) {
+                        Some((websocket::STDOUT, data)) => cast.data(at, Stream::Stdout, &data),
+                        Some((websocket::STDERR, data)) => cast.data(at, Stream::Stderr, &data),
+                        _ => {}
+                    }
+                })
+            }
+            (Parser::Spdy(frames), Some(Protocol::Spdy)) => frames.push(bytes, |event| {
+                if let spdy::Event::Data(id, data) = event {
+                    match streams.get(&id).map(String::as_str) {
+                        Some("stdout") => cast.data(at, Stream::Stdout, &data),
+                        Some("stderr") => cast.data(at, Stream::Stderr, &data),
+                        _ => {}
+                    }
+                }
+            }),
+            _ => {}
+        }
+        self.after();
+    }
+
+    fn after(&mut self) {
+        if self.stopped.is_none() && (self.up.broken() || self.down.broken()) {
+            self.stopped = Some("the stream could not be followed".into());
+            let at = self.at();
+            self.cast
+                .marker(at, "recording stopped: the stream could not be followed");
+        }
+        if self.cast.waiting() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let lines = self.cast.take();
+        if lines.is_empty() {
+            return;
+        }
+        if let Some(file) = &mut self.file {
+            if let Err(e) = file.write_all(&lines) {
+                log::error!("recording {} could not be written: {e}", self.id);
+                self.stopped = Some(format!("the recording could not be written: {e}"));
+                self.file = None;
+            }
+        }
+    }
+
+    /// Ends the recording: what is left is written, and the audit event's record of it
+    /// returned.
+    pub fn finish(mut self) -> SessionRecording {
+        let at = self.at();
+        self.cast.finish(at);
+        self.flush();
+        if self.cast.is_cut() && self.stopped.is_none() {
+            self.stopped = Some("stopped at audit.recording_max_bytes".into());
+        }
+        SessionRecording {
+            id: self.id.clone(),
+            bytes: self.cast.size(),
+            stopped: self.stopped.take(),
+        }
+    }
+}
+
+/// Removes the recordings under `dir` last written more than `older_than` ago
+/// (`audit.recording_retention`); returns how many went. Each removal is logged.
+pub fn sweep(dir: &Path, older_than: Duration) -> usize {
+    let Ok(orgs) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for org in orgs.map_while(Result::ok) {
+        let Ok(files) = std::fs::read_dir(org.path()) else {
+            continue;
+        };
+        for file in files.map_while(Result::ok) {
+            let path = file.path();
+            let old = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > older_than);
+            if old && path.extension().is_some_and(|e| e == "cast") {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed += 1;
+                        log::info!(
+                            "recording {} removed: older than audit.recording_retention",
+                            path.display()
+                        );
+                    }
+                    Err(e) => log::warn!("recording {} not removed: {e}", path.display()),
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// A resize message: `{"Width":W,"Height":H}`, one or several (SPDY sends them one after
+/// another on its stream).
+fn resize(cast: &mut Cast, at: Duration, data: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Size {
+        #[serde(rename = "Width")]
+        width: u16,
+        #[serde(rename = "Height")]
+        height: u16,
+    }
+    for size in serde_json::Deserializer::from_slice(data)
+        .into_iter::<Size>()
+        .map_while(Result::ok)
+    {
+        cast.resize(at, size.width, size.height);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_recordings_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecordingSettings {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            stdin: false,
+        };
+        let r = Recorder::start(&settings, 3, "req-1", "t").unwrap();
+        let kept = r.finish();
+        assert_eq!(kept.id, "req-1");
+        assert!(dir.path().join("3/req-1.cast").exists());
+        // a second recording with the same id is refused, not overwritten
+        assert!(Recorder::start(&settings, 3, "req-1", "t").is_err());
+        assert_eq!(sweep(dir.path(), Duration::from_secs(3600)), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(sweep(dir.path(), Duration::from_millis(10)), 1);
+        assert!(!dir.path().join("3/req-1.cast").exists());
+    }
+
+    #[test]
+    fn which_sessions_and_protocols() {
+        assert!(wanted(RecordSessions::All, "exec", "command=ls"));
+        assert!(wanted(RecordSessions::All, "attach", ""));
+        assert!(!wanted(RecordSessions::All, "portforward", ""));
+        assert!(!wanted(RecordSessions::Off, "exec", "tty=true"));
+        assert!(wanted(
+            RecordSessions::Tty,
+            "exec",
+            "command=sh&tty=true&stdin=true"
+        ));
+        assert!(!wanted(RecordSessions::Tty, "exec", "command=ls"));
+        assert_eq!(
+            Protocol::of("websocket", Some("v5.channel.k8s.io")),
+            Some(Protocol::Channels { base64: false })
+        );
+        assert_eq!(
+            Protocol::of("websocket", Some("v4.base64.channel.k8s.io")),
+            Some(Protocol::Channels { base64: true })
+        );
+        assert_eq!(Protocol::of("SPDY/3.1", None), Some(Protocol::Spdy));
+        assert_eq!(Protocol::of("websocket", Some("portforward.k8s.io")), None);
+        assert!(path_of(Path::new("/r"), 1, "../x").is_none());
+        assert_eq!(
+            path_of(Path::new("/r"), 1, "ab-12").unwrap(),
+            Path::new("/r/1/ab-12.cast")
+        );
+    }
+}
