@@ -382,6 +382,54 @@ mod tests {
         assert!(!dir.path().join("3/req-1.cast").exists());
     }
 
+    /// A client frame (masked) of a channel message.
+    fn client_frame(channel: u8, data: &[u8]) -> Vec<u8> {
+        let mut payload = vec![channel];
+        payload.extend_from_slice(data);
+        let mut frame = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(&payload);
+        frame
+    }
+
+    fn cast_of(dir: &Path, id: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join(format!("1/{id}.cast")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn stdin_is_recorded_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        for (stdin, id) in [(false, "no-stdin"), (true, "with-stdin")] {
+            let settings = RecordingSettings {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 1 << 20,
+                stdin,
+            };
+            let mut r = Recorder::start(&settings, 1, id, "t").unwrap();
+            r.protocol(Some(Protocol::Channels { base64: false }));
+            r.from_client(&client_frame(websocket::STDIN, b"s3cret\n"));
+            r.from_client(&client_frame(
+                websocket::RESIZE,
+                br#"{"Width":120,"Height":40}"#,
+            ));
+            r.from_server(&[0x82, 4, websocket::STDOUT, b'o', b'k', b'\n']);
+            let recording = r.finish();
+            assert!(recording.stopped.is_none());
+            let events = cast_of(dir.path(), id);
+            let codes: Vec<&str> = events[1..].iter().map(|e| e[1].as_str().unwrap()).collect();
+            if stdin {
+                assert_eq!(codes, ["i", "r", "o"]);
+                assert_eq!(events[1][2], "s3cret\n");
+            } else {
+                assert_eq!(codes, ["r", "o"]);
+            }
+            assert_eq!(events[codes.len()][2], "ok\n");
+        }
+    }
+
     #[test]
     fn which_sessions_and_protocols() {
         assert!(wanted(RecordSessions::All, "exec", "command=ls"));
