@@ -255,3 +255,81 @@ fn exec_sessions_are_recorded_as_casts_over_both_protocols() {
     assert!(get(&alice_token, "..%2F..%2Fsigning-key").starts_with("HTTP/1.1 400"));
     drop(server);
 }
+
+/// With the PostgreSQL audit sink, a recording is kept in the database once its session
+/// ends, and served from there (by any replica), even when this replica's file is gone.
+#[test]
+fn with_the_postgres_audit_sink_recordings_are_served_from_the_database() {
+    let db = common::postgres::TestDatabase::create();
+    let api = ApiServer::start();
+    api.put_object("default", "pods", running_pod("web"));
+    let gate = Kubegate::new().edit_config(|text| {
+        text.replace(
+            "sinks = [\"file\"]",
+            &format!(
+                "sinks = [\"file\", \"postgres\"]\npostgres_url = \"{}\"",
+                db.url
+            ),
+        )
+    });
+    let kubeconfig = gate.dir().join("cluster.yaml");
+    std::fs::write(&kubeconfig, api.kubeconfig_with_client_cert()).unwrap();
+    gate.run(&[
+        "cluster",
+        "add",
+        "--org",
+        "1",
+        "--name",
+        "dev",
+        "--record-sessions",
+        "all",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let alice_token = gate.member_with_token("alice", "admin");
+    let (server, url) = gate.serve();
+    let alice = Kubectl::through(&gate, &url, &alice_token);
+    let out = alice.ok(&["exec", "web", "--", "echo", "kept", "in", "postgres"]);
+    assert_eq!(out, "kept in postgres\n");
+
+    // the session's recording reaches the database
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let table = db.dump(
+            "SELECT count(*)::text FROM information_schema.tables WHERE table_name = 'kubegate_recordings'",
+        );
+        if table == "1" {
+            let id = db.dump("SELECT coalesce(max(id), '') FROM kubegate_recordings");
+            if !id.is_empty() {
+                break id;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recording in the database"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let file = gate.dir().join(format!("data/recordings/1/{id}.cast"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let (answer, _) = raw::exchange(
+        &gate.http_url().unwrap(),
+        format!(
+            "GET /pipeline/api/v1/orgs/1/audit/sessions/{id} HTTP/1.1\r\nHost: kubegate\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            alice_token.trim()
+        )
+        .as_bytes(),
+    );
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{:#?}",
+        gate.logs()
+    );
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, text);
+    assert_eq!(Cast::parse(body).output(), "kept in postgres\n");
+    drop(server);
+}

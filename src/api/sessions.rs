@@ -1,6 +1,8 @@
 //! `GET /pipeline/api/v1/orgs/{org}/audit/sessions/{id}`: the recording of an exec or
 //! attach session (an asciicast v2 file), to those who may read the org's audit trail
-//! (admins; the default policy denies `kubegate:audit` to members).
+//! (admins; the default policy denies `kubegate:audit` to members). With the PostgreSQL
+//! audit sink it comes from the database (any replica's sessions), else from this
+//! replica's `audit.recordings_dir`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -39,14 +41,19 @@ async fn get(
                     format!("\"{id}\" is not a session id (the request id of an exec or attach)"),
                 )
             })?;
+            if let Some(postgres) = &up.recordings.postgres {
+                match postgres.load(org, &id).await {
+                    Ok(Some(cast)) => return Ok(cast_response(cast)),
+                    // not there (yet): this replica's own file, if it has one
+                    Ok(None) => {}
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
             let read = web::block(move || std::fs::read(path))
                 .await
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             match read {
-                Ok(cast) => Ok(HttpResponse::Ok()
-                    .content_type("application/x-asciicast")
-                    .insert_header(("Cache-Control", "no-store"))
-                    .body(cast)),
+                Ok(cast) => Ok(cast_response(cast)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     format!("org {org} has no recording of session {id}"),
@@ -59,4 +66,11 @@ async fn get(
         },
     )
     .await
+}
+
+fn cast_response(cast: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/x-asciicast")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(cast)
 }

@@ -184,11 +184,21 @@ impl Gateway {
                 config.audit.recordings_dir.clone(),
                 config.audit.recording_retention,
             );
+            let postgres = upstreams.recordings.postgres.clone();
             // the recordings past their retention go, at start and every hour
             actix_rt::spawn(async move {
                 loop {
                     let (d, r) = (dir.clone(), retention);
                     let _ = web::block(move || crate::proxy::tunnel::record::sweep(&d, r)).await;
+                    if let Some(postgres) = &postgres {
+                        match postgres.sweep(retention).await {
+                            Ok(0) => {}
+                            Ok(n) => log::info!(
+                                "{n} recordings removed from PostgreSQL: older than audit.recording_retention"
+                            ),
+                            Err(e) => log::warn!("{e}"),
+                        }
+                    }
                     actix_rt::time::sleep(std::time::Duration::from_secs(3600)).await;
                 }
             });
@@ -393,5 +403,16 @@ pub fn recording_settings(config: &Config) -> crate::proxy::tunnel::record::Reco
         dir: config.audit.recordings_dir.clone(),
         max_bytes: config.audit.recording_max_bytes,
         stdin: config.audit.record_stdin,
+        postgres: config
+            .audit
+            .postgres_url
+            .as_deref()
+            .filter(|_| {
+                config
+                    .audit
+                    .sinks
+                    .contains(&crate::config::AuditSinkKind::Postgres)
+            })
+            .map(|url| std::sync::Arc::new(kubegate_actors::store::PostgresRecordings::new(url))),
     }
 }

@@ -20,12 +20,14 @@ use serde::{Deserialize, Serialize};
 
 mod file;
 pub(crate) mod postgres;
+mod recordings;
 mod vault;
 
 pub use file::{
     FileClusterStore, FileMemberStore, FilePolicyStore, FileTokenStore, FixedPolicyStore,
 };
 pub use postgres::PostgresPolicyStore;
+pub use recordings::PostgresRecordings;
 pub use vault::{VaultAuth, VaultClusterStore, VaultSettings};
 
 /// Why a store operation failed.

@@ -42,6 +42,9 @@ pub struct RecordingSettings {
     pub max_bytes: u64,
     /// `audit.record_stdin`.
     pub stdin: bool,
+    /// With the PostgreSQL audit sink: recordings are kept there too, once a session
+    /// ends, so that every replica serves them.
+    pub postgres: Option<std::sync::Arc<kubegate_actors::store::PostgresRecordings>>,
 }
 
 /// The wire protocol of a session, as the API server's `101` named it.
@@ -114,6 +117,9 @@ pub struct Recorder {
     /// SPDY stream ids and their `streamType`, learnt from the client's frames.
     streams: HashMap<u32, String>,
     file: Option<std::fs::File>,
+    path: PathBuf,
+    org: u64,
+    postgres: Option<std::sync::Arc<kubegate_actors::store::PostgresRecordings>>,
     id: String,
     stopped: Option<String>,
 }
@@ -170,6 +176,9 @@ impl Recorder {
             down: Parser::Channels(Default::default()),
             streams: HashMap::new(),
             file: Some(file),
+            path,
+            org,
+            postgres: settings.postgres.clone(),
             id: id.to_string(),
             stopped: None,
         })
@@ -295,6 +304,21 @@ impl Recorder {
         if self.cast.is_cut() && self.stopped.is_none() {
             self.stopped = Some("stopped at audit.recording_max_bytes".into());
         }
+        self.file = None;
+        if let Some(postgres) = self.postgres.take() {
+            // the whole cast, read back from its file, into the database
+            let (path, org, id) = (self.path.clone(), self.org, self.id.clone());
+            actix_rt::spawn(async move {
+                let cast = match actix_web::web::block(move || std::fs::read(path)).await {
+                    Ok(Ok(cast)) => cast,
+                    Ok(Err(e)) => return log::error!("recording {id} not read back: {e}"),
+                    Err(e) => return log::error!("recording {id} not read back: {e}"),
+                };
+                if let Err(e) = postgres.save(org, &id, &cast).await {
+                    log::error!("{e}; it stays in its file on this replica");
+                }
+            });
+        }
         SessionRecording {
             id: self.id.clone(),
             bytes: self.cast.size(),
@@ -369,6 +393,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             max_bytes: 1 << 20,
             stdin: false,
+            postgres: None,
         };
         let r = Recorder::start(&settings, 3, "req-1", "t").unwrap();
         let kept = r.finish();
@@ -407,6 +432,7 @@ mod tests {
                 dir: dir.path().to_path_buf(),
                 max_bytes: 1 << 20,
                 stdin,
+                postgres: None,
             };
             let mut r = Recorder::start(&settings, 1, id, "t").unwrap();
             r.protocol(Some(Protocol::Channels { base64: false }));
