@@ -64,6 +64,27 @@ impl Config {
                 )),
             },
         }
+        // the TLS options kubegate reads itself (sslmode, sslrootcert); the server is
+        // asked by check-config and at start-up
+        let postgres = [
+            (
+                "policy.postgres_url",
+                self.policy.postgres_url.as_ref(),
+                self.policy.storage == PolicyStorage::Postgres,
+            ),
+            (
+                "audit.postgres_url",
+                self.audit.postgres_url.as_ref(),
+                self.audit.sinks.contains(&AuditSinkKind::Postgres),
+            ),
+        ];
+        for (key, url, used) in postgres {
+            if let (Some(url), true) = (url, used) {
+                if let Err(e) = kubegate_actors::postgres_tls::PostgresTarget::parse(url) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
+        }
         if let (Some(vault), StoreKind::Vault) = (&self.store.vault, self.store.kind) {
             let secret = match vault.auth {
                 VaultAuthKind::AppRole => read_secret(
