@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use kubegate_actors::auditor::PostgresAuditSink;
-use kubegate_actors::auditor::{AuditCounters, AuditSink, Auditor, JsonLinesFile, StdoutSink};
+use kubegate_actors::auditor::{
+    AuditCounters, AuditSink, Auditor, JsonLinesFile, Retention, StdoutSink,
+};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
 use kubegate_actors::postgres_tls::SslMode;
@@ -266,10 +268,15 @@ impl Services {
                         audit.postgres_url.as_deref().unwrap_or_default(),
                         Duration::from_secs(5),
                     ))),
-                    AuditSinkKind::File => sinks.push(Box::new(
-                        JsonLinesFile::new(&audit.file)
-                            .with_rotation(audit.max_file_bytes, audit.keep_files),
-                    )),
+                    AuditSinkKind::File => {
+                        sinks.push(Box::new(JsonLinesFile::new(&audit.file).with_rotation(
+                            audit.max_file_bytes,
+                            Retention {
+                                keep_files: audit.keep_files,
+                                max_age: audit.max_age,
+                            },
+                        )))
+                    }
                 }
             }
             let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
