@@ -152,8 +152,9 @@ async fn each_sslmode_connects_or_refuses_as_libpq_does() {
     ))
     .await;
     assert!(
-        message.contains("not valid for the host name \"db.example.com\"")
-            && message.contains("use sslmode=verify-ca"),
+        message.contains(
+            "not valid for the host name \"db.example.com\" (it names 127.0.0.1, localhost, kubernetes.default.svc)"
+        ) && message.contains("use sslmode=verify-ca"),
         "{message}"
     );
     // another CA, with either verify mode and with require + sslrootcert (libpq: as
@@ -193,6 +194,45 @@ async fn each_sslmode_connects_or_refuses_as_libpq_does() {
             .unwrap(),
         SslMode::VerifyFull
     );
+}
+
+/// A server that does not offer TLS: `prefer` (and the default) fall back to plain text,
+/// as libpq does; `require` and the verify modes refuse it at once, as a mistake to fix.
+#[actix_rt::test]
+async fn prefer_falls_back_to_plain_and_require_refuses_a_server_without_tls() {
+    let db = TlsPostgres::start_without_tls();
+    for extra in ["sslmode=prefer", ""] {
+        let url = db.key_value_url("127.0.0.1", extra);
+        let (client, connection) = PostgresTarget::parse(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        actix_rt::spawn(connection);
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!ssl, "{url}: plain");
+    }
+    let ca = db.ca_file.display().to_string();
+    for extra in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full sslrootcert={ca}"),
+    ] {
+        match check_connection(&db.key_value_url("127.0.0.1", &extra)).await {
+            Err(StoreError::Misconfigured(message)) => assert!(
+                message.contains("server does not support TLS")
+                    && message.contains("turn ssl on in the server, or use sslmode=prefer"),
+                "{extra}: {message}"
+            ),
+            other => panic!("{extra} is refused: {other:?}"),
+        }
+    }
 }
 
 fn run(gate: &Kubegate, args: &[&str]) -> Output {

@@ -180,7 +180,7 @@ pub fn is_tls_refusal(error: &tokio_postgres::Error) -> bool {
         if let Some(refused) = e.downcast_ref::<HandshakeRefused>() {
             return refused.certificate().is_some();
         }
-        if e.to_string() == "server does not support TLS" {
+        if e.to_string() == NO_TLS {
             return true;
         }
         source = e.source();
@@ -200,10 +200,18 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         if e.is::<HandshakeRefused>() {
             break; // it names its own cause
         }
+        if e.to_string() == NO_TLS {
+            text.push_str(
+                " (the sslmode asks for TLS: turn ssl on in the server, or use sslmode=prefer or disable)",
+            );
+        }
         source = e.source();
     }
     text
 }
+
+/// What tokio-postgres says when `sslmode=require` meets a server without TLS.
+const NO_TLS: &str = "server does not support TLS";
 
 /// `sslmode` and `sslrootcert` as found in a connection string (values decoded).
 #[derive(Debug, Default, PartialEq)]
@@ -526,7 +534,8 @@ impl fmt::Display for HandshakeRefused {
             ) => {
                 let presented = match certificate {
                     Some(CertificateError::NotValidForNameContext { presented, .. }) => {
-                        format!(" (it names {})", presented.join(", "))
+                        let names: Vec<&str> = presented.iter().map(|n| bare_name(n)).collect();
+                        format!(" (it names {})", names.join(", "))
                     }
                     _ => String::new(),
                 };
@@ -549,6 +558,20 @@ impl fmt::Display for HandshakeRefused {
             None => write!(f, "TLS with {host} failed (sslmode={mode}): {}", self.error),
         }
     }
+}
+
+/// A name as rustls presents it (`DnsName("db.example.com")`, `IpAddress(10.0.0.5)`),
+/// without the wrapping.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
 }
 
 impl std::error::Error for HandshakeRefused {

@@ -63,6 +63,15 @@ fn free_port() -> u16 {
 impl TlsPostgres {
     /// Makes the certificates, the cluster, and starts the server (a few seconds).
     pub fn start() -> TlsPostgres {
+        TlsPostgres::start_with(true)
+    }
+
+    /// The same server with `ssl = off`: it answers plain TCP only.
+    pub fn start_without_tls() -> TlsPostgres {
+        TlsPostgres::start_with(false)
+    }
+
+    fn start_with(ssl: bool) -> TlsPostgres {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new();
@@ -112,10 +121,11 @@ impl TlsPostgres {
         );
         let conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{root}'\n\
-             ssl = on\nssl_cert_file = '{root}/server.crt'\nssl_key_file = '{root}/server.key'\n\
+             ssl = {ssl}\nssl_cert_file = '{root}/server.crt'\nssl_key_file = '{root}/server.key'\n\
              fsync = off\nmax_connections = 50\n",
             port = server.port,
-            root = root.display()
+            root = root.display(),
+            ssl = if ssl { "on" } else { "off" }
         );
         append(&data.join("postgresql.conf"), &conf);
         std::fs::write(
