@@ -166,13 +166,18 @@ fn best(keyed: &mut Vec<(FileKey, Value)>, keep: usize) {
     keyed.truncate(keep);
 }
 
+/// How far an event's time may be after its file's modification time (see [`from_file`]).
+const MTIME_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads the file and then its rotated files (plain or gzip), newest first, and returns
 /// the page after the cursor `after`.
 ///
 /// No event is newer than the file holding it was last written (its modification time,
 /// which a compressed file keeps), so once a page's worth of events is newer than the
 /// next file, that file and every older one are left unread: a page of recent events
-/// reads the newest files only, however long the kept history.
+/// reads the newest files only, however long the kept history. (With a second's margin:
+/// file times come from the kernel's coarse clock, which may lag an event's own time
+/// by a tick.)
 fn from_file(
     file: PathBuf,
     q: &AuditQuery,
@@ -188,7 +193,9 @@ fn from_file(
     // listed after the file was read: if it rotated meanwhile, its events are in this
     // list (and read twice, which `best` undoes)
     for rotated in rotated_files(&file)? {
-        if q.since.is_some_and(|since| rotated.modified < since) {
+        if q.since
+            .is_some_and(|since| rotated.modified + MTIME_MARGIN < since)
+        {
             break; // this file and the older ones hold only events before `since`
         }
         if keyed.len() > q.limit {
@@ -196,7 +203,7 @@ fn from_file(
             let last = keyed
                 .last()
                 .and_then(|(key, _)| humantime::parse_rfc3339_weak(&key.0).ok());
-            if last.is_some_and(|last| rotated.modified < last) {
+            if last.is_some_and(|last| rotated.modified + MTIME_MARGIN < last) {
                 break; // a page and the next one's first event, all newer than this file
             }
         }
@@ -257,4 +264,76 @@ async fn list(
         Ok(HttpResponse::Ok().json(json!({"events": events, "next": next})))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// A JSON line of org 1 at `time` (seconds after 2026-01-01), with the request id `id`.
+    fn line(time: u64, id: &str) -> String {
+        let at =
+            humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(time);
+        format!(
+            "{{\"time\":\"{}\",\"request_id\":\"{id}\",\"org\":1}}\n",
+            humantime::format_rfc3339_millis(at)
+        )
+    }
+
+    fn at(time: u64) -> SystemTime {
+        humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(time)
+    }
+
+    /// A page of recent events reads the newest files only: an old rotated file (here
+    /// unreadable, so reading it would fail the query) is never opened; a page that
+    /// reaches back into it does read it.
+    #[test]
+    fn a_page_of_recent_events_leaves_older_files_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let recent = dir.path().join("audit.jsonl.2026-01-01T01-00-00.000000Z");
+        let old = dir
+            .path()
+            .join("audit.jsonl.2026-01-01T00-00-00.000000Z.gz");
+        std::fs::write(
+            &active,
+            (7200..7210)
+                .map(|t| line(t, &format!("a{t}")))
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            &recent,
+            (3600..3610)
+                .map(|t| line(t, &format!("r{t}")))
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(&old, b"not gzip").unwrap();
+        for (path, time) in [(&recent, 3610), (&old, 100)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at(time))
+                .unwrap();
+        }
+        let q = |limit| AuditQuery {
+            org: 1,
+            limit,
+            ..Default::default()
+        };
+        let (events, next) = from_file(active.clone(), &q(15), None).unwrap();
+        let ids: Vec<&str> = events
+            .iter()
+            .map(|e| e["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 15);
+        assert_eq!((ids[0], ids[14]), ("a7209", "r3605"));
+        assert!(next.is_some());
+        // the next page needs what may be in the old file: it is read (and fails)
+        let after = decode_file_cursor(&next.unwrap()).unwrap();
+        assert!(from_file(active, &q(15), Some(&after)).is_err());
+    }
 }
