@@ -9,7 +9,7 @@ use actix::Actor;
 use kubegate_actors::attributes::RequestAttributes;
 use kubegate_actors::auditor::PostgresAuditSink;
 use kubegate_actors::auditor::{
-    AuditDecision, AuditEvent, AuditSink, Auditor, Flush, JsonLinesFile, RecordBatch,
+    AuditDecision, AuditEvent, AuditSink, Auditor, Flush, JsonLinesFile, RecordBatch, Retention,
 };
 
 fn event(i: usize) -> AuditEvent {
@@ -90,7 +90,13 @@ fn main() {
         "{:<44} {:>14} {:>12}",
         "audit sink (batches of 512)", "events/s", "us/event"
     );
-    let mut file = JsonLinesFile::new(dir.path().join("audit.jsonl")).with_rotation(64 << 20, 2);
+    let mut file = JsonLinesFile::new(dir.path().join("audit.jsonl")).with_rotation(
+        64 << 20,
+        Retention {
+            keep_files: Some(2),
+            max_age: None,
+        },
+    );
     let rate = sink_rate(&mut file, 200_000, 512);
     println!(
         "{:<44} {:>14.0} {:>12.2}",

@@ -10,6 +10,7 @@ use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
 use common::postgres::TestDatabase;
 use kubegate::config::AuditSinkKind;
+use kubegate_actors::auditor::rotation::{read_rotated, rotated_files};
 use serde_json::{json, Value};
 
 fn client() -> awc::Client {
@@ -93,15 +94,81 @@ async fn n_concurrent_requests_give_exactly_n_events() {
     assert_eq!(audited, ids);
 }
 
+/// Many requests at once while the file rotates again and again (4 KiB files, default
+/// retention): every rotated file is compressed and kept, and every event is read back
+/// through the query API, from the gzipped files too; then filters and pages over them.
 #[actix_rt::test]
 async fn the_query_api_filters_and_pages_over_rotated_files() {
     let api = ApiServer::start();
-    // tiny files: the trail spans several rotated files
+    // tiny files: the trail spans many rotated files
     let gw = gateway(&api, |c| {
         c.audit.max_file_bytes = 4096;
-        c.audit.keep_files = 50;
     });
     let (alice, bob, root) = (gw.token("alice"), gw.token("bob"), gw.token("root"));
+
+    // load: 600 requests, 50 at a time
+    let mut sent = HashSet::new();
+    for round in 0..12 {
+        let requests = (0..50).map(|i| {
+            let url = gw.proxy_url(
+                1,
+                1,
+                &format!(
+                    "/api/v1/namespaces/default/configmaps?load={}",
+                    round * 50 + i
+                ),
+            );
+            let token = alice.clone();
+            async move {
+                let res = client().get(url).bearer_auth(token).send().await.unwrap();
+                res.headers()
+                    .get("x-request-id")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            }
+        });
+        sent.extend(futures_util::future::join_all(requests).await);
+    }
+    assert_eq!(sent.len(), 600);
+    let written = wait_for(600, || gw.audit_events().len() + rotated(&gw).1);
+    assert_eq!(written, 600, "every event is written");
+    // compressed in the background: wait until no rotated file is plain
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let files = loop {
+        let files = rotated_files(&gw.config.audit.file).unwrap();
+        if files.iter().all(|f| f.compressed) {
+            break files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotated files are compressed: {files:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(files.len() >= 10, "many rotations: {}", files.len());
+    let audit = format!("{}/pipeline/api/v1/orgs/1/audit", gw.url);
+    let mut read = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{audit}?resource=configmaps&limit=250&cursor={c}"),
+            None => format!("{audit}?resource=configmaps&limit=250"),
+        };
+        let (code, page) = get(&url, &alice).await;
+        assert_eq!(code, 200, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            read.push(e["request_id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(read.len(), 600, "no event lost or read twice");
+    assert_eq!(read.into_iter().collect::<HashSet<_>>(), sent);
+
     for i in 0..20 {
         get(
             &gw.proxy_url(1, 1, &format!("/api/v1/namespaces/default/pods?n={i}")),
@@ -118,11 +185,7 @@ async fn the_query_api_filters_and_pages_over_rotated_files() {
             .unwrap();
         assert_eq!(res.status().as_u16(), 403);
     }
-    wait_for(25, || gw.audit_events().len() + rotated(&gw));
-    assert!(
-        gw.config.audit.file.with_extension("jsonl.1").exists(),
-        "the file was rotated"
-    );
+    wait_for(625, || gw.audit_events().len() + rotated(&gw).1);
 
     let audit = format!("{}/pipeline/api/v1/orgs/1/audit", gw.url);
     let (code, page) = get(&format!("{audit}?decision=deny"), &alice).await;
@@ -183,14 +246,48 @@ async fn the_query_api_filters_and_pages_over_rotated_files() {
     );
 }
 
-fn rotated(gw: &TestGateway) -> usize {
-    (1..=50)
-        .map(|n| {
-            let mut name = gw.config.audit.file.as_os_str().to_owned();
-            name.push(format!(".{n}"));
-            std::fs::read_to_string(std::path::PathBuf::from(name)).map_or(0, |t| t.lines().count())
-        })
-        .sum()
+/// Deleting is asked for (`keep_files = 1`): the older rotated files go, and `serve` says
+/// so in its log, one info line per file, with the setting that removed it.
+#[actix_rt::test]
+async fn a_rotated_file_removed_by_the_retention_is_logged() {
+    let api = ApiServer::start();
+    let gate = common::binary::Kubegate::new().edit_config(|text| {
+        text.replace("max_file_bytes = 104857600", "max_file_bytes = 2048")
+            .replace("# keep_files = 100", "keep_files = 1")
+    });
+    let id = gate.add_cluster(&api.kubeconfig_with_client_cert());
+    let token = gate.member_with_token("alice", "admin");
+    let (_server, _) = gate.serve();
+    let url = format!(
+        "{}/pipeline/api/v1/orgs/1/clusters/{id}/proxy/api/v1/namespaces/default/pods",
+        gate.http_url().unwrap()
+    );
+    for _ in 0..30 {
+        assert_eq!(get(&url, &token).await.0, 200);
+        // a batch each: every few requests, a rotation
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+    }
+    let line = gate.wait_log("a removal is logged", |l| l.contains("audit: removed"));
+    assert!(
+        line.contains("INFO") && line.contains("(audit.keep_files = 1)"),
+        "{line}"
+    );
+    let active = gate.dir().join("data/audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rotated_files(&active).unwrap().len() > 1 {
+        assert!(Instant::now() < deadline, "one rotated file is kept");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The rotated files (plain or gzip), and the events they hold.
+fn rotated(gw: &TestGateway) -> (usize, usize) {
+    let files = rotated_files(&gw.config.audit.file).unwrap();
+    let events = files
+        .iter()
+        .map(|f| read_rotated(f).map_or(0, |t| t.lines().count()))
+        .sum();
+    (files.len(), events)
 }
 
 #[actix_rt::test]

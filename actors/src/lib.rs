@@ -26,8 +26,9 @@
 //!
 //! **Shared by the actors and the HTTP layer**: [`kubeconfig`] (parsing and checking a
 //! cluster's kubeconfig), [`attributes`] (a request in Kubernetes terms), [`network`]
-//! (address ranges for the SSRF guard), [`fsutil`] (atomic, private file writes), and
-//! [`ClusterKey`].
+//! (address ranges for the SSRF guard), [`fsutil`] (atomic, private file writes),
+//! [`postgres_tls`] (PostgreSQL connection strings' `sslmode` and `sslrootcert`, over
+//! rustls: the policy store and the audit sink connect through it), and [`ClusterKey`].
 
 // the actors
 pub mod auditor;
@@ -42,6 +43,7 @@ pub mod attributes;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;
+pub mod postgres_tls;
 
 /// Identifies one cluster: its organization and its id in that organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -3,8 +3,8 @@
 //! pagination (`limit`, `cursor`). Org admins see their org; global administrators
 //! every org. Served from PostgreSQL when that sink is configured (the cursor is the last
 //! event's id: keyset pagination, see [`query_audit`]), else from the JSON-lines file
-//! (and its rotated files; the cursor is the key of the last event returned, so events
-//! written while a client pages never shift its pages).
+//! (and its rotated files, plain or gzip-compressed; the cursor is the key of the last
+//! event returned, so events written while a client pages never shift its pages).
 
 use std::path::PathBuf;
 
@@ -22,8 +22,8 @@ use crate::gate::Gate;
 pub enum AuditSource {
     /// The PostgreSQL sink's table.
     Postgres(String),
-    /// The file sink: the file and how many rotated files there may be.
-    File(PathBuf, usize),
+    /// The file sink's file (its rotated files are found beside it).
+    File(PathBuf),
     /// No sink that can be read (stdout only).
     None,
 }
@@ -34,9 +34,7 @@ impl AuditSource {
         let has = |sink: AuditSinkKind| config.audit.sinks.contains(&sink);
         match &config.audit.postgres_url {
             Some(url) if has(AuditSinkKind::Postgres) => AuditSource::Postgres(url.clone()),
-            _ if has(AuditSinkKind::File) => {
-                AuditSource::File(config.audit.file.clone(), config.audit.keep_files)
-            }
+            _ if has(AuditSinkKind::File) => AuditSource::File(config.audit.file.clone()),
             _ => AuditSource::None,
         }
     }
@@ -143,43 +141,83 @@ fn matches(event: &Value, q: &AuditQuery) -> bool {
         && q.decision.as_deref().is_none_or(|d| event["decision"] == d)
 }
 
-/// Reads the file and its rotated files, newest event first; `skip` matching events are
-/// passed over (the cursor).
+/// The matching events of `text` (JSON lines) that come after the cursor `after`, each
+/// with its key (made once, not at every comparison).
+fn keyed_events(
+    text: &str,
+    q: &AuditQuery,
+    after: Option<&FileKey>,
+    into: &mut Vec<(FileKey, Value)>,
+) {
+    into.extend(
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| matches(event, q))
+            .map(|e| (file_key(&e), e))
+            .filter(|(key, _)| after.is_none_or(|after| key < after)),
+    );
+}
+
+/// Newest first, each key once, at most `keep` (the file read twice across a rotation
+/// holds some events twice).
+fn best(keyed: &mut Vec<(FileKey, Value)>, keep: usize) {
+    keyed.sort_by(|a, b| b.0.cmp(&a.0));
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    keyed.truncate(keep);
+}
+
+/// How far an event's time may be after its file's modification time (see [`from_file`]).
+const MTIME_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the file and then its rotated files (plain or gzip), newest first, and returns
+/// the page after the cursor `after`.
+///
+/// No event is newer than the file holding it was last written (its modification time,
+/// which a compressed file keeps), so once a page's worth of events is newer than the
+/// next file, that file and every older one are left unread: a page of recent events
+/// reads the newest files only, however long the kept history. (With a second's margin:
+/// file times come from the kernel's coarse clock, which may lag an event's own time
+/// by a tick.)
 fn from_file(
     file: PathBuf,
-    keep: usize,
     q: &AuditQuery,
     after: Option<&FileKey>,
 ) -> std::io::Result<(Vec<Value>, Option<String>)> {
-    let mut files = vec![file.clone()];
-    files.extend((1..=keep).map(|n| {
-        let mut name = file.as_os_str().to_owned();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
-    }));
-    let mut all = Vec::new();
-    for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+    use kubegate_actors::auditor::rotation::{read_rotated, rotated_files};
+    let mut keyed: Vec<(FileKey, Value)> = Vec::new();
+    match std::fs::read_to_string(&file) {
+        Ok(text) => keyed_events(&text, q, after, &mut keyed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // listed after the file was read: if it rotated meanwhile, its events are in this
+    // list (and read twice, which `best` undoes)
+    for rotated in rotated_files(&file)? {
+        if q.since
+            .is_some_and(|since| rotated.modified + MTIME_MARGIN < since)
+        {
+            break; // this file and the older ones hold only events before `since`
+        }
+        if keyed.len() > q.limit {
+            best(&mut keyed, q.limit + 1);
+            let last = keyed
+                .last()
+                .and_then(|(key, _)| humantime::parse_rfc3339_weak(&key.0).ok());
+            if last.is_some_and(|last| rotated.modified + MTIME_MARGIN < last) {
+                break; // a page and the next one's first event, all newer than this file
+            }
+        }
+        match read_rotated(&rotated) {
+            Ok(text) => keyed_events(&text, q, after, &mut keyed),
+            // removed by the retention since it was listed
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
-        };
-        all.extend(
-            text.lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|event| matches(event, q)),
-        );
+        }
     }
     // workers hand events over in batches: the files are in writing order, not quite in
     // time order. A page goes on after its cursor's key (the last event of the page
     // before), so events written while a client pages never shift what it reads next.
-    // each event's key made once, not at every comparison
-    let mut keyed: Vec<(FileKey, Value)> = all
-        .into_iter()
-        .map(|e| (file_key(&e), e))
-        .filter(|(key, _)| after.is_none_or(|after| key < after))
-        .collect();
-    keyed.sort_by(|a, b| b.0.cmp(&a.0));
+    best(&mut keyed, q.limit + 1);
     let more = keyed.len() > q.limit;
     keyed.truncate(q.limit);
     let next = more
@@ -206,12 +244,12 @@ async fn list(
                 let (events, next) = query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?;
                 (events, next.map(|n| n.to_string()))
             }
-            AuditSource::File(file, keep) => {
+            AuditSource::File(file) => {
                 let after = match &cursor {
                     Some(c) => Some(decode_file_cursor(c).ok_or_else(|| bad_cursor(c))?),
                     None => None,
                 };
-                web::block(move || from_file(file, keep, &q, after.as_ref()))
+                web::block(move || from_file(file, &q, after.as_ref()))
                     .await
                     .map_err(|e| unavailable(e.to_string()))?
                     .map_err(|e| unavailable(e.to_string()))?
@@ -226,4 +264,76 @@ async fn list(
         Ok(HttpResponse::Ok().json(json!({"events": events, "next": next})))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// A JSON line of org 1 at `time` (seconds after 2026-01-01), with the request id `id`.
+    fn line(time: u64, id: &str) -> String {
+        let at =
+            humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(time);
+        format!(
+            "{{\"time\":\"{}\",\"request_id\":\"{id}\",\"org\":1}}\n",
+            humantime::format_rfc3339_millis(at)
+        )
+    }
+
+    fn at(time: u64) -> SystemTime {
+        humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(time)
+    }
+
+    /// A page of recent events reads the newest files only: an old rotated file (here
+    /// unreadable, so reading it would fail the query) is never opened; a page that
+    /// reaches back into it does read it.
+    #[test]
+    fn a_page_of_recent_events_leaves_older_files_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let recent = dir.path().join("audit.jsonl.2026-01-01T01-00-00.000000Z");
+        let old = dir
+            .path()
+            .join("audit.jsonl.2026-01-01T00-00-00.000000Z.gz");
+        std::fs::write(
+            &active,
+            (7200..7210)
+                .map(|t| line(t, &format!("a{t}")))
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            &recent,
+            (3600..3610)
+                .map(|t| line(t, &format!("r{t}")))
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(&old, b"not gzip").unwrap();
+        for (path, time) in [(&recent, 3610), (&old, 100)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at(time))
+                .unwrap();
+        }
+        let q = |limit| AuditQuery {
+            org: 1,
+            limit,
+            ..Default::default()
+        };
+        let (events, next) = from_file(active.clone(), &q(15), None).unwrap();
+        let ids: Vec<&str> = events
+            .iter()
+            .map(|e| e["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 15);
+        assert_eq!((ids[0], ids[14]), ("a7209", "r3605"));
+        assert!(next.is_some());
+        // the next page needs what may be in the old file: it is read (and fails)
+        let after = decode_file_cursor(&next.unwrap()).unwrap();
+        assert!(from_file(active, &q(15), Some(&after)).is_err());
+    }
 }

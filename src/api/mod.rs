@@ -61,7 +61,9 @@ impl From<ClusterError> for ApiError {
             ClusterError::BadName(_) | ClusterError::BadKubeconfig(_) => StatusCode::BAD_REQUEST,
             ClusterError::Store(StoreError::DuplicateName(_)) => StatusCode::CONFLICT,
             ClusterError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            ClusterError::Store(StoreError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ClusterError::Store(StoreError::Corrupt { .. } | StoreError::Misconfigured(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(code, e.to_string())
     }

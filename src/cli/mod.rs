@@ -8,7 +8,7 @@ use kubegate_actors::store::{ClusterRecord, StoreError};
 
 use crate::config::Config;
 use crate::gate::tokens::{load_signing_key, IssuedToken, TokenAuthority};
-use crate::http::services::{kubeconfig_rules, open_token_store, Stores};
+use crate::http::services::{check_audit_database, kubeconfig_rules, open_token_store, Stores};
 
 /// A CLI failure, with a message that says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,9 @@ pub async fn create_token(
     Ok(issued)
 }
 
-/// Checks that the policy loads with the configured member store. Returns a summary.
+/// Checks that the policy loads with the configured member store, and that the
+/// PostgreSQL audit sink (if any) can be reached as its connection string asks. Returns
+/// a summary.
 pub async fn check_policy(config: &Config) -> Result<String, CliError> {
     let stores = Stores::open(config)
         .await
@@ -125,10 +127,21 @@ pub async fn check_policy(config: &Config) -> Result<String, CliError> {
     .await
     .map_err(|e| CliError::Input(e.to_string()))?;
     let stats = enforcer.stats();
-    Ok(format!(
+    let mut summary = format!(
         "policy: {} rules, {} role bindings, roles: {}",
         stats.policies,
         stats.groupings,
         stats.roles.join(", ")
-    ))
+    );
+    if let Some(mode) = stores.policy_ssl_mode {
+        summary.push_str(&format!("\npolicy: PostgreSQL reached (sslmode={mode})"));
+    }
+    let audit = check_audit_database(config)
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    if let Some(audit) = audit {
+        summary.push('\n');
+        summary.push_str(&audit);
+    }
+    Ok(summary)
 }

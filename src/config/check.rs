@@ -64,6 +64,27 @@ impl Config {
                 )),
             },
         }
+        // the TLS options kubegate reads itself (sslmode, sslrootcert); the server is
+        // asked by check-config and at start-up
+        let postgres = [
+            (
+                "policy.postgres_url",
+                self.policy.postgres_url.as_ref(),
+                self.policy.storage == PolicyStorage::Postgres,
+            ),
+            (
+                "audit.postgres_url",
+                self.audit.postgres_url.as_ref(),
+                self.audit.sinks.contains(&AuditSinkKind::Postgres),
+            ),
+        ];
+        for (key, url, used) in postgres {
+            if let (Some(url), true) = (url, used) {
+                if let Err(e) = kubegate_actors::postgres_tls::PostgresTarget::parse(url) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
+        }
         if let (Some(vault), StoreKind::Vault) = (&self.store.vault, self.store.kind) {
             let secret = match vault.auth {
                 VaultAuthKind::AppRole => read_secret(
@@ -230,6 +251,12 @@ impl Config {
         if self.audit.sinks.contains(&AuditSinkKind::Postgres) && self.audit.postgres_url.is_none()
         {
             problems.push("audit.postgres_url: is required with the postgres sink".to_string());
+        }
+        if self.audit.max_age.is_some_and(|age| age.is_zero()) {
+            problems.push(
+                "audit.max_age: must be more than 0 (leave it unset to keep every rotated file)"
+                    .to_string(),
+            );
         }
         if self.audit.batch == 0 {
             problems.push("audit.batch: must be at least 1".to_string());
@@ -480,5 +507,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn audit_retention_is_unset_by_default_and_checked_when_set() {
+        let config = Config::parse(DEFAULT_TOML, Path::new("x.toml")).unwrap();
+        assert_eq!(
+            (config.audit.keep_files, config.audit.max_age),
+            (None, None),
+            "nothing is deleted by default"
+        );
+        let set = DEFAULT_TOML
+            .replace("# keep_files = 100", "keep_files = 20")
+            .replace("# max_age = \"90d\"", "max_age = \"30d\"");
+        let config = Config::parse(&set, Path::new("x.toml")).unwrap();
+        assert_eq!(config.audit.keep_files, Some(20));
+        assert_eq!(
+            config.audit.max_age,
+            Some(std::time::Duration::from_secs(30 * 86400))
+        );
+        for (bad, problem) in [
+            (
+                "max_age = \"soon\"",
+                "audit.max_age: \"soon\" is not a duration",
+            ),
+            ("max_age = \"0s\"", "audit.max_age: must be more than 0"),
+        ] {
+            let text = DEFAULT_TOML.replace("# max_age = \"90d\"", bad);
+            let (_, problems) = Config::diagnose(&text, Vec::new());
+            assert!(
+                problems.iter().any(|p| p.starts_with(problem)),
+                "{bad}: {problems:?}"
+            );
+        }
     }
 }

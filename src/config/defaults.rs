@@ -115,7 +115,10 @@ impl Default for AuditConfig {
             sinks: vec![AuditSinkKind::File],
             file: "data/audit.jsonl".into(),
             max_file_bytes: 100 << 20,
-            keep_files: 5,
+            // rotated files are compressed and kept: nothing of the trail is deleted
+            // unless the operator says how much to keep
+            keep_files: None,
+            max_age: None,
             postgres_url: None,
             max_queue: 100_000,
             spill_dir: "data/audit-spill".into(),

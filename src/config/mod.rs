@@ -352,10 +352,14 @@ pub struct AuditConfig {
     pub sinks: Vec<AuditSinkKind>,
     /// The JSON-lines file.
     pub file: PathBuf,
-    /// The file is rotated when it would grow past this many bytes; 0: never.
+    /// The file is rotated when it would grow past this many bytes; 0: never. Rotated
+    /// files are gzip-compressed in the background and kept.
     pub max_file_bytes: u64,
-    /// Rotated files kept (`audit.jsonl.1` ... `.N`).
-    pub keep_files: usize,
+    /// Keep only the newest this many rotated files (0: none); unset: every one.
+    pub keep_files: Option<usize>,
+    /// Remove rotated files whose last event is older than this (`"90d"`); unset: never.
+    #[serde(deserialize_with = "optional_duration")]
+    pub max_age: Option<Duration>,
     /// With the `postgres` sink: `host=... user=... dbname=...`.
     pub postgres_url: Option<String>,
     /// Events waiting for one sink, past which they go to a spill file.
@@ -440,6 +444,10 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!("\"{text}\" is not a duration (e.g. 10s, 24h): {e}"))
     })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn list_problems(problems: &[String]) -> String {

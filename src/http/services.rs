@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use kubegate_actors::auditor::PostgresAuditSink;
-use kubegate_actors::auditor::{AuditCounters, AuditSink, Auditor, JsonLinesFile, StdoutSink};
+use kubegate_actors::auditor::{
+    AuditCounters, AuditSink, Auditor, JsonLinesFile, Retention, StdoutSink,
+};
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
+use kubegate_actors::postgres_tls::SslMode;
 use kubegate_actors::registry::ClusterRegistry;
-use kubegate_actors::store::PostgresPolicyStore;
+use kubegate_actors::store::{check_connection, PostgresPolicyStore, StoreError};
 use kubegate_actors::store::{
     ClusterStore, FileClusterStore, FileMemberStore, FilePolicyStore, FixedPolicyStore,
     MemberStore, PolicyStore,
@@ -26,6 +29,28 @@ use crate::config::{
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{load_signing_key, TokenAuthority};
 
+/// With the `postgres` audit sink, connects to `audit.postgres_url` once. A connection
+/// string that cannot work (its `sslmode` or `sslrootcert`, or a server certificate
+/// they refuse) is an error: waiting would not cure it. A server that does not answer
+/// is not: the sink queues and spills its events until it does (logged here). Returns
+/// what was found, for `check-config`.
+pub async fn check_audit_database(config: &Config) -> Result<Option<String>, ConfigError> {
+    let url = match &config.audit.postgres_url {
+        Some(url) if config.audit.sinks.contains(&AuditSinkKind::Postgres) => url,
+        _ => return Ok(None),
+    };
+    match check_connection(url).await {
+        Ok(mode) => Ok(Some(format!("audit: PostgreSQL reached (sslmode={mode})"))),
+        Err(StoreError::Misconfigured(e)) => {
+            Err(ConfigError::Invalid(format!("audit.postgres_url: {e}")))
+        }
+        Err(e) => {
+            log::warn!("audit.postgres_url: {e}; the sink keeps events until it answers");
+            Ok(Some(format!("audit: PostgreSQL not reached yet: {e}")))
+        }
+    }
+}
+
 /// The stores named in the configuration.
 pub struct Stores {
     /// Clusters.
@@ -36,6 +61,8 @@ pub struct Stores {
     pub policy: Arc<dyn PolicyStore>,
     /// Token records and revocations.
     pub tokens: Arc<dyn TokenStore>,
+    /// With `policy.storage = "postgres"`: the `sslmode` it was reached with.
+    pub policy_ssl_mode: Option<SslMode>,
 }
 
 impl Stores {
@@ -70,6 +97,7 @@ impl Stores {
                 Arc::new(FileTokenStore::new(&config.store.path))
             }
         };
+        let mut policy_ssl_mode = None;
         let (members, policy): (Arc<dyn MemberStore>, Arc<dyn PolicyStore>) =
             match config.policy.storage {
                 PolicyStorage::Postgres => {
@@ -78,6 +106,7 @@ impl Stores {
                     let store = PostgresPolicyStore::connect(url, &seed)
                         .await
                         .map_err(|e| ConfigError::Invalid(format!("policy.postgres_url: {e}")))?;
+                    policy_ssl_mode = Some(store.ssl_mode());
                     (store.clone(), store)
                 }
                 PolicyStorage::File => (
@@ -96,6 +125,7 @@ impl Stores {
             members,
             policy,
             tokens,
+            policy_ssl_mode,
         })
     }
 }
@@ -187,6 +217,7 @@ impl Services {
         let key = load_signing_key(&config.auth)?;
         let tokens = Arc::new(TokenAuthority::new(&config.auth, &key));
         let stores = Stores::open(config).await?;
+        check_audit_database(config).await?;
         let login = crate::login::build(config).map_err(|e| match e {
             crate::login::SetupError::Secret(e) => e,
             other => ConfigError::Invalid(other.to_string()),
@@ -237,10 +268,15 @@ impl Services {
                         audit.postgres_url.as_deref().unwrap_or_default(),
                         Duration::from_secs(5),
                     ))),
-                    AuditSinkKind::File => sinks.push(Box::new(
-                        JsonLinesFile::new(&audit.file)
-                            .with_rotation(audit.max_file_bytes, audit.keep_files),
-                    )),
+                    AuditSinkKind::File => {
+                        sinks.push(Box::new(JsonLinesFile::new(&audit.file).with_rotation(
+                            audit.max_file_bytes,
+                            Retention {
+                                keep_files: audit.keep_files,
+                                max_age: audit.max_age,
+                            },
+                        )))
+                    }
                 }
             }
             let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)

@@ -13,6 +13,7 @@ pub mod kubectl;
 pub mod ldap;
 pub mod oidc;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod raw;
 pub mod session;
 pub mod vault;

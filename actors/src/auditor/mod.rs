@@ -2,8 +2,9 @@
 //! off the request path, to its sinks: a JSON-lines file, standard output, PostgreSQL.
 //!
 //! Here: the event, the messages, the actor. Beside it: `sinks.rs` (the file and standard
-//! output sinks), `postgres.rs` (the PostgreSQL sink and the audit query), `queue.rs`
-//! (each sink's own queue and spill file), `flood.rs` (a flood of 401s summed up).
+//! output sinks), `rotation.rs` (the file's rotated files: gzip, retention, reading them
+//! back), `postgres.rs` (the PostgreSQL sink and the audit query), `queue.rs` (each
+//! sink's own queue and spill file), `flood.rs` (a flood of 401s summed up).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use crate::attributes::RequestAttributes;
 mod flood;
 mod postgres;
 mod queue;
+pub mod rotation;
 mod sinks;
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,7 @@ mod tests;
 use flood::DenialFlood;
 pub use postgres::{query_audit, AuditQuery, PostgresAuditSink};
 use queue::SinkQueue;
+pub use rotation::Retention;
 pub use sinks::{AuditSink, JsonLinesFile, StdoutSink};
 
 /// What was decided about a request.

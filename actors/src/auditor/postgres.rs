@@ -1,10 +1,11 @@
 //! The audit trail in PostgreSQL: [`PostgresAuditSink`] writes it, [`query_audit`] reads
 //! it back for the audit query API.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{AuditEvent, AuditSink};
-use crate::store::postgres::{unavailable, PostgresConnection};
+use crate::postgres_tls::{describe, PostgresTarget};
+use crate::store::postgres::{connect, unavailable, PostgresConnection};
 use crate::store::StoreError;
 
 const AUDIT_SCHEMA: &str = r#"
@@ -38,7 +39,7 @@ enum WriteError {
     #[error(transparent)]
     Connect(#[from] StoreError),
     /// A statement failed.
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Statement(#[from] tokio_postgres::Error),
 }
 
@@ -215,12 +216,9 @@ pub async fn query_audit(
     url: &str,
     q: &AuditQuery,
 ) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(unavailable)?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let target = PostgresTarget::parse(url)
+        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+    let client = connect(&target).await?;
     let mut sql = String::from("SELECT id, event FROM kubegate_audit WHERE org = $1");
     let org = q.org as i64;
     let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(org)];

@@ -5,7 +5,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::SystemTime;
 
+use super::rotation::{rotated_name, start_compressor, Job, Retention};
 use super::AuditEvent;
 
 /// A place events are written to.
@@ -28,14 +31,16 @@ pub(super) fn json_lines(events: &[AuditEvent]) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Appends one JSON object per line to a file (mode 0600), rotated by size:
-/// `audit.jsonl` becomes `audit.jsonl.1`, `.1` becomes `.2`, and so on up to `keep`.
+/// Appends one JSON object per line to a file (mode 0600), rotated by size: the file is
+/// renamed with the time of the rotation and compressed by a thread of its own, and
+/// rotated files are kept unless a [`Retention`] says otherwise (see [`super::rotation`]).
 pub struct JsonLinesFile {
     path: PathBuf,
     out: Option<BufWriter<File>>,
     size: u64,
     max_bytes: u64,
-    keep: usize,
+    retention: Retention,
+    compressor: Option<mpsc::Sender<Job>>,
 }
 
 impl JsonLinesFile {
@@ -46,16 +51,32 @@ impl JsonLinesFile {
             out: None,
             size: 0,
             max_bytes: 0,
-            keep: 0,
+            retention: Retention::default(),
+            compressor: None,
         }
     }
 
-    /// Rotates the file when it would grow past `max_bytes` (0: never), keeping `keep`
-    /// rotated files.
-    pub fn with_rotation(mut self, max_bytes: u64, keep: usize) -> Self {
+    /// Rotates the file when it would grow past `max_bytes` (0: never); rotated files are
+    /// compressed, and removed only as `retention` says. Starts the compression thread,
+    /// which first finishes what an earlier run left.
+    pub fn with_rotation(mut self, max_bytes: u64, retention: Retention) -> Self {
         self.max_bytes = max_bytes;
-        self.keep = keep;
+        self.retention = retention;
+        if max_bytes > 0 && retention.keep_files != Some(0) {
+            self.compressor = Some(start_compressor(self.path.clone(), retention));
+        }
         self
+    }
+
+    /// Waits until every rotated file handed to the compression thread so far is
+    /// compressed and the retention applied.
+    pub fn wait_for_compression(&self) {
+        if let Some(jobs) = &self.compressor {
+            let (reply, done) = mpsc::channel();
+            if jobs.send(Job::Done(reply)).is_ok() {
+                let _ = done.recv();
+            }
+        }
     }
 
     fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
@@ -74,27 +95,27 @@ impl JsonLinesFile {
         Ok(self.out.as_mut().expect("opened above"))
     }
 
-    fn rotated(&self, n: usize) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
-    }
-
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(mut out) = self.out.take() {
             out.flush()?;
             out.get_ref().sync_data()?;
         }
-        if self.keep == 0 {
-            std::fs::remove_file(&self.path)?;
-        } else {
-            for n in (1..self.keep).rev() {
-                let from = self.rotated(n);
-                if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1))?;
-                }
+        match &self.compressor {
+            Some(jobs) => {
+                let rotated = rotated_name(&self.path, SystemTime::now());
+                std::fs::rename(&self.path, &rotated)?;
+                // compressed off the request path; if the thread is gone, the file stays
+                // plain (read as it is) and is compressed at the next start
+                let _ = jobs.send(Job::Compress(rotated));
             }
-            std::fs::rename(&self.path, self.rotated(1))?;
+            None => {
+                // audit.keep_files = 0: no history
+                std::fs::remove_file(&self.path)?;
+                log::info!(
+                    "audit: removed {} as it rotated (audit.keep_files = 0)",
+                    self.path.display()
+                );
+            }
         }
         self.size = 0;
         Ok(())

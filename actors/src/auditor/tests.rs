@@ -61,30 +61,186 @@ async fn batches_reach_the_file_on_flush() {
     assert_eq!(lines[3]["decision"], "allow");
 }
 
+/// Every request id in the file and its rotated files (plain or gzip), in no order.
+fn every_id(path: &std::path::Path) -> Vec<String> {
+    let mut texts = vec![std::fs::read_to_string(path).unwrap_or_default()];
+    for file in rotation::rotated_files(path).unwrap() {
+        texts.push(rotation::read_rotated(&file).unwrap());
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Rotations under load: 3,000 events in batches, a rotation every ~2 KB, written from
+/// the Auditor's thread while the compression thread works behind it; by default every
+/// rotated file is kept and compressed, and every event is there exactly once.
 #[actix_rt::test]
-async fn the_file_rotates_by_size() {
+async fn the_file_rotates_by_size_and_keeps_every_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let mut sink = JsonLinesFile::new(&path).with_rotation(2_000, 2);
-    for i in 0..30 {
+    let mut sink = JsonLinesFile::new(&path).with_rotation(20_000, Retention::default());
+    for batch in 0..100 {
+        let events: Vec<AuditEvent> = (0..30).map(|i| event(batch * 30 + i)).collect();
+        sink.write_batch(&events).unwrap();
+    }
+    sink.wait_for_compression();
+    let rotated = rotation::rotated_files(&path).unwrap();
+    assert!(rotated.len() >= 20, "{} rotations", rotated.len());
+    assert!(
+        rotated.iter().all(|f| f.compressed),
+        "every rotated file is compressed: {rotated:?}"
+    );
+    for file in &rotated {
+        let name = file
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("audit.jsonl.20") && name.ends_with("Z.gz"),
+            "{name}"
+        );
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || (n != "audit.jsonl" && !n.ends_with(".gz")))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let active = std::fs::metadata(&path).unwrap().len();
+    assert!(active > 0 && active <= 20_000, "{active}");
+    let mut ids = every_id(&path);
+    ids.sort();
+    let mut want: Vec<String> = (0..3000).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "every event once, across all the rotations");
+}
+
+/// `keep_files` keeps the newest N rotated files and `max_age` removes the old ones;
+/// `keep_files = 0` keeps no history at all.
+#[actix_rt::test]
+async fn rotated_files_are_removed_only_as_the_retention_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let keep = Retention {
+        keep_files: Some(2),
+        max_age: None,
+    };
+    let mut sink = JsonLinesFile::new(&path).with_rotation(2_000, keep);
+    for i in 0..60 {
         sink.write_batch(&[event(i)]).unwrap();
     }
-    let sizes: Vec<u64> = ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
-        .iter()
-        .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+    sink.wait_for_compression();
+    let rotated = rotation::rotated_files(&path).unwrap();
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    let ids = every_id(&path);
+    assert!(
+        ids.contains(&"r59".to_string()),
+        "the newest are kept: {ids:?}"
+    );
+    assert!(!ids.contains(&"r0".to_string()), "the oldest are gone");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut sink = JsonLinesFile::new(&path).with_rotation(2_000, Retention::default());
+    for i in 0..20 {
+        sink.write_batch(&[event(i)]).unwrap();
+    }
+    sink.wait_for_compression();
+    let before = rotation::rotated_files(&path).unwrap();
+    assert!(before.len() >= 3);
+    // the oldest file's last event was written an hour ago
+    let old = std::fs::File::options()
+        .write(true)
+        .open(&before.last().unwrap().path)
+        .unwrap();
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(sink);
+    let age = Retention {
+        keep_files: None,
+        max_age: Some(Duration::from_secs(600)),
+    };
+    let sink = JsonLinesFile::new(&path).with_rotation(2_000, age);
+    sink.wait_for_compression();
+    let after = rotation::rotated_files(&path).unwrap();
+    assert_eq!(
+        after.len(),
+        before.len() - 1,
+        "only the old file is removed"
+    );
+    assert!(!before.last().unwrap().path.exists());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let none = Retention {
+        keep_files: Some(0),
+        max_age: None,
+    };
+    let mut sink = JsonLinesFile::new(&path).with_rotation(2_000, none);
+    for i in 0..20 {
+        sink.write_batch(&[event(i)]).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// A crash in the middle of a compression loses nothing: a plain rotated file is
+/// compressed at the next start, a half-written `.gz.tmp` removed, and a plain file left
+/// beside its finished `.gz` removed (the `.gz` holds it all).
+#[actix_rt::test]
+async fn a_compression_cut_short_is_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lines = |ids: std::ops::Range<usize>| {
+        let events: Vec<AuditEvent> = ids.map(event).collect();
+        sinks::json_lines(&events).unwrap()
+    };
+    // a rotated file whose compression never started, with a half-written .gz.tmp
+    let plain = dir.path().join("audit.jsonl.2026-01-01T00-00-00.000000Z");
+    std::fs::write(&plain, lines(0..10)).unwrap();
+    std::fs::write(
+        dir.path()
+            .join("audit.jsonl.2026-01-01T00-00-00.000000Z.gz.tmp"),
+        b"\x1f\x8b",
+    )
+    .unwrap();
+    // one compressed and renamed, whose plain file was not yet removed
+    let done = dir.path().join("audit.jsonl.2026-01-02T00-00-00.000000Z");
+    std::fs::write(&done, lines(10..20)).unwrap();
+    rotation::compress(&done).unwrap();
+    std::fs::write(&done, lines(10..20)).unwrap();
+    // legacy names are read too
+    std::fs::write(dir.path().join("audit.jsonl.1"), lines(20..25)).unwrap();
+
+    let sink = JsonLinesFile::new(&path).with_rotation(2_000, Retention::default());
+    sink.wait_for_compression();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(sizes.iter().all(|&s| s > 0 && s <= 2_000), "{sizes:?}");
-    assert!(
-        !dir.path().join("audit.jsonl.3").exists(),
-        "only two rotated files are kept"
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "audit.jsonl.1.gz",
+            "audit.jsonl.2026-01-01T00-00-00.000000Z.gz",
+            "audit.jsonl.2026-01-02T00-00-00.000000Z.gz"
+        ]
     );
-    let newest = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        newest
-            .trim_end()
-            .ends_with(&format!("\"request_id\":\"r29\"{}", ""))
-            || newest.contains("\"r29\"")
-    );
+    let mut ids = every_id(&path);
+    ids.sort();
+    let mut want: Vec<String> = (0..25).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 /// A sink that fails until told otherwise.

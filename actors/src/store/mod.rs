@@ -26,7 +26,7 @@ mod vault;
 pub use file::{
     FileClusterStore, FileMemberStore, FilePolicyStore, FileTokenStore, FixedPolicyStore,
 };
-pub use postgres::PostgresPolicyStore;
+pub use postgres::{check_connection, PostgresPolicyStore};
 pub use recordings::PostgresRecordings;
 pub use vault::{VaultAuth, VaultClusterStore, VaultSettings};
 
@@ -36,6 +36,11 @@ pub enum StoreError {
     /// The store cannot be reached or read right now; retrying later may work.
     #[error("cluster store unavailable: {0}")]
     Unavailable(String),
+    /// The store's configuration cannot work (a connection string, a CA certificate
+    /// refused by the server's certificate): waiting will not help, the message says what
+    /// to change.
+    #[error("{0}")]
+    Misconfigured(String),
     /// A cluster of that name exists already in the org.
     #[error("a cluster named \"{0}\" exists already in this org")]
     DuplicateName(String),

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{MemberStore, Membership, PolicyStore, StoreError};
+use crate::postgres_tls::{self, PostgresTarget, PostgresTlsError};
 
 const SCHEMA: &str = r#"
 SELECT pg_advisory_xact_lock(7361544);
@@ -45,16 +46,19 @@ CREATE OR REPLACE TRIGGER kubegate_policy_changed
 
 /// A PostgreSQL connection, made again when it was lost. The policy store and the audit
 /// sink (the Auditor's `PostgresAuditSink`) each keep one.
+/// Its TLS follows the connection string's `sslmode` and `sslrootcert` (see
+/// [`postgres_tls`]).
 pub(crate) struct PostgresConnection {
-    url: String,
+    target: Result<PostgresTarget, String>,
     client: Mutex<Option<Arc<Client>>>,
 }
 
 impl PostgresConnection {
-    /// A connection to `url`, made on first use.
+    /// A connection to `url`, made on first use. A connection string that cannot work
+    /// (an unknown `sslmode`, an unreadable `sslrootcert`) is an error at every use.
     pub(crate) fn new(url: &str) -> Self {
         PostgresConnection {
-            url: url.to_string(),
+            target: PostgresTarget::parse(url).map_err(|e| e.to_string()),
             client: Mutex::new(None),
         }
     }
@@ -65,18 +69,46 @@ impl PostgresConnection {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .map_err(unavailable)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log::warn!("PostgreSQL connection closed: {e}");
-            }
-        });
-        let client = Arc::new(client);
+        let target = self
+            .target
+            .as_ref()
+            .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+        let client = connect(target).await?;
         *slot = Some(client.clone());
         Ok(client)
     }
+}
+
+/// Connects to `target` and spawns the connection's task. A certificate the `sslmode`
+/// refuses is [`StoreError::Misconfigured`]; anything else is
+/// [`StoreError::Unavailable`] (retrying may work).
+pub(crate) async fn connect(target: &PostgresTarget) -> Result<Arc<Client>, StoreError> {
+    let (client, connection) = target.connect().await.map_err(|e| {
+        let text = format!("PostgreSQL: {}", postgres_tls::describe(&e));
+        if postgres_tls::is_tls_refusal(&e) {
+            StoreError::Misconfigured(text)
+        } else {
+            StoreError::Unavailable(text)
+        }
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            log::warn!(
+                "PostgreSQL connection closed: {}",
+                postgres_tls::describe(&e)
+            );
+        }
+    });
+    Ok(Arc::new(client))
+}
+
+/// Checks that `url` can be used: its TLS options are read and a connection made.
+/// Returns the `sslmode` it was made with (for `check-config` and start-up).
+pub async fn check_connection(url: &str) -> Result<postgres_tls::SslMode, StoreError> {
+    let target = PostgresTarget::parse(url)
+        .map_err(|e: PostgresTlsError| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+    connect(&target).await?;
+    Ok(target.ssl_mode())
 }
 
 /// Policies and memberships in PostgreSQL.
@@ -84,8 +116,8 @@ pub struct PostgresPolicyStore {
     connection: PostgresConnection,
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+pub(crate) fn unavailable(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {}", postgres_tls::describe(&e)))
 }
 
 fn is_membership_domain(domain: &str) -> bool {
@@ -132,6 +164,14 @@ impl PostgresPolicyStore {
             log::info!("imported the default policy into PostgreSQL");
         }
         Ok(store)
+    }
+
+    /// The `sslmode` of its connection string (`prefer` when it names none).
+    pub fn ssl_mode(&self) -> postgres_tls::SslMode {
+        match &self.connection.target {
+            Ok(target) => target.ssl_mode(),
+            Err(_) => postgres_tls::SslMode::Prefer,
+        }
     }
 
     async fn rows(&self) -> Result<Vec<Vec<String>>, StoreError> {
