@@ -1,9 +1,15 @@
 //! Audit throughput: events per second each sink takes, and through the Auditor actor.
 //!
-//! Run with `cargo bench --bench audit`. The PostgreSQL row needs the server at
-//! 127.0.0.1:5432 (trust auth); it is skipped, saying so, when there is none.
+//! Run with `cargo bench --bench audit`. The PostgreSQL row needs `psql` and the tests'
+//! server (`KUBEGATE_TEST_POSTGRES`, default 127.0.0.1:5432, trust auth); it is skipped,
+//! saying so, when there is none.
 
 use std::time::{Duration, Instant};
+
+/// The tests' PostgreSQL address, read where the tests read it.
+#[allow(dead_code)]
+#[path = "../tests/common/addresses.rs"]
+mod addresses;
 
 use actix::Actor;
 use kubegate_actors::attributes::RequestAttributes;
@@ -54,30 +60,22 @@ fn postgres_url() -> Option<String> {
     let name = format!("kubegate_bench_{}", std::process::id());
     let created = std::process::Command::new("psql")
         .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
             "-d",
-            "test",
+            &addresses::postgres_admin(),
             "-qc",
             &format!("CREATE DATABASE {name}"),
         ])
         .output()
         .is_ok_and(|o| o.status.success());
-    created.then(|| format!("host=127.0.0.1 user=postgres dbname={name}"))
+    created.then(|| addresses::postgres_database(&name))
 }
 
 fn drop_database(url: &str) {
     let name = url.rsplit('=').next().unwrap_or_default();
     let _ = std::process::Command::new("psql")
         .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
             "-d",
-            "test",
+            &addresses::postgres_admin(),
             "-qc",
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         ])
@@ -119,7 +117,8 @@ fn main() {
         }
         None => println!(
             "{:<44} {:>14}",
-            "postgres", "skipped: no server at 127.0.0.1:5432"
+            "postgres",
+            format!("skipped: no server at `{}`", addresses::postgres_admin())
         ),
     }
 

@@ -451,7 +451,7 @@ async fn replicas_share_sessions_in_redis_and_revocations() {
     let replica = |dir: std::path::PathBuf, key: std::path::PathBuf| {
         move |c: &mut kubegate::config::Config| {
             c.sessions.store = SessionStoreKind::Redis;
-            c.sessions.redis_url = Some("redis://127.0.0.1:6379".into());
+            c.sessions.redis_url = Some(common::addresses::redis_url());
             c.auth.signing_key_file = key;
             c.store.path = dir;
         }
@@ -837,7 +837,7 @@ async fn a_login_gives_a_new_session() {
     for store in [SessionStoreKind::Cookie, SessionStoreKind::Redis] {
         let gw = gateway(&provider, &api, |c| {
             c.sessions.store = store;
-            c.sessions.redis_url = Some("redis://127.0.0.1:6379".into());
+            c.sessions.redis_url = Some(common::addresses::redis_url());
         });
         let session = format!("{}/auth/session", gw.url);
 

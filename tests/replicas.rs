@@ -449,9 +449,10 @@ fn a_session_made_on_one_replica_works_on_the_other() {
          group = \"acme/admins\"\norg = 1\nrole = \"admin\"\n",
         provider.issuer()
     );
+    let redis = common::addresses::redis_url();
     let env = [
         ("KUBEGATE_SESSIONS__STORE", "redis"),
-        ("KUBEGATE_SESSIONS__REDIS_URL", "redis://127.0.0.1:6379"),
+        ("KUBEGATE_SESSIONS__REDIS_URL", redis.as_str()),
         ("KUBEGATE_LOGIN_DEX_CLIENT_SECRET", CLIENT_SECRET),
     ]
     .iter()

@@ -2,6 +2,7 @@
 //! started on port 0 in front of it.
 #![allow(dead_code)]
 
+pub mod addresses;
 pub mod apiserver;
 pub mod asciicast;
 pub mod binary;

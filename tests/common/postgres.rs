@@ -1,19 +1,19 @@
-//! A private PostgreSQL database per test, on the machine's server (127.0.0.1:5432,
-//! trust auth), dropped at the end.
+//! A private PostgreSQL database per test, on the shared server (`KUBEGATE_TEST_POSTGRES`,
+//! default 127.0.0.1:5432, trust auth; see [`super::addresses`]), dropped at the end.
 
+use super::addresses::{postgres_admin, postgres_database};
 use super::gateway::block_on;
 
 /// A database that exists for one test.
 pub struct TestDatabase {
-    /// `host=127.0.0.1 user=postgres dbname=...`
+    /// The admin connection string with `dbname=...` (last) naming this database
     pub url: String,
     name: String,
 }
 
-const ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
 async fn admin(sql: String) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(ADMIN, tokio_postgres::NoTls).await?;
+    let (client, connection) =
+        tokio_postgres::connect(&postgres_admin(), tokio_postgres::NoTls).await?;
     actix_rt::spawn(connection);
     client.batch_execute(&sql).await
 }
@@ -24,10 +24,14 @@ impl TestDatabase {
         let name = format!("kubegate_test_{}", uuid::Uuid::new_v4().simple());
         let sql = format!("CREATE DATABASE {name}");
         block_on(move || admin(sql)).unwrap_or_else(|e| {
-            panic!("this test needs PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres): {e}")
+            panic!(
+                "this test needs PostgreSQL at `{}` (KUBEGATE_TEST_POSTGRES; trust auth, user \
+                 postgres; scripts/test starts one): {e}",
+                postgres_admin()
+            )
         });
         TestDatabase {
-            url: format!("host=127.0.0.1 port=5432 user=postgres dbname={name}"),
+            url: postgres_database(&name),
             name,
         }
     }
