@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::io::Write as _;
+
 use serde_json::json;
 
 /// Which stream an event comes from: each keeps its own unfinished UTF-8 character.
@@ -82,14 +84,26 @@ impl Cast {
         if self.cut || bytes.is_empty() {
             return;
         }
-        let slot = &mut self.pending[stream as usize];
-        slot.extend_from_slice(bytes);
-        let text = complete_utf8(slot);
-        if text.is_empty() {
+        let code = if stream == Stream::Stdin { "i" } else { "o" };
+        let slot = stream as usize;
+        if self.pending[slot].is_empty() {
+            // the usual case: straight from the bytes, only an unfinished character kept
+            let keep = unfinished_tail(bytes);
+            let whole = &bytes[..bytes.len() - keep];
+            if !whole.is_empty() {
+                let text = String::from_utf8_lossy(whole);
+                self.event(at, code, &text);
+            }
+            self.pending[slot].extend_from_slice(&bytes[bytes.len() - keep..]);
             return;
         }
-        let code = if stream == Stream::Stdin { "i" } else { "o" };
-        self.event(at, code, &text);
+        let mut joined = std::mem::take(&mut self.pending[slot]);
+        joined.extend_from_slice(bytes);
+        let text = complete_utf8(&mut joined);
+        self.pending[slot] = joined;
+        if !text.is_empty() {
+            self.event(at, code, &text);
+        }
     }
 
     /// A resize to `width`×`height`.
@@ -123,8 +137,14 @@ impl Cast {
         // times never go back, whichever direction an event came from
         let t = at.as_secs_f64().max(self.last);
         self.last = t;
-        let line = json!([round6(t), code, text]).to_string();
-        if self.written + line.len() as u64 + 1 > self.cap {
+        // written in place: `[t, "o", "text"]`, the text escaped as JSON
+        let start = self.lines.len();
+        let _ = write!(self.lines, "[{t:.6}, \"{code}\", ");
+        let _ = serde_json::to_writer(&mut self.lines, text);
+        self.lines.extend_from_slice(b"]\n");
+        let len = (self.lines.len() - start) as u64;
+        if self.written + len > self.cap {
+            self.lines.truncate(start);
             self.cut = true;
             let marker = json!([
                 round6(t),
@@ -135,7 +155,7 @@ impl Cast {
             self.line(marker);
             return;
         }
-        self.line(line);
+        self.written += len;
     }
 
     fn line(&mut self, line: String) {

@@ -208,8 +208,17 @@ impl Recorder {
         self.started.elapsed()
     }
 
+    /// Whether there is nothing more to record: the cap was reached, or the stream could
+    /// not be followed. The bytes are then not even parsed.
+    fn done(&self) -> bool {
+        self.stopped.is_some() || self.cast.is_cut()
+    }
+
     /// Bytes the client sent.
     pub fn from_client(&mut self, bytes: &[u8]) {
+        if self.done() {
+            return;
+        }
         let at = self.at();
         let (cast, stdin, streams) = (&mut self.cast, self.stdin, &mut self.streams);
         match (&mut self.up, self.protocol) {
@@ -230,8 +239,8 @@ impl Recorder {
                         streams.insert(id, kind);
                     }
                     spdy::Event::Data(id, data) => match streams.get(&id).map(String::as_str) {
-                        Some("stdin") if stdin => cast.data(at, Stream::Stdin, &data),
-                        Some("resize") => resize(cast, at, &data),
+                        Some("stdin") if stdin => cast.data(at, Stream::Stdin, data),
+                        Some("resize") => resize(cast, at, data),
                         _ => {}
                     },
                 })
@@ -243,6 +252,9 @@ impl Recorder {
 
     /// Bytes the API server sent.
     pub fn from_server(&mut self, bytes: &[u8]) {
+        if self.done() {
+            return;
+        }
         let at = self.at();
         let (cast, streams) = (&mut self.cast, &self.streams);
         match (&mut self.down, self.protocol) {
@@ -258,8 +270,8 @@ impl Recorder {
             (Parser::Spdy(frames), Some(Protocol::Spdy)) => frames.push(bytes, |event| {
                 if let spdy::Event::Data(id, data) = event {
                     match streams.get(&id).map(String::as_str) {
-                        Some("stdout") => cast.data(at, Stream::Stdout, &data),
-                        Some("stderr") => cast.data(at, Stream::Stderr, &data),
+                        Some("stdout") => cast.data(at, Stream::Stdout, data),
+                        Some("stderr") => cast.data(at, Stream::Stderr, data),
                         _ => {}
                     }
                 }

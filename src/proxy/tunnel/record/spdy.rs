@@ -99,16 +99,17 @@ pub fn dictionary() -> Vec<u8> {
 
 /// What one direction of the connection carries.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     /// A new stream and its `streamType` (from the client).
     Stream(u32, String),
     /// Data of a stream.
-    Data(u32, Vec<u8>),
+    Data(u32, &'a [u8]),
 }
 
-/// One direction of a SPDY connection, parsed as it passes.
+/// One direction of a SPDY connection, parsed as it passes. Whole frames are read
+/// straight from the bytes handed in; only a frame cut by the end of a chunk is held.
 pub struct Frames {
-    buf: Vec<u8>,
+    held: Vec<u8>,
     inflate: flate2::Decompress,
     /// Set when the stream stopped making sense (or a frame was too large).
     pub broken: bool,
@@ -117,7 +118,7 @@ pub struct Frames {
 impl Default for Frames {
     fn default() -> Frames {
         Frames {
-            buf: Vec::new(),
+            held: Vec::new(),
             inflate: flate2::Decompress::new(true),
             broken: false,
         }
@@ -126,34 +127,38 @@ impl Default for Frames {
 
 impl Frames {
     /// Feeds `bytes`, calling `on_event` for each stream opened and each data frame.
-    pub fn push(&mut self, bytes: &[u8], mut on_event: impl FnMut(Event)) {
+    pub fn push(&mut self, bytes: &[u8], mut on_event: impl FnMut(Event<'_>)) {
         if self.broken {
             return;
         }
-        self.buf.extend_from_slice(bytes);
+        let mut held = std::mem::take(&mut self.held);
+        let data: &[u8] = if held.is_empty() {
+            bytes
+        } else {
+            held.extend_from_slice(bytes);
+            &held
+        };
         let mut at = 0;
-        while self.buf.len() - at >= 8 {
-            let head = &self.buf[at..at + 8];
+        while data.len() - at >= 8 {
+            let head = &data[at..at + 8];
             let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
             if len > MAX_FRAME {
                 self.broken = true;
                 return;
             }
-            if self.buf.len() - at < 8 + len {
+            if data.len() - at < 8 + len {
                 break;
             }
             let control = head[0] & 0x80 != 0;
             let kind = u16::from_be_bytes([head[2], head[3]]);
             let stream = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) & 0x7fff_ffff;
-            let data = at + 8..at + 8 + len;
+            let frame = &data[at + 8..at + 8 + len];
             at += 8 + len;
             if !control {
-                on_event(Event::Data(stream, self.buf[data].to_vec()));
+                on_event(Event::Data(stream, frame));
             } else if kind == SYN_STREAM && len >= 10 {
-                let frame = &self.buf[data];
                 let id = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) & 0x7fff_ffff;
-                let block = frame[10..].to_vec();
-                match headers(&mut self.inflate, &block) {
+                match headers(&mut self.inflate, &frame[10..]) {
                     Ok(headers) => {
                         let kind = headers.get("streamtype").cloned().unwrap_or_default();
                         on_event(Event::Stream(id, kind));
@@ -165,7 +170,13 @@ impl Frames {
                 }
             }
         }
-        self.buf.drain(..at);
+        let rest = data.len() - at;
+        if held.is_empty() {
+            self.held.extend_from_slice(&bytes[bytes.len() - rest..]);
+        } else {
+            held.drain(..held.len() - rest);
+            self.held = held;
+        }
     }
 }
 
@@ -268,17 +279,22 @@ mod tests {
             let mut frames = Frames::default();
             let mut got = Vec::new();
             for chunk in wire.chunks(step) {
-                frames.push(chunk, |e| got.push(e));
+                frames.push(chunk, |e| {
+                    got.push(match e {
+                        Event::Stream(id, kind) => (id, kind.into_bytes(), true),
+                        Event::Data(id, data) => (id, data.to_vec(), false),
+                    })
+                });
             }
             assert!(!frames.broken);
             assert_eq!(
                 got,
                 [
-                    Event::Stream(1, "error".into()),
-                    Event::Stream(3, "stdout".into()),
-                    Event::Stream(5, "stderr".into()),
-                    Event::Data(3, b"hello".to_vec()),
-                    Event::Data(5, b"oops".to_vec()),
+                    (1, b"error".to_vec(), true),
+                    (3, b"stdout".to_vec(), true),
+                    (5, b"stderr".to_vec(), true),
+                    (3, b"hello".to_vec(), false),
+                    (5, b"oops".to_vec(), false),
                 ],
                 "step {step}"
             );

@@ -5,18 +5,25 @@
 //! 3 error, 4 resize, 255 close; `base64.channel.k8s.io`, `v4.base64.channel.k8s.io`: a
 //! first character `'0'`..`'4'` and the data in base64).
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 
 /// Messages larger than this are not followed (the recording notes it and stops).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// One direction of a WebSocket connection, parsed as it passes.
+/// One direction of a WebSocket connection, parsed as it passes. Whole frames are read
+/// straight from the bytes handed in; only a frame cut by the end of a chunk is held.
 #[derive(Default)]
 pub struct Frames {
-    buf: Vec<u8>,
+    /// The start of a frame that the next chunk completes.
+    held: Vec<u8>,
+    /// A fragmented message being assembled.
     message: Vec<u8>,
     /// The opcode of the message being assembled from fragments.
     opcode: u8,
+    /// Where masked payloads are unmasked (reused).
+    scratch: Vec<u8>,
     /// Set when the stream stopped making sense (or a message was too large).
     pub broken: bool,
 }
@@ -27,9 +34,15 @@ impl Frames {
         if self.broken {
             return;
         }
-        self.buf.extend_from_slice(bytes);
+        let mut held = std::mem::take(&mut self.held);
+        let data: &[u8] = if held.is_empty() {
+            bytes
+        } else {
+            held.extend_from_slice(bytes);
+            &held
+        };
         let mut at = 0;
-        while let Some(frame) = parse(&self.buf[at..]) {
+        while let Some(frame) = parse(&data[at..]) {
             let Frame {
                 fin,
                 opcode,
@@ -42,28 +55,55 @@ impl Frames {
                 return;
             }
             let start = at + header;
-            let mut payload = self.buf[start..start + len].to_vec();
-            if let Some(mask) = mask {
-                for (i, b) in payload.iter_mut().enumerate() {
-                    *b ^= mask[i % 4];
-                }
-            }
             at = start + len;
-            match opcode {
+            if opcode >= 0x8 {
                 // control frames may come between fragments
-                0x8..=0xF => continue,
-                0x0 => self.message.extend_from_slice(&payload),
-                _ => {
-                    self.opcode = opcode;
-                    self.message = payload;
+                continue;
+            }
+            let mut payload = &data[start..start + len];
+            if let Some(mask) = mask {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(payload);
+                unmask(&mut self.scratch, mask);
+                payload = &self.scratch;
+            }
+            if opcode != 0x0 {
+                self.opcode = opcode;
+                self.message.clear();
+                if fin {
+                    // the usual case: a whole message in one frame, not copied
+                    if opcode == 0x1 || opcode == 0x2 {
+                        on_message(payload);
+                    }
+                    continue;
                 }
             }
+            self.message.extend_from_slice(payload);
             if fin && (self.opcode == 0x1 || self.opcode == 0x2) {
-                let message = std::mem::take(&mut self.message);
-                on_message(&message);
+                on_message(&self.message);
+                self.message.clear();
             }
         }
-        self.buf.drain(..at);
+        let rest = data.len() - at;
+        if held.is_empty() {
+            self.held.extend_from_slice(&bytes[bytes.len() - rest..]);
+        } else {
+            held.drain(..held.len() - rest);
+            self.held = held;
+        }
+    }
+}
+
+/// XORs `payload` with the frame's mask, four bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
     }
 }
 
@@ -132,16 +172,16 @@ pub const RESIZE: u8 = 4;
 
 /// The channel and data of a message of a channel protocol (`base64`: one of the base64
 /// variants); `None` for an empty message or one that does not decode.
-pub fn channel_message(message: &[u8], base64: bool) -> Option<(u8, Vec<u8>)> {
+pub fn channel_message(message: &[u8], base64: bool) -> Option<(u8, Cow<'_, [u8]>)> {
     let (&first, rest) = message.split_first()?;
     if !base64 {
-        return Some((first, rest.to_vec()));
+        return Some((first, Cow::Borrowed(rest)));
     }
     let channel = first.checked_sub(b'0')?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(rest)
         .ok()?;
-    Some((channel, data))
+    Some((channel, Cow::Owned(data)))
 }
 
 #[cfg(test)]
@@ -195,8 +235,14 @@ mod tests {
 
     #[test]
     fn channels_binary_and_base64() {
-        assert_eq!(channel_message(&[1, b'x'], false), Some((1, b"x".to_vec())));
-        assert_eq!(channel_message(b"1eA==", true), Some((1, b"x".to_vec())));
+        assert_eq!(
+            channel_message(&[1, b'x'], false),
+            Some((1, Cow::Borrowed(&b"x"[..])))
+        );
+        assert_eq!(
+            channel_message(b"1eA==", true),
+            Some((1, Cow::Owned(b"x".to_vec())))
+        );
         assert_eq!(channel_message(b"", true), None);
     }
 }
