@@ -140,7 +140,7 @@ impl Cast {
         // written in place: `[t, "o", "text"]`, the text escaped as JSON
         let start = self.lines.len();
         let _ = write!(self.lines, "[{t:.6}, \"{code}\", ");
-        let _ = serde_json::to_writer(&mut self.lines, text);
+        escape_into(&mut self.lines, text);
         self.lines.extend_from_slice(b"]\n");
         let len = (self.lines.len() - start) as u64;
         if self.written + len > self.cap {
@@ -163,6 +163,44 @@ impl Cast {
         self.lines.extend_from_slice(line.as_bytes());
         self.lines.push(b'\n');
     }
+}
+
+/// `\u00XX` for each control character.
+const CONTROL: [[u8; 6]; 32] = {
+    let hex = b"0123456789abcdef";
+    let mut table = [[0u8; 6]; 32];
+    let mut i = 0;
+    while i < 32 {
+        table[i] = [b'\\', b'u', b'0', b'0', hex[i >> 4], hex[i & 15]];
+        i += 1;
+    }
+    table
+};
+
+/// Appends `text` as a JSON string: runs of plain characters are copied whole, and each
+/// character JSON must escape is written from a table (terminal output is full of
+/// escape sequences and, in the worst case, of NULs).
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => &CONTROL[b as usize],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 fn round6(t: f64) -> f64 {
@@ -241,6 +279,21 @@ mod tests {
         assert!(cast.size() <= 200 + 100);
         cast.resize(Duration::from_secs(1), 100, 40);
         assert!(cast.take().is_empty());
+    }
+
+    #[test]
+    fn text_is_escaped_as_json_reads_it() {
+        let text: String = (0u8..128)
+            .map(char::from)
+            .chain("€ \"q\" \\".chars())
+            .collect();
+        let mut out = Vec::new();
+        escape_into(&mut out, &text);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, text);
+        let mut zeros = Vec::new();
+        escape_into(&mut zeros, "\0\0");
+        assert_eq!(zeros, br#""\u0000\u0000""#);
     }
 
     #[test]
