@@ -313,8 +313,33 @@ async fn the_callers_kubeconfig_points_at_kubegate_with_their_token() {
     )
     .await;
     let bob = gw.token("bob");
+    // by default, kubectl's exec plugin and nothing secret
     let mut res = client()
         .get(format!("{url}/1/config"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let yaml = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(yaml.contains("client.authentication.k8s.io/v1"), "{yaml}");
+    assert!(
+        yaml.contains("credential") && !yaml.contains("token:"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("kubegate-1-dev"), "{yaml}");
+    let mut res = client()
+        .get(format!("{url}/1/config?credential=nonsense"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let error = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(error.contains("exec") && error.contains("token"), "{error}");
+    // with ?credential=token, a new token of theirs
+    let mut res = client()
+        .get(format!("{url}/1/config?credential=token"))
         .bearer_auth(&bob)
         .send()
         .await

@@ -328,6 +328,7 @@ fn tokens_and_revocations_in_vault() {
                 created_at: epoch_now(),
                 expires_at: later,
                 revoked_at: None,
+                session: false,
             };
             TokenStore::add(store.as_ref(), &record).await.unwrap();
         }
@@ -356,6 +357,22 @@ fn tokens_and_revocations_in_vault() {
         let claims = futures_util::future::join_all(claims).await;
         let revoked = store.revoked().await.unwrap();
         let after = TokenStore::list(store.as_ref(), "dex:alice").await.unwrap();
+        // a kubectl device login: waiting, then approved (replaced); an expired one is gone
+        store
+            .put_grant("device:AB", "pending", later)
+            .await
+            .unwrap();
+        store
+            .put_grant("device:AB", "approved", later)
+            .await
+            .unwrap();
+        store.put_grant("device:old", "pending", 5).await.unwrap();
+        assert_eq!(
+            store.get_grant("device:AB").await.unwrap().as_deref(),
+            Some("approved")
+        );
+        assert_eq!(store.get_grant("device:old").await.unwrap(), None);
+        assert_eq!(store.get_grant("device:none").await.unwrap(), None);
         (listed, stranger, revoked, after, claims)
     });
     assert_eq!(

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine as _;
-use kubegate_actors::kubeconfig::{self, KubeconfigRules};
+use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::registry::{ClusterRegistry, Evict};
 use kubegate_actors::store::{ClusterChange, ClusterRecord, ClusterStore, RecordSessions};
 use kubegate_actors::ClusterKey;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::kubeconfig::{self, Credential};
 use super::tokens::Tokens;
 use super::{guarded, guarded_change, id_param, parse_json, Access, ApiError};
 use crate::clusters;
@@ -54,9 +54,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// What a caller may see of a cluster: never its kubeconfig.
 fn view(record: &ClusterRecord, state: &ClusterApi) -> serde_json::Value {
-    let server = kubeconfig::parse(&record.kubeconfig, record.context.as_deref(), &state.rules)
-        .map(|spec| spec.server)
-        .ok();
+    let server = kubegate_actors::kubeconfig::parse(
+        &record.kubeconfig,
+        record.context.as_deref(),
+        &state.rules,
+    )
+    .map(|spec| spec.server)
+    .ok();
     json!({
         "id": record.id,
         "name": record.name,
@@ -287,47 +291,61 @@ async fn evict(state: &ClusterApi, key: ClusterKey) {
     }
 }
 
-/// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster, with
-/// a new token of theirs: never the cluster's own credentials.
+/// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster:
+/// never the cluster's own credentials. Its credential is kubectl's exec plugin, or with
+/// `?credential=token` a new token of theirs ([`super::kubeconfig`]).
 async fn kubeconfig_for_caller(
     req: HttpRequest,
+    query: web::Query<Vec<(String, String)>>,
     gate: web::Data<Gate>,
     state: web::Data<ClusterApi>,
     tokens: web::Data<Tokens>,
 ) -> HttpResponse {
+    let asked = query
+        .iter()
+        .find(|(k, _)| k == "credential")
+        .map(|(_, v)| v.as_str());
+    let credential = match Credential::parse(asked) {
+        Ok(credential) => credential,
+        Err(e) => return e.response(),
+    };
     let (st, rq) = (state.clone(), req.clone());
-    guarded_change(&req, &gate, Access::Org { verb: "get", object: "kubegate:clusters/config" }, |org, user| async move {
+    let work = |org, user: String| async move {
         let (state, req) = (st, rq);
         let record = find(&state, &req, org).await?;
-        let base = match &state.public_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => {
-                let info = req.connection_info();
-                format!("{}://{}", info.scheme(), info.host())
+        let base = kubeconfig::base_url(&state, &req);
+        let user_entry = match credential {
+            Credential::Exec => kubeconfig::exec_user(&base),
+            Credential::Token => {
+                let token = super::tokens::issue_recorded(
+                    &tokens,
+                    &req,
+                    &user,
+                    &format!("kubeconfig for cluster {}", record.id),
+                    None,
+                )
+                .await?;
+                json!({"token": token.token})
             }
         };
-        let token = super::tokens::issue_recorded(
-            &tokens,
-            &user,
-            &format!("kubeconfig for cluster {}", record.id),
-            None,
-        )
-        .await?;
-        let ca = match (&state.served_ca, base.starts_with("https://")) {
-            (Some(path), true) => std::fs::read(path)
-                .ok()
-                .map(|pem| format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(pem))),
-            _ => None,
-        }
-        .unwrap_or_default();
-        let name = format!("kubegate-{org}-{}", record.name);
-        let yaml = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {base}/pipeline/api/v1/orgs/{org}/clusters/{id}/proxy\n{ca}users:\n- name: {user_q}\n  user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {user_q}\ncurrent-context: {name}\n",
-            id = record.id,
-            user_q = serde_json::to_string(&user).unwrap_or_default(),
-            token = token.token,
-        );
-        Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
-    })
-    .await
+        let entry = kubeconfig::Entry {
+            org,
+            id: record.id,
+            name: record.name,
+        };
+        Ok(kubeconfig::answer(kubeconfig::kubeconfig(
+            &state,
+            &base,
+            &[entry],
+            user_entry,
+        )))
+    };
+    let access = Access::Org {
+        verb: "get",
+        object: "kubegate:clusters/config",
+    };
+    match credential {
+        Credential::Token => guarded_change(&req, &gate, access, work).await,
+        Credential::Exec => guarded(&req, &gate, access, work).await,
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod clusters;
+pub mod kubeconfig;
 pub mod members;
 pub mod orgs;
 pub mod policy;
@@ -219,5 +220,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(policy::routes)
         .configure(audit::routes)
         .configure(sessions::routes)
+        .configure(kubeconfig::routes)
         .configure(tokens::routes);
 }

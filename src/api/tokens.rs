@@ -6,6 +6,14 @@
 //! - `DELETE /pipeline/api/v1/tokens/{id}` revokes one of the caller's tokens.
 //! - `GET /pipeline/api/v1/token` creates a token for the logged-in user, as the Pipeline
 //!   UI asks for one after a browser login.
+//! - `DELETE /pipeline/api/v1/users/{user}/tokens` (global administrators): revokes every
+//!   token and kubectl login session of a user.
+//!
+//! The list holds the caller's kubectl login sessions too (`"kind": "session"`, from
+//! `kubegate login`): revoking one ends its refresh credential and its access tokens.
+//! A token cannot mint a token that outlives it: a request authenticated with a bearer
+//! token gets tokens that expire before it does (a browser session may ask for up to
+//! `auth.max_ttl`).
 //!
 //! A revocation is in force at once on this replica and within `auth.revocation_poll` on
 //! the others ([`crate::gate::revocations`]).
@@ -14,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use kubegate_actors::store::StoreError;
 use kubegate_actors::store::{TokenRecord, TokenStore};
 use serde::Deserialize;
@@ -23,7 +31,7 @@ use serde_json::json;
 use crate::api::{guarded, guarded_change, parse_json, Access, ApiError};
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{IssuedToken, TokenAuthority};
-use crate::gate::Gate;
+use crate::gate::{BearerExpiry, Gate};
 
 /// What the tokens API works with.
 pub struct Tokens {
@@ -40,6 +48,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/pipeline/api/v1/tokens", web::post().to(create))
         .route("/pipeline/api/v1/tokens", web::get().to(list))
         .route("/pipeline/api/v1/tokens/{id}", web::delete().to(revoke))
+        .route(
+            "/pipeline/api/v1/users/{user}/tokens",
+            web::delete().to(revoke_all),
+        )
         .route("/pipeline/api/v1/token", web::get().to(create_for_session));
 }
 
@@ -81,8 +93,13 @@ fn unavailable(e: StoreError) -> ApiError {
 
 /// Issues a token for `user` and keeps its record (without its record the token could
 /// not be listed or revoked: no record, no token).
+///
+/// When `req` was authenticated with a bearer token, the new token ends before it: no
+/// lifetime asked gives the default or what is left of the bearer token, whichever is
+/// shorter, and a longer one asked for is refused.
 pub async fn issue_recorded(
     state: &Tokens,
+    req: &HttpRequest,
     user: &str,
     name: &str,
     ttl: Option<Duration>,
@@ -91,6 +108,35 @@ pub async fn issue_recorded(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "name: at most 200 characters, no control characters",
+        ));
+    }
+    let bearer = req.extensions().get::<BearerExpiry>().copied();
+    let ttl = match bearer {
+        None => ttl,
+        Some(BearerExpiry(expires)) => {
+            let left =
+                Duration::from_secs(expires.saturating_sub(kubegate_actors::store::epoch_now()));
+            match ttl {
+                Some(asked) if asked > left => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                        "ttl: a token cannot create a token that outlives it; the token of this \
+                             request expires in {}s, so ask for at most that, or create the token \
+                             from a browser session (up to auth.max_ttl)",
+                        left.as_secs()
+                    ),
+                    ))
+                }
+                Some(asked) => Some(asked),
+                None => Some(state.tokens.default_ttl().min(left)),
+            }
+        }
+    };
+    if ttl.is_some_and(|t| t.is_zero()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ttl: the token of this request has expired; nothing can be created with it",
         ));
     }
     let issued = state
@@ -108,11 +154,12 @@ pub async fn issue_recorded(
 /// A new token as the API answers it: the token is shown this once.
 async fn issue(
     state: &Tokens,
+    req: &HttpRequest,
     user: &str,
     name: &str,
     ttl: Option<Duration>,
 ) -> Result<HttpResponse, ApiError> {
-    let issued = issue_recorded(state, user, name, ttl).await?;
+    let issued = issue_recorded(state, req, user, name, ttl).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
         .json(json!({
@@ -135,6 +182,7 @@ fn view(record: &TokenRecord) -> serde_json::Value {
         "expiresAt": time(record.expires_at),
         "revoked": record.revoked_at.is_some(),
         "revokedAt": record.revoked_at.map(time),
+        "kind": if record.session { "session" } else { "token" },
     })
 }
 
@@ -144,11 +192,11 @@ async fn create(
     gate: web::Data<Gate>,
     state: web::Data<Tokens>,
 ) -> HttpResponse {
-    let st = state.clone();
+    let (st, rq) = (state.clone(), req.clone());
     guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let CreateToken { name, ttl } = parse_json(&body)?;
         let ttl = parse_ttl(ttl.as_ref())?;
-        issue(&st, &user, &name, ttl).await
+        issue(&st, &rq, &user, &name, ttl).await
     })
     .await
 }
@@ -195,13 +243,46 @@ async fn create_for_session(
     gate: web::Data<Gate>,
     state: web::Data<Tokens>,
 ) -> HttpResponse {
-    let st = state.clone();
+    let (st, rq) = (state.clone(), req.clone());
     guarded_change(&req, &gate, Access::Authenticated, |_, user| async move {
         let name = format!(
             "browser login {}",
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         );
-        issue(&st, &user, &name, None).await
+        issue(&st, &rq, &user, &name, None).await
+    })
+    .await
+}
+
+/// `DELETE /pipeline/api/v1/users/{user}/tokens`: a global administrator revokes every
+/// token and kubectl login session of `user` (someone who left, a stolen laptop).
+async fn revoke_all(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Tokens>,
+) -> HttpResponse {
+    let st = state.clone();
+    let whose = req.match_info().get("user").unwrap_or_default().to_string();
+    guarded(&req, &gate, Access::GlobalAdmin, |_, admin| async move {
+        let records = st.token_store.list(&whose).await.map_err(unavailable)?;
+        let mut revoked = Vec::new();
+        for record in records.iter().filter(|r| r.revoked_at.is_none()) {
+            if st
+                .token_store
+                .revoke(&whose, &record.id)
+                .await
+                .map_err(unavailable)?
+                .is_some()
+            {
+                st.revocations.insert(&record.id);
+                revoked.push(record.id.clone());
+            }
+        }
+        log::info!(
+            "{admin} revoked {} tokens and kubectl login sessions of {whose}",
+            revoked.len()
+        );
+        Ok(HttpResponse::Ok().json(json!({"user": whose, "revoked": revoked})))
     })
     .await
 }

@@ -214,6 +214,12 @@ impl Config {
         if self.auth.revocation_poll.is_zero() {
             problems.push("auth.revocation_poll: must be more than 0".to_string());
         }
+        if self.auth.kubectl_token_ttl.is_zero() || self.auth.kubectl_token_ttl > self.auth.max_ttl
+        {
+            problems.push(
+                "auth.kubectl_token_ttl: must be more than 0 and at most auth.max_ttl".to_string(),
+            );
+        }
         problems.extend(self.login.problems(&self.sessions));
         if self.auth.default_ttl.is_zero() {
             problems.push("auth.default_ttl: must be more than 0".to_string());

@@ -91,6 +91,7 @@ impl Default for AuthConfig {
             max_ttl: 720 * 3600 * SECOND,
             token_store: TokenStoreKind::File,
             revocation_poll: 2 * SECOND,
+            kubectl_token_ttl: 15 * 60 * SECOND,
         }
     }
 }

@@ -253,6 +253,9 @@ pub struct AuthConfig {
     /// on another replica is refused here within this time.
     #[serde(deserialize_with = "duration")]
     pub revocation_poll: Duration,
+    /// Lifetime of the access tokens of a kubectl login session (`kubegate login`).
+    #[serde(deserialize_with = "duration")]
+    pub kubectl_token_ttl: Duration,
 }
 
 /// `auth.token_store`: where token records and revocations are kept.

@@ -259,9 +259,9 @@ impl Impersonation {
                 if global_admin {
                     out.push("impersonate-group", "kubegate:global-admin")?;
                 }
-                if let Some(session) = &identity.session {
-                    let prefix = group_prefix.replace("{provider}", &session.provider);
-                    for group in &session.groups {
+                if let Some((provider, groups)) = identity.login_groups() {
+                    let prefix = group_prefix.replace("{provider}", provider);
+                    for group in groups {
                         let group = format!("{prefix}{group}");
                         if is_system_name(&group) {
                             continue;
@@ -320,6 +320,8 @@ mod tests {
                 expires_at: 0,
             }),
             roles: vec!["admin".into()],
+            login: None,
+            expires_at: None,
         }
     }
 

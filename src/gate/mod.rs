@@ -76,7 +76,29 @@ pub struct Identity {
     pub session: Option<SessionUser>,
     /// The user's roles in the org the request is about (filled in by authorization).
     pub roles: Vec<String>,
+    /// The login provider and groups a bearer token of a kubectl login session carries.
+    pub login: Option<(String, Vec<String>)>,
+    /// When the bearer token expires, seconds since the epoch: a token may only mint
+    /// tokens that end before it does.
+    pub expires_at: Option<u64>,
 }
+
+impl Identity {
+    /// The provider and groups of the login behind the credential: the browser session's,
+    /// or those a kubectl login session's token carries. None for other tokens.
+    pub fn login_groups(&self) -> Option<(&str, &[String])> {
+        match (&self.session, &self.login) {
+            (Some(session), _) => Some((session.provider.as_str(), session.groups.as_slice())),
+            (None, Some((provider, groups))) => Some((provider.as_str(), groups.as_slice())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The expiry of the bearer token a request was authenticated with (a request
+/// extension), for the rule that a token cannot mint a token that outlives it.
+#[derive(Clone, Copy, Debug)]
+pub struct BearerExpiry(pub u64);
 
 /// What a request asks to do.
 #[derive(Clone, Copy)]
@@ -299,6 +321,19 @@ impl Gate {
         Ok(identity)
     }
 
+    /// Whether the policy lets `user` do `verb` on the kubegate object `object` of `org`
+    /// (no answer in time: no).
+    pub async fn allows(&self, user: &str, org: u64, verb: &str, object: &str) -> bool {
+        let ask = Authorize {
+            subject: user.to_string(),
+            org,
+            object: object.to_string(),
+            action: verb.to_string(),
+            ..Default::default()
+        };
+        self.decide(ask).await.is_ok_and(|d| d.allowed)
+    }
+
     /// Ends the event of a request refused or failed with `status` and `message`, whose
     /// answer carries `bytes_out` bytes: an error after an allowed decision is recorded
     /// as an error, a refused cookie still names whose it was, and the message is the
@@ -350,6 +385,15 @@ impl Gate {
                         "the token has been revoked; create a new one",
                     ));
                 }
+                let ended = |id: &Option<String>| {
+                    id.as_deref()
+                        .is_some_and(|id| self.revocations.contains(id))
+                };
+                if ended(&claims.sid) || ended(&claims.psid) {
+                    return Err(StatusError::unauthorized(
+                        "the login session of this token has ended or was revoked; run `kubegate login` again",
+                    ));
+                }
                 if tokens::is_system_name(&claims.sub) {
                     // never issued by kubegate; refused should a signing key ever have
                     // signed one
@@ -357,11 +401,14 @@ impl Gate {
                         "user names that begin with \"system:\" are not accepted",
                     ));
                 }
+                req.extensions_mut().insert(BearerExpiry(claims.exp));
                 Identity {
                     user: claims.sub,
                     token_id: Some(claims.jti),
                     session: None,
                     roles: Vec::new(),
+                    login: claims.provider.map(|p| (p, claims.groups)),
+                    expires_at: Some(claims.exp),
                 }
             }
             None => {
@@ -387,6 +434,8 @@ impl Gate {
                     token_id: None,
                     session: Some(user),
                     roles: Vec::new(),
+                    login: None,
+                    expires_at: None,
                 }
             }
         };

@@ -38,6 +38,43 @@ pub struct Claims {
     /// The token's name, given by its owner.
     #[serde(default)]
     pub text: String,
+    /// The kubectl login session (`kubegate login`) the token was issued under: when
+    /// that session is revoked, so is the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The browser session that session came from: a logout there ends it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psid: Option<String>,
+    /// The login provider, for a token issued under a login session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The groups the login brought (the provider's, `system:` ones never).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// Who a kubectl login session speaks for: carried by its access tokens, refresh
+/// credentials and authorization codes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SessionGrant {
+    /// The user.
+    pub sub: String,
+    /// The kubectl login session's id (a token record's id).
+    #[serde(default)]
+    pub sid: String,
+    /// The browser session the login went through.
+    #[serde(default)]
+    pub psid: String,
+    /// The login provider.
+    pub provider: String,
+    /// The login's groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The client's name (`kubegate on laptop`).
+    #[serde(default)]
+    pub client: String,
+    /// When the session ends, seconds since the epoch.
+    pub session_exp: u64,
 }
 
 /// Why a bearer token was refused. Messages never contain the token.
@@ -123,6 +160,7 @@ impl IssuedToken {
             created_at: self.issued_at,
             expires_at: self.expires_epoch,
             revoked_at: None,
+            session: false,
         }
     }
 }
@@ -231,6 +269,30 @@ impl TokenAuthority {
         ttl: Option<Duration>,
         name: &str,
     ) -> Result<IssuedToken, String> {
+        self.issue_with(user, ttl, name, None)
+    }
+
+    /// A short-lived access token of a kubectl login session: it carries the session's
+    /// ids (so that revoking the session revokes it) and the login's groups, and never
+    /// outlives the session.
+    pub fn issue_for_session(
+        &self,
+        grant: &SessionGrant,
+        ttl: Duration,
+    ) -> Result<IssuedToken, String> {
+        let left = grant.session_exp.saturating_sub(now());
+        let ttl = ttl.min(Duration::from_secs(left)).min(self.max_ttl);
+        let name = format!("kubectl login: {}", grant.client);
+        self.issue_with(&grant.sub, Some(ttl), &name, Some(grant))
+    }
+
+    fn issue_with(
+        &self,
+        user: &str,
+        ttl: Option<Duration>,
+        name: &str,
+        grant: Option<&SessionGrant>,
+    ) -> Result<IssuedToken, String> {
         if !is_valid_user(user) {
             return Err(
                 "the user name must be non-empty, without spaces, commas or control characters, \
@@ -256,6 +318,10 @@ impl TokenAuthority {
             scope: "api:invoke".into(),
             kind: "user".into(),
             text: name.to_string(),
+            sid: grant.map(|g| g.sid.clone()),
+            psid: grant.map(|g| g.psid.clone()).filter(|p| !p.is_empty()),
+            provider: grant.map(|g| g.provider.clone()),
+            groups: grant.map(|g| g.groups.clone()).unwrap_or_default(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| format!("cannot sign the token: {e}"))?;
@@ -270,6 +336,11 @@ impl TokenAuthority {
     }
 
     /// Verifies a token and returns its claims.
+    /// The lifetime of a token when none is asked for.
+    pub fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -305,6 +376,51 @@ impl TokenAuthority {
     }
 
     /// Checks the signature, the algorithm, expiry, issuer and audience, and the claims.
+    /// Signs `claims` for `purpose` (`code`, `refresh`, `device`): the token's audience is
+    /// `{audience}:{purpose}`, so that no such token is ever taken as a bearer token, nor
+    /// one purpose's for another's.
+    pub fn seal<T: Serialize>(&self, purpose: &str, claims: &T) -> Result<String, String> {
+        #[derive(Serialize)]
+        struct Sealed<'a, T> {
+            iss: &'a str,
+            aud: String,
+            #[serde(flatten)]
+            claims: &'a T,
+        }
+        let sealed = Sealed {
+            iss: &self.issuer,
+            aud: format!("{}:{purpose}", self.audience),
+            claims,
+        };
+        encode(&Header::new(Algorithm::HS256), &sealed, &self.encoding)
+            .map_err(|e| format!("cannot sign: {e}"))
+    }
+
+    /// Checks a token of [`TokenAuthority::seal`] for `purpose`: signature, issuer,
+    /// audience and `exp` (which `T` must carry).
+    pub fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+    ) -> Result<T, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[format!("{}:{purpose}", self.audience)]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 0;
+        decode::<T>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAudience => {
+                    AuthError::Invalid(format!("not a {purpose} credential"))
+                }
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                _ => AuthError::Invalid("not well-formed".into()),
+            })
+    }
+
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         decode::<Claims>(token, &self.decoding, &self.validation)
@@ -474,6 +590,10 @@ mod tests {
             scope: String::new(),
             kind: String::new(),
             text: String::new(),
+            sid: None,
+            psid: None,
+            provider: None,
+            groups: Vec::new(),
         };
         let t = encode(
             &Header::new(Algorithm::HS256),
@@ -489,5 +609,58 @@ mod tests {
             a.verify(&t.token),
             Err(AuthError::Invalid("wrong audience".into()))
         );
+    }
+
+    #[test]
+    fn sealed_tokens_are_for_one_purpose_and_never_bearer_tokens() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Code {
+            exp: u64,
+            sub: String,
+        }
+        let a = authority();
+        let code = Code {
+            exp: now() + 60,
+            sub: "alice".into(),
+        };
+        let sealed = a.seal("code", &code).unwrap();
+        assert_eq!(a.open::<Code>("code", &sealed).unwrap(), code);
+        assert!(matches!(
+            a.open::<Code>("refresh", &sealed),
+            Err(AuthError::Invalid(why)) if why == "not a refresh credential"
+        ));
+        assert!(a.verify(&sealed).is_err(), "never a bearer token");
+        let stale = a
+            .seal(
+                "code",
+                &Code {
+                    exp: now() - 1,
+                    sub: "alice".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(a.open::<Code>("code", &stale), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn session_tokens_carry_the_session_and_never_outlive_it() {
+        let a = authority();
+        let grant = SessionGrant {
+            sub: "ldap:alice".into(),
+            sid: "s1".into(),
+            psid: "p1".into(),
+            provider: "ldap".into(),
+            groups: vec!["devs".into()],
+            client: "kubegate on laptop".into(),
+            session_exp: now() + 30,
+        };
+        let t = a
+            .issue_for_session(&grant, Duration::from_secs(900))
+            .unwrap();
+        let c = a.verify(&t.token).unwrap();
+        assert_eq!(c.sid.as_deref(), Some("s1"));
+        assert_eq!(c.psid.as_deref(), Some("p1"));
+        assert_eq!(c.groups, ["devs"]);
+        assert!(c.exp <= grant.session_exp, "capped at the session's end");
     }
 }

@@ -29,6 +29,10 @@ use kubegate_actors::network::Network;
 
 use crate::status::StatusError;
 
+/// Paths the address limit leaves to per-credential limits: the token endpoint of
+/// kubectl single sign-on (refreshes per session, device polls per code; codes are
+/// single-use), and the session check of `kubegate credential`.
+const PER_CREDENTIAL: [&str; 2] = ["/auth/cli/token", "/auth/session"];
 /// Buckets kept before full (idle) ones are dropped.
 const PRUNE_AT: usize = 50_000;
 
@@ -90,8 +94,14 @@ impl RateLimit {
         }
     }
 
-    /// The prefix of `path` that is limited, by its index.
+    /// The prefix of `path` that is limited, by its index. kubectl's exec plugin calls
+    /// [`PER_CREDENTIAL`] on every kubectl run: those are limited per credential
+    /// (`crate::login::kubectl`), not per address, so that people behind one NAT
+    /// address are not refused together.
     fn limited(&self, path: &str) -> Option<usize> {
+        if PER_CREDENTIAL.contains(&path) {
+            return None;
+        }
         self.inner
             .prefixes
             .iter()

@@ -241,6 +241,7 @@ impl Gateway {
             members: services.stores.members.clone(),
             policy_reload: services.policy.clone().recipient(),
             token_store: services.stores.tokens.clone(),
+            kubectl: crate::login::kubectl::KubectlLogins::new(config.auth.kubectl_token_ttl),
         });
         let health = web::Data::new(Health {
             clusters: services.stores.clusters.clone(),

@@ -16,6 +16,7 @@
 //! Every login, whatever its end, is audited; failures end on a page (or JSON, for
 //! clients that ask for it) that says what went wrong, never a panic.
 
+pub mod kubectl;
 pub mod ldap;
 pub mod oauth;
 mod pages;
@@ -132,6 +133,8 @@ pub struct LoginState {
     pub policy_reload: Recipient<Reload>,
     /// Token records and revocations: a logout ends the session on every replica.
     pub token_store: Arc<dyn TokenStore>,
+    /// kubectl single sign-on's settings and limits.
+    pub kubectl: kubectl::KubectlLogins,
 }
 
 /// The configured providers and rules.
@@ -213,14 +216,19 @@ impl Login {
     /// The callback URL of provider `name`: under `server.public_url` when set, else
     /// under the scheme and host the browser used.
     fn callback(&self, req: &HttpRequest, name: &str) -> String {
-        let base = match &self.public_url {
+        format!("{}/auth/{name}/callback", self.base_url(req))
+    }
+
+    /// kubegate's URL: `server.public_url` when set, else the scheme and host the client
+    /// used.
+    pub fn base_url(&self, req: &HttpRequest) -> String {
+        match &self.public_url {
             Some(url) => url.clone(),
             None => {
                 let info = req.connection_info();
                 format!("{}://{}", info.scheme(), info.host())
             }
-        };
-        format!("{base}/auth/{name}/callback")
+        }
     }
 }
 
@@ -230,6 +238,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/auth/providers", web::get().to(providers))
         .route("/auth/session", web::get().to(whoami))
         .route("/auth/logout", web::post().to(logout))
+        .configure(kubectl::routes)
         .route("/auth/{provider}/login", web::get().to(start))
         .route("/auth/{provider}/login", web::post().to(ldap_form))
         .route("/auth/{provider}/callback", web::get().to(callback));

@@ -288,12 +288,16 @@ pub struct TokenFile {
     /// Revoked ids and when they expire.
     #[serde(default)]
     pub revoked: BTreeMap<String, u64>,
+    /// Grants (kubectl device logins): id → (expiry, value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants: BTreeMap<String, (u64, String)>,
 }
 
 impl TokenFile {
     /// Drops what has expired.
     pub fn prune(&mut self, now: u64) {
         self.revoked.retain(|_, expires| *expires > now);
+        self.grants.retain(|_, (expires, _)| *expires > now);
         for tokens in self.tokens.values_mut() {
             tokens.retain(|_, t| t.expires_at > now);
         }
@@ -397,6 +401,19 @@ impl TokenStore for FileTokenStore {
         let mut file = self.load()?;
         file.prune(epoch_now());
         Ok(file.revoked)
+    }
+
+    async fn put_grant(&self, id: &str, value: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.change(|file| {
+            file.grants
+                .insert(id.to_string(), (expires_at, value.to_string()));
+        })
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let mut file = self.load()?;
+        file.prune(epoch_now());
+        Ok(file.grants.remove(id).map(|(_, value)| value))
     }
 }
 
@@ -506,6 +523,7 @@ mod tests {
             created_at: epoch_now(),
             expires_at,
             revoked_at: None,
+            session: false,
         }
     }
 
@@ -540,6 +558,21 @@ mod tests {
             store.claim_id("state:old", later).await.unwrap(),
             "an expired claim is gone"
         );
+        // grants: replaced in place, gone once expired
+        store
+            .put_grant("device:AB", "pending", later)
+            .await
+            .unwrap();
+        store
+            .put_grant("device:AB", "approved", later)
+            .await
+            .unwrap();
+        store.put_grant("device:old", "pending", 5).await.unwrap();
+        assert_eq!(
+            store.get_grant("device:AB").await.unwrap().as_deref(),
+            Some("approved")
+        );
+        assert_eq!(store.get_grant("device:old").await.unwrap(), None);
         // the file is private
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("tokens.json"))

@@ -260,6 +260,10 @@ pub struct TokenRecord {
     /// When it was revoked, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,
+    /// A kubectl login session (`kubegate login`): its id is the session's, its refresh
+    /// credentials and access tokens die with it. `false` for a token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
 }
 
 /// Where the records of issued tokens (never the tokens themselves) and the revoked ids
@@ -288,6 +292,12 @@ pub trait TokenStore: Send + Sync {
     async fn claim_id(&self, id: &str, expires_at: u64) -> Result<bool, StoreError>;
     /// Every revoked id whose token or session has not expired yet, with its expiry.
     async fn revoked(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// Keeps `value` under `id` until `expires_at`, replacing what was there: a kubectl
+    /// device login waiting for its person, then approved. Shared by replicas like the
+    /// rest of the store, so the approval and the polling may reach different ones.
+    async fn put_grant(&self, id: &str, value: &str, expires_at: u64) -> Result<(), StoreError>;
+    /// What is kept under `id`, unless it has expired.
+    async fn get_grant(&self, id: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Seconds since the epoch.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use vaultrs::kv2;
@@ -516,6 +517,11 @@ impl VaultClusterStore {
         format!("{}/tokens/{hex}", self.settings.prefix.trim_matches('/'))
     }
 
+    fn grant_path(&self, id: &str) -> String {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{}/grants/{hex}", self.settings.prefix.trim_matches('/'))
+    }
+
     fn revoked_path(&self) -> String {
         format!("{}/revoked", self.settings.prefix.trim_matches('/'))
     }
@@ -670,6 +676,45 @@ impl TokenStore for VaultClusterStore {
         map.retain(|_, expires| *expires > now);
         Ok(map)
     }
+
+    async fn put_grant(&self, id: &str, value: &str, expires_at: u64) -> Result<(), StoreError> {
+        let client = self.session()?;
+        let grant = Grant {
+            expires_at,
+            value: value.to_string(),
+        };
+        kv2::set(
+            client.as_ref(),
+            &self.settings.mount,
+            &self.grant_path(id),
+            &grant,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| unavailable(&self.settings.address, &e))
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.session()?;
+        let path = self.grant_path(id);
+        match kv2::read::<Grant>(client.as_ref(), &self.settings.mount, &path).await {
+            Ok(grant) if grant.expires_at > epoch_now() => Ok(Some(grant.value)),
+            Ok(_) => {
+                // expired: nobody needs it any more
+                let _ = kv2::delete_metadata(client.as_ref(), &self.settings.mount, &path).await;
+                Ok(None)
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(unavailable(&self.settings.address, &e)),
+        }
+    }
+}
+
+/// A grant as kept in Vault, at `{prefix}/grants/{id, hex}`.
+#[derive(Serialize, Deserialize)]
+struct Grant {
+    expires_at: u64,
+    value: String,
 }
 
 #[cfg(test)]
