@@ -432,9 +432,7 @@ async fn authorization_code_refresh_and_revocation() {
 
     // the audit trail names the person and the client of each step
     let login = gw.wait_audit(|e| {
-        e["verb"] == "login"
-            && e["resource"] == "kubectl-sessions"
-            && e["decision"] == "allow"
+        e["verb"] == "login" && e["resource"] == "kubectl-sessions" && e["decision"] == "allow"
     });
     assert_eq!(login["user"], "dex:alice");
     assert_eq!(login["name"], "kubegate on test");

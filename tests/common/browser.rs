@@ -240,6 +240,8 @@ impl Browser {
                 "alwaysMatch": {
                     "browserName": "chrome",
                     "pageLoadStrategy": "normal",
+                    // kubegate's self-signed certificate (tests that serve HTTPS)
+                    "acceptInsecureCerts": true,
                     "timeouts": {"script": 30_000, "pageLoad": 30_000, "implicit": 0},
                     "goog:chromeOptions": {
                         "binary": binary("CHROMIUM", "/usr/bin/chromium"),
