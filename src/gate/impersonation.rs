@@ -373,6 +373,20 @@ mod tests {
     }
 
     #[test]
+    fn a_kubectl_login_token_brings_its_login_groups() {
+        // the bearer token of a kubectl login session (`kubegate login`) carries them
+        let mut alice = person(&[]);
+        alice.session = None;
+        alice.login = Some(("dex".into(), vec!["acme/dev".into()]));
+        let imp = Impersonation::for_cluster(request(&alice, None, true)).unwrap();
+        assert!(pairs(&imp).contains(&("impersonate-group".into(), "dex:acme/dev".into())));
+        // any other token brings none
+        alice.login = None;
+        let imp = Impersonation::for_cluster(request(&alice, None, true)).unwrap();
+        assert!(!pairs(&imp).iter().any(|(_, v)| v.contains("acme/dev")));
+    }
+
+    #[test]
     fn a_granted_as_goes_up_as_asked_and_needs_the_cluster_to_impersonate() {
         let alice = person(&[]);
         let asked = AsAsked {
