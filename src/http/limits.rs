@@ -1,25 +1,28 @@
 //! Per-client rate limits: a middleware that counts the requests of each client address
 //! to a set of path prefixes (login, token endpoints) and answers 429 past the limit.
 //!
-//! The limit is a token bucket per (prefix, client address): `burst` requests at once,
-//! refilled at `per_minute`. It wraps the router with `.wrap(..)`, and `front` asks it
+//! The limit is governor's keyed GCRA limiter, which behaves as a token bucket per
+//! (prefix, client address): `burst` requests at once, refilled at `per_minute`. Its
+//! store keeps a client until a sweep (every minute, and whenever 50,000 are kept) finds
+//! it back at a full budget; should 50,000 be limited at once, all counts start over
+//! rather than memory grows. It wraps the router with `.wrap(..)`, and `front` asks it
 //! for proxy paths (served before the router), so that every configured prefix is
 //! limited, the proxy route's included. It touches only requests whose path starts with
 //! one of its prefixes; every other request
-//! costs a few `starts_with`. The buckets are shared by all workers behind one mutex,
-//! which only limited requests take (login and token calls are rare next to proxied ones).
+//! costs a few `starts_with`. The budgets are shared by all workers behind one mutex
+//! (governor's hash-map store), which only limited requests take (login and token calls
+//! are rare next to proxied ones).
 //!
 //! The client is the connection's peer address; when that peer is one of
 //! `trusted_proxies` (a load balancer, an ingress), it is the nearest address in
 //! `X-Forwarded-For` that is not a trusted proxy itself.
 
-use std::collections::HashMap;
 use std::future::{ready, Future, Ready};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -33,28 +36,97 @@ use crate::status::StatusError;
 /// kubectl single sign-on (refreshes per session, device polls per code; codes are
 /// single-use), and the session check of `kubegate credential`.
 const PER_CREDENTIAL: [&str; 2] = ["/auth/cli/token", "/auth/session"];
-/// Buckets kept before full (idle) ones are dropped.
+/// Clients kept before those back at a full budget are dropped (and, should that many
+/// still be limited at once, all of them: counts start over rather than memory grows).
 const PRUNE_AT: usize = 50_000;
 
+/// (prefix index, client): what a budget belongs to.
+type Key = (usize, IpAddr);
+/// governor's keyed GCRA limiter (a token bucket's behaviour: a burst, then a steady
+/// rate), with a clock the tests can move.
+type Keyed<C> = governor::RateLimiter<
+    Key,
+    governor::state::keyed::HashMapStateStore<Key>,
+    C,
+    governor::middleware::NoOpMiddleware<<C as governor::clock::Clock>::Instant>,
+>;
+
 /// A rate limit on some path prefixes, per client address.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RateLimit {
-    inner: Arc<Limiter>,
+    inner: Arc<Limiter<governor::clock::DefaultClock>>,
 }
 
-#[derive(Debug)]
-struct Limiter {
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("prefixes", &self.inner.prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Limiter<C: governor::clock::Clock + Clone> {
     prefixes: Vec<String>,
-    per_second: f64,
-    burst: f64,
     trusted_proxies: Vec<Network>,
-    buckets: Mutex<HashMap<(usize, IpAddr), Bucket>>,
+    quota: Option<governor::Quota>,
+    clock: C,
+    /// Replaced whole when [`PRUNE_AT`] clients are limited at once.
+    buckets: std::sync::RwLock<Keyed<C>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+impl<C: governor::clock::Clock + Clone> Limiter<C> {
+    fn new(prefixes: Vec<String>, per_minute: u32, burst: u32, clock: C) -> Self {
+        let quota = std::num::NonZeroU32::new(per_minute).map(|rate| {
+            governor::Quota::per_minute(rate)
+                .allow_burst(std::num::NonZeroU32::new(burst.max(1)).unwrap_or(rate))
+        });
+        let unlimited = governor::Quota::per_second(std::num::NonZeroU32::MIN);
+        Limiter {
+            prefixes: if quota.is_some() {
+                prefixes
+            } else {
+                Vec::new()
+            },
+            trusted_proxies: Vec::new(),
+            buckets: std::sync::RwLock::new(Keyed::hashmap_with_clock(
+                quota.unwrap_or(unlimited),
+                clock.clone(),
+            )),
+            quota,
+            clock,
+        }
+    }
+
+    /// Takes one request from the budget of (`prefix`, `client`): `Ok`, or how long until
+    /// the next one is allowed.
+    fn take(&self, prefix: usize, client: IpAddr) -> Result<(), Duration> {
+        let answer = {
+            let buckets = self.buckets.read().unwrap_or_else(|p| p.into_inner());
+            let answer = buckets.check_key(&(prefix, client));
+            if buckets.len() < PRUNE_AT {
+                return answer.map_err(|at| at.wait_time_from(self.clock.now()));
+            }
+            answer
+        };
+        self.prune();
+        answer.map_err(|at| at.wait_time_from(self.clock.now()))
+    }
+
+    /// Drops the clients back at a full budget; with [`PRUNE_AT`] still limited, all.
+    fn prune(&self) {
+        let mut buckets = self.buckets.write().unwrap_or_else(|p| p.into_inner());
+        buckets.retain_recent();
+        buckets.shrink_to_fit();
+        if buckets.len() >= PRUNE_AT {
+            log::warn!(
+                "rate limit: {} clients are being limited; their counts start over",
+                buckets.len()
+            );
+            if let Some(quota) = self.quota {
+                *buckets = Keyed::hashmap_with_clock(quota, self.clock.clone());
+            }
+        }
+    }
 }
 
 impl RateLimit {
@@ -63,35 +135,33 @@ impl RateLimit {
     /// turns the limit off.
     pub fn new(prefixes: Vec<String>, per_minute: u32, burst: u32) -> RateLimit {
         RateLimit {
-            inner: Arc::new(Limiter {
-                prefixes: if per_minute == 0 {
-                    Vec::new()
-                } else {
-                    prefixes
-                },
-                per_second: f64::from(per_minute) / 60.0,
-                burst: f64::from(burst.max(1)),
-                trusted_proxies: Vec::new(),
-                buckets: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Limiter::new(
+                prefixes,
+                per_minute,
+                burst,
+                governor::clock::DefaultClock::default(),
+            )),
         }
     }
 
     /// Trusts `X-Forwarded-For` from peers in `networks`.
     pub fn with_trusted_proxies(self, networks: Vec<Network>) -> RateLimit {
-        let limiter = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Limiter {
-            prefixes: shared.prefixes.clone(),
-            per_second: shared.per_second,
-            burst: shared.burst,
-            trusted_proxies: Vec::new(),
-            buckets: Mutex::new(HashMap::new()),
-        });
-        RateLimit {
-            inner: Arc::new(Limiter {
-                trusted_proxies: networks,
-                ..limiter
-            }),
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut limiter) => {
+                limiter.trusted_proxies = networks;
+                RateLimit {
+                    inner: Arc::new(limiter),
+                }
+            }
+            // shared already: only at start, where it is not
+            Err(shared) => RateLimit { inner: shared },
         }
+    }
+
+    /// Drops the clients that are back at a full budget: run every minute, so that the
+    /// memory of the limit follows the clients being limited now.
+    pub fn sweep(&self) {
+        self.inner.prune();
     }
 
     /// The prefix of `path` that is limited, by its index. kubectl's exec plugin calls
@@ -108,46 +178,6 @@ impl RateLimit {
             .position(|p| path.starts_with(p.as_str()))
     }
 
-    /// Takes one request from the bucket of (`prefix`, `client`) at `now`: `Ok`, or how
-    /// long until the next one is allowed.
-    fn take(&self, prefix: usize, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let limiter = &self.inner;
-        let mut buckets = limiter
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= PRUNE_AT {
-            let (per_second, burst) = (limiter.per_second, limiter.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst
-            });
-            if buckets.len() >= PRUNE_AT {
-                // that many clients limited at once: start over rather than grow
-                log::warn!(
-                    "rate limit: {} clients are being limited; their counts start over",
-                    buckets.len()
-                );
-                buckets.clear();
-            }
-        }
-        let bucket = buckets.entry((prefix, client)).or_insert(Bucket {
-            tokens: limiter.burst,
-            at: now,
-        });
-        let refilled =
-            bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * limiter.per_second;
-        bucket.tokens = refilled.min(limiter.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / limiter.per_second,
-            ))
-        }
-    }
-
     /// The 429 for `req` when its client is over the limit of its path's prefix; takes
     /// one request from the client's budget otherwise. The middleware asks it for the
     /// routes of the router; `front` asks it for the proxy route, which it serves before
@@ -155,7 +185,7 @@ impl RateLimit {
     pub fn refusal(&self, req: &ServiceRequest) -> Option<HttpResponse> {
         let prefix = self.limited(req.path())?;
         let client = self.client(req)?;
-        let wait = self.take(prefix, client, Instant::now()).err()?;
+        let wait = self.inner.take(prefix, client).err()?;
         let name = &self.inner.prefixes[prefix];
         crate::metrics::rate_limited(name);
         let seconds = wait.as_secs().max(1);
@@ -263,22 +293,42 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_a_burst_then_the_rate() {
-        let limit = RateLimit::new(vec!["/auth/".into()], 60, 3);
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = Limiter::new(vec!["/auth/".into()], 60, 3, clock.clone());
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limit.take(0, a, t0).is_ok());
+            assert!(limiter.take(0, a).is_ok());
         }
-        let wait = limit.take(0, a, t0).unwrap_err();
+        let wait = limiter.take(0, a).unwrap_err();
         assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
         assert!(
-            limit.take(0, b, t0).is_ok(),
+            limiter.take(0, b).is_ok(),
             "another client has its own bucket"
         );
-        assert!(limit.take(0, a, t0 + Duration::from_millis(1001)).is_ok());
-        assert!(limit.take(0, a, t0 + Duration::from_millis(1002)).is_err());
+        clock.advance(Duration::from_millis(1001));
+        assert!(limiter.take(0, a).is_ok());
+        clock.advance(Duration::from_millis(1));
+        assert!(limiter.take(0, a).is_err());
+        // a sweep forgets the clients back at a full budget only
+        clock.advance(Duration::from_secs(2));
+        limiter.prune();
+        assert_eq!(
+            limiter.buckets.read().unwrap().len(),
+            1,
+            "a is still limited"
+        );
+        clock.advance(Duration::from_secs(10));
+        limiter.prune();
+        assert_eq!(limiter.buckets.read().unwrap().len(), 0);
+        let limit = RateLimit::new(vec!["/auth/".into()], 60, 3);
         assert_eq!(limit.limited("/auth/github/login"), Some(0));
         assert_eq!(limit.limited("/pipeline/api/v1/orgs"), None);
+        assert_eq!(limit.limited("/auth/cli/authorize"), Some(0));
+        assert_eq!(
+            limit.limited("/auth/cli/token"),
+            None,
+            "limited per credential"
+        );
         assert_eq!(
             RateLimit::new(vec!["/auth/".into()], 0, 3).limited("/auth/x"),
             None

@@ -258,6 +258,16 @@ impl Gateway {
             config.server.rate_limit_burst,
         )
         .with_trusted_proxies(config.server.trusted_proxies.clone());
+        {
+            // clients back at a full budget are forgotten every minute
+            let limit = limit.clone();
+            actix_rt::spawn(async move {
+                loop {
+                    actix_rt::time::sleep(std::time::Duration::from_secs(60)).await;
+                    limit.sweep();
+                }
+            });
+        }
         let sessions = services.sessions.clone();
         let mut server = HttpServer::new(move || {
             // the last wrapped is the outermost: `front` (every answer, a 429 or a 431
