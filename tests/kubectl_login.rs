@@ -650,7 +650,22 @@ async fn device_flow() {
         "{denied}"
     );
 
-    // a device code that is not one, or expired, is told apart
+    // a device code past its end: expired_token
+    let key = kubegate::gate::tokens::load_signing_key(&gw.config.auth).unwrap();
+    let authority = kubegate::gate::tokens::TokenAuthority::new(&gw.config.auth, &key);
+    let stale = authority
+        .seal(
+            "device",
+            &json!({"exp": 1_000_000_000u64, "jti": "old", "user_code": "BCDF-GHJK", "client": "x"}),
+        )
+        .unwrap();
+    let (status, expired) = crate::poll(&gw, &stale).await;
+    assert_eq!(
+        (status, expired["error"].as_str()),
+        (400, Some("expired_token")),
+        "{expired}"
+    );
+    // one that is not one is told apart
     let (status, bad) = token(
         &gw,
         &[

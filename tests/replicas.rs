@@ -503,3 +503,173 @@ fn a_session_made_on_one_replica_works_on_the_other() {
     println!("the login's role reached B after {took:?}");
     assert_eq!(after_logout, 401, "logged out everywhere");
 }
+
+/// `POST {base}/auth/cli/token` with a form: status and JSON.
+async fn cli_token(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let body: String = form
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut res = awc::Client::new()
+        .post(format!("{base}/auth/cli/token"))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body(body)
+        .await
+        .unwrap();
+    let bytes = res.body().await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn a_kubectl_login_spans_replicas_and_its_revocation_reaches_them_all() {
+    use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
+    use common::session::log_in_at;
+    let provider = OidcProvider::start();
+    let login = format!(
+        "\n[login.providers.dex]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         user_claim = \"preferred_username\"\n\n[[login.role_rules]]\nprovider = \"dex\"\n\
+         group = \"acme/admins\"\norg = 1\nrole = \"admin\"\n",
+        provider.issuer()
+    );
+    let redis = common::addresses::redis_url();
+    let env = [
+        ("KUBEGATE_SESSIONS__STORE", "redis"),
+        ("KUBEGATE_SESSIONS__REDIS_URL", redis.as_str()),
+        ("KUBEGATE_LOGIN_DEX_CLIENT_SECRET", CLIENT_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let r = Replicas::start_with(2, login, env);
+    let (a, b) = (&r.replicas[0], &r.replicas[1]);
+    let alice = r.token("alice");
+    let pods = proxy(r.add_cluster(0, &alice), PODS);
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    // the browser step on A, the code exchanged on B, a refresh on A; a device login
+    // started on B, confirmed on A, polled on B (the grants are in Vault)
+    let (access, refresh, session, device_user) = block_on(move || async move {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFREjXk";
+        let challenge = "ncc7ZhWd5eYNpE_-AnpLd0HFdrU0cZJIiofyYzwdAZk";
+        let loopback = "http://127.0.0.1:43111/callback";
+        let (mut jar, end) = log_in_at(&a_url, "dex", "/").await;
+        assert_eq!(end.status, 303, "{}", end.text);
+        let page = jar
+            .get(&format!(
+                "{a_url}/auth/cli/authorize?redirect_uri={}&state=s&code_challenge={challenge}&code_challenge_method=S256&client=laptop",
+                percent_encoding::utf8_percent_encode(loopback, percent_encoding::NON_ALPHANUMERIC)
+            ))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let at = page.text.find("code=").unwrap() + 5;
+        let code = &page.text[at..at + page.text[at..].find('&').unwrap()];
+        let code = percent_encoding::percent_decode_str(code)
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        let exchange = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier),
+            ("redirect_uri", loopback),
+        ];
+        let (status, tokens) = cli_token(&b_url, &exchange).await;
+        assert_eq!(status, 200, "{tokens}");
+        let (status, replayed) = cli_token(&a_url, &exchange).await;
+        assert_eq!(
+            status, 400,
+            "a code is good once on every replica: {replayed}"
+        );
+        let (status, second) = cli_token(
+            &a_url,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{second}");
+
+        let mut res = awc::Client::new()
+            .post(format!("{b_url}/auth/cli/device"))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .send_body("client=server")
+            .await
+            .unwrap();
+        let device: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+        let user_code = device["user_code"].as_str().unwrap();
+        let confirm = jar
+            .get(&format!(
+                "{a_url}/auth/cli/device/verify?user_code={user_code}"
+            ))
+            .await;
+        assert_eq!(
+            confirm.status, 200,
+            "the code started on B is known on A: {}",
+            confirm.text
+        );
+        let at = confirm.text.find("name=\"csrf\" value=\"").unwrap() + 19;
+        let csrf = &confirm.text[at..at + confirm.text[at..].find('"').unwrap()];
+        let done = jar
+            .send(
+                "POST",
+                &format!("{a_url}/auth/cli/device/verify"),
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                Some(&format!(
+                    "user_code={user_code}&csrf={}&decision=approve",
+                    percent_encoding::utf8_percent_encode(csrf, percent_encoding::NON_ALPHANUMERIC)
+                )),
+            )
+            .await;
+        assert_eq!(done.status, 200, "{}", done.text);
+        let (status, polled) = cli_token(
+            &b_url,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device["device_code"].as_str().unwrap()),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{polled}");
+        (
+            second["access_token"].as_str().unwrap().to_string(),
+            second["refresh_token"].as_str().unwrap().to_string(),
+            second["session"].as_str().unwrap().to_string(),
+            polled["user"].as_str().unwrap().to_string(),
+        )
+    });
+    assert_eq!(device_user, "dex:alice");
+    assert_eq!(b.call("GET", &pods, &access, None).0, 200);
+    // the person revokes the session on A: B refuses its token and its refresh soon after
+    let (code, _) = a.call(
+        "DELETE",
+        &format!("/pipeline/api/v1/tokens/{session}"),
+        &access,
+        None,
+    );
+    assert_eq!(code, 204);
+    let took = within(
+        Duration::from_secs(5),
+        "B refuses the session's token",
+        || b.call("GET", &pods, &access, None).0 == 401,
+    );
+    println!("a kubectl login session revoked on A was refused by B after {took:?}");
+    let b_url = b.url.clone();
+    let (status, refused) = block_on(move || async move {
+        cli_token(
+            &b_url,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await
+    });
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"], "invalid_grant");
+}
