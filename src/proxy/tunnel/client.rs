@@ -1,28 +1,27 @@
-//! The tunnel's own HTTP/1.1 client: a new connection to the API server (through the
-//! SSRF guard, with the cluster's TLS settings, ALPN `http/1.1`), the upgrade request's
-//! head written by hand, and the answer's head read back. Moved here as it was; an open
-//! issue replaces it with a maintained client.
+//! The tunnel's client towards the API server: a new connection (through the SSRF guard,
+//! with the cluster's TLS settings, ALPN `http/1.1`), then hyper's HTTP/1.1 client sends
+//! the upgrade request and reads the answer; `hyper::upgrade::on` hands over the
+//! connection after a 101. awc cannot carry this: its WebSocket client forces
+//! `Upgrade: websocket`, and kubectl's port-forward and older exec speak SPDY.
 
-/// The longest response head accepted from the API server.
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
 use kubegate_actors::registry::ClusterProxy;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::proxy::path::ProxyPath;
 use crate::proxy::Upstreams;
 use crate::status::StatusError;
 
-pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The longest body of a refused upgrade relayed to the client (a `Status`, normally).
 pub(super) const MAX_REFUSAL_BYTES: usize = 1024 * 1024;
 
 /// A connection to an API server, plain or TLS.
-pub(super) trait Io: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Where the API server is, from its URL.
 #[derive(Debug, PartialEq, Eq)]
@@ -142,29 +141,28 @@ pub(super) async fn connect(
     }
 }
 
-/// The request head sent to the API server.
-pub(super) fn request_head(
+/// The upgrade request sent to the API server: the client's headers less the hop-by-hop
+/// and credential ones ([`crate::proxy::headers`]), then kubegate's credentials and
+/// impersonation.
+pub(super) fn request(
     req: &HttpRequest,
     path: &ProxyPath,
     target: &Target,
     upgrade: &HeaderValue,
     authorization: Option<&str>,
     impersonation: &[(HeaderName, HeaderValue)],
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(1024);
-    head.extend_from_slice(req.method().as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.base_path.as_bytes());
-    head.extend_from_slice(path.k8s_path.as_bytes());
+) -> Result<http::Request<http_body_util::Empty<Bytes>>, String> {
+    let mut uri = format!("{}{}", target.base_path, path.k8s_path);
     if let Some(query) = req.uri().query() {
-        head.push(b'?');
-        head.extend_from_slice(query.as_bytes());
+        uri.push('?');
+        uri.push_str(query);
     }
-    head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    head.extend_from_slice(target.authority.as_bytes());
-    head.extend_from_slice(b"\r\nConnection: Upgrade\r\nUpgrade: ");
-    head.extend_from_slice(upgrade.as_bytes());
-    head.extend_from_slice(b"\r\n");
+    let mut out = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(uri)
+        .header("Host", target.authority.as_str())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", upgrade.as_bytes());
     let listed = super::super::headers::connection_listed(req.headers());
     for (name, value) in req.headers() {
         if super::super::headers::dropped_from_request(name)
@@ -172,149 +170,95 @@ pub(super) fn request_head(
         {
             continue;
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        out = out.header(name.as_str(), value.as_bytes());
     }
     let forwarded_for = super::super::headers::forwarded_for(req);
     if !forwarded_for.is_empty() {
-        head.extend_from_slice(b"X-Forwarded-For: ");
-        head.extend_from_slice(forwarded_for.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        out = out.header("X-Forwarded-For", forwarded_for);
     }
     if let Some(authorization) = authorization {
-        head.extend_from_slice(b"Authorization: ");
-        head.extend_from_slice(authorization.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        out = out.header("Authorization", authorization);
     }
     for (name, value) in impersonation {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        out = out.header(name.as_str(), value.as_bytes());
     }
-    head.extend_from_slice(b"\r\n");
-    head
+    out.body(http_body_util::Empty::new())
+        .map_err(|e| format!("the request cannot be made: {e}"))
 }
 
-/// The API server's answer head.
-#[derive(Debug)]
+/// The API server's answer: its status and headers (as actix-web's types), and either
+/// the upgraded connection (101) or the body of a refusal.
 pub(super) struct Answer {
     pub(super) status: StatusCode,
     pub(super) headers: HeaderMap,
-    /// Bytes read past the head: the start of the stream (101) or of the body.
-    pub(super) rest: BytesMut,
+    response: http::Response<hyper::body::Incoming>,
 }
 
-/// Reads the answer head (at most [`MAX_HEAD_BYTES`]).
-pub(super) async fn read_answer(io: &mut Box<dyn Io>) -> Result<Answer, String> {
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = StatusCode::from_u16(response.code.unwrap_or(0))
-                    .map_err(|_| "the answer has no valid status".to_string())?;
-                let mut map = HeaderMap::new();
-                for h in response.headers.iter() {
-                    let name = HeaderName::from_bytes(h.name.as_bytes())
-                        .map_err(|_| format!("the answer has a bad header name {:?}", h.name))?;
-                    let value = HeaderValue::from_bytes(h.value)
-                        .map_err(|_| format!("the answer has a bad value for {}", h.name))?;
-                    map.append(name, value);
-                }
-                let rest = buf.split_off(len);
-                return Ok(Answer {
-                    status,
-                    headers: map,
-                    rest,
-                });
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("the answer is not HTTP/1.1: {e}")),
-        }
-        if buf.len() >= MAX_HEAD_BYTES {
-            return Err(format!(
-                "the answer head is longer than {MAX_HEAD_BYTES} bytes"
-            ));
-        }
-        buf.reserve(4096);
-        let n = io
-            .read_buf(&mut buf)
+/// Sends `request` on `io` with hyper's HTTP/1.1 client (its connection task runs on
+/// this worker until the upgrade hands the connection over) and reads the answer head.
+pub(super) async fn send(
+    io: Box<dyn Io>,
+    request: http::Request<http_body_util::Empty<Bytes>>,
+) -> Result<Answer, String> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if n == 0 {
-            return Err("the connection closed before an answer".to_string());
+            .map_err(|e| format!("the connection failed: {e}"))?;
+    actix_rt::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            log::debug!("upgrade connection to the API server: {e}");
         }
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("the answer is not HTTP/1.1: {e}"))?;
+    let status = StatusCode::from_u16(response.status().as_u16())
+        .map_err(|_| "the answer has no valid status".to_string())?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes())
+            .map_err(|_| format!("the answer has a bad header name {name}"))?;
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| format!("the answer has a bad value for {name}"))?;
+        headers.append(name, value);
     }
+    Ok(Answer {
+        status,
+        headers,
+        response,
+    })
 }
 
-/// Reads the body of a refused upgrade (Content-Length, chunked, or to the end), at most
-/// [`MAX_REFUSAL_BYTES`]; a longer one is cut there.
-pub(super) async fn read_refusal_body(
-    io: &mut Box<dyn Io>,
-    answer: &mut Answer,
-) -> Result<Bytes, String> {
-    let length = answer
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    let chunked = answer
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let mut buf = std::mem::take(&mut answer.rest);
-    let bodiless = answer.status == StatusCode::NO_CONTENT
-        || answer.status == StatusCode::NOT_MODIFIED
-        || answer.status.is_informational();
-    if bodiless {
-        return Ok(Bytes::new());
+impl Answer {
+    /// The connection after a 101, with whatever the API server sent past the head.
+    pub(super) async fn upgraded(self) -> Result<Box<dyn Io>, String> {
+        let upgraded = hyper::upgrade::on(self.response)
+            .await
+            .map_err(|e| format!("the upgrade failed: {e}"))?;
+        Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)))
     }
-    if chunked {
-        let mut body = BytesMut::new();
-        loop {
-            match httparse::parse_chunk_size(&buf) {
-                Ok(httparse::Status::Complete((start, size))) => {
-                    let size = usize::try_from(size).unwrap_or(usize::MAX);
-                    if size == 0 {
-                        return Ok(body.freeze());
-                    }
-                    if body.len() + size > MAX_REFUSAL_BYTES {
-                        return Ok(body.freeze());
-                    }
-                    if buf.len() >= start + size + 2 {
-                        body.extend_from_slice(&buf[start..start + size]);
-                        let _ = buf.split_to(start + size + 2);
-                        continue;
+
+    /// The body of a refused upgrade, at most [`MAX_REFUSAL_BYTES`]; a longer one is cut
+    /// there.
+    pub(super) async fn refusal_body(self) -> Result<Bytes, String> {
+        use http_body_util::BodyExt as _;
+        let mut body = self.response.into_body();
+        let mut out = BytesMut::new();
+        while out.len() < MAX_REFUSAL_BYTES {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.extend_from_slice(&data);
                     }
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return Err("the answer's chunked body is malformed".into()),
-            }
-            if read_more(io, &mut buf).await? == 0 {
-                return Ok(body.freeze());
+                Some(Err(e)) => return Err(format!("reading the answer: {e}")),
             }
         }
+        out.truncate(MAX_REFUSAL_BYTES);
+        Ok(out.freeze())
     }
-    let want = length.unwrap_or(MAX_REFUSAL_BYTES).min(MAX_REFUSAL_BYTES);
-    while buf.len() < want {
-        if read_more(io, &mut buf).await? == 0 {
-            break;
-        }
-    }
-    buf.truncate(want);
-    Ok(buf.freeze())
-}
-
-pub(super) async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<usize, String> {
-    buf.reserve(8192);
-    io.read_buf(buf)
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))
 }
 
 #[cfg(test)]
@@ -364,7 +308,7 @@ mod tests {
             .to_http_request();
         let path = ProxyPath::parse(req.path()).unwrap();
         let target = target("https://api.example:6443/base").unwrap();
-        let head = String::from_utf8(request_head(
+        let sent = request(
             &req,
             &path,
             &target,
@@ -374,10 +318,16 @@ mod tests {
                 HeaderName::from_static("impersonate-user"),
                 HeaderValue::from_static("github:alice"),
             )],
-        ))
+        )
         .unwrap();
+        // the head as hyper writes it
+        let mut head = format!("{} {} HTTP/1.1\r\n", sent.method(), sent.uri());
+        for (name, value) in sent.headers() {
+            head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+        }
+        head.push_str("\r\n");
         assert!(head.starts_with(
-            "GET /base/api/v1/namespaces/d/pods/p/exec?command=ls HTTP/1.1\r\nHost: api.example:6443\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            "GET /base/api/v1/namespaces/d/pods/p/exec?command=ls HTTP/1.1\r\nhost: api.example:6443\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
         ), "{head}");
         let lower = head.to_ascii_lowercase();
         for gone in [

@@ -54,10 +54,7 @@ use crate::gate::audit::AuditContext;
 use crate::gate::Gate;
 use crate::proxy::{Authorized, Upstreams};
 use crate::status::StatusError;
-use client::{
-    connect, read_answer, read_refusal_body, request_head, server_name, target, Io, OpenError,
-    MAX_REFUSAL_BYTES,
-};
+use client::{connect, request, send, server_name, target, Io, OpenError, MAX_REFUSAL_BYTES};
 
 /// Bytes read from one side before they are written to the other: the most a session
 /// holds per direction (beside actix-web's request buffer and the sockets' own).
@@ -139,31 +136,25 @@ pub(super) async fn handle(
         Ok(t) => t,
         Err(e) => return refuse(audit, StatusError::bad_gateway(e), AuditDecision::Error),
     };
-    let mut io = match connect(&proxy, &target, &upstreams).await {
+    let io = match connect(&proxy, &target, &upstreams).await {
         Ok(io) => io,
         Err(e) => {
             log::warn!("upgrade {} to {}: {e}", audit.event.request_id, proxy.key);
             return refuse(audit, e.status(), AuditDecision::Error);
         }
     };
-    let head = request_head(
+    let sent = match request(
         &req,
         &path,
         &target,
         &upgrade,
         proxy.authorization_header(),
         impersonation.headers(),
-    );
-    let exchange = async {
-        io.write_all(&head)
-            .await
-            .map_err(|e| format!("writing the request: {e}"))?;
-        io.flush()
-            .await
-            .map_err(|e| format!("writing the request: {e}"))?;
-        read_answer(&mut io).await
+    ) {
+        Ok(sent) => sent,
+        Err(e) => return refuse(audit, StatusError::bad_request(e), AuditDecision::Deny),
     };
-    let mut answer = match tokio::time::timeout(upstreams.upgrade_timeout, exchange).await {
+    let answer = match tokio::time::timeout(upstreams.upgrade_timeout, send(io, sent)).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             let error = OpenError::Broken(server_name(&proxy), e);
@@ -182,31 +173,27 @@ pub(super) async fn handle(
 
     if answer.status != StatusCode::SWITCHING_PROTOCOLS {
         // relayed as it came, then the connection is closed (CVE-2018-1002105)
-        let body = match tokio::time::timeout(
-            upstreams.upgrade_timeout,
-            read_refusal_body(&mut io, &mut answer),
-        )
-        .await
-        {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => {
-                let error = OpenError::Broken(server_name(&proxy), e);
-                return refuse(audit, error.status(), AuditDecision::Error);
-            }
-            Err(_) => {
-                let error = OpenError::AnswerTimeout(server_name(&proxy));
-                return refuse(audit, error.status(), AuditDecision::Error);
-            }
-        };
-        drop(io);
-        let mut builder = HttpResponse::build(answer.status);
-        for (name, value) in &answer.headers {
+        let (status, headers) = (answer.status, answer.headers.clone());
+        let body =
+            match tokio::time::timeout(upstreams.upgrade_timeout, answer.refusal_body()).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => {
+                    let error = OpenError::Broken(server_name(&proxy), e);
+                    return refuse(audit, error.status(), AuditDecision::Error);
+                }
+                Err(_) => {
+                    let error = OpenError::AnswerTimeout(server_name(&proxy));
+                    return refuse(audit, error.status(), AuditDecision::Error);
+                }
+            };
+        let mut builder = HttpResponse::build(status);
+        for (name, value) in &headers {
             if !super::headers::dropped_from_upgrade_answer(name) && name != header::UPGRADE {
                 builder.append_header((name.clone(), value.clone()));
             }
         }
         audit.event.ended = Some("upgrade refused by the API server".into());
-        audit.finish(gate.auditor(), answer.status.as_u16(), 0, body.len() as u64);
+        audit.finish(gate.auditor(), status.as_u16(), 0, body.len() as u64);
         let mut response = builder.body(body);
         close_after(&mut response);
         return response;
@@ -227,6 +214,18 @@ pub(super) async fn handle(
         let upgrade = upgrade.to_str().unwrap_or_default();
         recorder.protocol(record::Protocol::of(upgrade, subprotocol));
     }
+    let headers = answer.headers.clone();
+    let io = match tokio::time::timeout(upstreams.upgrade_timeout, answer.upgraded()).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => {
+            let error = OpenError::Broken(server_name(&proxy), e);
+            return refuse(audit, error.status(), AuditDecision::Error);
+        }
+        Err(_) => {
+            let error = OpenError::AnswerTimeout(server_name(&proxy));
+            return refuse(audit, error.status(), AuditDecision::Error);
+        }
+    };
     let (reader, writer) = tokio::io::split(io);
     let session = Rc::new(Session {
         to_server: Cell::new(0),
@@ -237,7 +236,6 @@ pub(super) async fn handle(
     let uploader = actix_rt::spawn(upload(payload, writer, session.clone()));
     let downstream = Downstream {
         reader,
-        first: Some(answer.rest.freeze()).filter(|b| !b.is_empty()),
         buf: BytesMut::new(),
         to_client: 0,
         server_done: false,
@@ -247,7 +245,7 @@ pub(super) async fn handle(
         audit: Some((audit, gate.auditor().clone())),
     };
     let mut response = builder.streaming(downstream);
-    if !answer.headers.contains_key(header::CONTENT_TYPE) {
+    if !headers.contains_key(header::CONTENT_TYPE) {
         // actix-web's default for a streaming body; a 101 has none
         response.headers_mut().remove(header::CONTENT_TYPE);
     }
@@ -418,7 +416,6 @@ async fn upload(
 /// when dropped: after the API server closed, or when the client went away.
 struct Downstream {
     reader: ReadHalf<Box<dyn Io>>,
-    first: Option<Bytes>,
     buf: BytesMut,
     to_client: u64,
     server_done: bool,
@@ -437,11 +434,6 @@ impl Stream for Downstream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(first) = this.first.take() {
-            this.session.record(&first, false);
-            this.to_client += first.len() as u64;
-            return Poll::Ready(Some(Ok(first)));
-        }
         if this.server_done {
             return Poll::Ready(None);
         }
