@@ -2,8 +2,11 @@
 //! binary against a stand-in of the server's SSO endpoints (tests/common/sso_server.rs):
 //! the browser login (its "browser" is a script that writes down the URL; the test
 //! follows it), the device login, the exec plugin's cache, check, refresh and refusal,
-//! and the proxy from the environment.
+//! the proxy from the environment (HTTP_PROXY, and HTTPS_PROXY with CONNECT), and the
+//! trust flags against an HTTPS stand-in.
 
+#[path = "common/certs.rs"]
+mod certs;
 #[path = "common/sso_server.rs"]
 mod sso_server;
 
@@ -430,4 +433,113 @@ fn credential_with(server: &SsoServer, home: &Home, env: &[(&str, &str)]) -> Out
         command.env(k, v);
     }
     finish(command.spawn().unwrap(), Duration::from_secs(30))
+}
+
+#[test]
+fn credential_refreshes_a_token_near_its_expiry_without_checking_it() {
+    let server = SsoServer::start();
+    server.state.lock().unwrap().expires_in = 30;
+    let home = Home::new();
+    assert!(browser_login(&server, &home).status.success());
+    assert_eq!(printed_token(&credential(&server, &home)), "access-2");
+    let state = server.state.lock().unwrap();
+    assert_eq!(state.session_checks, 0);
+    assert_eq!(
+        state.token_forms.last().unwrap()["refresh_token"],
+        "refresh-1"
+    );
+}
+
+#[test]
+fn https_with_a_ca_file_through_an_https_proxy_and_insecure() {
+    use base64::Engine as _;
+    let pki = certs::TestPki::new();
+    let server = SsoServer::start_tls(pki.server_config());
+    let home = Home::new();
+    let ca = home.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let proxy = CountingProxy::start();
+    let login = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["login", "--server", &server.url, "--no-browser"];
+        args.extend_from_slice(extra);
+        let mut command = home.kubegate(&args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        finish(command.spawn().unwrap(), Duration::from_secs(30))
+    };
+
+    // the system's CAs do not know the stand-in's
+    let untrusted = login(&[], &[]);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1));
+    // (on a machine without system CAs the message says that instead)
+    assert!(
+        stderr.contains(&format!(
+            "kubegate: cannot reach the kubegate server at {}/auth/cli/device",
+            server.url
+        )) || stderr.contains("no system CA certificates"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let trusted = login(
+        &["--certificate-authority", ca.to_str().unwrap()],
+        &[("HTTPS_PROXY", &proxy.url)],
+    );
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let authority = server.url.strip_prefix("https://").unwrap();
+    assert_eq!(
+        proxy.requests.lock().unwrap().first().cloned(),
+        Some(format!("CONNECT {authority} HTTP/1.1"))
+    );
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(home.kubeconfig()).unwrap()).unwrap();
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(&pki.ca_pem);
+    for cluster in config["clusters"].as_array().unwrap() {
+        assert_eq!(
+            cluster["cluster"]["certificate-authority-data"],
+            ca_data.as_str()
+        );
+    }
+
+    // the plugin trusts the cluster's CA data that kubectl hands it
+    let info = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "spec": {"interactive": false, "cluster": config["clusters"][0]["cluster"].clone()},
+    });
+    let output = finish(
+        home.kubegate(&["credential", "--server", &server.url])
+            .env("KUBERNETES_EXEC_INFO", info.to_string())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(printed_token(&output), "access-1");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let insecure = login(&["--insecure-skip-tls-verify"], &[]);
+    let stderr = String::from_utf8_lossy(&insecure.stderr);
+    assert!(insecure.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("kubegate: warning: the certificate of https://127.0.0.1:"),
+        "{stderr}"
+    );
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(home.kubeconfig()).unwrap()).unwrap();
+    for cluster in config["clusters"].as_array().unwrap() {
+        assert_eq!(cluster["cluster"]["insecure-skip-tls-verify"], true);
+        assert!(cluster["cluster"]
+            .get("certificate-authority-data")
+            .is_none());
+    }
 }

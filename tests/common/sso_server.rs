@@ -148,7 +148,8 @@ async fn token(state: Shared, form: web::Form<HashMap<String, String>>) -> HttpR
 }
 
 async fn device(req: HttpRequest) -> HttpResponse {
-    let base = format!("http://{}", req.connection_info().host());
+    let info = req.connection_info();
+    let base = format!("{}://{}", info.scheme(), info.host());
     HttpResponse::Ok().json(serde_json::json!({
         "device_code": "DEVICE",
         "user_code": "BCDF-GHJK",
@@ -177,7 +178,7 @@ async fn kubeconfig(state: Shared, req: HttpRequest) -> HttpResponse {
         return HttpResponse::Unauthorized().finish();
     }
     let host = req.connection_info().host().to_string();
-    let server = format!("http://{host}");
+    let server = format!("{}://{host}", req.connection_info().scheme());
     let yaml = format!(
         r#"apiVersion: v1
 kind: Config
@@ -211,10 +212,20 @@ current-context: kubegate-1-dev
 }
 
 impl SsoServer {
-    /// Starts the stand-in on 127.0.0.1, port 0.
+    /// Starts the stand-in on 127.0.0.1, port 0, over plain HTTP.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts the stand-in on 127.0.0.1, port 0, over HTTPS with `tls`.
+    pub fn start_tls(tls: rustls::ServerConfig) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<rustls::ServerConfig>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(SsoState {
             expires_in: 900,
             ..Default::default()
@@ -222,7 +233,7 @@ impl SsoServer {
         let shared = state.clone();
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
+                let server = HttpServer::new(move || {
                     App::new()
                         .app_data(web::Data::new(shared.clone()))
                         .route("/auth/cli/authorize", web::get().to(authorize))
@@ -232,12 +243,16 @@ impl SsoServer {
                         .route("/pipeline/api/v1/kubeconfig", web::get().to(kubeconfig))
                 })
                 .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run()
-                .await
-                .expect("the SSO stand-in stopped")
+                .disable_signals();
+                let server = match tls {
+                    Some(tls) => server.listen_rustls_0_23(listener, tls),
+                    None => server.listen(listener),
+                };
+                server
+                    .expect("listen")
+                    .run()
+                    .await
+                    .expect("the SSO stand-in stopped")
             })
         });
         Self { url, state }

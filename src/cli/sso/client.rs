@@ -74,6 +74,17 @@ impl TrustFlags {
         }
     }
 
+    /// Warns on standard error when `--insecure-skip-tls-verify` was given. (Not when
+    /// the plugin takes it from the cluster entry: kubectl runs the plugin often, and
+    /// says nothing itself about insecure clusters.)
+    pub fn warn_if_insecure(&self, server: &str) {
+        if self.insecure_skip_tls_verify {
+            eprintln!(
+                "kubegate: warning: the certificate of {server} is not verified (--insecure-skip-tls-verify); anyone on the way can read your tokens"
+            );
+        }
+    }
+
     /// The flags again, as `kubegate login` or `kubegate credential` takes them.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -318,13 +329,8 @@ pub struct SsoClient {
 
 impl SsoClient {
     /// A client of `server` (normalized already) with `trust`; proxies come from the
-    /// environment. `--insecure-skip-tls-verify` prints a warning.
+    /// environment.
     pub fn new(server: &str, trust: &Trust) -> Result<Self, SsoError> {
-        if matches!(trust, Trust::Insecure) && server.starts_with("https:") {
-            eprintln!(
-                "kubegate: warning: the certificate of {server} is not verified (--insecure-skip-tls-verify); anyone on the way can read your tokens"
-            );
-        }
         let mut tls = tls_config(trust)?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()

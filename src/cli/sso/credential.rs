@@ -62,6 +62,7 @@ fn cached(
 /// kubeconfig into the user's. Returns the summary for standard error.
 pub async fn login(options: &LoginOptions) -> Result<String, SsoError> {
     let server = normalize_server(&options.server)?;
+    options.trust.warn_if_insecure(&server);
     let client = SsoClient::new(&server, &options.trust.trust_or(Trust::System))?;
     let answer = log_in(&client, options.no_browser, options.provider.as_deref()).await?;
     let tokens = cached(&server, &answer, None)?;
@@ -245,6 +246,7 @@ pub async fn credential(
 ) -> Result<String, SsoError> {
     let info = ExecInfo::parse(exec_info, std::io::stdin().is_terminal())?;
     let server = normalize_server(&options.server)?;
+    options.trust.warn_if_insecure(&server);
     let client = SsoClient::new(&server, &options.trust.trust_or(info.trust()))?;
     let cache = TokenCache::new(&cache_dir()?, &server);
     // held until the answer is printed: a parallel kubectl waits, then finds the
@@ -365,6 +367,51 @@ mod tests {
             format!("kubegate: {e}"),
             "kubegate: your kubegate session has ended or was revoked; run: kubegate login --server https://kg.example --no-browser --certificate-authority /etc/kg/ca.pem"
         );
+    }
+
+    #[test]
+    fn cached_token_is_used_when_the_server_cannot_be_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        // a port nobody listens on any more: connection refused
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = &format!("http://127.0.0.1:{port}");
+        let cache = TokenCache::new(tmp.path(), server);
+        let lock = cache.lock().unwrap();
+        let tokens = CachedTokens {
+            server: server.clone(),
+            user: "ldap:alice".into(),
+            access_token: "CACHED".into(),
+            expires_at: now_epoch() + 600,
+            refresh_token: Some("R".into()),
+        };
+        cache.write(&lock, &tokens).unwrap();
+        let client = SsoClient::new(server, &Trust::System).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = CredentialOptions {
+            server: server.clone(),
+            ..Default::default()
+        };
+        let got = rt
+            .block_on(token(&client, &cache, &lock, &options, false))
+            .unwrap();
+        assert_eq!(got, tokens);
+        // near its expiry it is not used: the refresh then fails to reach the server
+        let soon = CachedTokens {
+            expires_at: now_epoch() + 30,
+            ..tokens
+        };
+        cache.write(&lock, &soon).unwrap();
+        let e = rt
+            .block_on(token(&client, &cache, &lock, &options, false))
+            .unwrap_err();
+        assert!(matches!(e, SsoError::Unreachable { .. }), "{e}");
     }
 
     #[test]
