@@ -543,3 +543,134 @@ fn https_with_a_ca_file_through_an_https_proxy_and_insecure() {
             .is_none());
     }
 }
+
+#[test]
+fn credential_logs_in_again_when_interactive() {
+    let (server, home) = logged_in();
+    server.revoke_all();
+    let child = home
+        .kubegate(&["credential", "--server", &server.url])
+        .env(
+            "KUBERNETES_EXEC_INFO",
+            r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":true}}"#,
+        )
+        .spawn()
+        .unwrap();
+    let page = browse(&home);
+    assert!(page.contains("Logged in to kubegate"), "{page}");
+    let output = finish(child, Duration::from_secs(30));
+    assert_eq!(printed_token(&output), "access-2");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Opening the browser to log in"));
+    assert_eq!(home.cache()["refresh_token"], "refresh-2");
+}
+
+#[test]
+fn login_refuses_a_kubeconfig_that_is_not_one_before_logging_in() {
+    let server = SsoServer::start();
+    let home = Home::new();
+    std::fs::create_dir_all(home.kubeconfig().parent().unwrap()).unwrap();
+    std::fs::write(home.kubeconfig(), "clusters: [unclosed\n").unwrap();
+    let output = finish(
+        home.kubegate(&["login", "--server", &server.url, "--no-browser"])
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "the kubeconfig {} is not a valid kubeconfig",
+            home.kubeconfig().display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.kubeconfig()).unwrap(),
+        "clusters: [unclosed\n"
+    );
+    assert!(
+        server.state.lock().unwrap().token_forms.is_empty(),
+        "it logged in first"
+    );
+}
+
+/// The real kubectl reads the kubeconfig `kubegate login` wrote, runs `kubegate
+/// credential` as its exec plugin (with KUBERNETES_EXEC_INFO and the cluster's CA data),
+/// and sends the token it printed to the cluster's proxy URL (`kubectl version`: `GET
+/// .../proxy/version`; `get --raw` would drop the proxy path).
+#[test]
+fn kubectl_runs_the_plugin_that_login_wrote() {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let works = Command::new(&kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        works,
+        "kubectl is needed for this test: put it on the PATH or set KUBECTL"
+    );
+    let pki = certs::TestPki::new();
+    let server = SsoServer::start_tls(pki.server_config());
+    let home = Home::new();
+    let ca = home.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let login = finish(
+        home.kubegate(&[
+            "login",
+            "--server",
+            &server.url,
+            "--no-browser",
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap(),
+        Duration::from_secs(30),
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let mut command = Command::new(&kubectl);
+    command
+        .args([
+            "--kubeconfig",
+            home.kubeconfig().to_str().unwrap(),
+            "version",
+            "-o",
+            "json",
+        ])
+        .env("HOME", home.path())
+        .stdin(Stdio::null());
+    for name in [
+        "KUBECONFIG",
+        "XDG_CACHE_HOME",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
+        command.env_remove(name);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("v1.32.0-kubegate-stand-in"), "{stdout}");
+    let state = server.state.lock().unwrap();
+    assert!(!state.proxied_tokens.is_empty());
+    assert!(
+        state.proxied_tokens.iter().all(|t| t == "access-1"),
+        "{:?}",
+        state.proxied_tokens
+    );
+    assert_eq!(
+        state.session_checks, 1,
+        "the plugin checked its cached token once"
+    );
+}

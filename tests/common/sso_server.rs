@@ -34,6 +34,8 @@ pub struct SsoState {
     pub session_checks: usize,
     /// Queries of the kubeconfig endpoint.
     pub kubeconfig_queries: Vec<String>,
+    /// The bearer tokens the API server proxy's stand-in got.
+    pub proxied_tokens: Vec<String>,
     /// Lifetime of new access tokens, seconds.
     pub expires_in: u64,
     issued: usize,
@@ -211,6 +213,26 @@ current-context: kubegate-1-dev
         .body(yaml)
 }
 
+/// The API server proxy's stand-in: `GET .../proxy/version` with a good access token
+/// gets a version (what `kubectl version` asks); the tokens seen are kept.
+async fn proxied(state: Shared, req: HttpRequest) -> HttpResponse {
+    let mut s = state.lock().unwrap();
+    let token = bearer(&req);
+    s.proxied_tokens.push(token.clone());
+    if !s.access.contains(&token) {
+        return HttpResponse::Unauthorized().json(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 401, "reason": "Unauthorized"
+        }));
+    }
+    if req.match_info().get("tail") != Some("version") {
+        return HttpResponse::NotFound().finish();
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0-kubegate-stand-in",
+        "platform": "linux/amd64"
+    }))
+}
+
 impl SsoServer {
     /// Starts the stand-in on 127.0.0.1, port 0, over plain HTTP.
     pub fn start() -> Self {
@@ -241,6 +263,10 @@ impl SsoServer {
                         .route("/auth/cli/device", web::post().to(device))
                         .route("/auth/session", web::get().to(session))
                         .route("/pipeline/api/v1/kubeconfig", web::get().to(kubeconfig))
+                        .route(
+                            "/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/{tail:.*}",
+                            web::get().to(proxied),
+                        )
                 })
                 .workers(1)
                 .disable_signals();

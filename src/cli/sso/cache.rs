@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::SsoError;
 
-/// The tokens of one server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The tokens of one server. (Its `Debug` leaves the tokens out.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedTokens {
     /// The normalized server URL.
     pub server: String,
@@ -27,6 +27,17 @@ pub struct CachedTokens {
     pub expires_at: u64,
     /// The refresh token (the newest: the server rotates it at every refresh).
     pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for CachedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedTokens")
+            .field("server", &self.server)
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The cache directory: `$XDG_CACHE_HOME/kubegate`, else `$HOME/.cache/kubegate`.

@@ -224,8 +224,9 @@ pub fn normalize_server(server: &str) -> Result<String, SsoError> {
     Ok(text)
 }
 
-/// The successful answer of the token endpoint (every grant).
-#[derive(Debug, Clone, Deserialize)]
+/// The successful answer of the token endpoint (every grant). (Its `Debug` leaves the
+/// tokens out.)
+#[derive(Clone, Deserialize)]
 pub struct TokenAnswer {
     /// The access token (a bearer token for the API server proxy).
     pub access_token: String,
@@ -241,6 +242,16 @@ pub struct TokenAnswer {
     /// Who logged in (`ldap:alice`).
     #[serde(default)]
     pub user: Option<String>,
+}
+
+impl std::fmt::Debug for TokenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAnswer")
+            .field("expires_in", &self.expires_in)
+            .field("expires_at", &self.expires_at)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenAnswer {

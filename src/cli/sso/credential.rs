@@ -13,7 +13,9 @@ use super::client::{
     normalize_server, now_epoch, SessionCheck, SsoClient, TokenAnswer, TokenResult, Trust,
     TrustFlags,
 };
-use super::kubeconfig::{adjust, context_names, kubeconfig_path, merge_into_file, Adjustments};
+use super::kubeconfig::{
+    adjust, check_file, context_names, kubeconfig_path, merge_into_file, Adjustments,
+};
 use super::{flow, CredentialOptions, LoginOptions, SsoError};
 
 /// The ExecCredential version used when kubectl did not say which it speaks.
@@ -62,6 +64,9 @@ fn cached(
 /// kubeconfig into the user's. Returns the summary for standard error.
 pub async fn login(options: &LoginOptions) -> Result<String, SsoError> {
     let server = normalize_server(&options.server)?;
+    // a kubeconfig that cannot take the result is refused before the user logs in
+    let path = kubeconfig_path(options.kubeconfig.as_deref())?;
+    check_file(&path)?;
     options.trust.warn_if_insecure(&server);
     let client = SsoClient::new(&server, &options.trust.trust_or(Trust::System))?;
     let answer = log_in(&client, options.no_browser, options.provider.as_deref()).await?;
@@ -93,7 +98,6 @@ pub async fn login(options: &LoginOptions) -> Result<String, SsoError> {
             insecure_skip_tls_verify: options.trust.insecure_skip_tls_verify,
         },
     )?;
-    let path = kubeconfig_path(options.kubeconfig.as_deref())?;
     merge_into_file(&path, &new)?;
     let contexts = context_names(&new);
     let user = if tokens.user.is_empty() {

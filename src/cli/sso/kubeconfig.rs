@@ -225,6 +225,19 @@ pub fn merge(existing: &mut Value, new: &Value) {
     }
 }
 
+/// Checks that the kubeconfig file `path`, if there is one, can be merged into.
+pub fn check_file(path: &Path) -> Result<(), SsoError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_existing(path, &text).map(drop),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SsoError::File {
+            action: "read the kubeconfig",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Merges `new` into the kubeconfig file `path`, creating it (and its directory) when
 /// missing. A file that is not a kubeconfig is left alone and refused.
 pub fn merge_into_file(path: &Path, new: &Value) -> Result<(), SsoError> {
