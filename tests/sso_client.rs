@@ -355,6 +355,9 @@ fn device_login_polls_through_pending_and_slow_down() {
         )),
         "{stderr}"
     );
+    // the complete URL alone on its line, for scripts that pick it out
+    let complete = format!("{}/auth/cli/device/verify?user_code=BCDF-GHJK", server.url);
+    assert!(stderr.lines().any(|l| l == complete), "{stderr}");
     assert!(!home.url_file().exists(), "no browser was opened");
     {
         let state = server.state.lock().unwrap();
@@ -673,4 +676,32 @@ fn kubectl_runs_the_plugin_that_login_wrote() {
         state.session_checks, 1,
         "the plugin checked its cached token once"
     );
+}
+
+#[test]
+fn login_caches_the_tokens_under_the_url_the_plugin_is_given() {
+    let server = SsoServer::start();
+    let public = server.url.replace("127.0.0.1", "localhost");
+    server.state.lock().unwrap().public_url = Some(public.clone());
+    let home = Home::new();
+    let output = browser_login(&server, &home);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(home.kubeconfig()).unwrap()).unwrap();
+    assert_eq!(
+        config["users"][0]["user"]["exec"]["args"],
+        serde_json::json!(["credential", "--server", public])
+    );
+    let output = finish(
+        home.kubegate(&["credential", "--server", &public])
+            .env("KUBERNETES_EXEC_INFO", r#"{"spec":{"interactive":false}}"#)
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(printed_token(&output), "access-1");
 }

@@ -36,6 +36,9 @@ pub struct SsoState {
     pub kubeconfig_queries: Vec<String>,
     /// The bearer tokens the API server proxy's stand-in got.
     pub proxied_tokens: Vec<String>,
+    /// The base URL the kubeconfig's plugin is told (`server.public_url`), else the
+    /// request's scheme and host.
+    pub public_url: Option<String>,
     /// Lifetime of new access tokens, seconds.
     pub expires_in: u64,
     issued: usize,
@@ -180,7 +183,10 @@ async fn kubeconfig(state: Shared, req: HttpRequest) -> HttpResponse {
         return HttpResponse::Unauthorized().finish();
     }
     let host = req.connection_info().host().to_string();
-    let server = format!("{}://{host}", req.connection_info().scheme());
+    let server = s
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{host}", req.connection_info().scheme()));
     let yaml = format!(
         r#"apiVersion: v1
 kind: Config

@@ -14,7 +14,8 @@ use super::client::{
     TrustFlags,
 };
 use super::kubeconfig::{
-    adjust, check_file, context_names, kubeconfig_path, merge_into_file, Adjustments,
+    adjust, check_file, context_names, kubeconfig_path, merge_into_file, plugin_servers,
+    Adjustments,
 };
 use super::{flow, CredentialOptions, LoginOptions, SsoError};
 
@@ -98,6 +99,22 @@ pub async fn login(options: &LoginOptions) -> Result<String, SsoError> {
             insecure_skip_tls_verify: options.trust.insecure_skip_tls_verify,
         },
     )?;
+    // the plugin finds the tokens under the URL the server wrote into its arguments
+    // (server.public_url), which may name the server otherwise than --server did
+    for other in plugin_servers(&new) {
+        let Ok(other) = normalize_server(&other) else {
+            continue;
+        };
+        if other != server {
+            let cache = TokenCache::new(&cache_dir()?, &other);
+            let lock = cache.lock()?;
+            let copy = CachedTokens {
+                server: other.clone(),
+                ..tokens.clone()
+            };
+            cache.write(&lock, &copy)?;
+        }
+    }
     merge_into_file(&path, &new)?;
     let contexts = context_names(&new);
     let user = if tokens.user.is_empty() {

@@ -352,7 +352,8 @@ pub async fn device_login(
         device.verification_uri, device.user_code
     );
     if let Some(complete) = &device.verification_uri_complete {
-        eprintln!("(or open {complete}, which has the code filled in)");
+        // the URL alone on its line (no punctuation after it), for people and scripts
+        eprintln!("or open this URL, which has the code filled in:\n{complete}");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(device.expires_in);
     let mut interval = Duration::from_secs(device.interval.max(1));

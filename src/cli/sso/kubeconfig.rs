@@ -112,6 +112,31 @@ pub fn context_names(config: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The servers the exec plugin is told to ask (`--server URL` in its arguments).
+pub fn plugin_servers(config: &Value) -> Vec<String> {
+    let mut servers: Vec<String> = Vec::new();
+    for user in config
+        .get("users")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(args) = user["user"]["exec"]["args"].as_array() else {
+            continue;
+        };
+        for pair in args.windows(2) {
+            if pair[0] == "--server" {
+                if let Some(server) = pair[1].as_str() {
+                    if !servers.iter().any(|s| s == server) {
+                        servers.push(server.to_string());
+                    }
+                }
+            }
+        }
+    }
+    servers
+}
+
 /// The entries of the list `key`, to change in place.
 fn entries_mut<'a>(config: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
     config
@@ -345,6 +370,10 @@ x-unknown: {kept: [1, 2]}
         assert_eq!(
             adjusted["clusters"][0]["cluster"]["certificate-authority-data"],
             "UEVN"
+        );
+        assert_eq!(
+            plugin_servers(&adjusted),
+            vec!["https://kg.example".to_string()]
         );
 
         let insecure = adjust(
