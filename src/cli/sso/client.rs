@@ -25,9 +25,18 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encodes one query or form value.
+/// Encodes one query or form value as `application/x-www-form-urlencoded` does: a
+/// space becomes `+`, everything but the unreserved characters is percent-encoded.
+///
+/// `+` rather than `%20` matters for the authorize URL: the server passes it through its
+/// login page as a `redirect` parameter and refuses a target that holds whitespace once
+/// percent-decoded (`client=kubegate on HOST` would).
 pub fn encode(value: &str) -> String {
-    utf8_percent_encode(value, VALUE).to_string()
+    value
+        .split(' ')
+        .map(|part| utf8_percent_encode(part, VALUE).to_string())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// `name=value&...`, every value percent-encoded (a form body or a query string).
@@ -233,9 +242,9 @@ pub struct TokenAnswer {
     /// Seconds the access token lives.
     #[serde(default)]
     pub expires_in: Option<u64>,
-    /// When the access token expires (RFC 3339).
+    /// When the access token expires: RFC 3339 (seconds since the epoch are taken too).
     #[serde(default)]
-    pub expires_at: Option<String>,
+    pub expires_at: Option<serde_json::Value>,
     /// The refresh token (rotated at every refresh).
     #[serde(default)]
     pub refresh_token: Option<String>,
@@ -260,9 +269,17 @@ impl TokenAnswer {
         if let Some(seconds) = self.expires_in {
             return Ok(now_epoch() + seconds);
         }
-        let at = self.expires_at.as_deref().ok_or_else(|| {
-            SsoError::Login("the token answer has neither expires_in nor expires_at".into())
-        })?;
+        let at = match &self.expires_at {
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => {
+                return Ok(n.as_u64().unwrap_or_default())
+            }
+            Some(serde_json::Value::String(at)) => at,
+            _ => {
+                return Err(SsoError::Login(
+                    "the token answer has neither expires_in nor expires_at".into(),
+                ))
+            }
+        };
         humantime::parse_rfc3339(at)
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -603,7 +620,7 @@ mod tests {
                 ("redirect_uri", "http://127.0.0.1:5/callback"),
                 ("client", "kubegate on a b")
             ]),
-            "redirect_uri=http%3A%2F%2F127.0.0.1%3A5%2Fcallback&client=kubegate%20on%20a%20b"
+            "redirect_uri=http%3A%2F%2F127.0.0.1%3A5%2Fcallback&client=kubegate+on+a+b"
         );
     }
 
@@ -614,6 +631,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(answer.expires_at_epoch().unwrap(), 1_796_512_500);
+        let answer: TokenAnswer =
+            serde_json::from_str(r#"{"access_token":"a","expires_at":1796512500}"#).unwrap();
+        assert_eq!(answer.expires_at_epoch().unwrap(), 1_796_512_500);
+        let answer: TokenAnswer = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
+        assert!(answer.expires_at_epoch().is_err());
         let answer: TokenAnswer =
             serde_json::from_str(r#"{"access_token":"a","expires_in":900}"#).unwrap();
         let at = answer.expires_at_epoch().unwrap();
