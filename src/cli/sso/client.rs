@@ -379,6 +379,8 @@ impl SsoClient {
         format!("{}{path}", self.server)
     }
 
+    /// The error for a request to `url` that got no answer, with reqwest's causes
+    /// (its own message alone says little: "error sending request").
     fn unreachable(url: &str, e: &reqwest::Error) -> SsoError {
         let mut detail = e.to_string();
         let mut cause = std::error::Error::source(e);
@@ -583,10 +585,12 @@ pub struct DeviceAnswer {
     pub interval: u64,
 }
 
+/// RFC 8628's device code lifetime when the answer has none: ten minutes.
 fn default_device_expiry() -> u64 {
     600
 }
 
+/// RFC 8628's polling interval when the answer has none: five seconds.
 fn default_interval() -> u64 {
     5
 }

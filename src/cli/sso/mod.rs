@@ -144,8 +144,16 @@ pub fn credential_main(options: CredentialOptions) -> i32 {
         .and_then(|rt| rt.block_on(credential::credential(&options, exec_info.as_deref())));
     match result {
         Ok(json) => {
-            println!("{json}");
-            0
+            // not println!: it panics when kubectl has closed the pipe
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{json}").and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("kubegate: cannot write the credential to standard output: {e}");
+                    1
+                }
+            }
         }
         Err(e) => {
             eprintln!("kubegate: {e}");
