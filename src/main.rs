@@ -53,6 +53,63 @@ enum Command {
     },
     /// Check the configuration and the policy, then exit.
     CheckConfig,
+    /// Log in to a kubegate server (in the browser, or on any device with --no-browser)
+    /// and write its clusters to your kubeconfig, with `kubegate credential` as their
+    /// credential plugin. Needs no kubegate configuration.
+    Login {
+        /// The kubegate server, e.g. https://kubegate.example.com.
+        #[arg(long)]
+        server: String,
+        /// Write only this org's clusters (default: all those you may reach).
+        #[arg(long)]
+        org: Option<u64>,
+        /// The kubeconfig to write (default: the first path of $KUBECONFIG, else
+        /// ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Log in on any device with a code instead of opening a browser here.
+        #[arg(long)]
+        no_browser: bool,
+        /// The identity provider to log in with, when the server has several.
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// The kubectl credential plugin (client.authentication.k8s.io exec): prints an
+    /// ExecCredential with a kubegate access token, refreshing or logging in again when
+    /// needed. `kubegate login` writes it into the kubeconfig.
+    Credential {
+        /// The kubegate server, e.g. https://kubegate.example.com.
+        #[arg(long)]
+        server: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Log in again on any device with a code instead of opening a browser here.
+        #[arg(long)]
+        no_browser: bool,
+    },
+}
+
+/// How `login` and `credential` trust the kubegate server (as kubectl's flags do).
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// Trust the CA certificates of this PEM file instead of the system's.
+    #[arg(long)]
+    certificate_authority: Option<PathBuf>,
+    /// Do not verify the server's certificate (insecure: anyone on the way can read your
+    /// tokens).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+}
+
+impl From<TrustArgs> for kubegate::cli::sso::client::TrustFlags {
+    fn from(args: TrustArgs) -> Self {
+        Self {
+            certificate_authority: args.certificate_authority,
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -220,6 +277,38 @@ fn main() {
 
 fn run_main(log: &BatchedStderr) -> i32 {
     let cli = Cli::parse();
+    // the kubectl SSO client: no configuration, no server, its own small runtime
+    match cli.command {
+        Command::Login {
+            server,
+            org,
+            kubeconfig,
+            trust,
+            no_browser,
+            provider,
+        } => {
+            return kubegate::cli::sso::login_main(kubegate::cli::sso::LoginOptions {
+                server,
+                org,
+                kubeconfig,
+                trust: trust.into(),
+                no_browser,
+                provider,
+            })
+        }
+        Command::Credential {
+            server,
+            trust,
+            no_browser,
+        } => {
+            return kubegate::cli::sso::credential_main(kubegate::cli::sso::CredentialOptions {
+                server,
+                trust: trust.into(),
+                no_browser,
+            })
+        }
+        _ => {}
+    }
     // serve and check-config check everything the configuration names (files, secrets)
     // and report every problem at once, with the same messages; the other commands need
     // only the file to be right
@@ -346,6 +435,10 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Login { .. } | Command::Credential { .. } => {
+            // run_main runs them before the configuration is loaded
+            anyhow::bail!("kubegate login and credential do not run with a configuration")
+        }
         Command::CheckConfig => {
             let summary = kubegate::cli::check_policy(&config).await?;
             println!("configuration OK\n{summary}");

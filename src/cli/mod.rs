@@ -1,5 +1,8 @@
 //! What the command-line tool does, beside `serve`: clusters, members, tokens, checks.
-//! The CLI and the server share the stores named in the configuration.
+//! The CLI and the server share the stores named in the configuration; the kubectl
+//! single sign-on client ([`sso`]) needs none of it.
+
+pub mod sso;
 
 use std::time::Duration;
 
