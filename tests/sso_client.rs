@@ -399,9 +399,10 @@ fn the_proxy_of_the_environment_is_used_unless_no_proxy_says_otherwise() {
         String::from_utf8_lossy(&output.stderr)
     );
     let first = proxy.requests.lock().unwrap().clone();
+    // (the proxy sees the first request of each connection it carries)
     assert_eq!(
         first.first().map(String::as_str),
-        Some(format!("POST {}/auth/cli/device HTTP/1.1", server.url).as_str()),
+        Some(format!("GET {}/auth/providers HTTP/1.1", server.url).as_str()),
         "{first:?}"
     );
 
@@ -479,7 +480,7 @@ fn https_with_a_ca_file_through_an_https_proxy_and_insecure() {
     // (on a machine without system CAs the message says that instead)
     assert!(
         stderr.contains(&format!(
-            "kubegate: cannot reach the kubegate server at {}/auth/cli/device",
+            "kubegate: cannot reach the kubegate server at {}/auth/providers",
             server.url
         )) || stderr.contains("no system CA certificates"),
         "{stderr}"
@@ -704,4 +705,41 @@ fn login_caches_the_tokens_under_the_url_the_plugin_is_given() {
         Duration::from_secs(30),
     );
     assert_eq!(printed_token(&output), "access-1");
+}
+
+#[test]
+fn login_fails_at_once_without_a_server_or_with_an_unknown_provider() {
+    let home = Home::new();
+    // nothing listens there: a clear error, and no browser opened
+    let output = finish(
+        home.kubegate(&["login", "--server", "http://127.0.0.1:9"])
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the kubegate server at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(
+        !home.url_file().exists(),
+        "no browser for a server that is not there"
+    );
+
+    let server = SsoServer::start();
+    let output = finish(
+        home.kubegate(&["login", "--server", &server.url, "--provider", "nope"])
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no login provider named \"nope\"") && stderr.contains("dex"),
+        "{stderr}"
+    );
+    assert!(!home.url_file().exists());
 }

@@ -176,6 +176,13 @@ async fn session(state: Shared, req: HttpRequest) -> HttpResponse {
     }
 }
 
+/// One provider, as kubegate lists them.
+async fn providers() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!([
+        {"name": "dex", "kind": "oidc", "login": "/auth/dex/login"}
+    ]))
+}
+
 async fn kubeconfig(state: Shared, req: HttpRequest) -> HttpResponse {
     let mut s = state.lock().unwrap();
     s.kubeconfig_queries.push(req.query_string().to_string());
@@ -268,6 +275,7 @@ impl SsoServer {
                         .route("/auth/cli/token", web::post().to(token))
                         .route("/auth/cli/device", web::post().to(device))
                         .route("/auth/session", web::get().to(session))
+                        .route("/auth/providers", web::get().to(providers))
                         .route("/pipeline/api/v1/kubeconfig", web::get().to(kubeconfig))
                         .route(
                             "/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/{tail:.*}",

@@ -512,6 +512,42 @@ impl SsoClient {
         }
     }
 
+    /// The names of the server's login providers (`GET /auth/providers`): asked before a
+    /// login, so that an unreachable server, one without a provider, or an unknown
+    /// `--provider` fails at once rather than after a browser was opened.
+    pub async fn providers(&self) -> Result<Vec<String>, SsoError> {
+        let url = self.url("/auth/providers");
+        let response = self
+            .http
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(&url, &e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| Self::unreachable(&url, &e))?;
+        if status != 200 {
+            return Err(SsoError::Server {
+                url,
+                status,
+                body: shorten(&body),
+            });
+        }
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&body).map_err(|_| SsoError::Server {
+                url: url.clone(),
+                status,
+                body: format!("not a list of login providers: {}", shorten(&body)),
+            })?;
+        Ok(listed
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Checks an access token with `GET /auth/session`.
     pub async fn check_session(&self, access_token: &str) -> SessionCheck {
         let url = self.url("/auth/session");

@@ -70,6 +70,21 @@ pub async fn login(options: &LoginOptions) -> Result<String, SsoError> {
     check_file(&path)?;
     options.trust.warn_if_insecure(&server);
     let client = SsoClient::new(&server, &options.trust.trust_or(Trust::System))?;
+    let providers = client.providers().await?;
+    if providers.is_empty() {
+        return Err(SsoError::Input(format!(
+            "{server} has no login provider configured (login.providers), so nobody can log \
+             in to it; ask its administrators for a token instead"
+        )));
+    }
+    if let Some(asked) = options.provider.as_deref() {
+        if !providers.iter().any(|p| p == asked) {
+            return Err(SsoError::Input(format!(
+                "{server} has no login provider named \"{asked}\"; its providers: {}",
+                providers.join(", ")
+            )));
+        }
+    }
     let answer = log_in(&client, options.no_browser, options.provider.as_deref()).await?;
     let tokens = cached(&server, &answer, None)?;
     let cache = TokenCache::new(&cache_dir()?, &server);
