@@ -44,6 +44,7 @@ pub mod fsutil;
 pub mod kubeconfig;
 pub mod network;
 pub mod postgres_tls;
+pub mod tls;
 
 /// Identifies one cluster: its organization and its id in that organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -419,7 +419,7 @@ impl RustlsConnect {
         // libpq: "if a root CA file exists, sslmode=require behaves as verify-ca"
         let verifier: Arc<dyn ServerCertVerifier> = match (mode, &root_cert) {
             (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
-                Arc::new(EncryptOnly(provider.clone()))
+                Arc::new(crate::tls::AnyCertificate(provider.clone()))
             }
             (SslMode::Require | SslMode::VerifyCa, _) => Arc::new(ChainOnly(webpki(
                 load_roots(mode, root_cert.as_ref())?,
@@ -618,56 +618,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Postg
         // algorithm; without it the server falls back to plain SCRAM, as with libpq's
         // channel_binding=prefer
         ChannelBinding::none()
-    }
-}
-
-/// `sslmode=prefer|require` without a CA: the channel is encrypted and the handshake's
-/// signatures checked, but any certificate is taken, as libpq does.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -155,7 +155,7 @@ fn bad(field: &str, reason: impl std::fmt::Display) -> KubeconfigError {
 pub fn tls_config(spec: &ClusterSpec) -> Result<ClientConfig, KubeconfigError> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = if spec.insecure_skip_tls_verify {
-        Arc::new(NoVerification(provider.clone()))
+        Arc::new(crate::tls::AnyCertificate(provider.clone()))
     } else {
         let mut roots = RootCertStore::empty();
         match &spec.ca_pem {
@@ -264,55 +264,5 @@ impl ServerCertVerifier for FixedServerName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// `insecure-skip-tls-verify: true`: any certificate, but the handshake signatures are
-/// still checked so the session keys belong to whoever sent the certificate.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
