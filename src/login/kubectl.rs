@@ -431,6 +431,14 @@ struct TokenForm {
     client: Option<String>,
 }
 
+/// A form-encoded body (as OAuth sends them), or `None` when it is not one.
+fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    let text = std::str::from_utf8(body).ok()?;
+    web::Query::<T>::from_query(text)
+        .ok()
+        .map(web::Query::into_inner)
+}
+
 /// `POST /auth/cli/token` (form-encoded, as OAuth has it).
 async fn token(
     req: HttpRequest,
@@ -438,10 +446,7 @@ async fn token(
     gate: web::Data<Gate>,
     state: web::Data<LoginState>,
 ) -> HttpResponse {
-    let form = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|text| web::Query::<TokenForm>::from_query(text).ok())
-        .map(web::Query::into_inner);
+    let form = parse_form::<TokenForm>(&body);
     let client = form
         .as_ref()
         .and_then(|f| f.client.as_deref())
@@ -859,11 +864,7 @@ async fn device_start(
     gate: web::Data<Gate>,
     state: web::Data<LoginState>,
 ) -> HttpResponse {
-    let form = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|text| web::Query::<DeviceForm>::from_query(text).ok())
-        .map(web::Query::into_inner)
-        .unwrap_or_default();
+    let form = parse_form::<DeviceForm>(&body).unwrap_or_default();
     let client = match client_name(form.client.as_deref()) {
         Ok(client) => client,
         Err(e) => return OAuthError::new("invalid_request", e).response(),

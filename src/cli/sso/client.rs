@@ -461,34 +461,47 @@ impl SsoClient {
         }
     }
 
+    /// `GET url` (with `access_token` when given): the body of a 200, else an error
+    /// that says what the server answered.
+    async fn get_ok(
+        &self,
+        url: &str,
+        access_token: Option<&str>,
+        accept: &str,
+    ) -> Result<String, SsoError> {
+        let mut request = self.http.get(url).header("accept", accept);
+        if let Some(token) = access_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(url, &e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| Self::unreachable(url, &e))?;
+        if status != 200 {
+            return Err(SsoError::Server {
+                url: url.to_string(),
+                status,
+                body: shorten(&body),
+            });
+        }
+        Ok(body)
+    }
+
     /// The names of the server's login providers (`GET /auth/providers`): asked before a
     /// login, so that an unreachable server, one without a provider, or an unknown
     /// `--provider` fails at once rather than after a browser was opened.
     pub async fn providers(&self) -> Result<Vec<String>, SsoError> {
         let url = self.url("/auth/providers");
-        let response = self
-            .http
-            .get(&url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
-        if status != 200 {
-            return Err(SsoError::Server {
-                url,
-                status,
-                body: shorten(&body),
-            });
-        }
+        let body = self.get_ok(&url, None, "application/json").await?;
         let listed: Vec<serde_json::Value> =
             serde_json::from_str(&body).map_err(|_| SsoError::Server {
                 url: url.clone(),
-                status,
+                status: 200,
                 body: format!("not a list of login providers: {}", shorten(&body)),
             })?;
         Ok(listed
@@ -526,27 +539,8 @@ impl SsoClient {
         if let Some(org) = org {
             url.push_str(&format!("&org={org}"));
         }
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(access_token)
-            .header("accept", "application/yaml")
-            .send()
+        self.get_ok(&url, Some(access_token), "application/yaml")
             .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Self::unreachable(&url, &e))?;
-        if status != 200 {
-            return Err(SsoError::Server {
-                url,
-                status,
-                body: shorten(&body),
-            });
-        }
-        Ok(body)
     }
 }
 
