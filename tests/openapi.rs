@@ -69,6 +69,19 @@ async fn the_served_document_is_valid_openapi_3_1() {
         document["components"]["securitySchemes"]["cookie"]["name"],
         "kubegate_session"
     );
+    // every error answer has a schema
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, answer) in operation["responses"].as_object().into_iter().flatten() {
+                if status.as_str() >= "400" {
+                    assert!(
+                        answer["content"].is_object(),
+                        "{method} {path}: the answer {status} has no schema"
+                    );
+                }
+            }
+        }
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");

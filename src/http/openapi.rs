@@ -10,7 +10,7 @@
 //!   files embedded in the binary; `/pipeline/api/v1/docs` redirects there).
 //!
 //! The proxy route is served by the `front` middleware, before the router: it is in the
-//! document ([`proxy`]) but not in the table.
+//! document ([`proxy_route!`]) but not in the table.
 
 use std::sync::{Arc, LazyLock};
 
@@ -211,7 +211,7 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The document, built once: the frame with every route of the table.
+/// The document: the frame with every route of the table (served from [`DOCUMENT`]).
 pub fn openapi() -> Document {
     let mut document = Frame::openapi();
     for (route, _) in table() {
