@@ -268,3 +268,37 @@ async fn bearer_answers_are_as_documented() {
         &unknown,
     );
 }
+
+/// The reference page renders in a real headless Chromium under its CSP: Swagger UI's
+/// script ran (nothing inline was needed), read kubegate's document and shows its routes,
+/// and its stylesheet applied.
+#[test]
+fn the_reference_page_renders_in_a_browser() {
+    let gw = TestGateway::builder().start();
+    let browser = common::browser::Browser::start();
+    browser.goto(&format!("{}/pipeline/api/v1/docs", gw.url));
+    let title = browser.wait_until("Swagger UI's title", |b| {
+        b.try_find_css(".swagger-ui .info .title").map(|e| e.text())
+    });
+    assert!(title.starts_with("kubegate"), "{title}");
+    assert_eq!(
+        browser.current_url(),
+        format!("{}/pipeline/api/v1/docs/", gw.url)
+    );
+    let operations = browser.wait_until("the operations", |b| {
+        let n = b
+            .execute(
+                "return document.querySelectorAll('.opblock').length;",
+                vec![],
+            )
+            .as_u64()
+            .unwrap_or(0);
+        (n > 35).then_some(n)
+    });
+    assert!(operations > 35, "{operations}");
+    let font = browser.execute(
+        "return getComputedStyle(document.querySelector('.swagger-ui .info .title')).fontFamily;",
+        vec![],
+    );
+    assert!(font.as_str().unwrap_or("").contains("sans-serif"), "{font}");
+}
