@@ -435,8 +435,6 @@ async fn evict(state: &ClusterApi, key: ClusterKey) {
 
 /// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster:
 /// never the cluster's own credentials. Its credential is kubectl's exec plugin, or with
-/// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster:
-/// never the cluster's own credentials. Its credential is kubectl's exec plugin, or with
 /// `?credential=token` a new token of theirs ([`super::kubeconfig`]).
 #[utoipa::path(
     get,
