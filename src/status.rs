@@ -110,6 +110,32 @@ impl StatusError {
     }
 }
 
+/// A Kubernetes `Status` (`kind: Status`), as the proxy route and authentication
+/// answer errors.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Status)]
+#[allow(dead_code, non_snake_case)] // a description of what `StatusError::body` writes
+pub struct KubernetesStatus {
+    /// `Status`.
+    kind: String,
+    /// `v1`.
+    apiVersion: String,
+    /// Always empty.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    /// `Failure`.
+    status: String,
+    /// What went wrong, and what to do about it.
+    message: String,
+    /// Kubernetes' reason (`NotFound`, `Forbidden`, `Unauthorized`...).
+    reason: String,
+    /// The HTTP status code.
+    code: u16,
+    /// What the error is about, when it is about one object (`{name, kind}`).
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+}
+
 impl std::fmt::Display for StatusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
 use common::http::{call, client};
+use common::openapi::assert_documented;
 use futures_util::StreamExt;
 use kubegate_actors::kubeconfig::{self, KubeconfigRules};
 use serde_json::json;
@@ -41,6 +42,7 @@ async fn create_list_get_update_delete_with_every_error() {
     )
     .await;
     assert_eq!(code, 201, "{dev}");
+    assert_documented("POST", "/pipeline/api/v1/orgs/{org}/clusters", 201, &dev);
     assert_eq!(
         (dev["id"].as_u64(), dev["name"].as_str()),
         (Some(1), Some("dev"))
@@ -85,12 +87,14 @@ async fn create_list_get_update_delete_with_every_error() {
         let (code, error) = call("POST", &url, Some(&alice), Some(body.clone())).await;
         assert_eq!(code, want, "{body}: {error}");
         assert_eq!(error["code"], want);
+        assert_documented("POST", "/pipeline/api/v1/orgs/{org}/clusters", want, &error);
         assert!(error["message"].as_str().unwrap().contains(says), "{error}");
     }
 
     // list and get show no credentials, to members too
     let (code, list) = call("GET", &url, Some(&bob), None).await;
     assert_eq!(code, 200);
+    assert_documented("GET", "/pipeline/api/v1/orgs/{org}/clusters", 200, &list);
     assert_eq!(list.as_array().unwrap().len(), 2);
     let text = list.to_string();
     for secret in [&api.pki().client_key_pem, &b64] {
@@ -102,6 +106,20 @@ async fn create_list_get_update_delete_with_every_error() {
     assert!(!text.contains("client-key-data") && !text.contains("kubeconfig"));
     let (code, one) = call("GET", &format!("{url}/2"), Some(&bob), None).await;
     assert_eq!((code, one["name"].as_str()), (200, Some("prod")));
+    assert_documented(
+        "GET",
+        "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+        200,
+        &one,
+    );
+    let (code, missing) = call("GET", &format!("{url}/9"), Some(&bob), None).await;
+    assert_eq!(code, 404);
+    assert_documented(
+        "GET",
+        "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+        404,
+        &missing,
+    );
     assert_eq!(
         call("GET", &format!("{url}/9"), Some(&bob), None).await.0,
         404
@@ -141,6 +159,12 @@ async fn create_list_get_update_delete_with_every_error() {
     )
     .await;
     assert_eq!(code, 200, "{updated}");
+    assert_documented(
+        "PUT",
+        "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+        200,
+        &updated,
+    );
     assert!(updated["updatedAt"].is_string());
     assert_eq!(
         call(
@@ -164,11 +188,13 @@ async fn create_list_get_update_delete_with_every_error() {
         .0,
         400
     );
-    assert_eq!(
-        call("DELETE", &format!("{url}/2"), Some(&alice), None)
-            .await
-            .0,
-        200
+    let (code, deleted) = call("DELETE", &format!("{url}/2"), Some(&alice), None).await;
+    assert_eq!(code, 200);
+    assert_documented(
+        "DELETE",
+        "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+        200,
+        &deleted,
     );
     assert_eq!(
         call("DELETE", &format!("{url}/2"), Some(&alice), None)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::ApiServer;
 use common::gateway::{GatewayBuilder, TestGateway};
 use common::oidc::{OidcProvider, ProviderUser};
+use common::openapi::assert_documented;
 use common::session::{log_in_at, Answer, Jar};
 use kubegate::config::login::SessionStoreKind;
 use serde_json::json;
@@ -350,6 +351,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
         .send("GET", &url, &[("Sec-Fetch-Site", "same-origin")], None)
         .await;
     assert_eq!(ui.status, 201, "{}", ui.text);
+    assert_documented("GET", "/pipeline/api/v1/token", 201, &ui.body);
     let token = ui.body["token"].as_str().unwrap().to_string();
     let target = gw.proxy_url(1, 1, "/api/v1/namespaces");
     let (status, _) = common::http::call("GET", &target, Some(&token), None).await;
@@ -364,6 +366,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
     )
     .await;
     assert_eq!(status, 201, "{made}");
+    assert_documented("POST", "/pipeline/api/v1/tokens", 201, &made);
     let ci = made["token"].as_str().unwrap().to_string();
     let ci_id = made["id"].as_str().unwrap().to_string();
     for (body, what) in [
@@ -379,6 +382,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
         )
         .await;
         assert_eq!(status, 400, "{error}");
+        assert_documented("POST", "/pipeline/api/v1/tokens", 400, &error);
         assert!(error["message"].as_str().unwrap().contains(what), "{error}");
     }
 
@@ -391,6 +395,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
     )
     .await;
     assert_eq!(status, 200);
+    assert_documented("GET", "/pipeline/api/v1/tokens", 200, &listed);
     let names: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -403,7 +408,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
 
     // someone else cannot revoke it
     let other = gw.token("dex:bob");
-    let (status, _) = common::http::call(
+    let (status, missing) = common::http::call(
         "DELETE",
         &format!("{}/pipeline/api/v1/tokens/{ci_id}", gw.url),
         Some(&other),
@@ -411,6 +416,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
     )
     .await;
     assert_eq!(status, 404);
+    assert_documented("DELETE", "/pipeline/api/v1/tokens/{id}", 404, &missing);
 
     // revoking with the cookie needs the CSRF proof, then the token is refused at once
     let url = format!("{}/pipeline/api/v1/tokens/{ci_id}", gw.url);
@@ -432,6 +438,7 @@ async fn the_tokens_api_creates_lists_and_revokes() {
         None,
     )
     .await;
+    assert_documented("GET", "/pipeline/api/v1/tokens", 200, &listed);
     let ci_row = listed
         .as_array()
         .unwrap()

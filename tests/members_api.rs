@@ -4,6 +4,7 @@ mod common;
 
 use common::apiserver::ApiServer;
 use common::gateway::TestGateway;
+use common::openapi::assert_documented;
 use serde_json::{json, Value};
 
 async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -43,6 +44,7 @@ async fn admins_manage_members_and_changes_take_effect_at_once() {
 
     let (code, list) = call("GET", &members, &bob, None).await;
     assert_eq!(code, 200);
+    assert_documented("GET", "/pipeline/api/v1/orgs/{org}/members", 200, &list);
     assert_eq!(
         list,
         json!([{"user": "alice", "role": "admin"}, {"user": "bob", "role": "member"}])
@@ -57,6 +59,12 @@ async fn admins_manage_members_and_changes_take_effect_at_once() {
     )
     .await;
     assert_eq!(code, 200, "{set}");
+    assert_documented(
+        "PUT",
+        "/pipeline/api/v1/orgs/{org}/members/{user}",
+        200,
+        &set,
+    );
     assert_eq!(
         call("GET", &pods, &carol, None).await.0,
         200,
@@ -87,6 +95,12 @@ async fn admins_manage_members_and_changes_take_effect_at_once() {
     )
     .await;
     assert_eq!(code, 400);
+    assert_documented(
+        "PUT",
+        "/pipeline/api/v1/orgs/{org}/members/{user}",
+        400,
+        &error,
+    );
     assert!(
         error["message"]
             .as_str()
@@ -137,6 +151,12 @@ async fn admins_manage_members_and_changes_take_effect_at_once() {
 
     let (code, removed) = call("DELETE", &format!("{members}/carol"), &alice, None).await;
     assert_eq!(code, 200, "{removed}");
+    assert_documented(
+        "DELETE",
+        "/pipeline/api/v1/orgs/{org}/members/{user}",
+        200,
+        &removed,
+    );
     assert_eq!(
         call("GET", &pods, &carol, None).await.0,
         403,

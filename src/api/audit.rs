@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::auditor::{query_audit, AuditQuery};
 use serde_json::{json, Value};
 
-use crate::api::{guarded, Access, ApiError};
+use crate::api::{guarded, Access, ApiError, ApiErrorBody};
 use crate::config::{AuditSinkKind, Config};
 use crate::gate::Gate;
 
@@ -38,11 +38,6 @@ impl AuditSource {
             _ => AuditSource::None,
         }
     }
-}
-
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pipeline/api/v1/orgs/{org}/audit", web::get().to(list));
 }
 
 fn bad(message: String) -> ApiError {
@@ -226,7 +221,46 @@ fn from_file(
     Ok((keyed.into_iter().map(|(_, e)| e).collect(), next))
 }
 
-async fn list(
+/// A page of an org's audit trail.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `list` writes
+struct AuditPage {
+    /// Audit events, newest first (kubegate's audit event as written to its sinks).
+    events: Vec<serde_json::Map<String, Value>>,
+    /// The cursor of the next page, if there is one.
+    next: Option<String>,
+}
+
+/// The audit trail of an org, newest first, filtered and paged (those the policy lets
+/// `list` `kubegate:audit`; admins by default).
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/audit",
+    tag = "audit",
+    operation_id = "listAuditEvents",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("since" = Option<String>, Query, description = "Events at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Events before this time (RFC 3339)"),
+        ("user" = Option<String>, Query, description = "Events of this user"),
+        ("cluster" = Option<u64>, Query, description = "Events of this cluster id"),
+        ("verb" = Option<String>, Query, description = "Events of this verb (`get`, `list`, `create`...)"),
+        ("resource" = Option<String>, Query, description = "Events on this resource (`pods`...)"),
+        ("status" = Option<u16>, Query, description = "Events answered with this HTTP status"),
+        ("decision" = Option<String>, Query, description = "`allow`, `deny` or `error`"),
+        ("limit" = Option<u32>, Query, description = "At most this many events, 1 to 1000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the page before"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 400, description = "A filter is not valid: the message names it", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it", body = ApiErrorBody),
+        (status = 503, description = "The audit trail cannot be read", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     query: web::Query<Vec<(String, String)>>,
     gate: web::Data<Gate>,

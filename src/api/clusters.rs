@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::kubeconfig::{self, Credential};
 use super::tokens::Tokens;
-use super::{guarded, guarded_change, id_param, parse_json, Access, ApiError};
+use super::{guarded, guarded_change, id_param, parse_json, Access, ApiError, ApiErrorBody};
 use crate::clusters;
 use crate::gate::Gate;
 
@@ -34,22 +34,6 @@ pub struct ClusterApi {
     pub public_url: Option<String>,
     /// The CA of the self-signed serving certificate, for generated kubeconfigs.
     pub served_ca: Option<std::path::PathBuf>,
-}
-
-/// The routes of the clusters API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    const CLUSTERS: &str = "/pipeline/api/v1/orgs/{org}/clusters";
-    const CLUSTER: &str = "/pipeline/api/v1/orgs/{org}/clusters/{id}";
-    cfg.app_data(web::PayloadConfig::new(1 << 20))
-        .route(CLUSTERS, web::post().to(create))
-        .route(CLUSTERS, web::get().to(list))
-        .route(CLUSTER, web::get().to(get))
-        .route(CLUSTER, web::put().to(update))
-        .route(CLUSTER, web::delete().to(delete))
-        .route(
-            "/pipeline/api/v1/orgs/{org}/clusters/{id}/config",
-            web::get().to(kubeconfig_for_caller),
-        );
 }
 
 /// What a caller may see of a cluster: never its kubeconfig.
@@ -74,11 +58,64 @@ fn view(record: &ClusterRecord, state: &ClusterApi) -> serde_json::Value {
     })
 }
 
-#[derive(Deserialize)]
+/// Which exec and attach sessions of a cluster are recorded (asciicast files).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = RecordSessions)]
+#[allow(dead_code)] // the schema of kubegate_actors::store::RecordSessions
+#[serde(rename_all = "lowercase")]
+enum RecordSessionsSchema {
+    /// None.
+    Off,
+    /// Those with a terminal (`kubectl exec -t`).
+    Tty,
+    /// Every exec and attach.
+    All,
+}
+
+/// A cluster as callers see it: never its kubeconfig.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Cluster)]
+#[allow(dead_code, non_snake_case)] // what `view` writes
+struct ClusterView {
+    /// Its id in the org.
+    id: u64,
+    /// Its name.
+    name: String,
+    /// The org.
+    org: u64,
+    /// The kubeconfig's context used (none: its current context).
+    context: Option<String>,
+    /// The API server's URL (none when the stored kubeconfig no longer parses).
+    server: Option<String>,
+    /// Whether requests reach the API server as the person (`Impersonate-User`).
+    impersonate: bool,
+    /// Which exec and attach sessions are recorded.
+    recordSessions: RecordSessionsSchema,
+    /// When it was registered (RFC 3339).
+    createdAt: String,
+    /// When it last changed (RFC 3339).
+    updatedAt: Option<String>,
+}
+
+/// What `DELETE .../clusters/{id}` answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `delete` writes
+struct ClusterDeleted {
+    /// The cluster's id.
+    id: u64,
+    /// `true`.
+    deleted: bool,
+}
+
+/// A cluster to register: a kubeconfig with the credentials kubegate uses to reach it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateCluster {
+    /// Its name in the org.
     name: String,
+    /// A kubeconfig (YAML or JSON) with the API server and kubegate's credentials.
     kubeconfig: String,
+    /// The kubeconfig's context to use (default: its current context).
     #[serde(default)]
     context: Option<String>,
     /// Requests reach the API server as the person (`Impersonate-User`).
@@ -86,25 +123,51 @@ struct CreateCluster {
     impersonate: bool,
     /// Which exec and attach sessions are recorded: `off`, `tty`, `all`.
     #[serde(default, alias = "record_sessions")]
+    #[schema(value_type = RecordSessionsSchema)]
     record_sessions: RecordSessions,
 }
 
 /// A change: new credentials (`kubeconfig`, with `context`), impersonation on or off,
 /// which sessions are recorded, or several of these.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UpdateCluster {
+    /// New credentials: a kubeconfig (YAML or JSON).
     #[serde(default)]
     kubeconfig: Option<String>,
+    /// The new kubeconfig's context (only with `kubeconfig`).
     #[serde(default)]
     context: Option<String>,
+    /// Impersonation on or off.
     #[serde(default)]
     impersonate: Option<bool>,
+    /// Which exec and attach sessions are recorded.
     #[serde(default, alias = "record_sessions")]
+    #[schema(value_type = Option<RecordSessionsSchema>)]
     record_sessions: Option<RecordSessions>,
 }
 
-async fn create(
+/// Registers a cluster of the org from a kubeconfig (org admins).
+#[utoipa::path(
+    post,
+    path = "/pipeline/api/v1/orgs/{org}/clusters",
+    tag = "clusters",
+    operation_id = "createCluster",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+    ),
+    request_body = CreateCluster,
+    responses(
+        (status = 201, description = "The cluster", body = ClusterView),
+        (status = 400, description = "The body, the name or the kubeconfig is not valid", body = ApiErrorBody),
+        (status = 409, description = "The org has a cluster of this name", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn create(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -140,7 +203,25 @@ async fn create(
     .await
 }
 
-async fn list(
+/// The clusters of the org (members), never their credentials.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/clusters",
+    tag = "clusters",
+    operation_id = "listClusters",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+    ),
+    responses(
+        (status = 200, description = "The clusters", body = Vec<ClusterView>),
+        (status = 400, description = "The org id is not a number", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn list(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<ClusterApi>,
@@ -180,7 +261,27 @@ fn not_found(id: u64, org: u64) -> ApiError {
     )
 }
 
-async fn get(
+/// One cluster of the org, never its credentials.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+    tag = "clusters",
+    operation_id = "getCluster",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("id" = u64, Path, description = "The cluster's id in the org"),
+    ),
+    responses(
+        (status = 200, description = "The cluster", body = ClusterView),
+        (status = 400, description = "An id is not a number", body = ApiErrorBody),
+        (status = 404, description = "The org has no such cluster", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn get(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<ClusterApi>,
@@ -202,7 +303,28 @@ async fn get(
     .await
 }
 
-async fn update(
+/// Changes a cluster: new credentials, impersonation, session recording (org admins).
+#[utoipa::path(
+    put,
+    path = "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+    tag = "clusters",
+    operation_id = "updateCluster",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("id" = u64, Path, description = "The cluster's id in the org"),
+    ),
+    request_body = UpdateCluster,
+    responses(
+        (status = 200, description = "The cluster as changed", body = ClusterView),
+        (status = 400, description = "The body or the kubeconfig is not valid, or changes nothing", body = ApiErrorBody),
+        (status = 404, description = "The org has no such cluster", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn update(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -259,7 +381,27 @@ async fn update(
     .await
 }
 
-async fn delete(
+/// Removes a cluster from kubegate (org admins); the cluster itself is untouched.
+#[utoipa::path(
+    delete,
+    path = "/pipeline/api/v1/orgs/{org}/clusters/{id}",
+    tag = "clusters",
+    operation_id = "deleteCluster",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("id" = u64, Path, description = "The cluster's id in the org"),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = ClusterDeleted),
+        (status = 400, description = "An id is not a number", body = ApiErrorBody),
+        (status = 404, description = "The org has no such cluster", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn delete(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<ClusterApi>,
@@ -294,7 +436,27 @@ async fn evict(state: &ClusterApi, key: ClusterKey) {
 /// A kubeconfig for the caller that points at kubegate's proxy URL for this cluster:
 /// never the cluster's own credentials. Its credential is kubectl's exec plugin, or with
 /// `?credential=token` a new token of theirs ([`super::kubeconfig`]).
-async fn kubeconfig_for_caller(
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/clusters/{id}/config",
+    tag = "clusters",
+    operation_id = "getClusterConfig",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("id" = u64, Path, description = "The cluster's id in the org"),
+        ("credential" = Option<String>, Query, description = "`exec` (the default: kubectl's exec plugin `kubegate credential`) or `token` (a long-lived token in the file, for CI systems; with the session cookie it needs `X-CSRF-Token`)"),
+    ),
+    responses(
+        (status = 200, description = "The kubeconfig", content_type = "application/yaml", body = String),
+        (status = 400, description = "credential is not exec or token, or an id is not a number", body = ApiErrorBody),
+        (status = 404, description = "The org has no such cluster", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The cluster store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn kubeconfig_for_caller(
     req: HttpRequest,
     query: web::Query<Vec<(String, String)>>,
     gate: web::Data<Gate>,

@@ -23,13 +23,8 @@ use serde_json::{json, Value};
 use super::clusters::ClusterApi;
 use super::members::Members;
 use super::tokens::Tokens;
-use super::{guarded, guarded_change, Access, ApiError};
+use super::{guarded, guarded_change, Access, ApiError, ApiErrorBody};
 use crate::gate::Gate;
-
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pipeline/api/v1/kubeconfig", web::get().to(for_caller));
-}
 
 /// Which credential a kubeconfig holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,14 +142,35 @@ pub fn answer(yaml: String) -> HttpResponse {
         .body(yaml)
 }
 
+/// The query of `GET /pipeline/api/v1/kubeconfig`.
 #[derive(Deserialize)]
-struct Query {
+pub(crate) struct Query {
     org: Option<u64>,
     credential: Option<String>,
 }
 
-/// `GET /pipeline/api/v1/kubeconfig`
-async fn for_caller(
+/// One kubeconfig for every cluster the caller may reach through kubegate, with a
+/// context `kubegate-{org}-{cluster name}` each; never a cluster's own credentials.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/kubeconfig",
+    tag = "clusters",
+    operation_id = "getKubeconfig",
+    params(
+        ("org" = Option<u64>, Query, description = "Only the clusters of this org"),
+        ("credential" = Option<String>, Query, description = "`exec` (the default: kubectl's exec plugin `kubegate credential`) or `token` (a long-lived token in the file, for CI systems; with the session cookie it needs `X-CSRF-Token`)"),
+    ),
+    responses(
+        (status = 200, description = "The kubeconfig", content_type = "application/yaml", body = String),
+        (status = 400, description = "The query is not valid", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "A session cookie without its X-CSRF-Token (credential=token)", body = ApiErrorBody),
+        (status = 404, description = "The caller reaches no cluster", body = ApiErrorBody),
+        (status = 503, description = "A store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn for_caller(
     req: HttpRequest,
     query: Result<web::Query<Query>, actix_web::Error>,
     gate: web::Data<Gate>,

@@ -13,7 +13,7 @@ use kubegate_actors::store::MemberStore;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{guarded, parse_json, Access, ApiError};
+use crate::api::{guarded, parse_json, Access, ApiError, ApiErrorBody};
 use crate::gate::Gate;
 
 /// What the members API works with.
@@ -24,22 +24,6 @@ pub struct Members {
     pub policy_reload: Recipient<Reload>,
     /// The policy enforcer, for the roles its policy knows.
     pub policy_stats: Recipient<Stats>,
-}
-
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/pipeline/api/v1/orgs/{org}/members",
-        web::get().to(list_members),
-    )
-    .route(
-        "/pipeline/api/v1/orgs/{org}/members/{user}",
-        web::put().to(set_member),
-    )
-    .route(
-        "/pipeline/api/v1/orgs/{org}/members/{user}",
-        web::delete().to(remove_member),
-    );
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -61,7 +45,57 @@ async fn apply(state: &Members) -> Result<(), ApiError> {
     }
 }
 
-async fn list_members(
+/// A member of an org and their role.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `list_members` writes
+struct Member {
+    /// The user.
+    user: String,
+    /// Their role in the org (a role of the policy: `admin`, `member`...).
+    role: String,
+}
+
+/// What `PUT .../members/{user}` answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `set_member` writes
+struct MemberSet {
+    /// The org.
+    org: u64,
+    /// The user.
+    user: String,
+    /// Their role now.
+    role: String,
+}
+
+/// What `DELETE .../members/{user}` answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `remove_member` writes
+struct MemberRemoved {
+    /// The org.
+    org: u64,
+    /// The user.
+    user: String,
+    /// `true`.
+    removed: bool,
+}
+
+/// The members of an org and their roles (members of the org).
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/members",
+    tag = "members",
+    operation_id = "listMembers",
+    params(("org" = u64, Path, description = "The org's id")),
+    responses(
+        (status = 200, description = "The members", body = Vec<Member>),
+        (status = 400, description = "The org id is not a number", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The member store or the policy enforcer is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn list_members(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<Members>,
@@ -90,9 +124,11 @@ async fn list_members(
     .await
 }
 
-#[derive(Deserialize)]
+/// A member's role.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRole {
+    /// A role the policy knows (`admin`, `member`...).
     role: String,
 }
 
@@ -115,7 +151,28 @@ fn user_param(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(user)
 }
 
-async fn set_member(
+/// Makes a user a member of the org with a role, or changes their role (org admins).
+#[utoipa::path(
+    put,
+    path = "/pipeline/api/v1/orgs/{org}/members/{user}",
+    tag = "members",
+    operation_id = "setMember",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("user" = String, Path, description = "The user (percent-encoded): no spaces, commas, quotes, control characters, nor a `system:` prefix"),
+    ),
+    request_body = SetRole,
+    responses(
+        (status = 200, description = "The membership", body = MemberSet),
+        (status = 400, description = "The user, the body or the role is not valid", body = ApiErrorBody),
+        (status = 500, description = "Stored, but the policy did not reload", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The member store or the policy enforcer is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn set_member(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -153,7 +210,28 @@ async fn set_member(
     .await
 }
 
-async fn remove_member(
+/// Removes a user from the org (org admins).
+#[utoipa::path(
+    delete,
+    path = "/pipeline/api/v1/orgs/{org}/members/{user}",
+    tag = "members",
+    operation_id = "removeMember",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("user" = String, Path, description = "The user (percent-encoded): no spaces, commas, quotes, control characters, nor a `system:` prefix"),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = MemberRemoved),
+        (status = 400, description = "The user is not valid", body = ApiErrorBody),
+        (status = 404, description = "The user is not a member of the org", body = ApiErrorBody),
+        (status = 500, description = "Removed, but the policy did not reload", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The member store or the policy enforcer is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn remove_member(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<Members>,

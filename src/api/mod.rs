@@ -32,6 +32,19 @@ pub struct ApiError {
     message: String,
 }
 
+/// An error of the REST API.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ApiError)]
+#[allow(dead_code)] // a description of what `ApiError::response` writes
+pub struct ApiErrorBody {
+    /// The HTTP status code.
+    code: u16,
+    /// What went wrong, and what to do about it.
+    message: String,
+    /// The status's reason phrase (`Not Found`, `Bad Request`...).
+    error: String,
+}
+
 impl ApiError {
     pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
@@ -210,16 +223,4 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &web::Bytes) -> Result<T
             format!("the body is not the expected JSON: {e}"),
         )
     })
-}
-
-/// The routes of the REST API. Registered after the proxy route, whose paths start alike.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.configure(clusters::routes)
-        .configure(members::routes)
-        .configure(orgs::routes)
-        .configure(policy::routes)
-        .configure(audit::routes)
-        .configure(sessions::routes)
-        .configure(kubeconfig::routes)
-        .configure(tokens::routes);
 }

@@ -5,15 +5,34 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::members::{unavailable, Members};
-use super::{guarded, Access};
+use super::{guarded, Access, ApiErrorBody};
 use crate::gate::Gate;
 
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pipeline/api/v1/orgs", web::get().to(my_orgs));
+/// An org of the caller.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `my_orgs` writes
+struct Org {
+    /// The org's id.
+    id: u64,
+    /// The caller's role in it (`global-admin` for a global administrator who is not a member).
+    role: String,
 }
 
-async fn my_orgs(
+/// The orgs the caller belongs to, with their role; a global administrator sees every
+/// org that has members.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs",
+    tag = "members",
+    operation_id = "listOrgs",
+    responses(
+        (status = 200, description = "The caller's orgs", body = Vec<Org>),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 503, description = "The member store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn my_orgs(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<Members>,

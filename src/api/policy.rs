@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use kubegate_actors::policy::Reload;
 
 use super::members::unavailable;
-use super::{guarded, Access, ApiError};
+use super::{guarded, Access, ApiError, ApiErrorBody};
 use crate::gate::Gate;
 
 /// What the policy API works with.
@@ -20,15 +20,39 @@ pub struct PolicyApi {
     pub fixed: Option<String>,
 }
 
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/pipeline/api/v1/admin/policy/reload",
-        web::post().to(reload),
-    );
+/// What a reload put in force.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // kubegate_actors::policy::PolicyStats as serialized
+struct PolicyStats {
+    /// `p` lines.
+    policies: u64,
+    /// `g` lines (memberships and role inheritance).
+    groupings: u64,
+    /// Roles named in `p` lines.
+    roles: Vec<String>,
+    /// How long the load took, in milliseconds.
+    load_ms: f64,
+    /// Reloads that put a new policy in force since start.
+    reloads: u64,
 }
 
-async fn reload(
+/// Reloads the model and policy (global administrators). A policy that does not load is
+/// refused with its line, and the old one stays in force.
+#[utoipa::path(
+    post,
+    path = "/pipeline/api/v1/admin/policy/reload",
+    tag = "admin",
+    operation_id = "reloadPolicy",
+    responses(
+        (status = 200, description = "The policy in force now", body = PolicyStats),
+        (status = 400, description = "The policy does not load (the old one stays), or there is no policy file to read", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "Not a global administrator, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The policy enforcer did not answer", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn reload(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<PolicyApi>,

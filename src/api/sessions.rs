@@ -7,20 +7,33 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{guarded, Access, ApiError};
+use super::{guarded, Access, ApiError, ApiErrorBody};
 use crate::gate::Gate;
 use crate::proxy::tunnel::record;
 use crate::proxy::Upstreams;
 
-/// The routes of this API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/pipeline/api/v1/orgs/{org}/audit/sessions/{id}",
-        web::get().to(get),
-    );
-}
-
-async fn get(
+/// The recording of an exec or attach session (an asciicast v2 file), to those who may
+/// read the org's audit trail.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/audit/sessions/{id}",
+    tag = "audit",
+    operation_id = "getSessionRecording",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("id" = String, Path, description = "The session's id: the request id of the exec or attach"),
+    ),
+    responses(
+        (status = 200, description = "The recording", content_type = "application/x-asciicast", body = String),
+        (status = 400, description = "The id is not a session id", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow reading the org's audit trail", body = ApiErrorBody),
+        (status = 404, description = "The org has no recording of this session", body = ApiErrorBody),
+        (status = 503, description = "The recording cannot be read", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn get(
     req: HttpRequest,
     gate: web::Data<Gate>,
     upstreams: web::Data<Upstreams>,

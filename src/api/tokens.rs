@@ -28,7 +28,7 @@ use kubegate_actors::store::{TokenRecord, TokenStore};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{guarded, guarded_change, parse_json, Access, ApiError};
+use crate::api::{guarded, guarded_change, parse_json, Access, ApiError, ApiErrorBody};
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{IssuedToken, TokenAuthority};
 use crate::gate::{BearerExpiry, Gate};
@@ -43,25 +43,82 @@ pub struct Tokens {
     pub revocations: Arc<Revocations>,
 }
 
-/// The routes of the tokens API.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/pipeline/api/v1/tokens", web::post().to(create))
-        .route("/pipeline/api/v1/tokens", web::get().to(list))
-        .route("/pipeline/api/v1/tokens/{id}", web::delete().to(revoke))
-        .route(
-            "/pipeline/api/v1/users/{user}/tokens",
-            web::delete().to(revoke_all),
-        )
-        .route("/pipeline/api/v1/token", web::get().to(create_for_session));
+/// A new token: its name and, if not the default, how long it lives.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateToken {
+    /// What the token is for: at most 200 characters, no control characters.
+    name: String,
+    /// How long the token lives: a duration (`"24h"`, `"90m"`) or a number of seconds;
+    /// the default is `auth.default_ttl`, at most `auth.max_ttl`.
+    #[serde(default)]
+    #[schema(schema_with = ttl_schema)]
+    ttl: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateToken {
+/// `ttl`'s schema: a duration as text or a number of seconds.
+fn ttl_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some(
+                "How long the token lives: a duration (\"24h\", \"90m\") or a number of \
+                 seconds; the default is auth.default_ttl, at most auth.max_ttl.",
+            ))
+            .build(),
+    )
+}
+
+/// A new token, shown this once.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // what `issue` writes
+pub(crate) struct TokenCreated {
+    /// The token's id (to revoke it).
+    id: String,
+    /// The bearer token itself: it is not shown again.
+    token: String,
+    /// Its name.
     name: String,
-    /// `"24h"`, or seconds.
-    #[serde(default)]
-    ttl: Option<serde_json::Value>,
+    /// When it expires (RFC 3339).
+    expiresAt: String,
+}
+
+/// A token or kubectl login session of the caller, without its secret.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // what `view` writes
+pub(crate) struct TokenView {
+    /// The token's id.
+    id: String,
+    /// Its name.
+    name: String,
+    /// When it was made (RFC 3339).
+    createdAt: String,
+    /// When it expires (RFC 3339).
+    expiresAt: String,
+    /// Whether it was revoked.
+    revoked: bool,
+    /// When it was revoked (RFC 3339).
+    revokedAt: Option<String>,
+    /// `token`, or `session` for a kubectl login session.
+    #[schema(pattern = "^(token|session)$")]
+    kind: String,
+}
+
+/// What `DELETE /pipeline/api/v1/users/{user}/tokens` revoked.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `revoke_all` writes
+pub(crate) struct RevokedAll {
+    /// The user.
+    user: String,
+    /// The ids of the tokens and sessions revoked now.
+    revoked: Vec<String>,
 }
 
 fn parse_ttl(ttl: Option<&serde_json::Value>) -> Result<Option<Duration>, ApiError> {
@@ -186,7 +243,25 @@ fn view(record: &TokenRecord) -> serde_json::Value {
     })
 }
 
-async fn create(
+/// Creates a token for the caller; the token is shown this once.
+///
+/// A request authenticated with a bearer token gets a token that expires before it.
+#[utoipa::path(
+    post,
+    path = "/pipeline/api/v1/tokens",
+    tag = "tokens",
+    operation_id = "createToken",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The new token", body = TokenCreated),
+        (status = 400, description = "The body or its ttl is not valid", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "A session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The token store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn create(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -201,7 +276,25 @@ async fn create(
     .await
 }
 
-async fn list(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens>) -> HttpResponse {
+/// The caller's tokens and kubectl login sessions, never their secrets.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/tokens",
+    tag = "tokens",
+    operation_id = "listTokens",
+    responses(
+        (status = 200, description = "The caller's tokens", body = Vec<TokenView>),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "A session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The token store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn list(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Tokens>,
+) -> HttpResponse {
     let st = state.clone();
     guarded(&req, &gate, Access::Authenticated, |_, user| async move {
         let records = st.token_store.list(&user).await.map_err(unavailable)?;
@@ -213,7 +306,27 @@ async fn list(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens>)
     .await
 }
 
-async fn revoke(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens>) -> HttpResponse {
+/// Revokes one of the caller's tokens or kubectl login sessions.
+#[utoipa::path(
+    delete,
+    path = "/pipeline/api/v1/tokens/{id}",
+    tag = "tokens",
+    operation_id = "deleteToken",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "The caller has no token with this id", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "A session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The token store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn revoke(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<Tokens>,
+) -> HttpResponse {
     let st = state.clone();
     let id = req.match_info().get("id").unwrap_or_default().to_string();
     guarded(&req, &gate, Access::Authenticated, |_, user| async move {
@@ -237,8 +350,24 @@ async fn revoke(req: HttpRequest, gate: web::Data<Gate>, state: web::Data<Tokens
     .await
 }
 
-/// `GET /pipeline/api/v1/token`: a token for the logged-in user, named after the session.
-async fn create_for_session(
+/// A token for the logged-in user, named after the time (as the Pipeline UI asks for one
+/// after a browser login). It mints a token: with the session cookie it needs the
+/// `X-CSRF-Token` header like a write.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/token",
+    tag = "tokens",
+    operation_id = "createTokenForSession",
+    responses(
+        (status = 201, description = "The new token", body = TokenCreated),
+        (status = 400, description = "The bearer token of the request has expired", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "A session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The token store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn create_for_session(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<Tokens>,
@@ -256,7 +385,21 @@ async fn create_for_session(
 
 /// `DELETE /pipeline/api/v1/users/{user}/tokens`: a global administrator revokes every
 /// token and kubectl login session of `user` (someone who left, a stolen laptop).
-async fn revoke_all(
+#[utoipa::path(
+    delete,
+    path = "/pipeline/api/v1/users/{user}/tokens",
+    tag = "admin",
+    operation_id = "revokeUserTokens",
+    params(("user" = String, Path, description = "The user whose tokens go")),
+    responses(
+        (status = 200, description = "What was revoked", body = RevokedAll),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "Not a global administrator, or a session cookie without its X-CSRF-Token", body = ApiErrorBody),
+        (status = 503, description = "The token store is unavailable", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn revoke_all(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<Tokens>,

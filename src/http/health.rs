@@ -28,11 +28,30 @@ pub struct Health {
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "server",
+    operation_id = "healthz",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+    security(()),
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
 /// Ready when the cluster store answers and the policy enforcer and auditor run.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "server",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", content_type = "text/plain", body = String),
+        (status = 503, description = "Not ready: what is wrong, one line each", content_type = "text/plain", body = String),
+    ),
+    security(()),
+)]
 pub async fn readyz(state: web::Data<Health>) -> HttpResponse {
     let mut problems = Vec::new();
     if let Err(e) = state.clusters.check().await {
@@ -68,6 +87,14 @@ pub async fn readyz(state: web::Data<Health>) -> HttpResponse {
 
 /// Prometheus metrics: the per-request figures of [`crate::metrics`], and those the
 /// actors keep (live proxies, audit queues, policy reloads).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus' text format", content_type = "text/plain", body = String)),
+    security(()),
+)]
 pub async fn metrics(state: web::Data<Health>) -> HttpResponse {
     use crate::metrics::Figure;
     let live = state.registry.send(LiveCount).await.unwrap_or(0);

@@ -18,6 +18,7 @@
 pub mod front;
 pub mod health;
 pub mod limits;
+pub mod openapi;
 pub mod services;
 pub mod tls;
 
@@ -57,13 +58,13 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// The routes.
+/// The routes: those of the table in [`openapi`] (each one registered from the
+/// description the OpenAPI document is built from), then the Kubernetes-style 404 for
+/// any other path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .configure(crate::api::routes)
-        .configure(crate::login::routes)
+    // request bodies up to 1 MiB (a cluster's kubeconfig)
+    cfg.app_data(web::PayloadConfig::new(1 << 20))
+        .configure(openapi::routes)
         // The proxy route, ANY /pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy/...,
         // is served by the `front` middleware, before this router.
         .default_service(web::to(front::not_found));

@@ -71,13 +71,21 @@ impl KubectlLogins {
     }
 }
 
-/// The routes of kubectl single sign-on.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/cli/authorize", web::get().to(authorize))
-        .route("/auth/cli/token", web::post().to(token))
-        .route("/auth/cli/device", web::post().to(device_start))
-        .route("/auth/cli/device/verify", web::get().to(device_page))
-        .route("/auth/cli/device/verify", web::post().to(device_confirm));
+/// An OAuth error as answered (RFC 6749 5.2), with kubegate's `code` and `message`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthError)]
+#[allow(dead_code)] // what `OAuthError::response` writes
+struct OAuthErrorBody {
+    /// OAuth's error code: `invalid_request`, `invalid_grant`, `authorization_pending`,
+    /// `slow_down`, `expired_token`, `access_denied`, `unsupported_grant_type`,
+    /// `temporarily_unavailable`, `server_error`.
+    error: String,
+    /// What went wrong, and what to do about it.
+    error_description: String,
+    /// The HTTP status code.
+    code: u16,
+    /// The same as `error_description`.
+    message: String,
 }
 
 /// An OAuth error answer.
@@ -253,8 +261,9 @@ enum DeviceLogin {
     },
 }
 
+/// The query of `GET /auth/cli/authorize`.
 #[derive(Deserialize)]
-struct AuthorizeQuery {
+pub(crate) struct AuthorizeQuery {
     redirect_uri: Option<String>,
     state: Option<String>,
     code_challenge: Option<String>,
@@ -263,8 +272,28 @@ struct AuthorizeQuery {
     provider: Option<String>,
 }
 
-/// `GET /auth/cli/authorize`: the browser's step of `kubegate login`.
-async fn authorize(
+/// `GET /auth/cli/authorize`: the browser's step of `kubegate login` (a browser page:
+/// to the login, then back to the loopback `redirect_uri` with a code).
+#[utoipa::path(
+    get,
+    path = "/auth/cli/authorize",
+    tag = "kubectl",
+    operation_id = "cliAuthorize",
+    params(
+        ("redirect_uri" = String, Query, description = "`kubegate login`'s loopback address"),
+        ("state" = String, Query, description = "The client's state"),
+        ("code_challenge" = String, Query, description = "PKCE: the S256 challenge"),
+        ("code_challenge_method" = String, Query, description = "`S256`"),
+        ("client" = Option<String>, Query, description = "The client's name, shown in the token list"),
+        ("provider" = Option<String>, Query, description = "The login provider to use"),
+    ),
+    responses(
+        (status = 302, description = "To the login, or back to redirect_uri with a code"),
+        (status = 400, description = "A parameter is not valid", content_type = "text/html", body = String),
+    ),
+    security(()),
+)]
+pub(crate) async fn authorize(
     req: HttpRequest,
     query: web::Query<AuthorizeQuery>,
     gate: web::Data<Gate>,
@@ -420,15 +449,46 @@ fn to_login(req: &HttpRequest, state: &LoginState, provider: Option<&str>) -> Ht
     )
 }
 
-#[derive(Deserialize, Default)]
+/// A token request (form-encoded, as OAuth has it).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct TokenForm {
+    /// `authorization_code`, `refresh_token` or
+    /// `urn:ietf:params:oauth:grant-type:device_code`.
     grant_type: Option<String>,
+    /// The code (`authorization_code`).
     code: Option<String>,
+    /// PKCE's verifier (`authorization_code`).
     code_verifier: Option<String>,
+    /// The loopback address the code was sent to (`authorization_code`).
     redirect_uri: Option<String>,
+    /// The refresh token (`refresh_token`).
     refresh_token: Option<String>,
+    /// The device code (the device grant).
     device_code: Option<String>,
+    /// The client's name, shown in the token list.
     client: Option<String>,
+}
+
+/// What `POST /auth/cli/token` answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `token` writes
+struct TokenIssued {
+    /// A short-lived bearer token.
+    access_token: String,
+    /// `Bearer`.
+    token_type: String,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    /// When the access token expires (RFC 3339).
+    expires_at: String,
+    /// The kubectl login session's refresh token (a new one each refresh).
+    refresh_token: String,
+    /// When the kubectl login session ends (RFC 3339).
+    refresh_expires_at: String,
+    /// The user.
+    user: String,
+    /// The kubectl login session's id (in the token list).
+    session: String,
 }
 
 /// A form-encoded body (as OAuth sends them), or `None` when it is not one.
@@ -439,8 +499,24 @@ fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
         .map(web::Query::into_inner)
 }
 
-/// `POST /auth/cli/token` (form-encoded, as OAuth has it).
-async fn token(
+/// `POST /auth/cli/token` (form-encoded, as OAuth has it): an access token for a code,
+/// a refresh token or a device code. While a device login waits, the answer is 400
+/// `authorization_pending`.
+#[utoipa::path(
+    post,
+    path = "/auth/cli/token",
+    tag = "kubectl",
+    operation_id = "cliToken",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The tokens", body = TokenIssued),
+        (status = 400, description = "OAuth's refusals (`invalid_grant`, `authorization_pending`...)", body = OAuthErrorBody),
+        (status = 429, description = "Too many requests (Retry-After)", body = OAuthErrorBody),
+        (status = 503, description = "The token store is unavailable", body = OAuthErrorBody),
+    ),
+    security(()),
+)]
+pub(crate) async fn token(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -851,14 +927,49 @@ fn new_user_code() -> String {
     format!("{}-{}", &letters[..4], &letters[4..])
 }
 
-#[derive(Deserialize, Default)]
+/// A device login's start (form-encoded; both fields optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct DeviceForm {
+    /// The client's name, shown in the token list.
     client: Option<String>,
+    /// The login provider the verification page should use.
     provider: Option<String>,
 }
 
-/// `POST /auth/cli/device`: a device login starts.
-async fn device_start(
+/// What `POST /auth/cli/device` answers (RFC 8628 3.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `device_start` writes
+struct DeviceStarted {
+    /// What the client polls `POST /auth/cli/token` with.
+    device_code: String,
+    /// What the person types at the verification page.
+    user_code: String,
+    /// The verification page.
+    verification_uri: String,
+    /// The verification page with the code filled in.
+    verification_uri_complete: String,
+    /// Seconds the codes live.
+    expires_in: u64,
+    /// Seconds between polls.
+    interval: u64,
+}
+
+/// `POST /auth/cli/device` (form-encoded, possibly empty): a device login starts.
+#[utoipa::path(
+    post,
+    path = "/auth/cli/device",
+    tag = "kubectl",
+    operation_id = "cliDevice",
+    request_body(content = DeviceForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The codes", body = DeviceStarted),
+        (status = 400, description = "The client's name is not valid", body = OAuthErrorBody),
+        (status = 429, description = "Too many requests (Retry-After)", body = OAuthErrorBody),
+        (status = 503, description = "The token store is unavailable", body = OAuthErrorBody),
+    ),
+    security(()),
+)]
+pub(crate) async fn device_start(
     req: HttpRequest,
     body: web::Bytes,
     gate: web::Data<Gate>,
@@ -912,14 +1023,31 @@ async fn device_start(
         }))
 }
 
+/// The query of `GET /auth/cli/device/verify`.
 #[derive(Deserialize)]
-struct VerifyQuery {
+pub(crate) struct VerifyQuery {
     user_code: Option<String>,
     provider: Option<String>,
 }
 
-/// `GET /auth/cli/device/verify`: the person types (or checks) the code and confirms.
-async fn device_page(
+/// `GET /auth/cli/device/verify`: the person types (or checks) the code and confirms (a
+/// browser page).
+#[utoipa::path(
+    get,
+    path = "/auth/cli/device/verify",
+    tag = "kubectl",
+    operation_id = "cliDeviceVerify",
+    params(
+        ("user_code" = Option<String>, Query, description = "The code shown by `kubegate login`"),
+        ("provider" = Option<String>, Query, description = "The login provider to use"),
+    ),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 302, description = "To the login first"),
+    ),
+    security(()),
+)]
+pub(crate) async fn device_page(
     req: HttpRequest,
     query: web::Query<VerifyQuery>,
     gate: web::Data<Gate>,
@@ -993,15 +1121,33 @@ async fn pending_login(state: &LoginState, typed: &str) -> Result<(String, Strin
     }
 }
 
-#[derive(Deserialize)]
-struct ConfirmForm {
+/// The verification page's form.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct ConfirmForm {
+    /// The code.
     user_code: String,
+    /// The session's CSRF token.
     csrf: String,
+    /// `approve` or `deny`.
     decision: String,
 }
 
-/// `POST /auth/cli/device/verify`: the person's answer.
-async fn device_confirm(
+/// `POST /auth/cli/device/verify`: the person's answer (a browser form, with the
+/// session cookie).
+#[utoipa::path(
+    post,
+    path = "/auth/cli/device/verify",
+    tag = "kubectl",
+    operation_id = "cliDeviceConfirm",
+    request_body(content = ConfirmForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The result", content_type = "text/html", body = String),
+        (status = 400, description = "Unknown or expired code, or a bad form", content_type = "text/html", body = String),
+        (status = 403, description = "Not logged in, or the form's CSRF token is wrong", content_type = "text/html", body = String),
+    ),
+    security(("cookie" = [])),
+)]
+pub(crate) async fn device_confirm(
     req: HttpRequest,
     form: web::Form<ConfirmForm>,
     gate: web::Data<Gate>,

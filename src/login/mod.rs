@@ -19,7 +19,7 @@
 pub mod kubectl;
 pub mod ldap;
 pub mod oauth;
-mod pages;
+pub(crate) mod pages;
 mod roles;
 
 use std::collections::BTreeMap;
@@ -232,18 +232,6 @@ impl Login {
     }
 }
 
-/// The routes of browser login.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(pages::landing))
-        .route("/auth/providers", web::get().to(providers))
-        .route("/auth/session", web::get().to(whoami))
-        .route("/auth/logout", web::post().to(logout))
-        .configure(kubectl::routes)
-        .route("/auth/{provider}/login", web::get().to(start))
-        .route("/auth/{provider}/login", web::post().to(ldap_form))
-        .route("/auth/{provider}/callback", web::get().to(callback));
-}
-
 /// An audit event for a login step.
 fn audit(gate: &Gate, req: &HttpRequest, provider: &str) -> AuditContext {
     let mut audit = gate.record(req);
@@ -310,8 +298,9 @@ fn outcome(error: &LoginError) -> &'static str {
     }
 }
 
+/// The query of `GET /auth/{provider}/login`.
 #[derive(Deserialize)]
-struct StartQuery {
+pub(crate) struct StartQuery {
     #[serde(default)]
     redirect: Option<String>,
 }
@@ -333,8 +322,23 @@ fn provider_name(req: &HttpRequest) -> String {
         .to_string()
 }
 
-/// `GET /auth/{provider}/login?redirect=...`: to the provider, or the LDAP form.
-async fn start(
+/// `GET /auth/{provider}/login?redirect=...`: to the provider, or the LDAP form
+/// (a browser page).
+#[utoipa::path(
+    get,
+    path = "/auth/{provider}/login",
+    tag = "login",
+    operation_id = "login",
+    params(("provider" = String, Path, description = "A provider's name (GET /auth/providers)"),
+        ("redirect" = Option<String>, Query, description = "Where to go after the login: a path of kubegate")),
+    responses(
+        (status = 302, description = "To the provider (OAuth2, OIDC)"),
+        (status = 200, description = "The login form (LDAP)", content_type = "text/html", body = String),
+        (status = 400, description = "No such provider, or a redirect that is not kubegate's", content_type = "text/html", body = String),
+    ),
+    security(()),
+)]
+pub(crate) async fn start(
     req: HttpRequest,
     query: web::Query<StartQuery>,
     gate: web::Data<Gate>,
@@ -449,8 +453,9 @@ fn used_state_id(state: &str) -> String {
     format!("login-state:{hex}")
 }
 
+/// The query of a provider's callback.
 #[derive(Deserialize)]
-struct Callback {
+pub(crate) struct Callback {
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -461,8 +466,22 @@ struct Callback {
     error_description: Option<String>,
 }
 
-/// `GET /auth/{provider}/callback`: the provider's answer.
-async fn callback(
+/// `GET /auth/{provider}/callback`: the provider's answer (a browser page).
+#[utoipa::path(
+    get,
+    path = "/auth/{provider}/callback",
+    tag = "login",
+    operation_id = "loginCallback",
+    params(("provider" = String, Path, description = "A provider's name (GET /auth/providers)"),
+        ("code" = Option<String>, Query, description = "The provider's code"),
+        ("state" = Option<String>, Query, description = "The login's state")),
+    responses(
+        (status = 302, description = "Logged in: to where the login was asked from; the session cookie is set"),
+        (status = 403, description = "The login is refused", content_type = "text/html", body = String),
+    ),
+    security(()),
+)]
+pub(crate) async fn callback(
     req: HttpRequest,
     query: web::Query<Callback>,
     gate: web::Data<Gate>,
@@ -523,18 +542,35 @@ async fn callback(
     }
 }
 
-#[derive(Deserialize)]
-struct LdapForm {
+/// The LDAP login form.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct LdapForm {
+    /// The LDAP user name.
     #[serde(default)]
     username: String,
+    /// Their password.
     #[serde(default)]
     password: String,
+    /// The login's state, from the form.
     #[serde(default)]
     state: String,
 }
 
-/// `POST /auth/{provider}/login`: the LDAP form.
-async fn ldap_form(
+/// `POST /auth/{provider}/login`: the LDAP form's answer (a browser page).
+#[utoipa::path(
+    post,
+    path = "/auth/{provider}/login",
+    tag = "login",
+    operation_id = "ldapLogin",
+    params(("provider" = String, Path, description = "A provider's name (GET /auth/providers)")),
+    request_body(content = LdapForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "Logged in: to where the login was asked from; the session cookie is set"),
+        (status = 401, description = "Wrong user or password", content_type = "text/html", body = String),
+    ),
+    security(()),
+)]
+pub(crate) async fn ldap_form(
     req: HttpRequest,
     form: web::Form<LdapForm>,
     gate: web::Data<Gate>,
@@ -648,8 +684,22 @@ async fn logged_in(
 }
 
 /// `POST /auth/logout`: ends the session here and, through the revocations, on every
-/// replica.
-async fn logout(
+/// replica. A browser's form (`Accept: text/html`) is sent back to `/` (303).
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "login",
+    operation_id = "logout",
+    responses(
+        (status = 200, description = "Logged out", body = LoggedOut),
+        (status = 303, description = "Logged out (a browser form): to `/`"),
+        (status = 400, description = "Not a browser session (revoke a token with DELETE /pipeline/api/v1/tokens/{id})", body = crate::status::KubernetesStatus),
+        (status = 401, description = "No valid credential", body = crate::status::KubernetesStatus),
+        (status = 403, description = "Without its X-CSRF-Token", body = crate::status::KubernetesStatus),
+    ),
+    security(("cookie" = [])),
+)]
+pub(crate) async fn logout(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<LoginState>,
@@ -702,8 +752,61 @@ async fn logout(
         .json(json!({"loggedOut": true, "user": user.user}))
 }
 
+/// A login provider.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Provider)]
+#[allow(dead_code)] // what `providers` writes
+struct ProviderView {
+    /// Its name.
+    name: String,
+    /// `oidc`, `github` or `ldap`.
+    kind: String,
+    /// Where a browser logs in: `/auth/{name}/login`.
+    login: String,
+}
+
+/// Who is logged in.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Session)]
+#[allow(dead_code, non_snake_case)] // what `whoami` writes
+struct SessionView {
+    /// The user.
+    user: String,
+    /// The provider they logged in with (null with a bearer token).
+    provider: Option<String>,
+    /// Their groups (a session only).
+    groups: Option<Vec<String>>,
+    /// The `X-CSRF-Token` header's value for unsafe requests (a session only).
+    csrfToken: Option<String>,
+    /// When the session ends, seconds since the epoch (a session only).
+    expiresAt: Option<u64>,
+}
+
+/// What `POST /auth/logout` answers.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // what `logout` writes
+struct LoggedOut {
+    /// `true`.
+    loggedOut: bool,
+    /// Who was logged out.
+    user: String,
+}
+
 /// `GET /auth/session`: who is logged in, and the CSRF token for unsafe requests.
-async fn whoami(req: HttpRequest, gate: web::Data<Gate>) -> HttpResponse {
+///
+/// With a bearer token, only `user` (and `provider`: null).
+#[utoipa::path(
+    get,
+    path = "/auth/session",
+    tag = "login",
+    operation_id = "getSession",
+    responses(
+        (status = 200, description = "Who is logged in", body = SessionView),
+        (status = 401, description = "No valid credential", body = crate::status::KubernetesStatus),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn whoami(req: HttpRequest, gate: web::Data<Gate>) -> HttpResponse {
     match gate.authenticate(&req) {
         Ok(crate::gate::Identity {
             session: Some(user),
@@ -722,8 +825,18 @@ async fn whoami(req: HttpRequest, gate: web::Data<Gate>) -> HttpResponse {
     }
 }
 
-/// `GET /auth/providers`
-async fn providers(state: web::Data<LoginState>) -> HttpResponse {
+/// `GET /auth/providers`: the login providers, for a login page or `kubegate login`.
+#[utoipa::path(
+    get,
+    path = "/auth/providers",
+    tag = "login",
+    operation_id = "listProviders",
+    responses(
+        (status = 200, description = "The providers", body = Vec<ProviderView>),
+    ),
+    security(()),
+)]
+pub(crate) async fn providers(state: web::Data<LoginState>) -> HttpResponse {
     let list: Vec<_> = state
         .login
         .names()

@@ -63,8 +63,17 @@ pub(super) fn ldap_page(
     )
 }
 
-/// `GET /`: who is logged in, with a token link and a logout button; or the login links.
-pub(super) async fn landing(
+/// `GET /`: who is logged in, with a token link and a logout button; or the login links
+/// (a browser page).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "login",
+    operation_id = "landing",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+    security(()),
+)]
+pub(crate) async fn landing(
     req: HttpRequest,
     gate: web::Data<Gate>,
     state: web::Data<LoginState>,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod kubectl;
 pub mod ldap;
 pub mod oidc;
+pub mod openapi;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod raw;
