@@ -271,6 +271,24 @@ async fn reload_takes_a_good_policy_and_refuses_a_broken_one() {
         200,
         "the last good policy stays in force"
     );
+    // the current policy, for global administrators: the lines a reload would load (the
+    // broken one included) and what is in force (the relaxed one)
+    let current = format!("{}/pipeline/api/v1/admin/policy", gw.url);
+    let (code, refused) = call("GET", &current, &alice, None).await;
+    assert_eq!(code, 403, "{refused}");
+    let (code, shown) = call("GET", &current, &root, None).await;
+    assert_eq!(code, 200, "{shown}");
+    assert_documented("GET", "/pipeline/api/v1/admin/policy", 200, &shown);
+    assert!(
+        shown["source"].as_str().unwrap().contains("policy.csv"),
+        "{shown}"
+    );
+    assert!(shown["policy"]
+        .as_str()
+        .unwrap()
+        .ends_with("p, member, *, *, get|list\n"));
+    assert_eq!(shown["inForce"]["policies"], 10);
+    assert_eq!(shown["fixed"], serde_json::Value::Null);
     assert_eq!(
         call(
             "DELETE",

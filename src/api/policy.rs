@@ -1,12 +1,17 @@
-//! `POST /pipeline/api/v1/admin/policy/reload`: global administrators reload the model
-//! and policy; a policy that does not load is refused with its line, and the old one
-//! stays in force. With the embedded policy (no `policy.policy` file, policy storage
-//! `file`) there is nothing to read again: 400, saying so.
+//! The policy, for global administrators:
+//!
+//! - `GET /pipeline/api/v1/admin/policy`: where the policy lines are kept, their text as
+//!   the store holds them now (what a reload would load), and what is in force.
+//! - `POST /pipeline/api/v1/admin/policy/reload`: reloads the model and policy; a policy
+//!   that does not load is refused with its line, and the old one stays in force. With
+//!   the embedded policy (no `policy.policy` file, policy storage `file`) there is
+//!   nothing to read again: 400, saying so.
 
 use actix::Recipient;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use kubegate_actors::policy::Reload;
+use kubegate_actors::policy::{Reload, Stats};
+use kubegate_actors::store::PolicyStore;
 
 use super::members::unavailable;
 use super::{guarded, Access, ApiError, ApiErrorBody};
@@ -18,6 +23,60 @@ pub struct PolicyApi {
     pub policy_reload: Recipient<Reload>,
     /// Why a reload cannot change anything, when it cannot (the embedded policy).
     pub fixed: Option<String>,
+    /// Where the policy lines are kept.
+    pub store: std::sync::Arc<dyn PolicyStore>,
+    /// The policy enforcer, for what is in force.
+    pub policy_stats: Recipient<Stats>,
+}
+
+/// The policy as `GET /pipeline/api/v1/admin/policy` shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // as the handler's JSON has it
+struct PolicyView {
+    /// Where the lines are kept (`config/policy.csv`, `postgres casbin_rule`, the
+    /// embedded default).
+    source: String,
+    /// The lines as the store holds them now: what a reload would put in force.
+    policy: String,
+    /// What is in force.
+    inForce: PolicyStats,
+    /// Why a reload cannot change anything, when it cannot (the embedded policy).
+    fixed: Option<String>,
+}
+
+/// The policy lines and what is in force (global administrators).
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/admin/policy",
+    tag = "admin",
+    operation_id = "getPolicy",
+    responses(
+        (status = 200, description = "The policy lines and what is in force", body = PolicyView),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "Not a global administrator", body = ApiErrorBody),
+        (status = 503, description = "The policy store or the policy enforcer did not answer", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn current(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    state: web::Data<PolicyApi>,
+) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &gate, Access::GlobalAdmin, |_, _| async move {
+        let text = st.store.policy_text().await.map_err(unavailable)?;
+        let stats = st.policy_stats.send(Stats).await.map_err(unavailable)?;
+        Ok(HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(serde_json::json!({
+                "source": st.store.describe(),
+                "policy": text,
+                "inForce": stats,
+                "fixed": st.fixed,
+            })))
+    })
+    .await
 }
 
 /// What a reload put in force.

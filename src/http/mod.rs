@@ -230,6 +230,8 @@ impl Gateway {
                 ),
                 _ => None,
             },
+            store: services.stores.policy.clone(),
+            policy_stats: services.policy.clone().recipient(),
         });
         let tokens = web::Data::new(Tokens {
             tokens: services.tokens.clone(),

@@ -78,6 +78,7 @@ route_table![
     crate::api::members::set_member,
     crate::api::members::remove_member,
     crate::api::orgs::my_orgs,
+    crate::api::policy::current,
     crate::api::policy::reload,
     crate::api::audit::list,
     crate::api::sessions::get,
