@@ -438,10 +438,10 @@ fn a_token_revoked_on_one_replica_is_refused_by_the_other_within_seconds() {
     assert_eq!(row["revoked"], true, "{listed}");
 }
 
-#[test]
-fn a_session_made_on_one_replica_works_on_the_other() {
+/// Two replicas whose login provider is the local OIDC provider `dex` (its group
+/// `acme/admins` admin of org 1), with their sessions in Redis.
+fn two_replicas_with_oidc_and_redis() -> (common::oidc::OidcProvider, Replicas) {
     use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
-    use common::session::log_in_at;
     let provider = OidcProvider::start();
     let login = format!(
         "\n[login.providers.dex]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
@@ -458,7 +458,13 @@ fn a_session_made_on_one_replica_works_on_the_other() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let r = Replicas::start_with(2, login, env);
+    (provider, Replicas::start_with(2, login, env))
+}
+
+#[test]
+fn a_session_made_on_one_replica_works_on_the_other() {
+    use common::session::log_in_at;
+    let (_provider, r) = two_replicas_with_oidc_and_redis();
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let alice = r.token("alice");
     let pods = proxy(r.add_cluster(0, &alice), PODS);
@@ -531,25 +537,8 @@ async fn cli_token(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
 
 #[test]
 fn a_kubectl_login_spans_replicas_and_its_revocation_reaches_them_all() {
-    use common::oidc::{OidcProvider, CLIENT_ID, CLIENT_SECRET};
     use common::session::log_in_at;
-    let provider = OidcProvider::start();
-    let login = format!(
-        "\n[login.providers.dex]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
-         user_claim = \"preferred_username\"\n\n[[login.role_rules]]\nprovider = \"dex\"\n\
-         group = \"acme/admins\"\norg = 1\nrole = \"admin\"\n",
-        provider.issuer()
-    );
-    let redis = common::addresses::redis_url();
-    let env = [
-        ("KUBEGATE_SESSIONS__STORE", "redis"),
-        ("KUBEGATE_SESSIONS__REDIS_URL", redis.as_str()),
-        ("KUBEGATE_LOGIN_DEX_CLIENT_SECRET", CLIENT_SECRET),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let r = Replicas::start_with(2, login, env);
+    let (_provider, r) = two_replicas_with_oidc_and_redis();
     let (a, b) = (&r.replicas[0], &r.replicas[1]);
     let alice = r.token("alice");
     let pods = proxy(r.add_cluster(0, &alice), PODS);
@@ -647,7 +636,13 @@ fn a_kubectl_login_spans_replicas_and_its_revocation_reaches_them_all() {
         )
     });
     assert_eq!(device_user, "dex:alice");
-    assert_eq!(b.call("GET", &pods, &access, None).0, 200);
+    // the role the login gave on A is in force on B once B has read the memberships
+    // (policy.member_poll), as in a_session_made_on_one_replica_works_on_the_other
+    within(
+        Duration::from_secs(5),
+        "B serves the session's token",
+        || b.call("GET", &pods, &access, None).0 == 200,
+    );
     // the person revokes the session on A: B refuses its token and its refresh soon after
     let (code, _) = a.call(
         "DELETE",

@@ -66,13 +66,7 @@ pub struct Entry {
 /// kubegate's URL for clients: `server.public_url`, else the scheme and host the client
 /// used.
 pub fn base_url(state: &ClusterApi, req: &HttpRequest) -> String {
-    match &state.public_url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    }
+    crate::gate::redirect::base_url(state.public_url.as_deref(), req)
 }
 
 /// The kubeconfig (YAML) for `entries`, whose one user entry holds `user` (an `exec`

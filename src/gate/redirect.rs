@@ -8,6 +8,18 @@
 //! character, whitespace or backslash anywhere, no scheme, and that is still such a path
 //! once percent-decoded.
 
+/// kubegate's URL as clients reach it: `server.public_url` when set, else the scheme
+/// and host of `req` (for login callbacks, generated kubeconfigs, device-login links).
+pub fn base_url(public_url: Option<&str>, req: &actix_web::HttpRequest) -> String {
+    match public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
 /// Returns `target` when it is a safe local path, else `None`.
 pub fn local_path(target: &str) -> Option<&str> {
     if !is_local(target) {

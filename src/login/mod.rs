@@ -222,13 +222,7 @@ impl Login {
     /// kubegate's URL: `server.public_url` when set, else the scheme and host the client
     /// used.
     pub fn base_url(&self, req: &HttpRequest) -> String {
-        match &self.public_url {
-            Some(url) => url.clone(),
-            None => {
-                let info = req.connection_info();
-                format!("{}://{}", info.scheme(), info.host())
-            }
-        }
+        crate::gate::redirect::base_url(self.public_url.as_deref(), req)
     }
 }
 
