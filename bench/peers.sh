@@ -7,6 +7,9 @@
 #   bench/peers.sh -- --paths 1KiB --conns 32 --runs 1    # bench.py flags after --
 #   WATCH_IDLE=8000 bench/peers.sh       # the many-watches figure; the other knobs of
 #                                        # bench-peers' README pass through too
+#   PORT_OFFSET=10000 BENCH_WORK=/tmp/b2 bench/peers.sh   # every port moved (kubegate's
+#                                        # 9090, the fake API server's 16443...), so that
+#                                        # two runs on one machine do not meet
 #
 # It builds kubegate (release), registers bench-peers' fake API server as cluster 1 of
 # org 1 in a kubegate data folder of its own ($BENCH_WORK/kubegate), serves kubegate on
@@ -19,6 +22,10 @@ peers=${BENCH_PEERS:-$repo/../shared/bench-peers}
 [[ -x $peers/run.sh ]] || { echo "bench/peers.sh: no bench-peers at $peers (set BENCH_PEERS)" >&2; exit 2; }
 peers=$(cd "$peers" && pwd)
 export BENCH_WORK=${BENCH_WORK:-/tmp/kubegate-bench-peers}
+offset=${PORT_OFFSET:-0}
+port() { echo $(($1 + offset)); }
+ports=(--upstream-port "$(port 16443)" --watch-port "$(port 16480)" --kubectl-port "$(port 18001)"
+  --nginx-port "$(port 18002)" --haproxy-port "$(port 18003)")
 mkdir -p "$BENCH_WORK"
 chmod o+x "$BENCH_WORK"
 
@@ -36,7 +43,7 @@ kind: Config
 clusters:
 - name: bench
   cluster:
-    server: https://127.0.0.1:16443
+    server: https://127.0.0.1:$(port 16443)
     certificate-authority-data: $(b64 ca.crt)
 users:
 - name: bench-admin
@@ -59,19 +66,20 @@ cd "$state"
 token=$("$kubegate" token create --user alice)
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-RUST_LOG=${RUST_LOG:-info} "$kubegate" serve >"$state/kubegate.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} "$kubegate" serve --listen "127.0.0.1:$(port 9090)" >"$state/kubegate.log" 2>&1 &
 pid=$!
 stop() { kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; }
 trap stop EXIT
 for _ in $(seq 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:9090/healthz 2>/dev/null && break
+  curl -fsS -o /dev/null "http://127.0.0.1:$(port 9090)/healthz" 2>/dev/null && break
   kill -0 "$pid" 2>/dev/null || { cat "$state/kubegate.log" >&2; exit 1; }
   sleep 0.1
 done
 
 start=$(date +%s)
+[[ $# -gt 0 && $1 == -- ]] && shift
 TARGET_NAME=kubegate TARGET_PID=$pid "$peers/run.sh" \
-  http://127.0.0.1:9090/pipeline/api/v1/orgs/1/clusters/1/proxy "$token" "$@"
+  "http://127.0.0.1:$(port 9090)/pipeline/api/v1/orgs/1/clusters/1/proxy" "$token" -- "${ports[@]}" "$@"
 stop
 trap - EXIT
 echo "bench/peers.sh: the run took $(($(date +%s) - start)) s; kubegate's log: $state/kubegate.log"

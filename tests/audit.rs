@@ -792,3 +792,74 @@ async fn requests_get_503_while_events_are_lost_and_succeed_once_they_are_record
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The audit file refuses writes (here: it is /dev/full, "no space left on device"): a
+/// proxied answer is cut before its last bytes, the next requests get a 503, and once the
+/// file takes events again, the events of those requests are in it and requests are
+/// served as before.
+#[actix_rt::test]
+async fn an_audit_file_that_cannot_be_written_gives_no_unrecorded_answer() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &file).unwrap();
+    let (audit_file, spill) = (file.clone(), dir.path().join("spill"));
+    let gw = gateway(&api, move |c| {
+        c.audit.file = audit_file;
+        c.audit.spill_dir = spill;
+    });
+    let alice = gw.token("alice");
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+
+    // admitted, but its event cannot be written: the answer does not arrive whole (here,
+    // a small body sent with its head, nothing arrives)
+    match client().get(&pods).bearer_auth(&alice).send().await {
+        Err(_) => {}
+        Ok(mut res) => {
+            let body = res.body().limit(8 << 20).await;
+            assert!(
+                res.status() != 200 || body.is_err(),
+                "an answer whose event was not recorded must not arrive whole: {} {body:?}",
+                res.status()
+            );
+        }
+    }
+    // then every request is refused with a 503 Status, proxied or not
+    let (code, refused) = get(&pods, &alice).await;
+    assert_eq!(code, 503, "{refused}");
+    assert_eq!(
+        refused["message"],
+        "the audit trail cannot record requests right now; kubegate refuses them until it can"
+    );
+    let clusters = format!("{}/pipeline/api/v1/orgs/1/clusters", gw.url);
+    assert_eq!(get(&clusters, &alice).await.0, 503);
+
+    // the file is back (a regular file in its place): requests are served again, and
+    // the events of the refused ones are there
+    std::fs::remove_file(&file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = get(&pods, &alice).await;
+        if code == 200 {
+            assert_eq!(body["kind"], "PodList", "{body}");
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "served again once the file works"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // in order: the cut answer's event (it was allowed and answered 200 by the API
+    // server), the refusals, the answer once the file works
+    let events = gw.audit_events();
+    let statuses: Vec<u64> = events
+        .iter()
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses[0], 200, "{events:#?}");
+    assert_eq!(events[0]["verb"], "list", "{events:#?}");
+    assert!(statuses[1..3].iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+}

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +16,7 @@ use actix_web::HttpRequest;
 use bytes::Bytes;
 use futures_util::Stream;
 use kubegate_actors::attributes::RequestAttributes;
-use kubegate_actors::auditor::{AuditDecision, AuditEvent, RecordBatch};
+use kubegate_actors::auditor::{AuditDecision, AuditEvent, Journal, RecordBatch, Recorded};
 
 /// Query parameters whose values are never recorded.
 const SECRET_QUERY_KEYS: [&str; 8] = [
@@ -47,6 +48,96 @@ pub fn mask_query(query: &str) -> String {
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_QUERY_KEYS.iter().any(|s| key.contains(s))
+}
+
+/// Where a worker's events go: the audit file first, written on the request path (the
+/// [`Journal`], when the file is a sink), and the Auditor actor for the other sinks.
+#[derive(Clone)]
+pub struct AuditTrail {
+    auditor: Recipient<RecordBatch>,
+    journal: Option<Arc<Journal>>,
+    /// Whether the Auditor has sinks beside the journal's file.
+    others: bool,
+}
+
+/// An event that did not reach the audit file: the request must not be answered as if it
+/// were recorded (the event waits in the journal's backlog).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit trail cannot record request {request_id}: {reason}")]
+pub struct Unrecorded {
+    /// The request's id.
+    pub request_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+thread_local! {
+    /// Requests of this worker answered in their handler whose event the file did not
+    /// take: `front` answers them 503 instead (see [`take_unrecorded`]).
+    static UNRECORDED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the event of request `id`, finished by its handler, did not reach the audit
+/// file (asked once per request, by the outermost middleware, which then answers 503).
+pub fn take_unrecorded(id: &str) -> bool {
+    UNRECORDED.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.is_empty() {
+            return false;
+        }
+        let before = ids.len();
+        ids.retain(|known| known != id);
+        // bounded whatever happens: ids of requests that never came back here go too
+        if ids.len() > 1024 {
+            ids.clear();
+        }
+        ids.len() != before
+    })
+}
+
+impl AuditTrail {
+    /// Events go to `auditor` only, in batches.
+    pub fn new(auditor: Recipient<RecordBatch>) -> AuditTrail {
+        AuditTrail {
+            auditor,
+            journal: None,
+            others: true,
+        }
+    }
+
+    /// Events are written to `journal` before their requests are answered; `others`:
+    /// whether the Auditor has other sinks to hand them to.
+    pub fn with_journal(mut self, journal: Arc<Journal>, others: bool) -> AuditTrail {
+        self.journal = Some(journal);
+        self.others = others;
+        self
+    }
+
+    /// The Auditor.
+    pub fn auditor(&self) -> &Recipient<RecordBatch> {
+        &self.auditor
+    }
+
+    /// Records `event`: in the audit file now (when it is a sink), then with the other
+    /// sinks in batches. An error means the file did not take it.
+    pub fn record(&self, event: AuditEvent) -> Result<(), Unrecorded> {
+        let Some(journal) = &self.journal else {
+            submit(&self.auditor, event);
+            return Ok(());
+        };
+        let recorded = journal.record(&event);
+        if matches!(recorded, Ok(Recorded::Aggregated)) {
+            return Ok(());
+        }
+        let recorded = recorded.map(|_| ()).map_err(|e| Unrecorded {
+            request_id: event.request_id.clone(),
+            reason: e.to_string(),
+        });
+        if self.others {
+            submit(&self.auditor, event);
+        }
+        recorded
+    }
 }
 
 /// Events gathered by workers and not yet handed to the Auditor, in every worker.
@@ -228,14 +319,23 @@ impl AuditContext {
         }
     }
 
-    /// Completes the event and submits it.
-    pub fn finish(
+    /// Completes the event and records it, before the handler's answer leaves: when the
+    /// audit file does not take it, the answer is replaced by a 503 (see
+    /// [`take_unrecorded`]).
+    pub fn finish(self, trail: &AuditTrail, status: u16, bytes_in: u64, bytes_out: u64) {
+        if let Err(e) = self.complete(trail, status, bytes_in, bytes_out) {
+            UNRECORDED.with(|ids| ids.borrow_mut().push(e.request_id));
+        }
+    }
+
+    /// Completes the event and records it; an error means the audit file did not take it.
+    pub fn complete(
         mut self,
-        auditor: &Recipient<RecordBatch>,
+        trail: &AuditTrail,
         status: u16,
         bytes_in: u64,
         bytes_out: u64,
-    ) {
+    ) -> Result<(), Unrecorded> {
         self.event.status = status;
         self.event.bytes_in = bytes_in;
         self.event.bytes_out = bytes_out;
@@ -248,7 +348,7 @@ impl AuditContext {
             status,
             elapsed,
         );
-        submit(auditor, self.event);
+        trail.record(self.event)
     }
 }
 
@@ -387,46 +487,94 @@ where
     }
 }
 
-/// A response body that records the request's audit event when it is dropped: after
-/// its last byte, or when the client went away mid-stream.
+/// A response body that records the request's audit event before its last bytes go
+/// out (with the last chunk of a body of known length, else at its end, before the
+/// chunked encoding's last chunk), or when it is dropped early (the client went away
+/// mid-stream, the API server's body broke).
 pub struct AuditedBody<S> {
     inner: S,
     sent: u64,
+    /// The body's length, when known.
+    length: Option<u64>,
     failed: Option<String>,
     received: Rc<Cell<u64>>,
     body: Option<Rc<RefCell<CapturedBody>>>,
-    pending: Option<(AuditContext, Recipient<RecordBatch>, u16)>,
+    pending: Option<(AuditContext, AuditTrail, u16)>,
+    /// The event could not be recorded: the body ended with an error instead.
+    cut: bool,
     /// Counts a watch in `kubegate_open_watches` while it streams.
     _watch: Option<crate::metrics::OpenWatch>,
 }
 
+/// Why an audited body ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The API server's body broke.
+    #[error("upstream body: {0}")]
+    Upstream(String),
+    /// The audit trail did not take the request's event: the client must not get a
+    /// whole answer.
+    #[error(transparent)]
+    Unrecorded(#[from] Unrecorded),
+}
+
 impl<S> AuditedBody<S> {
-    /// Wraps `inner`; `received` counts the request body.
+    /// Wraps `inner`, whose length is `length` when known; `received` counts the request
+    /// body.
     pub fn new(
         inner: S,
         ctx: AuditContext,
-        auditor: Recipient<RecordBatch>,
+        trail: AuditTrail,
         status: u16,
         received: Rc<Cell<u64>>,
+        length: Option<u64>,
     ) -> Self {
         let watch = (ctx.event.attributes.verb == "watch").then(crate::metrics::OpenWatch::start);
         AuditedBody {
             inner,
             sent: 0,
+            length,
             failed: None,
             received,
             body: None,
-            pending: Some((ctx, auditor, status)),
+            pending: Some((ctx, trail, status)),
+            cut: false,
             _watch: watch,
         }
     }
-}
 
-impl<S> AuditedBody<S> {
     /// Records the request body kept in `body` with the event.
     pub fn with_request_body(mut self, body: Option<Rc<RefCell<CapturedBody>>>) -> Self {
         self.body = body;
         self
+    }
+
+    /// Records the event of an answer without a body, in its handler (see
+    /// [`AuditContext::finish`]).
+    pub fn finish_now(mut self) {
+        if let Some((ctx, trail, status)) = self.take_event() {
+            ctx.finish(&trail, status, self.received.get(), self.sent);
+        }
+    }
+
+    fn take_event(&mut self) -> Option<(AuditContext, AuditTrail, u16)> {
+        let (mut ctx, trail, status) = self.pending.take()?;
+        if let Some(error) = self.failed.take() {
+            ctx.event.error = Some(error);
+        }
+        if let Some(body) = self.body.take() {
+            ctx.event.request_body = Some(body.borrow().record(self.received.get()));
+        }
+        Some((ctx, trail, status))
+    }
+
+    fn record(&mut self) -> Result<(), Unrecorded> {
+        match self.take_event() {
+            Some((ctx, trail, status)) => {
+                ctx.complete(&trail, status, self.received.get(), self.sent)
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -435,30 +583,45 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    type Item = Result<Bytes, E>;
+    type Item = Result<Bytes, BodyError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
-            Poll::Ready(Some(Err(e))) => self.failed = Some(format!("upstream body: {e}")),
-            _ => {}
+        if self.cut {
+            return Poll::Ready(None);
         }
-        polled
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        let ended = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.sent += chunk.len() as u64;
+                let last = self.length.is_some_and(|length| self.sent >= length);
+                if !last {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Some(chunk)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let error = format!("upstream body: {e}");
+                self.failed = Some(error);
+                return Poll::Ready(Some(Err(BodyError::Upstream(e.to_string()))));
+            }
+            Poll::Ready(None) => None,
+        };
+        // the last bytes: the event goes first
+        match self.record() {
+            Ok(()) => Poll::Ready(ended.map(Ok)),
+            Err(e) => {
+                self.cut = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
     }
 }
 
 impl<S> Drop for AuditedBody<S> {
     fn drop(&mut self) {
-        if let Some((mut ctx, auditor, status)) = self.pending.take() {
-            if let Some(error) = self.failed.take() {
-                ctx.event.error = Some(error);
-            }
-            if let Some(body) = self.body.take() {
-                ctx.event.request_body = Some(body.borrow().record(self.received.get()));
-            }
-            ctx.finish(&auditor, status, self.received.get(), self.sent);
-        }
+        // a body cut short: nothing whole was answered, so nothing more to do on error
+        let _ = self.record();
     }
 }
 

@@ -35,13 +35,13 @@ use actix::Recipient;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use kubegate_actors::attributes::RequestAttributes;
-use kubegate_actors::auditor::{AuditCounters, AuditDecision, RecordBatch};
+use kubegate_actors::auditor::{AuditCounters, AuditDecision};
 use kubegate_actors::policy::{Authorize, PolicyShape};
 use serde_json::json;
 
 use crate::metrics::PendingAudits;
 use crate::status::StatusError;
-use audit::AuditContext;
+use audit::{AuditContext, AuditTrail};
 use revocations::Revocations;
 use session::SessionUser;
 use tokens::{AuthError, TokenAuthority};
@@ -138,7 +138,7 @@ pub struct Gate {
     policy_shape: Arc<PolicyShape>,
     decision_timeout: Duration,
     global_admins: Vec<String>,
-    auditor: Recipient<RecordBatch>,
+    auditor: AuditTrail,
     audit_counters: Arc<AuditCounters>,
     pending_audits: PendingAudits,
     login_provider: Option<String>,
@@ -158,8 +158,8 @@ pub struct GateParts {
     pub decision_timeout: Duration,
     /// Subjects allowed everything.
     pub global_admins: Vec<String>,
-    /// The auditor.
-    pub auditor: Recipient<RecordBatch>,
+    /// Where audit events go.
+    pub auditor: AuditTrail,
     /// The auditor's figures (whether it is losing events).
     pub audit_counters: Arc<AuditCounters>,
     /// Requests whose audit event is not submitted yet (shutdown waits for them).
@@ -186,7 +186,7 @@ impl Gate {
     }
 
     /// The auditor, for the events of streams that end later.
-    pub fn auditor(&self) -> &Recipient<RecordBatch> {
+    pub fn auditor(&self) -> &AuditTrail {
         &self.auditor
     }
 

@@ -139,7 +139,7 @@ mod tests {
             policy_shape: Arc::new(PolicyShape::default()),
             decision_timeout,
             global_admins: Vec::new(),
-            auditor: Nowhere.start().recipient(),
+            auditor: crate::gate::audit::AuditTrail::new(Nowhere.start().recipient()),
             audit_counters: Arc::new(AuditCounters::default()),
             pending_audits: Default::default(),
             login_provider: None,

@@ -64,7 +64,7 @@ pub async fn front(
     let limit = req
         .app_data::<web::Data<HeaderLimit>>()
         .map_or(usize::MAX, |limit| limit.0);
-    let mut response = if header_bytes(&req) > limit {
+    let response = if header_bytes(&req) > limit {
         let error = StatusError::headers_too_large(format!(
             "the request headers are larger than {limit} bytes"
         ));
@@ -80,6 +80,16 @@ pub async fn front(
                 .map_into_right_body(),
             None => next.call(req).await?.map_into_left_body(),
         }
+    };
+    // an answer whose audit event did not reach the file never leaves as it is
+    let mut response = if crate::gate::audit::take_unrecorded(&id) {
+        let error = StatusError::unavailable(
+            "the audit trail cannot record requests right now; kubegate refuses them until it can",
+        );
+        let req = response.request().clone();
+        ServiceResponse::new(req, error.response()).map_into_right_body()
+    } else {
+        response.map_into_left_body()
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response

@@ -197,6 +197,23 @@ impl RateLimit {
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
             response.headers_mut().insert(RETRY_AFTER, value);
         }
+        // refused, so recorded (a flood of them from one client is summed up, as 401s are)
+        if let Some(gate) = req.app_data::<actix_web::web::Data<crate::gate::Gate>>() {
+            let mut audit = gate.record(req.request());
+            audit.event.path = req.path().to_string();
+            audit.event.reason = format!("rate limited: over the limit of {name}*");
+            let bytes_out = match actix_web::body::MessageBody::size(response.body()) {
+                actix_web::body::BodySize::Sized(n) => n,
+                _ => 0,
+            };
+            gate.refused(
+                req.request(),
+                audit,
+                response.status(),
+                &format!("too many requests to {name}"),
+                bytes_out,
+            );
+        }
         Some(response)
     }
 

@@ -163,7 +163,7 @@ impl Gateway {
             policy_shape: services.policy_shape.clone(),
             decision_timeout: config.policy.decision_timeout,
             global_admins: config.policy.global_admins.clone(),
-            auditor: services.auditor.clone().recipient(),
+            auditor: services.audit_trail.clone(),
             audit_counters: services.audit_counters.clone(),
             pending_audits: pending_audits.clone(),
             login_provider: services.login.default_provider.clone(),

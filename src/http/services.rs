@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use kubegate_actors::auditor::PostgresAuditSink;
 use kubegate_actors::auditor::{
-    AuditCounters, AuditSink, Auditor, JsonLinesFile, Retention, StdoutSink,
+    AuditCounters, AuditSink, Auditor, Journal, JsonLinesFile, Retention, StdoutSink,
 };
 use kubegate_actors::kubeconfig::KubeconfigRules;
 use kubegate_actors::policy::{PolicyEnforcer, PolicyShape, PolicySources};
@@ -26,6 +26,7 @@ use crate::config::{
     read_secret, AuditSinkKind, Config, ConfigError, PolicyStorage, StoreKind, TokenStoreKind,
     VaultAuthKind, VaultConfig,
 };
+use crate::gate::audit::AuditTrail;
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{load_signing_key, TokenAuthority};
 
@@ -195,6 +196,9 @@ pub struct Services {
     pub policy_shape: Arc<PolicyShape>,
     /// The auditor.
     pub auditor: Addr<Auditor>,
+    /// Where the workers' audit events go: the file first (when it is a sink), then the
+    /// auditor.
+    pub audit_trail: AuditTrail,
     /// The auditor's figures.
     pub audit_counters: Arc<AuditCounters>,
     /// Tokens.
@@ -261,6 +265,7 @@ impl Services {
         let auditor_built = std::sync::mpsc::channel();
         let auditor = Auditor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
             let mut sinks: Vec<Box<dyn AuditSink>> = Vec::new();
+            let mut file = None;
             for sink in &audit.sinks {
                 match sink {
                     AuditSinkKind::Stdout => sinks.push(Box::new(StdoutSink)),
@@ -269,31 +274,47 @@ impl Services {
                         Duration::from_secs(5),
                     ))),
                     AuditSinkKind::File => {
-                        sinks.push(Box::new(JsonLinesFile::new(&audit.file).with_rotation(
+                        file = Some(JsonLinesFile::new(&audit.file).with_rotation(
                             audit.max_file_bytes,
                             Retention {
                                 keep_files: audit.keep_files,
                                 max_age: audit.max_age,
                             },
-                        )))
+                        ))
                     }
                 }
             }
-            let auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
-                .with_spill(audit.spill_dir.clone(), audit.max_queue)
+            let others = !sinks.is_empty();
+            let mut auditor = Auditor::with_sinks(sinks, audit.batch, audit.flush_interval)
                 .with_denial_limit(audit.denials_per_client, audit.denial_window);
-            let _ = auditor_built.0.send(auditor.counters());
+            // the file is written by the workers themselves, before they answer
+            let journal = file.map(|file| {
+                Arc::new(
+                    Journal::new(file, auditor.counters())
+                        .with_denial_limit(audit.denials_per_client, audit.denial_window),
+                )
+            });
+            if let Some(journal) = &journal {
+                auditor = auditor.with_journal(journal.clone());
+            }
+            let auditor = auditor.with_spill(audit.spill_dir.clone(), audit.max_queue);
+            let _ = auditor_built.0.send((auditor.counters(), journal, others));
             auditor
         });
-        let audit_counters = auditor_built
+        let (audit_counters, journal, others) = auditor_built
             .1
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| StartError::Io(std::io::Error::other("the auditor did not start")))?;
+        let mut audit_trail = AuditTrail::new(auditor.clone().recipient());
+        if let Some(journal) = journal {
+            audit_trail = audit_trail.with_journal(journal, others);
+        }
         Ok(Services {
             registry,
             policy,
             policy_shape,
             auditor,
+            audit_trail,
             audit_counters,
             tokens,
             stores,

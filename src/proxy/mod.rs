@@ -343,14 +343,17 @@ async fn forward(
         gate.auditor().clone(),
         status.as_u16(),
         received,
+        length,
     )
     .with_request_body(captured);
     let bodiless = req.method() == Method::HEAD
         || status.as_u16() == 204
         || status.as_u16() == 304
-        || status.is_informational();
+        || status.is_informational()
+        || length == Some(0);
     if bodiless {
-        drop(body);
+        // recorded here, before the answer leaves (actix-web polls no empty body)
+        body.finish_now();
         if let Some(len) = length {
             builder.no_chunking(len);
         }
@@ -434,6 +437,7 @@ where
         gate.auditor().clone(),
         status.as_u16(),
         received,
+        None,
     );
     builder.streaming(body)
 }

@@ -1,16 +1,18 @@
-//! Keeps a flood of 401s (someone trying tokens) from filling the audit trail.
+//! Keeps a flood of 401s (someone trying tokens) or 429s (someone over the rate limit)
+//! from filling the audit trail.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::AuditEvent;
 
-/// Keeps a flood of 401s (someone trying tokens) from filling the disk: past `limit`
-/// in a window, a client's 401s are counted, then recorded as one summary event.
+/// Keeps a flood of 401s (someone trying tokens) or 429s from filling the disk: past
+/// `limit` in a window, a client's 401s (and, apart, its 429s) are counted, then recorded
+/// as one summary event.
 pub(super) struct DenialFlood {
     limit: u64,
     window: Duration,
-    clients: HashMap<String, (Instant, u64, Option<AuditEvent>)>,
+    clients: HashMap<(u16, String), (Instant, u64, Option<AuditEvent>)>,
 }
 
 impl DenialFlood {
@@ -25,13 +27,13 @@ impl DenialFlood {
 
     /// Whether to record `event` now (else it is counted into its client's summary).
     pub(super) fn admit(&mut self, event: &AuditEvent) -> bool {
-        if self.limit == 0 || event.status != 401 {
+        if self.limit == 0 || !matches!(event.status, 401 | 429) {
             return true;
         }
         let now = Instant::now();
         let entry = self
             .clients
-            .entry(event.client.clone())
+            .entry((event.status, event.client.clone()))
             .or_insert((now, 0, None));
         if entry.1 < self.limit {
             entry.1 += 1;
@@ -54,20 +56,21 @@ impl DenialFlood {
         let window = if all { Duration::ZERO } else { self.window };
         let mut summaries = Vec::new();
         let full_window = self.window;
-        self.clients.retain(|client, (started, _, summary)| {
-            if now.duration_since(*started) < window {
-                return true;
-            }
-            if let Some(mut summary) = summary.take() {
-                let n = summary.aggregated.unwrap_or(0);
-                summary.reason = format!(
-                    "{n} more 401 responses to {client} within {}s, not recorded one by one",
+        self.clients
+            .retain(|(status, client), (started, _, summary)| {
+                if now.duration_since(*started) < window {
+                    return true;
+                }
+                if let Some(mut summary) = summary.take() {
+                    let n = summary.aggregated.unwrap_or(0);
+                    summary.reason = format!(
+                    "{n} more {status} responses to {client} within {}s, not recorded one by one",
                     full_window.as_secs_f64()
                 );
-                summaries.push(summary);
-            }
-            false
-        });
+                    summaries.push(summary);
+                }
+                false
+            });
         summaries
     }
 }

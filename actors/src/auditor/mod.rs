@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::attributes::RequestAttributes;
 
 mod flood;
+mod journal;
 mod postgres;
 mod queue;
 pub mod rotation;
@@ -25,6 +26,8 @@ mod sinks;
 mod tests;
 
 use flood::DenialFlood;
+use journal::JournalSink;
+pub use journal::{Journal, Recorded};
 pub use postgres::{query_audit, AuditQuery, PostgresAuditSink};
 use queue::SinkQueue;
 pub use rotation::Retention;
@@ -128,7 +131,9 @@ pub struct ActingAs {
 }
 
 /// Sent by HTTP workers: the events they gathered over a few milliseconds, in one
-/// message, so that a busy worker does not wake the auditor for every request.
+/// message, so that a busy worker does not wake the auditor for every request. With a
+/// [`Journal`], the workers have written them to the file already (or left them in its
+/// backlog): they are for the other sinks only.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RecordBatch(pub Vec<AuditEvent>);
@@ -165,6 +170,8 @@ pub struct Auditor {
     spill_dir: Option<PathBuf>,
     counters: Arc<AuditCounters>,
     flood: DenialFlood,
+    /// The file the workers write to themselves; its sink is `sinks[0]`.
+    journal: Option<Arc<Journal>>,
 }
 
 /// Figures of the auditor, readable from any thread (for `/metrics` and `/readyz`).
@@ -203,7 +210,19 @@ impl Auditor {
             spill_dir: None,
             counters: Arc::new(AuditCounters::default()),
             flood: DenialFlood::new(0, Duration::from_secs(10)),
+            journal: None,
         }
+    }
+
+    /// Adds the file that HTTP workers write to on the request path (made with this
+    /// auditor's [`Auditor::counters`]). The auditor then writes to it only what the
+    /// workers could not, 401 summaries (the journal keeps the flood count), and spilled
+    /// events; the events of [`RecordBatch`] go to the other sinks.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.sinks
+            .insert(0, SinkQueue::new(Box::new(JournalSink(journal.clone()))));
+        self.journal = Some(journal);
+        self
     }
 
     /// Records at most `limit` 401s per client in each `window`, and one summary of the
@@ -229,6 +248,36 @@ impl Auditor {
         self.counters.clone()
     }
 
+    /// Events from the workers: with a journal, already in the file (or its backlog) and
+    /// past the flood count, so for the other sinks only.
+    fn accept_batch(&mut self, events: Vec<AuditEvent>) {
+        if self.journal.is_some() {
+            self.enqueue(events, 1);
+        } else {
+            self.accept(events);
+        }
+    }
+
+    /// Moves the events the journal's file did not take to its queue (counted as queued
+    /// by the journal already), and queues the summaries of ended 401 floods for every
+    /// sink.
+    fn take_from_journal(&mut self, all: bool) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        let backlog = journal.take_backlog();
+        if !backlog.is_empty() {
+            self.sinks[0].queue.extend(backlog);
+            if self.sinks[0].queue.len() > self.max_queue {
+                self.sinks[0].spill(self.spill_dir.as_deref(), self.max_queue, &self.counters);
+            }
+        }
+        let summaries = journal.ended_floods(all);
+        if !summaries.is_empty() {
+            self.enqueue(summaries, 0);
+        }
+    }
+
     fn accept(&mut self, mut events: Vec<AuditEvent>) {
         let before = events.len();
         events.retain(|e| self.flood.admit(e));
@@ -238,13 +287,18 @@ impl Auditor {
                 .aggregated
                 .fetch_add(counted, Ordering::Relaxed);
         }
+        self.enqueue(events, 0);
+    }
+
+    /// Queues `events` for the sinks from `first` on.
+    fn enqueue(&mut self, events: Vec<AuditEvent>, first: usize) {
         if events.is_empty() {
             return;
         }
         let n = events.len() as u64;
         let last = self.sinks.len().saturating_sub(1);
         let mut events = Some(events);
-        for i in 0..self.sinks.len() {
+        for i in first..self.sinks.len() {
             let batch = if i == last {
                 events.take().unwrap_or_default()
             } else {
@@ -275,7 +329,7 @@ impl Auditor {
         self.counters
             .failing_sinks
             .store(failing, Ordering::Relaxed);
-        if failing == 0 {
+        if failing == 0 && !self.journal.as_ref().is_some_and(|j| j.failing()) {
             self.counters.losing.store(false, Ordering::Relaxed);
         }
         self.counters
@@ -294,6 +348,7 @@ impl Actor for Auditor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(65_536);
         ctx.run_interval(self.interval, |act, _| {
+            act.take_from_journal(false);
             let summaries = act.flood.ended(false);
             if !summaries.is_empty() {
                 act.accept(summaries);
@@ -303,6 +358,7 @@ impl Actor for Auditor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.take_from_journal(true);
         let summaries = self.flood.ended(true);
         if !summaries.is_empty() {
             self.accept(summaries);
@@ -318,7 +374,7 @@ impl Handler<RecordBatch> for Auditor {
     type Result = ();
 
     fn handle(&mut self, RecordBatch(events): RecordBatch, _: &mut Self::Context) {
-        self.accept(events);
+        self.accept_batch(events);
     }
 }
 
@@ -326,6 +382,7 @@ impl Handler<Flush> for Auditor {
     type Result = Result<usize, AuditError>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        self.take_from_journal(true);
         let summaries = self.flood.ended(true);
         if !summaries.is_empty() {
             self.accept(summaries);

@@ -2,7 +2,7 @@
 //! output. (The PostgreSQL sink is in [`super::PostgresAuditSink`].)
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -36,7 +36,7 @@ pub(super) fn json_lines(events: &[AuditEvent]) -> io::Result<Vec<u8>> {
 /// rotated files are kept unless a [`Retention`] says otherwise (see [`super::rotation`]).
 pub struct JsonLinesFile {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<File>,
     size: u64,
     max_bytes: u64,
     retention: Retention,
@@ -79,7 +79,7 @@ impl JsonLinesFile {
         }
     }
 
-    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
+    fn out(&mut self) -> io::Result<&mut File> {
         if self.out.is_none() {
             if let Some(dir) = self.path.parent() {
                 crate::fsutil::create_private_dir(dir)?;
@@ -90,15 +90,14 @@ impl JsonLinesFile {
                 .mode(0o600)
                 .open(&self.path)?;
             self.size = file.metadata()?.len();
-            self.out = Some(BufWriter::with_capacity(256 * 1024, file));
+            self.out = Some(file);
         }
         Ok(self.out.as_mut().expect("opened above"))
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(mut out) = self.out.take() {
-            out.flush()?;
-            out.get_ref().sync_data()?;
+        if let Some(out) = self.out.take() {
+            out.sync_data()?;
         }
         match &self.compressor {
             Some(jobs) => {
@@ -128,13 +127,33 @@ impl AuditSink for JsonLinesFile {
     }
 
     fn write_batch(&mut self, events: &[AuditEvent]) -> io::Result<()> {
-        let buf = json_lines(events)?;
+        self.write_bytes(&json_lines(events)?)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match self.out.as_mut() {
+            Some(out) => out.sync_data(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl JsonLinesFile {
+    /// The active file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Appends whole lines in one write (rotating first when they would not fit), so
+    /// that they reach the page cache before this returns.
+    pub fn write_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
         self.out()?;
         if self.max_bytes > 0 && self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
         let out = self.out()?;
-        let written = out.write_all(&buf).and_then(|()| out.flush());
+        // one write of whole lines (O_APPEND): never interleaved with another's
+        let written = out.write_all(buf);
         match written {
             Ok(()) => {
                 self.size += buf.len() as u64;
@@ -145,16 +164,6 @@ impl AuditSink for JsonLinesFile {
                 self.out = None;
                 Err(e)
             }
-        }
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        match self.out.as_mut() {
-            Some(out) => {
-                out.flush()?;
-                out.get_ref().sync_data()
-            }
-            None => Ok(()),
         }
     }
 }

@@ -340,3 +340,104 @@ async fn losing_events_is_reported_until_the_sink_is_back() {
         "back: no longer losing"
     );
 }
+
+fn lines_of(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[actix_rt::test]
+async fn the_journal_writes_before_it_returns_and_keeps_what_the_file_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // the file's directory is a file for now: every write fails
+    let blocker = dir.path().join("audit");
+    std::fs::write(&blocker, "").unwrap();
+    let path = blocker.join("audit.jsonl");
+    let auditor = Auditor::with_sinks(Vec::new(), 1000, Duration::from_secs(3600));
+    let journal = Arc::new(Journal::new(JsonLinesFile::new(&path), auditor.counters()));
+    let auditor = auditor.with_journal(journal.clone());
+    let counters = auditor.counters();
+    let addr = auditor.start();
+
+    assert!(
+        journal.record(&event(0)).is_err(),
+        "the file cannot be written"
+    );
+    assert!(
+        counters.losing.load(Ordering::SeqCst),
+        "requests are refused"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(
+        journal.record(&event(1)).is_err(),
+        "refused while earlier events wait, so that the file keeps their order"
+    );
+    addr.send(Flush).await.unwrap().unwrap();
+    assert!(!journal.failing(), "the backlog is written");
+    assert!(!counters.losing.load(Ordering::SeqCst), "no longer losing");
+
+    assert_eq!(journal.record(&event(2)).unwrap(), Recorded::Written);
+    // in the file at once: no flush, no message to the auditor
+    let ids: Vec<String> = lines_of(&path)
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["r0", "r1", "r2"]);
+    assert_eq!(counters.written.load(Ordering::SeqCst), 3);
+}
+
+#[actix_rt::test]
+async fn the_journal_counts_a_401_flood_and_the_auditor_writes_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let auditor = Auditor::with_sinks(Vec::new(), 1000, Duration::from_secs(3600));
+    let journal = Arc::new(
+        Journal::new(JsonLinesFile::new(&path), auditor.counters())
+            .with_denial_limit(2, Duration::from_secs(60)),
+    );
+    let addr = auditor.with_journal(journal.clone()).start();
+    let recorded: Vec<Recorded> = (0..5)
+        .map(|i| {
+            let mut e = event(i);
+            e.status = 401;
+            journal.record(&e).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            Recorded::Written,
+            Recorded::Written,
+            Recorded::Aggregated,
+            Recorded::Aggregated,
+            Recorded::Aggregated
+        ]
+    );
+    assert_eq!(lines_of(&path).len(), 2);
+    addr.send(Flush).await.unwrap().unwrap();
+    let lines = lines_of(&path);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["aggregated"], 3);
+}
+
+#[actix_rt::test]
+async fn with_a_journal_worker_batches_go_to_the_other_sinks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let other = dir.path().join("other.jsonl");
+    let auditor = Auditor::with_sinks(
+        vec![Box::new(JsonLinesFile::new(&other))],
+        1000,
+        Duration::from_secs(3600),
+    );
+    let journal = Arc::new(Journal::new(JsonLinesFile::new(&path), auditor.counters()));
+    let addr = auditor.with_journal(journal.clone()).start();
+    journal.record(&event(0)).unwrap();
+    addr.send(RecordBatch(vec![event(0)])).await.unwrap();
+    addr.send(Flush).await.unwrap().unwrap();
+    assert_eq!(lines_of(&path).len(), 1, "written once, by the worker");
+    assert_eq!(lines_of(&other).len(), 1);
+}

@@ -423,10 +423,7 @@ struct Downstream {
     /// Counts the session in `kubegate_upgraded_sessions` while it is open.
     _open: crate::metrics::UpgradedSession,
     uploader: Option<actix_rt::task::JoinHandle<()>>,
-    audit: Option<(
-        AuditContext,
-        actix::Recipient<kubegate_actors::auditor::RecordBatch>,
-    )>,
+    audit: Option<(AuditContext, crate::gate::audit::AuditTrail)>,
 }
 
 impl Stream for Downstream {
@@ -487,7 +484,8 @@ impl Drop for Downstream {
             if failure.is_some() {
                 audit.event.error = failure;
             }
-            audit.finish(&auditor, 101, self.session.to_server.get(), self.to_client);
+            // the session is over: a failure here has no answer left to change
+            let _ = audit.complete(&auditor, 101, self.session.to_server.get(), self.to_client);
         }
     }
 }
