@@ -25,7 +25,7 @@ mod sinks;
 mod tests;
 
 use flood::DenialFlood;
-pub use postgres::{query_audit, AuditQuery, PostgresAuditSink};
+pub use postgres::{audit_histogram, query_audit, AuditQuery, PostgresAuditSink};
 use queue::SinkQueue;
 pub use rotation::Retention;
 pub use sinks::{AuditSink, JsonLinesFile, StdoutSink};
