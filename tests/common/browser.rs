@@ -493,6 +493,21 @@ impl Browser {
         }
     }
 
+    /// Saves a PNG of the visible page at `path` (its folder is made).
+    pub fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        let value = self
+            .session_command("GET", "/screenshot", None)
+            .unwrap_or_else(|e| panic!("a screenshot: {e}"));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap_or_default())
+            .expect("a screenshot is base64");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the screenshot's folder");
+        }
+        std::fs::write(path, png).expect("the screenshot is written");
+    }
+
     /// Ends the session and chromedriver (also done on drop).
     fn quit(&mut self) {
         if !self.session.is_empty() {

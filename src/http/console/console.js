@@ -209,6 +209,7 @@ function addClusterForm(reload) {
       form.reset();
       form.querySelector(".error").textContent = "";
       form.querySelector(".field-hint").textContent = "";
+      for (const field of form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
       await reload();
     } catch (error) {
       showFormError(form, error);
@@ -508,7 +509,7 @@ function drawChart(histogram) {
   const label = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   svg.append(
     h("text", { class: "axis", x: left, y: height - 4 }, label(histogram.since)),
-    h("text", { class: "axis", x: width - 40, y: height - 4 }, label(histogram.until)),
+    h("text", { class: "axis", x: width, y: height - 4, "text-anchor": "end" }, label(histogram.until)),
   );
   const total = (d) => buckets.reduce((sum, b) => sum + b[d], 0);
   return h("div", { class: "chart", id: "audit-chart", "data-total": total("allow") + total("deny") + total("error") },
