@@ -575,3 +575,59 @@ fn the_console_in_a_browser() {
         csp_violations(&browser)
     );
 }
+
+/// With the PostgreSQL sink, PostgreSQL counts (`date_trunc('minute', time)`, grouped):
+/// the same answer as the file's.
+#[actix_rt::test]
+async fn the_audit_histogram_from_postgresql() {
+    use kubegate::config::AuditSinkKind;
+    let api = ApiServer::start();
+    let db = common::postgres::TestDatabase::create();
+    let url = db.url.clone();
+    let gw = TestGateway::builder()
+        .member(1, "alice", "admin")
+        .member(1, "bob", "member")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .configure(move |c| {
+            c.audit.sinks = vec![AuditSinkKind::File, AuditSinkKind::Postgres];
+            c.audit.postgres_url = Some(url);
+        })
+        .start();
+    let (alice, bob) = (gw.token("alice"), gw.token("bob"));
+    for _ in 0..4 {
+        let (status, _) = call(
+            "GET",
+            &gw.proxy_url(1, 1, "/api/v1/namespaces"),
+            Some(&alice),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = call(
+        "GET",
+        &format!("{}/pipeline/api/v1/orgs/1/audit", gw.url),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let listed = histogram_with(&gw, &alice, "verb=list&cluster=1", 4).await;
+    assert_documented("GET", HISTOGRAM, 200, &listed);
+    assert_eq!(
+        (sum(&listed, "allow"), sum(&listed, "deny")),
+        (4, 0),
+        "{listed}"
+    );
+    let bobs = histogram_with(&gw, &alice, "user=bob", 1).await;
+    assert_eq!((sum(&bobs, "allow"), sum(&bobs, "deny")), (0, 1), "{bobs}");
+    let old = histogram_with(
+        &gw,
+        &alice,
+        "since=2020-01-01T00:00:00Z&until=2020-01-01T00:10:00Z",
+        0,
+    )
+    .await;
+    assert_eq!(old["buckets"].as_array().unwrap().len(), 10);
+    assert_eq!(sum(&old, "allow") + sum(&old, "deny"), 0);
+}

@@ -613,4 +613,70 @@ mod tests {
         let after = decode_file_cursor(&next.unwrap()).unwrap();
         assert!(from_file(active, &q(15), Some(&after)).is_err());
     }
+
+    /// The histogram counts the file and its rotated files (gzip too) in the range, each
+    /// event once (one read twice across a rotation is not counted twice), a summary of
+    /// 401s as the requests it stands for, and leaves files older than the range unread.
+    #[test]
+    fn the_histogram_counts_rotated_files_once_each_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let recent = dir.path().join("audit.jsonl.2026-01-01T01-00-00.000000Z");
+        let old = dir
+            .path()
+            .join("audit.jsonl.2026-01-01T00-00-00.000000Z.gz");
+        let event = |time: u64, id: &str, decision: &str, extra: &str| {
+            let at = humantime::format_rfc3339_millis(at(time));
+            format!("{{\"time\":\"{at}\",\"request_id\":\"{id}\",\"org\":1,\"decision\":\"{decision}\"{extra}}}\n")
+        };
+        std::fs::write(
+            &active,
+            [
+                event(7200, "a1", "allow", ""),
+                event(7201, "a2", "deny", ""),
+                event(7265, "a3", "error", ""),
+                event(7270, "a4", "deny", ",\"aggregated\":40"),
+                event(7275, "other-org", "allow", "").replace("\"org\":1", "\"org\":2"),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        // the rotated file holds a1 again (rotated after the active file was read)
+        std::fs::write(
+            &recent,
+            [
+                event(7200, "a1", "allow", ""),
+                event(7150, "r1", "allow", ""),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        std::fs::write(&old, b"not gzip").unwrap();
+        for (path, time) in [(&recent, 7201), (&old, 100)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at(time))
+                .unwrap();
+        }
+        let q = AuditQuery {
+            org: 1,
+            since: Some(at(7140)),
+            until: Some(at(7320)),
+            ..Default::default()
+        };
+        let counts = histogram_from_file(active.clone(), &q).unwrap();
+        let minute = |t: u64| minute_of(at(t));
+        assert_eq!(counts[&minute(7150)], [1, 0, 0]);
+        assert_eq!(counts[&minute(7200)], [1, 1, 0], "a1 once");
+        assert_eq!(counts[&minute(7265)], [0, 40, 1]);
+        assert_eq!(counts.len(), 3);
+        // a range reaching back into the old file reads it (and fails)
+        let q = AuditQuery {
+            since: Some(at(0)),
+            ..q
+        };
+        assert!(histogram_from_file(active, &q).is_err());
+    }
 }
