@@ -302,16 +302,32 @@ fn recorded_session(gw: &TestGateway) -> String {
 fn the_console_in_a_browser() {
     let provider = OidcProvider::start();
     let api = ApiServer::start();
-    let gw = provider.gateway(&api);
+    // the provider's gateway (org 1's admins are acme/admins at dex, alice among them),
+    // over HTTPS (kubectl sends no token over plain HTTP), alice a global administrator
+    let dex = provider.oidc_settings();
+    let gw = TestGateway::builder()
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .https()
+        .configure(move |c| {
+            c.login.providers.insert("dex".into(), dex);
+            c.login.role_rules = vec![toml::from_str(
+                "provider = \"dex\"\ngroup = \"acme/admins\"\norg = 1\nrole = \"admin\"",
+            )
+            .unwrap()];
+            c.server.rate_limit_per_minute = 0;
+            c.policy.global_admins = vec!["dex:alice".into()];
+        })
+        .start();
+    let base = gw.https_url.clone().expect("HTTPS");
     let browser = Browser::start();
     let shots = screenshot_dir();
 
     // not logged in: the login links; the console after the login
-    browser.goto(&format!("{}/", gw.url));
+    browser.goto(&format!("{}/", base));
     assert!(browser.page_text().contains("Log in with dex"));
     open(
         &browser,
-        &format!("{}/auth/dex/login?redirect=/", gw.url),
+        &format!("{}/auth/dex/login?redirect=/", base),
         "body[data-ready]",
     );
     assert_eq!(browser.find_css("#user").text(), "dex:alice");
@@ -335,7 +351,7 @@ fn the_console_in_a_browser() {
     let downloaded = browser.fetch("GET", &config, &[], None);
     assert_eq!(downloaded.status, 200);
     assert!(
-        downloaded.body.contains(&gw.url),
+        downloaded.body.contains(&base),
         "a kubeconfig pointing at kubegate"
     );
 
@@ -393,8 +409,36 @@ fn the_console_in_a_browser() {
     });
     browser.screenshot(&shots.join("clusters.png"));
 
+    // a kubeconfig with a token, downloaded, used by the real kubectl
+    browser
+        .find_css("tr[data-name=dev] button.token-kubeconfig")
+        .click();
+    let saved = browser.downloads().join("kubeconfig-dev-token.yaml");
+    browser.wait_until("the kubeconfig downloaded", |_| {
+        saved.exists().then_some(())
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::kubectl::kubectl_bin())
+        .env("HOME", home.path())
+        .args([
+            "--kubeconfig",
+            saved.to_str().unwrap(),
+            "get",
+            "namespaces",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("namespace/default"),
+        "kubectl with the console's kubeconfig: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // a token, shown once, that works; revoked, refused
-    open(&browser, &format!("{}/#tokens", gw.url), "#create-token");
+    open(&browser, &format!("{}/#tokens", base), "#create-token");
     browser
         .find_css("#token-name")
         .send_keys("from the console");
@@ -417,7 +461,7 @@ fn the_console_in_a_browser() {
     browser.screenshot(&shots.join("tokens.png"));
     open(
         &browser,
-        &format!("{}/?again#tokens", gw.url),
+        &format!("{}/?again#tokens", base),
         "#tokens tr[data-id]",
     );
     assert!(token.len() > 20, "{token:?}");
@@ -451,7 +495,7 @@ fn the_console_in_a_browser() {
     );
 
     // a member
-    open(&browser, &format!("{}/#members", gw.url), "#add-member");
+    open(&browser, &format!("{}/#members", base), "#add-member");
     browser.find_css("#member-user").send_keys("dex:bob");
     browser.find_css("#add-member button[type=submit]").click();
     browser.wait_until("bob listed", |b| {
@@ -461,7 +505,7 @@ fn the_console_in_a_browser() {
 
     // the audit trail: filtered, charted, one event whole, a recording played
     let session = recorded_session(&gw);
-    open(&browser, &format!("{}/#audit", gw.url), "#audit-filters");
+    open(&browser, &format!("{}/#audit", base), "#audit-filters");
     browser.find_css("#audit-user").send_keys("dex:alice");
     browser.find_css("#audit-apply").click();
     let total = browser.wait_until("the chart", |b| {
@@ -513,6 +557,34 @@ fn the_console_in_a_browser() {
     );
     browser.screenshot(&shots.join("audit-event.png"));
 
+    // the policy, for a global administrator: its lines, and a reload
+    browser.wait_until("the policy page offered", |b| {
+        let hidden = b.execute(
+            "return document.querySelector('nav a[data-page=policy]').hidden;",
+            vec![],
+        );
+        (hidden == Value::Bool(false)).then_some(())
+    });
+    open(&browser, &format!("{base}/#policy"), "#policy-text");
+    assert!(
+        browser.find_css("#policy-text").text().contains("p, "),
+        "the policy lines"
+    );
+    let before = browser.find_css("#policy-stats").text();
+    browser.find_css("#policy-reload").click();
+    let after = browser.wait_until("the reload's answer", |b| {
+        let stats = b.find_css("#policy-stats").text();
+        let error = b.find_css("#policy-error").text();
+        assert!(error.is_empty(), "{error}");
+        (stats != before).then_some(stats)
+    });
+    let reloads = |stats: &str| -> u64 {
+        let words: Vec<&str> = stats.split_whitespace().collect();
+        words[words.len() - 2].parse().unwrap()
+    };
+    assert!(reloads(&after) > reloads(&before), "{before} -> {after}");
+    browser.screenshot(&shots.join("policy.png"));
+
     // the console broke no rule of its CSP; the listener does see a violation
     assert!(
         csp_violations(&browser).starts_with("0 "),
@@ -536,7 +608,7 @@ fn the_console_in_a_browser() {
     provider.set_user(&ProviderUser::named("bob"));
     open(
         &browser,
-        &format!("{}/auth/dex/login?redirect=/", gw.url),
+        &format!("{}/auth/dex/login?redirect=/", base),
         "body[data-ready]",
     );
     assert_eq!(browser.find_css("#user").text(), "dex:bob");

@@ -246,6 +246,11 @@ impl Browser {
                     "goog:chromeOptions": {
                         "binary": binary("CHROMIUM", "/usr/bin/chromium"),
                         "args": args,
+                        // downloads land in the profile, without asking
+                        "prefs": {
+                            "download.default_directory": browser._profile.path().join("downloads"),
+                            "download.prompt_for_download": false,
+                        },
                     }
                 }
             }
@@ -491,6 +496,11 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where the browser saves downloads (a folder of its profile).
+    pub fn downloads(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
     }
 
     /// Saves a PNG of the visible page at `path` (its folder is made).

@@ -246,6 +246,27 @@ function replaceCredentialsForm(cluster, reload) {
   return form;
 }
 
+/** Saves `text` as a file named `name` (a download of the page's own data). */
+function save(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = h("a", { href: url, download: name, class: "hidden" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** A kubeconfig with a new token in it (it mints a token: a write, with the CSRF header). */
+async function tokenKubeconfig(cluster) {
+  try {
+    const yaml = await api("GET", `${clusterUrl(cluster.id)}/config?credential=token`, undefined, { csrf: true, text: true });
+    save(`kubeconfig-${cluster.name}-token.yaml`, yaml, "application/yaml");
+    notice("");
+  } catch (error) {
+    notice(explain(error, `get a kubeconfig for ${cluster.name}`));
+  }
+}
+
 function statusCell(cluster) {
   const cell = h("td", { class: "status", "data-cluster": cluster.id }, h("span", { class: "muted" }, "checking…"));
   api("GET", `${clusterUrl(cluster.id)}/status`).then(
@@ -289,6 +310,7 @@ async function clustersPage() {
             statusCell(c),
             h("td", {}, h("div", { class: "actions" },
               h("a", { href: `${clusterUrl(c.id)}/config`, download: `kubeconfig-${c.name}.yaml`, class: "kubeconfig" }, "Kubeconfig"),
+              h("button", { type: "button", class: "token-kubeconfig", title: "A kubeconfig holding a new long-lived token of yours, for CI systems", onclick: () => tokenKubeconfig(c) }, "Kubeconfig with a token"),
               h("a", { href: `${clusterUrl(c.id)}${DASHBOARD}`, target: "_blank", rel: "noopener", title: "The Kubernetes dashboard, when the cluster runs one" }, "Dashboard"),
               isAdmin() && h("button", { type: "button", class: "replace", onclick: () => {
                 editors.replaceChildren(replaceCredentialsForm(c, reload));
