@@ -600,6 +600,25 @@ fn the_console_in_a_browser() {
     });
     assert!(browser.execute("return window.injected === undefined;", vec![]) == Value::Bool(true));
 
+    // the session ends: the next call goes through the login and back to the same page
+    open(&browser, &format!("{base}/#tokens"), "#create-token");
+    browser.delete_all_cookies();
+    browser
+        .find_css("#token-name")
+        .send_keys("after the session");
+    browser
+        .find_css("#create-token button[type=submit]")
+        .click();
+    browser.wait_until("back on the tokens page after a new login", |b| {
+        (b.current_url() == format!("{base}/#tokens")
+            && b.try_find_css("body[data-ready] #create-token").is_some())
+        .then_some(())
+    });
+    assert!(
+        browser.cookie("kubegate_session").is_some(),
+        "a new session"
+    );
+
     // the member: no admin controls, and the API refuses them anyway
     browser.find_css("#logout").click();
     browser.wait_until("logged out", |b| {

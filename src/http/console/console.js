@@ -23,6 +23,22 @@ class ApiFailure extends Error {
   }
 }
 
+/**
+ * The session ended: to the login (the provider's when there is one only, else the login
+ * links of `/`), then back to this page (its fragment is kept for the way back).
+ */
+async function toLogin() {
+  sessionStorage.setItem("kubegate.back", location.hash);
+  let target = "/";
+  try {
+    const providers = await (await fetch("/auth/providers", { headers: { Accept: "application/json" } })).json();
+    if (providers.length === 1) target = `${providers[0].login}?redirect=/`;
+  } catch {
+    /* the login links, then */
+  }
+  location.assign(target);
+}
+
 /** Calls the API; unsafe methods carry the CSRF header. Resolves to the JSON (or text). */
 async function api(method, path, body, { csrf = false, text = false } = {}) {
   const headers = { Accept: text ? "*/*" : "application/json" };
@@ -39,9 +55,7 @@ async function api(method, path, body, { csrf = false, text = false } = {}) {
     throw new ApiFailure(0, `kubegate cannot be reached: ${e.message}`);
   }
   if (res.status === 401) {
-    // the session ended: log in again, then come back to this page
-    sessionStorage.setItem("kubegate.back", location.hash);
-    location.assign("/");
+    await toLogin();
     throw new ApiFailure(401, "the session has ended: log in again");
   }
   const raw = await res.text();
