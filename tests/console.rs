@@ -305,8 +305,12 @@ fn the_console_in_a_browser() {
     // the provider's gateway (org 1's admins are acme/admins at dex, alice among them),
     // over HTTPS (kubectl sends no token over plain HTTP), alice a global administrator
     let dex = provider.oidc_settings();
+    let offline = api
+        .kubeconfig_with_client_cert()
+        .replace(api.url(), &format!("https://127.0.0.1:{}", closed_port()));
     let gw = TestGateway::builder()
         .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .cluster(1, "offline", &offline)
         .https()
         .configure(move |c| {
             c.login.providers.insert("dex".into(), dex);
@@ -344,6 +348,18 @@ fn the_console_in_a_browser() {
         browser.page_text().contains(api.url()),
         "the server is shown"
     );
+    // an API server that cannot be reached says so, with the reason
+    let reason = browser.wait_until("the offline cluster's reason", |b| {
+        b.try_find_css("tr[data-name=offline] .reason")
+            .map(|e| e.text())
+    });
+    assert_eq!(
+        browser
+            .find_css("tr[data-name=offline] .unreachable")
+            .text(),
+        "unreachable"
+    );
+    assert!(reason.contains("cannot be reached"), "{reason}");
     let config = browser
         .find_css("tr[data-name=dev] a.kubeconfig")
         .attribute("href")
@@ -603,6 +619,8 @@ fn the_console_in_a_browser() {
     // the session ends: the next call goes through the login and back to the same page
     open(&browser, &format!("{base}/#tokens"), "#create-token");
     browser.delete_all_cookies();
+    // (marks this page, to tell it from the one after the login)
+    browser.execute("document.body.dataset.before = 'yes'; return null;", vec![]);
     browser
         .find_css("#token-name")
         .send_keys("after the session");
@@ -611,7 +629,8 @@ fn the_console_in_a_browser() {
         .click();
     browser.wait_until("back on the tokens page after a new login", |b| {
         (b.current_url() == format!("{base}/#tokens")
-            && b.try_find_css("body[data-ready] #create-token").is_some())
+            && b.try_find_css("body[data-ready]:not([data-before]) #create-token")
+                .is_some())
         .then_some(())
     });
     assert!(
