@@ -453,6 +453,31 @@ fn the_console_in_a_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // new credentials for the offline cluster: reachable at once (its status is not kept
+    // past a change); a cluster deleted
+    browser
+        .find_css("tr[data-name=offline] button.replace")
+        .click();
+    browser.execute(
+        "document.querySelector('form[id^=replace-] textarea').value = arguments[0]; return null;",
+        vec![Value::from(api.kubeconfig_with_client_cert())],
+    );
+    browser
+        .find_css("form[id^=replace-] button[type=submit]")
+        .click();
+    browser.wait_until("the offline cluster reachable", |b| {
+        b.try_find_css("tr[data-name=offline] .reachable")
+            .map(|_| ())
+    });
+    let delete = "tr[data-name=second] button.danger";
+    browser.find_css(delete).click();
+    browser.find_css(delete).click();
+    browser.wait_until("the cluster gone", |b| {
+        b.try_find_css("tr[data-name=second]")
+            .is_none()
+            .then_some(())
+    });
+
     // a token, shown once, that works; revoked, refused
     open(&browser, &format!("{}/#tokens", base), "#create-token");
     browser
@@ -518,6 +543,41 @@ fn the_console_in_a_browser() {
         b.try_find_css("tr[data-user='dex:bob']").map(|_| ())
     });
     browser.screenshot(&shots.join("members.png"));
+    // a role changed, and back
+    let role = |b: &Browser| {
+        b.execute(
+            "const s = document.querySelector(`tr[data-user='dex:bob'] select`); return s ? s.value : null;",
+            vec![],
+        )
+    };
+    for (to, back) in [("admin", "member"), ("member", "admin")] {
+        assert_eq!(role(&browser), back);
+        browser.execute(
+            "const r = document.querySelector(`tr[data-user='dex:bob']`); r.dataset.before = 'yes'; r.querySelector('select').value = arguments[0]; return null;",
+            vec![Value::from(to)],
+        );
+        browser
+            .find_css("tr[data-user='dex:bob'] button.save-role")
+            .click();
+        browser.wait_until("the role changed", |b| {
+            let fresh = b
+                .try_find_css("tr[data-user='dex:bob']:not([data-before])")
+                .is_some();
+            (fresh && role(b) == to).then_some(())
+        });
+    }
+    // a member added and removed
+    browser.find_css("#member-user").send_keys("dex:carol");
+    browser.find_css("#add-member button[type=submit]").click();
+    let remove = "tr[data-user='dex:carol'] button.danger";
+    browser.wait_until("carol listed", |b| b.try_find_css(remove).map(|_| ()));
+    browser.find_css(remove).click();
+    browser.find_css(remove).click();
+    browser.wait_until("carol removed", |b| {
+        b.try_find_css("tr[data-user='dex:carol']")
+            .is_none()
+            .then_some(())
+    });
 
     // the audit trail: filtered, charted, one event whole, a recording played
     let session = recorded_session(&gw);
