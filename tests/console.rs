@@ -580,6 +580,28 @@ fn the_console_in_a_browser() {
     });
 
     // the audit trail: filtered, charted, one event whole, a recording played
+    // more than a page of alice's events (pages are 50)
+    let (alice, namespaces) = (
+        gw.token("dex:alice"),
+        gw.proxy_url(1, 1, "/api/v1/namespaces"),
+    );
+    block_on(move || async move {
+        for _ in 0..60 {
+            assert_eq!(call("GET", &namespaces, Some(&alice), None).await.0, 200);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw
+        .audit_events()
+        .iter()
+        .filter(|e| e["resource"] == "namespaces" && e["user"] == "dex:alice")
+        .count()
+        < 60
+    {
+        assert!(Instant::now() < deadline, "the events reach the audit file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // then the recorded session: the newest event
     let session = recorded_session(&gw);
     open(&browser, &format!("{}/#audit", base), "#audit-filters");
     browser.find_css("#audit-user").send_keys("dex:alice");
@@ -607,6 +629,33 @@ fn the_console_in_a_browser() {
     );
     browser.execute("window.scrollTo(0, 0); return null;", vec![]);
     browser.screenshot(&shots.join("audit.png"));
+    // the next page, and back
+    let first_ids = |b: &Browser| {
+        b.execute(
+            "return [...document.querySelectorAll('#audit-events tr.event')].map(r => r.dataset.request).join(' ');",
+            vec![],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    let page_one = first_ids(&browser);
+    assert_eq!(page_one.split(' ').count(), 50, "a full page");
+    browser.find_css("#audit-older").click();
+    let page_two = browser.wait_until("the second page", |b| {
+        let ids = first_ids(b);
+        (b.page_text().contains("page 2") && ids != page_one).then_some(ids)
+    });
+    assert!(
+        page_two.split(' ').all(|id| !page_one.contains(id)),
+        "no event on both pages"
+    );
+    browser.find_css("#audit-newer").click();
+    // (newest first: page 1 again, with the audit reads made since on top)
+    browser.wait_until("the first page again", |b| {
+        let newer = b.find_css("#audit-newer").attribute("disabled");
+        (b.page_text().contains("page 1") && newer.is_some()).then_some(())
+    });
     browser
         .find_css(&format!("tr[data-request='{session}']"))
         .click();
