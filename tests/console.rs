@@ -695,6 +695,10 @@ fn the_console_in_a_browser() {
         browser.find_css("#policy-text").text().contains("p, "),
         "the policy lines"
     );
+    assert!(
+        !browser.find_css("#policy-page").text().contains("null"),
+        "nothing unset is shown"
+    );
     let before = browser.find_css("#policy-stats").text();
     browser.find_css("#policy-reload").click();
     let after = browser.wait_until("the reload's answer", |b| {

@@ -761,7 +761,7 @@ async function policyPage() {
   page.append(
     h("p", {}, "Kept in ", h("code", {}, policy.source), "."),
     inForce,
-    policy.fixed ? h("p", { class: "muted" }, policy.fixed) : null,
+    h("p", { class: "muted", hidden: !policy.fixed }, policy.fixed ?? ""),
     h("div", { class: "actions" }, h("button", { type: "button", class: "primary", id: "policy-reload", onclick: async () => {
       try {
         const now = await api("POST", `${API}/admin/policy/reload`);
