@@ -550,9 +550,9 @@ function drawChart(histogram) {
   const total = (d) => buckets.reduce((sum, b) => sum + b[d], 0);
   return h("div", { class: "chart", id: "audit-chart", "data-total": total("allow") + total("deny") + total("error") },
     h("div", { class: "legend" },
-      h("span", {}, h("span", { class: "swatch allow" }), `allow ${total("allow")}`),
-      h("span", {}, h("span", { class: "swatch deny" }), `deny ${total("deny")}`),
-      h("span", {}, h("span", { class: "swatch error" }), `error ${total("error")}`),
+      h("span", {}, h("span", { class: "swatch swatch-allow" }), `allow ${total("allow")}`),
+      h("span", {}, h("span", { class: "swatch swatch-deny" }), `deny ${total("deny")}`),
+      h("span", {}, h("span", { class: "swatch swatch-error" }), `error ${total("error")}`),
       h("span", { class: "muted" }, "requests per minute")),
     svg);
 }
