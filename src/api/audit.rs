@@ -5,12 +5,18 @@
 //! event's id: keyset pagination, see [`query_audit`]), else from the JSON-lines file
 //! (and its rotated files, plain or gzip-compressed; the cursor is the key of the last
 //! event returned, so events written while a client pages never shift its pages).
+//!
+//! `GET /pipeline/api/v1/orgs/{org}/audit/histogram`: the same trail counted per minute
+//! and decision (allow, deny, error) over a time range of at most [`MAX_BUCKETS`]
+//! minutes, with the same filters: PostgreSQL groups the rows itself
+//! (`date_trunc('minute', time)`); the file source is scanned, its rotated files too
+//! (those older than the range left unread).
 
 use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use kubegate_actors::auditor::{query_audit, AuditQuery};
+use kubegate_actors::auditor::{audit_histogram, query_audit, AuditQuery};
 use serde_json::{json, Value};
 
 use crate::api::{guarded, Access, ApiError, ApiErrorBody};
@@ -300,6 +306,243 @@ pub(crate) async fn list(
     .await
 }
 
+/// The most minutes a histogram spans (one day).
+pub const MAX_BUCKETS: u64 = 1440;
+
+/// How far back a histogram reaches when `since` is not given.
+const DEFAULT_SPAN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A minute's counts: `[allow, deny, error]`.
+type Counts = [u64; 3];
+
+fn decision_index(decision: &str) -> Option<usize> {
+    match decision {
+        "allow" => Some(0),
+        "deny" => Some(1),
+        "error" => Some(2),
+        _ => None,
+    }
+}
+
+fn minute_of(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+fn at_minute(minute: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(minute * 60)
+}
+
+/// The histogram's filters and its range in whole minutes `[first, end)`: `since` is
+/// rounded down to its minute, `until` (default: now) up.
+fn parse_histogram_query(
+    org: u64,
+    query: &web::Query<Vec<(String, String)>>,
+) -> Result<(AuditQuery, u64, u64), ApiError> {
+    if let Some((key, _)) = query.iter().find(|(k, _)| k == "limit" || k == "cursor") {
+        return Err(bad(format!(
+            "unknown filter \"{key}\" (a histogram is not paged); use since, until, user, cluster, verb, resource, status, decision"
+        )));
+    }
+    let (mut q, _) = parse_query(org, query)?;
+    let until = q.until.unwrap_or_else(std::time::SystemTime::now);
+    let since = q.since.unwrap_or_else(|| until - DEFAULT_SPAN);
+    let first = minute_of(since);
+    let end = minute_of(until) + u64::from(at_minute(minute_of(until)) < until);
+    if end <= first {
+        return Err(bad(
+            "since: the range is empty: since must be before until".into()
+        ));
+    }
+    if end - first > MAX_BUCKETS {
+        return Err(bad(format!(
+            "the range from since to until spans {} minutes; a histogram has at most {MAX_BUCKETS} (one day): narrow since and until",
+            end - first
+        )));
+    }
+    q.since = Some(at_minute(first));
+    q.until = Some(at_minute(end));
+    q.limit = 0;
+    Ok((q, first, end))
+}
+
+/// Counts the matching events of `text` per minute and decision, leaving out those whose
+/// key is in `skip`, and remembering the keys of those counted in `seen` (when given).
+fn count_events(
+    text: &str,
+    q: &AuditQuery,
+    skip: &std::collections::HashSet<FileKey>,
+    mut seen: Option<&mut std::collections::HashSet<FileKey>>,
+    into: &mut std::collections::HashMap<u64, Counts>,
+) {
+    for event in text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| matches(event, q))
+    {
+        let key = file_key(&event);
+        if skip.contains(&key) {
+            continue;
+        }
+        let (Some(time), Some(decision)) = (
+            event["time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+            event["decision"].as_str().and_then(decision_index),
+        ) else {
+            continue;
+        };
+        // a summary of repeated 401s stands for that many requests
+        into.entry(minute_of(time)).or_default()[decision] +=
+            event["aggregated"].as_u64().unwrap_or(1);
+        if let Some(seen) = seen.as_mut() {
+            seen.insert(key);
+        }
+    }
+}
+
+/// Counts per minute from the file and its rotated files (plain or gzip), newest first,
+/// down to the first file older than the range. An event read twice (the file rotated
+/// between being read and the rotated files being listed) is counted once: the keys of
+/// the active file's events are kept (a file's worth at most) and skipped later.
+fn histogram_from_file(
+    file: PathBuf,
+    q: &AuditQuery,
+) -> std::io::Result<std::collections::HashMap<u64, Counts>> {
+    use kubegate_actors::auditor::rotation::{read_rotated, rotated_files};
+    let mut counts = std::collections::HashMap::new();
+    let mut active = std::collections::HashSet::new();
+    match std::fs::read_to_string(&file) {
+        Ok(text) => count_events(
+            &text,
+            q,
+            &Default::default(),
+            Some(&mut active),
+            &mut counts,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for rotated in rotated_files(&file)? {
+        if q.since
+            .is_some_and(|since| rotated.modified + MTIME_MARGIN < since)
+        {
+            break; // this file and the older ones hold only events before the range
+        }
+        match read_rotated(&rotated) {
+            Ok(text) => count_events(&text, q, &active, None, &mut counts),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(counts)
+}
+
+/// The audit trail counted per minute.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)] // what `histogram` writes
+struct AuditHistogram {
+    /// The start of the first minute (RFC 3339).
+    since: String,
+    /// The end of the last minute (RFC 3339).
+    until: String,
+    /// The width of a bucket: 60.
+    bucketSeconds: u64,
+    /// Every minute of the range, oldest first, empty ones too.
+    buckets: Vec<AuditBucket>,
+}
+
+/// The requests of one minute, by decision.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // what `histogram` writes
+struct AuditBucket {
+    /// The minute's start (RFC 3339).
+    time: String,
+    /// Allowed requests.
+    allow: u64,
+    /// Denied requests.
+    deny: u64,
+    /// Requests that failed in kubegate (the policy or the cluster could not answer).
+    error: u64,
+}
+
+/// The org's audit trail counted per minute and decision, for a chart (those the policy
+/// lets `list` `kubegate:audit`; admins by default). The same filters as the audit
+/// query; at most one day of minutes.
+#[utoipa::path(
+    get,
+    path = "/pipeline/api/v1/orgs/{org}/audit/histogram",
+    tag = "audit",
+    operation_id = "getAuditHistogram",
+    params(
+        ("org" = u64, Path, description = "The org's id"),
+        ("since" = Option<String>, Query, description = "From this time (RFC 3339), rounded down to its minute; default: an hour before `until`"),
+        ("until" = Option<String>, Query, description = "To this time (RFC 3339), rounded up to a minute; default: now. At most 1440 minutes after `since`"),
+        ("user" = Option<String>, Query, description = "Events of this user"),
+        ("cluster" = Option<u64>, Query, description = "Events of this cluster id"),
+        ("verb" = Option<String>, Query, description = "Events of this verb"),
+        ("resource" = Option<String>, Query, description = "Events on this resource"),
+        ("status" = Option<u16>, Query, description = "Events answered with this HTTP status"),
+        ("decision" = Option<String>, Query, description = "`allow`, `deny` or `error`"),
+    ),
+    responses(
+        (status = 200, description = "Counts per minute", body = AuditHistogram),
+        (status = 400, description = "A filter is not valid, or the range is empty or longer than a day: the message says which", body = ApiErrorBody),
+        (status = 401, description = "No valid credential", body = ApiErrorBody),
+        (status = 403, description = "The policy does not allow it", body = ApiErrorBody),
+        (status = 404, description = "No audit sink that can be read is configured", body = ApiErrorBody),
+        (status = 503, description = "The audit trail cannot be read", body = ApiErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
+pub(crate) async fn histogram(
+    req: HttpRequest,
+    query: web::Query<Vec<(String, String)>>,
+    gate: web::Data<Gate>,
+    state: web::Data<AuditSource>,
+) -> HttpResponse {
+    let st = state.clone();
+    guarded(&req, &gate, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
+        let (q, first, end) = parse_histogram_query(org, &query)?;
+        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
+        let counts: std::collections::HashMap<u64, Counts> = match st.as_ref().clone() {
+            AuditSource::Postgres(url) => {
+                let mut counts = std::collections::HashMap::<u64, Counts>::new();
+                for (minute, decision, n) in audit_histogram(&url, &q).await.map_err(|e| unavailable(e.to_string()))? {
+                    if let Some(d) = decision_index(&decision) {
+                        counts.entry(minute_of(minute)).or_default()[d] += n;
+                    }
+                }
+                counts
+            }
+            AuditSource::File(file) => web::block(move || histogram_from_file(file, &q))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .map_err(|e| unavailable(e.to_string()))?,
+            AuditSource::None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no audit sink that can be read is configured (add \"file\" or \"postgres\" to audit.sinks)",
+                ))
+            }
+        };
+        let time = |minute| humantime::format_rfc3339_seconds(at_minute(minute)).to_string();
+        let buckets: Vec<Value> = (first..end)
+            .map(|minute| {
+                let [allow, deny, error] = counts.get(&minute).copied().unwrap_or_default();
+                json!({"time": time(minute), "allow": allow, "deny": deny, "error": error})
+            })
+            .collect();
+        Ok(HttpResponse::Ok().json(json!({
+            "since": time(first),
+            "until": time(end),
+            "bucketSeconds": 60,
+            "buckets": buckets,
+        })))
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +612,71 @@ mod tests {
         // the next page needs what may be in the old file: it is read (and fails)
         let after = decode_file_cursor(&next.unwrap()).unwrap();
         assert!(from_file(active, &q(15), Some(&after)).is_err());
+    }
+
+    /// The histogram counts the file and its rotated files (gzip too) in the range, each
+    /// event once (one read twice across a rotation is not counted twice), a summary of
+    /// 401s as the requests it stands for, and leaves files older than the range unread.
+    #[test]
+    fn the_histogram_counts_rotated_files_once_each_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let recent = dir.path().join("audit.jsonl.2026-01-01T01-00-00.000000Z");
+        let old = dir
+            .path()
+            .join("audit.jsonl.2026-01-01T00-00-00.000000Z.gz");
+        let event = |time: u64, id: &str, decision: &str, extra: &str| {
+            let at = humantime::format_rfc3339_millis(at(time));
+            format!("{{\"time\":\"{at}\",\"request_id\":\"{id}\",\"org\":1,\"decision\":\"{decision}\"{extra}}}\n")
+        };
+        std::fs::write(
+            &active,
+            [
+                event(7200, "a1", "allow", ""),
+                event(7201, "a2", "deny", ""),
+                event(7265, "a3", "error", ""),
+                event(7270, "a4", "deny", ",\"aggregated\":40"),
+                event(7275, "other-org", "allow", "").replace("\"org\":1", "\"org\":2"),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        // the rotated file holds a1 again (rotated after the active file was read)
+        std::fs::write(
+            &recent,
+            [
+                event(7200, "a1", "allow", ""),
+                event(7150, "r1", "allow", ""),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        std::fs::write(&old, b"not gzip").unwrap();
+        for (path, time) in [(&recent, 7201), (&old, 100)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(at(time))
+                .unwrap();
+        }
+        let q = AuditQuery {
+            org: 1,
+            since: Some(at(7140)),
+            until: Some(at(7320)),
+            ..Default::default()
+        };
+        let counts = histogram_from_file(active.clone(), &q).unwrap();
+        let minute = |t: u64| minute_of(at(t));
+        assert_eq!(counts[&minute(7150)], [1, 0, 0]);
+        assert_eq!(counts[&minute(7200)], [1, 1, 0], "a1 once");
+        assert_eq!(counts[&minute(7265)], [0, 40, 1]);
+        assert_eq!(counts.len(), 3);
+        // a range reaching back into the old file reads it (and fails)
+        let q = AuditQuery {
+            since: Some(at(0)),
+            ..q
+        };
+        assert!(histogram_from_file(active, &q).is_err());
     }
 }

@@ -34,6 +34,8 @@ pub struct ClusterApi {
     pub public_url: Option<String>,
     /// The CA of the self-signed serving certificate, for generated kubeconfigs.
     pub served_ca: Option<std::path::PathBuf>,
+    /// The clusters' reachability and versions, as last found out.
+    pub statuses: super::cluster_status::ClusterStatuses,
 }
 
 /// What a caller may see of a cluster: never its kubeconfig.
@@ -375,6 +377,7 @@ pub(crate) async fn update(
             .ok_or_else(|| not_found(id, org))?;
             // the next request builds a new proxy instance with the new settings
             evict(&state, key).await;
+            state.statuses.forget(key);
             Ok(HttpResponse::Ok().json(view(&record, &state)))
         },
     )
@@ -421,6 +424,7 @@ pub(crate) async fn delete(
                 return Err(not_found(id, org));
             }
             evict(&state, ClusterKey { org, cluster: id }).await;
+            state.statuses.forget(ClusterKey { org, cluster: id });
             Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
         },
     )

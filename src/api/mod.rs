@@ -7,6 +7,7 @@
 //! a proxied request.
 
 pub mod audit;
+pub mod cluster_status;
 pub mod clusters;
 pub mod kubeconfig;
 pub mod members;

@@ -15,6 +15,7 @@
 //! proxy's, each API resource's, login's, health's) and hands each to the App, so that
 //! no module reaches into another's. Nothing but the commands imports it.
 
+pub mod console;
 pub mod front;
 pub mod health;
 pub mod limits;
@@ -213,6 +214,7 @@ impl Gateway {
                 .server
                 .tls_self_signed
                 .then(|| tls::ca_path(&config.server.tls_cert_file)),
+            statuses: Default::default(),
         });
         let members = web::Data::new(Members {
             members: services.stores.members.clone(),

@@ -74,6 +74,7 @@ route_table![
     crate::api::clusters::update,
     crate::api::clusters::delete,
     crate::api::clusters::kubeconfig_for_caller,
+    crate::api::cluster_status::status,
     crate::api::members::list_members,
     crate::api::members::set_member,
     crate::api::members::remove_member,
@@ -81,6 +82,7 @@ route_table![
     crate::api::policy::current,
     crate::api::policy::reload,
     crate::api::audit::list,
+    crate::api::audit::histogram,
     crate::api::sessions::get,
     crate::api::kubeconfig::for_caller,
     crate::api::tokens::create,
@@ -88,7 +90,8 @@ route_table![
     crate::api::tokens::revoke,
     crate::api::tokens::revoke_all,
     crate::api::tokens::create_for_session,
-    crate::login::pages::landing,
+    crate::http::console::landing,
+    crate::http::console::file,
     crate::login::providers,
     crate::login::whoami,
     crate::login::logout,
@@ -155,7 +158,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             error_description, code, message}` (`OAuthError`); those of the proxy route \
             and of authentication in `/auth/session` and `/auth/logout` are a Kubernetes \
             `Status`.\n\n\
-            Browser pages are listed with a short description and marked as HTML: `/`, \
+            Browser pages are listed with a short description and marked as HTML: `/` (the \
+            console, its files under `/console/`), \
             `/auth/{provider}/login` and `/auth/{provider}/callback`, \
             `/auth/cli/authorize` and `/auth/cli/device/verify`, and this document's \
             reference page `/pipeline/api/v1/docs/`.",

@@ -1,14 +1,13 @@
-//! The pages of browser login: the landing page, the LDAP form, and how both are
+//! The pages of browser login: the login links of `/`, the LDAP form, and how both are
 //! written (escaped, never framed, no script).
 
 use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 
 use super::LoginState;
-use crate::gate::Gate;
 
-pub(super) fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -63,59 +62,28 @@ pub(super) fn ldap_page(
     )
 }
 
-/// `GET /`: who is logged in, with a token link and a logout button; or the login links
-/// (a browser page).
-#[utoipa::path(
-    get,
-    path = "/",
-    tag = "login",
-    operation_id = "landing",
-    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
-    security(()),
-)]
-pub(crate) async fn landing(
-    req: HttpRequest,
-    gate: web::Data<Gate>,
-    state: web::Data<LoginState>,
-) -> HttpResponse {
-    let user = gate
-        .authenticate(&req)
-        .ok()
-        .and_then(|identity| identity.session);
-    match user {
-        Some(user) => page(
-            StatusCode::OK,
-            "kubegate",
-            &format!(
-                "<p>Logged in as <b id=\"user\">{u}</b> with {p}.</p>\
-                 <p><a href=\"/pipeline/api/v1/token\">Create an API token</a> for kubectl and curl.</p>\
-                 <form method=\"post\" action=\"/auth/logout\"><button id=\"logout\">Log out</button></form>",
-                u = escape(&user.user),
-                p = escape(&user.provider)
-            ),
-        ),
-        None => {
-            let links: String = state
-                .login
-                .names()
-                .iter()
-                .map(|(name, kind)| {
-                    format!(
-                        "<li><a href=\"/auth/{n}/login\">Log in with {n}</a> ({kind})</li>",
-                        n = escape(name)
-                    )
-                })
-                .collect();
-            let body = if links.is_empty() {
-                "<p>No login provider is configured; use an API token \
-                 (<code>kubegate token create</code>).</p>"
-                    .to_string()
-            } else {
-                format!("<ul>{links}</ul>")
-            };
-            page(StatusCode::OK, "kubegate", &body)
-        }
-    }
+/// The page of `/` for someone not logged in: the login links (the console, for those
+/// logged in, is served by `crate::http::console`).
+pub fn login_links(state: &LoginState) -> HttpResponse {
+    let links: String = state
+        .login
+        .names()
+        .iter()
+        .map(|(name, kind)| {
+            format!(
+                "<li><a href=\"/auth/{n}/login\">Log in with {n}</a> ({kind})</li>",
+                n = escape(name)
+            )
+        })
+        .collect();
+    let body = if links.is_empty() {
+        "<p>No login provider is configured; use an API token \
+         (<code>kubegate token create</code>).</p>"
+            .to_string()
+    } else {
+        format!("<ul>{links}</ul>")
+    };
+    page(StatusCode::OK, "kubegate", &body)
 }
 
 #[cfg(test)]

@@ -187,6 +187,78 @@ async fn admit(
     })
 }
 
+/// Why [`api_server_version`] has no version.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// The cluster is not in the org (or its proxy instance cannot be built).
+    #[error("{}", .0.message)]
+    Cluster(StatusError),
+    /// The API server did not answer, or not with a version.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// The API server's `GET /version` (its `gitVersion`, `platform`...), asked with
+/// kubegate's credentials through this worker's client for the cluster, waiting at most
+/// `timeout` for the whole answer.
+pub async fn api_server_version(
+    key: ClusterKey,
+    upstreams: &Upstreams,
+    timeout: Duration,
+) -> Result<serde_json::Value, VersionError> {
+    let (proxy, client) =
+        cluster_client(key, upstreams)
+            .await
+            .map_err(|e| match e.code.as_u16() {
+                // the registry could not build it from the kubeconfig's credentials
+                502 => VersionError::Unreachable(e.message),
+                _ => VersionError::Cluster(e),
+            })?;
+    let mut request = client
+        .get(format!("{}/version", proxy.server))
+        .timeout(timeout)
+        .insert_header((header::ACCEPT, "application/json"));
+    if let Some(authorization) = proxy.authorization_header() {
+        request = request.insert_header((header::AUTHORIZATION, authorization));
+    }
+    let answer = async {
+        let mut response = request.send().await.map_err(|e| match e {
+            SendRequestError::Timeout => {
+                format!("no answer from {} within {timeout:?}", proxy.server)
+            }
+            SendRequestError::Connect(ConnectError::Timeout) => {
+                format!(
+                    "no connection to {} within the connect timeout",
+                    proxy.server
+                )
+            }
+            other => format!("{} cannot be reached: {other}", proxy.server),
+        })?;
+        let status = response.status();
+        let body = response
+            .body()
+            .limit(64 * 1024)
+            .await
+            .map_err(|e| format!("the API server's answer to /version was cut: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "the API server answered {status} to /version with kubegate's credentials"
+            ));
+        }
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| format!("the API server's /version is not JSON: {e}"))
+    };
+    actix_rt::time::timeout(timeout, answer)
+        .await
+        .map_err(|_| {
+            VersionError::Unreachable(format!(
+                "no answer from {} within {timeout:?}",
+                proxy.server
+            ))
+        })?
+        .map_err(VersionError::Unreachable)
+}
+
 /// This worker's client for the cluster, asking the registry when the worker has none.
 async fn cluster_client(
     key: ClusterKey,

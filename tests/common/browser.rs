@@ -246,6 +246,11 @@ impl Browser {
                     "goog:chromeOptions": {
                         "binary": binary("CHROMIUM", "/usr/bin/chromium"),
                         "args": args,
+                        // downloads land in the profile, without asking
+                        "prefs": {
+                            "download.default_directory": browser._profile.path().join("downloads"),
+                            "download.prompt_for_download": false,
+                        },
                     }
                 }
             }
@@ -491,6 +496,26 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where the browser saves downloads (a folder of its profile).
+    pub fn downloads(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
+    }
+
+    /// Saves a PNG of the visible page at `path` (its folder is made).
+    pub fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        let value = self
+            .session_command("GET", "/screenshot", None)
+            .unwrap_or_else(|e| panic!("a screenshot: {e}"));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap_or_default())
+            .expect("a screenshot is base64");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the screenshot's folder");
+        }
+        std::fs::write(path, png).expect("the screenshot is written");
     }
 
     /// Ends the session and chromedriver (also done on drop).

@@ -28,7 +28,7 @@ mod tests;
 use flood::DenialFlood;
 use journal::JournalSink;
 pub use journal::{Journal, Recorded};
-pub use postgres::{query_audit, AuditQuery, PostgresAuditSink};
+pub use postgres::{audit_histogram, query_audit, AuditQuery, PostgresAuditSink};
 use queue::SinkQueue;
 pub use rotation::Retention;
 pub use sinks::{AuditSink, JsonLinesFile, StdoutSink};

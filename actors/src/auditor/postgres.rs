@@ -209,20 +209,15 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
-/// Reads events from the PostgreSQL audit table, newest first (by time, then id). Returns
-/// the events (as stored JSON) and the cursor of the next page, if any: the id of the
-/// page's last event (keyset pagination, not an offset).
-pub async fn query_audit(
-    url: &str,
-    q: &AuditQuery,
-) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
-    let target = PostgresTarget::parse(url)
-        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
-    let client = connect(&target).await?;
-    let mut sql = String::from("SELECT id, event FROM kubegate_audit WHERE org = $1");
-    let org = q.org as i64;
-    let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![Box::new(org)];
-    let mut add = |clause: &str, value: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+/// A parameter of a query.
+type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+/// `select` with the `WHERE` clause of the query's filters (but the cursor), and its
+/// parameters.
+fn filtered(select: &str, q: &AuditQuery) -> (String, Vec<Param>) {
+    let mut sql = format!("{select} WHERE org = $1");
+    let mut params: Vec<Param> = vec![Box::new(q.org as i64)];
+    let mut add = |clause: &str, value: Param| {
         params.push(value);
         sql.push_str(&format!(" AND {clause} ${}", params.len()));
     };
@@ -250,6 +245,58 @@ pub async fn query_audit(
     if let Some(decision) = &q.decision {
         add("decision =", Box::new(decision.clone()));
     }
+    (sql, params)
+}
+
+/// The matching events per minute and decision (the query's filters; its cursor and
+/// limit are not used): `(minute, decision, count)`, a summary of repeated 401s counting
+/// as the requests it stands for. Grouped by PostgreSQL (`date_trunc('minute', time)`),
+/// so no event leaves the database.
+pub async fn audit_histogram(
+    url: &str,
+    q: &AuditQuery,
+) -> Result<Vec<(std::time::SystemTime, String, u64)>, StoreError> {
+    let target = PostgresTarget::parse(url)
+        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+    let client = connect(&target).await?;
+    let (mut sql, params) = filtered(
+        "SELECT date_trunc('minute', time) AS minute, decision, \
+         sum(COALESCE((event::jsonb->>'aggregated')::bigint, 1))::bigint FROM kubegate_audit",
+        q,
+    );
+    sql.push_str(" GROUP BY 1, 2 ORDER BY 1");
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = match client.query(&sql, &refs).await {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let minute: std::time::SystemTime = row.get(0);
+            let count: i64 = row.get(2);
+            (minute, row.get::<_, String>(1), count.max(0) as u64)
+        })
+        .collect())
+}
+
+/// Reads events from the PostgreSQL audit table, newest first (by time, then id). Returns
+/// the events (as stored JSON) and the cursor of the next page, if any: the id of the
+/// page's last event (keyset pagination, not an offset).
+pub async fn query_audit(
+    url: &str,
+    q: &AuditQuery,
+) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
+    let target = PostgresTarget::parse(url)
+        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+    let client = connect(&target).await?;
+    let (mut sql, mut params) = filtered("SELECT id, event FROM kubegate_audit", q);
     // newest first; the cursor is the last event of the previous page: this page starts
     // after it in the same order, whatever was written since (an offset would shift by
     // the events written meanwhile, and show some twice)
