@@ -87,12 +87,13 @@ echo "bench/peers.sh: the run took $(($(date +%s) - start)) s; kubegate's log: $
 # every request oha counted is an event of the trail
 results=$(ls -td "$BENCH_WORK"/results/*/ | head -1)
 python3 - "$results/results.json" "$state/data" <<'EOF'
-import glob, json, sys
+import glob, gzip, json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 counted = sum(r["ok"] + r["non2xx"] for r in runs if r["target"] == "kubegate")
 events = 0
 for name in glob.glob(sys.argv[2] + "/audit.jsonl*"):
-    with open(name, "rb") as f:
+    # rotated files are gzip-compressed in the background
+    with (gzip.open if name.endswith(".gz") else open)(name, "rb") as f:
         events += sum(1 for line in f if line.strip())
 print(f"audit trail: {events} events; oha counted {counted} requests to kubegate")
 if events < counted:
