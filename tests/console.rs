@@ -45,6 +45,12 @@ async fn cluster_status_says_reachable_with_the_version_or_why_not() {
     };
     let bob = gw.token("bob");
     let url = |id: u64| format!("{}/pipeline/api/v1/orgs/1/clusters/{id}/status", gw.url);
+    // the cluster runs the dashboard: its Service is there
+    api.put_object(
+        "kube-system",
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes-dashboard"}}),
+    );
 
     // a member may see it
     let (status, up) = call("GET", &url(dev), Some(&bob), None).await;
@@ -53,6 +59,7 @@ async fn cluster_status_says_reachable_with_the_version_or_why_not() {
     assert_eq!(up["reachable"], true, "{up}");
     assert!(up["version"].as_str().unwrap().starts_with("v1."), "{up}");
     assert!(up["reason"].is_null());
+    assert_eq!(up["dashboard"], true, "{up}");
 
     // kept: the API server is not asked again within 30 s
     api.clear_requests();
@@ -72,6 +79,7 @@ async fn cluster_status_says_reachable_with_the_version_or_why_not() {
     assert_documented("GET", STATUS, 200, &down);
     assert_eq!(down["reachable"], false, "{down}");
     assert!(down["version"].is_null());
+    assert_eq!(down["dashboard"], false, "{down}");
     assert!(!down["reason"].as_str().unwrap().is_empty(), "{down}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -343,6 +351,14 @@ fn the_console_in_a_browser() {
     assert_eq!(
         browser.find_css("tr[data-name=dev] .reachable").text(),
         "reachable"
+    );
+    // the dashboard link only where the cluster runs one (none does here)
+    assert!(
+        browser
+            .find_css("tr[data-name=dev] a.dashboard")
+            .attribute("hidden")
+            .is_some(),
+        "no dashboard link for a cluster without the dashboard"
     );
     assert!(
         browser.page_text().contains(api.url()),

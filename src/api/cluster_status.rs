@@ -19,7 +19,12 @@ use serde_json::{json, Value};
 use super::clusters::ClusterApi;
 use super::{guarded, id_param, Access, ApiError, ApiErrorBody};
 use crate::gate::Gate;
-use crate::proxy::{api_server_version, Upstreams, VersionError};
+use crate::proxy::{api_server_has, api_server_version, Upstreams, VersionError};
+
+/// The Service the console's dashboard link goes through (`kube-system`'s
+/// `kubernetes-dashboard`, reached with the service proxy, as the dashboard's own
+/// manifests install it).
+pub const DASHBOARD_SERVICE: &str = "/api/v1/namespaces/kube-system/services/kubernetes-dashboard";
 
 /// How long the API server may take to answer `/version`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,6 +75,10 @@ struct ClusterStatus {
     platform: Option<String>,
     /// Why it is not reachable (a timeout, a refused connection, a TLS error, a 401...).
     reason: Option<String>,
+    /// Whether the cluster runs the Kubernetes dashboard (the Service
+    /// `kube-system/kubernetes-dashboard` exists to kubegate's credentials): open it at
+    /// `.../clusters/{id}/proxy/api/v1/namespaces/kube-system/services/https:kubernetes-dashboard:/proxy/`.
+    dashboard: bool,
     /// When this was found out (RFC 3339); answers are kept for 30 seconds.
     checkedAt: String,
 }
@@ -124,6 +133,7 @@ pub(crate) async fn status(
                     "version": version["gitVersion"].as_str(),
                     "platform": version["platform"].as_str(),
                     "reason": null,
+                    "dashboard": api_server_has(key, &up, DASHBOARD_SERVICE, PROBE_TIMEOUT).await,
                     "checkedAt": checked,
                 }),
                 Err(VersionError::Unreachable(reason)) => json!({
@@ -132,6 +142,7 @@ pub(crate) async fn status(
                     "version": null,
                     "platform": null,
                     "reason": reason,
+                    "dashboard": false,
                     "checkedAt": checked,
                 }),
                 Err(VersionError::Cluster(e)) => return Err(ApiError::from(e)),

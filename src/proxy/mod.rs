@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 use kubegate_actors::attributes::RequestAttributes;
@@ -206,6 +206,38 @@ pub async fn api_server_version(
     upstreams: &Upstreams,
     timeout: Duration,
 ) -> Result<serde_json::Value, VersionError> {
+    let (status, body) = api_server_get(key, upstreams, "/version", timeout).await?;
+    if !status.is_success() {
+        return Err(VersionError::Unreachable(format!(
+            "the API server answered {status} to /version with kubegate's credentials"
+        )));
+    }
+    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| {
+        VersionError::Unreachable(format!("the API server's /version is not JSON: {e}"))
+    })
+}
+
+/// Whether the API server answers `GET path` (an object's path) with a success, asked
+/// with kubegate's own credentials within `timeout`: whether a cluster has that object.
+pub async fn api_server_has(
+    key: ClusterKey,
+    upstreams: &Upstreams,
+    path: &str,
+    timeout: Duration,
+) -> bool {
+    api_server_get(key, upstreams, path, timeout)
+        .await
+        .is_ok_and(|(status, _)| status.is_success())
+}
+
+/// `GET path` on the cluster's API server with kubegate's credentials, within `timeout`:
+/// the status and the body (at most 64 KiB).
+async fn api_server_get(
+    key: ClusterKey,
+    upstreams: &Upstreams,
+    path: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, web::Bytes), VersionError> {
     let (proxy, client) =
         cluster_client(key, upstreams)
             .await
@@ -215,7 +247,7 @@ pub async fn api_server_version(
                 _ => VersionError::Cluster(e),
             })?;
     let mut request = client
-        .get(format!("{}/version", proxy.server))
+        .get(format!("{}{path}", proxy.server))
         .timeout(timeout)
         .insert_header((header::ACCEPT, "application/json"));
     if let Some(authorization) = proxy.authorization_header() {
@@ -239,14 +271,8 @@ pub async fn api_server_version(
             .body()
             .limit(64 * 1024)
             .await
-            .map_err(|e| format!("the API server's answer to /version was cut: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "the API server answered {status} to /version with kubegate's credentials"
-            ));
-        }
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .map_err(|e| format!("the API server's /version is not JSON: {e}"))
+            .map_err(|e| format!("the API server's answer to {path} was cut: {e}"))?;
+        Ok::<_, String>((status, body))
     };
     actix_rt::time::timeout(timeout, answer)
         .await

@@ -281,10 +281,12 @@ async function tokenKubeconfig(cluster) {
   }
 }
 
-function statusCell(cluster) {
+function statusCell(cluster, dashboard) {
   const cell = h("td", { class: "status", "data-cluster": cluster.id }, h("span", { class: "muted" }, "checking…"));
   api("GET", `${clusterUrl(cluster.id)}/status`).then(
     (status) => {
+      // the link only where the cluster runs the dashboard
+      dashboard.hidden = !status.dashboard;
       cell.replaceChildren(
         status.reachable
           ? h("span", { class: "ok reachable" }, "reachable")
@@ -317,15 +319,16 @@ async function clustersPage() {
       body.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "This org has no cluster yet.")));
     } else {
       body.replaceChildren(
-        ...clusters.map((c) =>
-          h("tr", { "data-name": c.name },
+        ...clusters.map((c) => {
+          const dashboard = h("a", { href: `${clusterUrl(c.id)}${DASHBOARD}`, target: "_blank", rel: "noopener", class: "dashboard", hidden: true, title: "The Kubernetes dashboard of this cluster" }, "Dashboard");
+          return h("tr", { "data-name": c.name },
             h("td", {}, h("b", {}, c.name), h("div", { class: "muted" }, `id ${c.id}`)),
             h("td", {}, h("code", {}, c.server ?? "(the stored kubeconfig does not parse)")),
-            statusCell(c),
+            statusCell(c, dashboard),
             h("td", {}, h("div", { class: "actions" },
               h("a", { href: `${clusterUrl(c.id)}/config`, download: `kubeconfig-${c.name}.yaml`, class: "kubeconfig" }, "Kubeconfig"),
               h("button", { type: "button", class: "token-kubeconfig", title: "A kubeconfig holding a new long-lived token of yours, for CI systems", onclick: () => tokenKubeconfig(c) }, "Kubeconfig with a token"),
-              h("a", { href: `${clusterUrl(c.id)}${DASHBOARD}`, target: "_blank", rel: "noopener", title: "The Kubernetes dashboard, when the cluster runs one" }, "Dashboard"),
+              dashboard,
               isAdmin() && h("button", { type: "button", class: "replace", onclick: () => {
                 editors.replaceChildren(replaceCredentialsForm(c, reload));
                 editors.querySelector("textarea").focus();
@@ -339,8 +342,8 @@ async function clustersPage() {
                 }
               }),
             )),
-          ),
-        ),
+          );
+        }),
       );
     }
   };
