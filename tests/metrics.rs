@@ -503,6 +503,17 @@ fn one_access_log_line_per_request_without_secrets() {
     assert!(line.contains(&format!(" {code} ")), "{line}");
     assert!(line.contains("user=alice"), "{line}");
     assert!(line.contains("ms "), "the duration: {line}");
+    // the time to the head in milliseconds with one decimal, then the user
+    let ms = line
+        .split("ms user=")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .unwrap();
+    let (whole, tenth) = ms.split_once('.').expect("milliseconds with one decimal");
+    assert!(
+        whole.parse::<u64>().is_ok() && tenth.len() == 1 && tenth.parse::<u8>().is_ok(),
+        "{line}"
+    );
     let all = gate.logs().join("\n");
     for secret in [token.as_str(), "hunter2", "cookie-secret"] {
         assert!(!all.contains(secret), "{secret} leaked into the log");

@@ -108,7 +108,7 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 pub fn forwarded_for(req: &HttpRequest) -> String {
     let peer = req
         .peer_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| crate::gate::audit::ip_text(a.ip()))
         .unwrap_or_default();
     match req
         .headers()

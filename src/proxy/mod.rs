@@ -415,20 +415,21 @@ async fn forward(
     let status = response.status();
     let mut builder = HttpResponse::build(status);
     let listed = headers::connection_listed(response.headers());
-    let prefix = rewrite::prefix(path.org, path.cluster);
+    // written only for the answers that need it (a redirect, a dashboard page)
+    let prefix = || rewrite::prefix(path.org, path.cluster);
     for (name, value) in response.headers() {
         if !headers::dropped_from_answer(name) && !listed.iter().any(|l| l == name.as_str()) {
             // a redirect to a path of the API server stays under the cluster's prefix
             let moved = (name == header::LOCATION)
                 .then(|| value.to_str().ok())
                 .flatten()
-                .and_then(|v| rewrite::location(v, &prefix, &proxy.server))
+                .and_then(|v| rewrite::location(v, &prefix(), &proxy.server))
                 .and_then(|v| header::HeaderValue::from_str(&v).ok());
             builder.append_header((name.clone(), moved.unwrap_or_else(|| value.clone())));
         }
     }
     if audit.event.attributes.subresource == "proxy" && is_plain_html(response.headers()) {
-        return html_with_links_moved(response, builder, audit, &gate, received, &prefix).await;
+        return html_with_links_moved(response, builder, audit, &gate, received, &prefix()).await;
     }
     let length = response
         .headers()
