@@ -39,6 +39,7 @@ use crate::api::tokens::Tokens;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Gate, GateParts};
 use crate::login::LoginState;
+use crate::proxy::upstream::ClientSettings;
 use crate::proxy::Upstreams;
 use front::HeaderLimit;
 use health::Health;
@@ -170,7 +171,11 @@ impl Gateway {
         }));
         let upstreams = web::Data::new(Upstreams {
             registry: services.registry.clone(),
-            connect_timeout: config.clusters.connect_timeout,
+            clients: ClientSettings {
+                connect_timeout: config.clusters.connect_timeout,
+                denied: kubeconfig_rules(config).denied_networks,
+                watch_streams_per_connection: config.clusters.watch_streams_per_connection,
+            },
             upgrade_timeout: config.clusters.upgrade_timeout,
             rules: kubeconfig_rules(config),
             audit_bodies: config
