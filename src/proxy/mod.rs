@@ -346,10 +346,17 @@ async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    let json_watch = audit.event.attributes.verb == "watch"
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
     let body = AuditedBody::new(
         Leased {
             inner: response,
             _lease: lease,
+            events: json_watch.then(bytes::Bytes::new),
         },
         audit,
         gate.auditor().clone(),
@@ -411,19 +418,43 @@ fn upstream_request(
 
 /// A response body that holds its watch's lease on a pooled HTTP/2 stream until it is
 /// dropped (the watch ended, or its client left).
+///
+/// A JSON watch also leaves in one chunk per event, as kube-apiserver writes it over
+/// HTTP/1.1 (`events`: what is left of the last piece read): over HTTP/2 a DATA frame
+/// may carry several events when the API server (or a proxy before it) wrote them
+/// together, and clients that read an event per chunk would see two at once. A piece
+/// without a line end is passed on at once, never held back.
 struct Leased<S> {
     inner: S,
     _lease: Option<upstream::WatchLease>,
+    events: Option<bytes::Bytes>,
 }
 
-impl<S: futures_util::Stream + Unpin> futures_util::Stream for Leased<S> {
-    type Item = S::Item;
+impl<S, E> futures_util::Stream for Leased<S>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, E>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(left) = this.events.as_mut() else {
+            return Pin::new(&mut this.inner).poll_next(cx);
+        };
+        if left.is_empty() {
+            match std::task::ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(piece)) => *left = piece,
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+        let event = match left.iter().position(|&b| b == b'\n') {
+            Some(end) if end + 1 < left.len() => left.split_to(end + 1),
+            _ => std::mem::take(left),
+        };
+        std::task::Poll::Ready(Some(Ok(event)))
     }
 }
 
@@ -521,5 +552,38 @@ fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
             StatusError::bad_gateway(format!("{name} is unreachable: {c}"))
         }
         other => StatusError::bad_gateway(format!("{name} failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    #[actix_rt::test]
+    async fn a_json_watch_leaves_in_one_chunk_per_event() {
+        let pieces = ["{\"a\":1}\n{\"b\":2}\n", "{\"c\":", "3}\n{\"d\":4}\n"];
+        let upstream = futures_util::stream::iter(
+            pieces
+                .iter()
+                .map(|p| Ok::<_, std::convert::Infallible>(Bytes::from_static(p.as_bytes()))),
+        );
+        let body = Leased {
+            inner: upstream,
+            _lease: None,
+            events: Some(Bytes::new()),
+        };
+        let chunks: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;
+        assert_eq!(
+            chunks,
+            [
+                "{\"a\":1}\n",
+                "{\"b\":2}\n",
+                "{\"c\":",
+                "3}\n",
+                "{\"d\":4}\n"
+            ]
+        );
     }
 }
