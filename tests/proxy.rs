@@ -844,3 +844,209 @@ async fn a_list_grant_does_not_let_watches_through() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Watches over HTTP/2 towards the API server
+// ---------------------------------------------------------------------------------------
+
+/// The next event (one JSON line) of a watch, within 10 s; `buffered` keeps what came
+/// after it.
+async fn next_event<S>(watch: &mut S, buffered: &mut Vec<u8>) -> Value
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    loop {
+        if let Some(pos) = buffered.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffered.drain(..=pos).collect();
+            return serde_json::from_slice(&line).unwrap();
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the event arrives within 10 s")
+            .expect("the watch is still open")
+            .unwrap();
+        buffered.extend_from_slice(&chunk);
+    }
+}
+
+/// kubegate with one worker (so every watch shares this worker's connections), alice
+/// admin of org 1, `api` its cluster 1.
+fn one_worker_gateway(api: &ApiServer, streams_per_connection: usize) -> TestGateway {
+    TestGateway::builder()
+        .configure(|c| {
+            c.server.workers = 1;
+            c.clusters.watch_streams_per_connection = streams_per_connection;
+        })
+        .member(1, "alice", "admin")
+        .cluster(1, "dev", &api.kubeconfig_with_client_cert())
+        .start()
+}
+
+/// Watches go over HTTP/2 when the API server offers it, as streams of a few shared
+/// connections: more watches than a connection may carry open another connection, and all
+/// are served. Hop-by-hop headers never reach an HTTP/2 stream. Lists stay on HTTP/1.1.
+#[actix_rt::test]
+async fn watches_share_http2_connections_and_more_than_one_connection_carries_are_served() {
+    let api = ApiServer::start();
+    let gw = one_worker_gateway(&api, 4);
+    let token = gw.token("alice");
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let before = api.connections();
+    // one with the hop-by-hop headers a client may send, which h2 would refuse to send
+    let path = url.strip_prefix(&gw.url).unwrap();
+    let mut raw = common::raw::connect(&gw.url);
+    common::raw::write(
+        &mut raw,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {token}\r\n\
+             Connection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\
+             TE: trailers\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let (head, _) = common::raw::read_head(&mut raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut watches = Vec::new();
+    for _ in 0..9 {
+        let res = client().get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        watches.push((res, Vec::new()));
+    }
+    assert_eq!(api.open_watches(), 10);
+    api.put_object("default", "pods", pod("web"));
+    for (res, buffered) in &mut watches {
+        let event = next_event(res, buffered).await;
+        assert_eq!(event["type"], "ADDED");
+        assert_eq!(event["object"]["metadata"]["name"], "web");
+    }
+    assert_eq!(
+        api.connections() - before,
+        3,
+        "10 watches, at most 4 on a connection: 3 connections"
+    );
+    let upstream: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("watch"))
+        .collect();
+    assert_eq!(upstream.len(), 10);
+    for request in &upstream {
+        assert_eq!(request.http_version, "HTTP/2.0");
+        for hop in [
+            "connection",
+            "keep-alive",
+            "x-hop",
+            "te",
+            "transfer-encoding",
+        ] {
+            assert!(
+                request.header(hop).is_none(),
+                "{hop} reached the API server"
+            );
+        }
+    }
+
+    // a watch that ends gives its stream back: the next one fits on a connection open
+    drop(watches.pop());
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let mut again = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    api.put_object("default", "pods", pod("db"));
+    let mut buffered = Vec::new();
+    // (a watch from no resourceVersion starts with the pods there are: web)
+    while next_event(&mut again, &mut buffered).await["object"]["metadata"]["name"] != "db" {}
+    assert_eq!(api.connections() - before, 3);
+
+    // a list stays on HTTP/1.1
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
+    let (code, _) = call("GET", &pods, Some(&token), None).await;
+    assert_eq!(code, 200);
+    let list = api.requests().into_iter().last().unwrap();
+    assert_eq!(list.query, "");
+    assert_eq!(list.http_version, "HTTP/1.1");
+}
+
+/// HTTP/2 flow control: watches whose readers stopped, each behind more data than every
+/// buffer on the way holds, leave the other watches on their HTTP/2 connection flowing.
+/// (With awc's default windows, 1 MiB a stream and 2 MiB for the connection, the third
+/// stalled watch stops the connection.)
+#[actix_rt::test]
+async fn a_watch_whose_reader_stops_does_not_stall_the_others_on_its_connection() {
+    let api = ApiServer::start();
+    api.put_configmaps_of_size("default", "big", 24, 1 << 20);
+    let gw = one_worker_gateway(&api, 900);
+    let token = gw.token("alice");
+    let before = api.connections();
+    let configmaps = gw.proxy_url(1, 1, "/api/v1/namespaces/default/configmaps?watch=true");
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        // 24 MiB of ADDED events each, never read
+        let res = client()
+            .get(&configmaps)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        stalled.push(res);
+    }
+    // let them fill the sockets' buffers, then their streams' windows
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+
+    let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let mut live = client()
+        .get(&pods)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    let mut buffered = Vec::new();
+    for name in ["first", "second", "third"] {
+        let sent = Instant::now();
+        api.put_object("default", "pods", pod(name));
+        let event = next_event(&mut live, &mut buffered).await;
+        assert_eq!(event["object"]["metadata"]["name"], name);
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            sent.elapsed()
+        );
+    }
+    assert_eq!(
+        api.connections() - before,
+        1,
+        "the four watches share one HTTP/2 connection"
+    );
+    let upstream: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("watch"))
+        .collect();
+    assert_eq!(upstream.len(), 4);
+    assert!(upstream.iter().all(|r| r.http_version == "HTTP/2.0"));
+    drop(stalled);
+}
+
+/// An API server that speaks HTTP/1.1 only gets watches as before: a connection each.
+#[actix_rt::test]
+async fn watches_go_over_http1_to_an_api_server_without_http2() {
+    let api = ApiServer::builder().http1_only().start();
+    let gw = one_worker_gateway(&api, 900);
+    let token = gw.token("alice");
+    let before = api.connections();
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let res = client().get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        watches.push((res, Vec::new()));
+    }
+    api.put_object("default", "pods", pod("web"));
+    for (res, buffered) in &mut watches {
+        let event = next_event(res, buffered).await;
+        assert_eq!(event["object"]["metadata"]["name"], "web");
+    }
+    assert_eq!(api.connections() - before, 3, "a connection per watch");
+    assert!(api.requests().iter().all(|r| r.http_version == "HTTP/1.1"));
+}

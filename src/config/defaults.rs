@@ -143,6 +143,7 @@ impl Default for ClustersConfig {
             allow_insecure_http: false,
             connect_timeout: 10 * SECOND,
             upgrade_timeout: 60 * SECOND,
+            watch_streams_per_connection: 900,
             idle_timeout: 30 * 60 * SECOND,
             denied_networks: DEFAULT_DENIED_NETWORKS
                 .iter()

@@ -408,6 +408,9 @@ pub struct ClustersConfig {
     /// connected: it may have to reach the kubelet first. 504 after it.
     #[serde(deserialize_with = "duration")]
     pub upgrade_timeout: Duration,
+    /// Watches carried on one HTTP/2 connection to an API server that offers HTTP/2
+    /// (more open another connection); 0: watches over HTTP/1.1, a connection each.
+    pub watch_streams_per_connection: usize,
     /// Proxy instances unused this long are dropped (and rebuilt on demand); 0: never.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,

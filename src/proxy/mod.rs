@@ -70,8 +70,9 @@ fn tunnels(req: &HttpRequest) -> bool {
 pub struct Upstreams {
     /// The cluster registry, which builds each cluster's proxy instance.
     pub registry: Addr<ClusterRegistry>,
-    /// How long to wait for a connection to an API server.
-    pub connect_timeout: Duration,
+    /// How clients towards the API servers are built (connect timeout, SSRF guard,
+    /// watches per HTTP/2 connection).
+    pub clients: upstream::ClientSettings,
     /// How long the API server may take to answer an upgrade once connected.
     pub upgrade_timeout: Duration,
     /// Rules every kubeconfig must follow (the networks never connected to).
@@ -88,7 +89,7 @@ pub struct Upstreams {
 struct Authorized {
     path: ProxyPath,
     proxy: Arc<ClusterProxy>,
-    client: awc::Client,
+    upstream: upstream::Upstream,
     impersonation: Impersonation,
 }
 
@@ -166,7 +167,8 @@ async fn admit(
         org: path.org,
         cluster: path.cluster,
     };
-    let (proxy, client) = cluster_client(key, upstreams).await?;
+    let upstream = cluster_client(key, upstreams).await?;
+    let proxy = upstream.proxy.clone();
     proxy.touch();
     // 4'. who the API server is told the request comes from
     let impersonation = Impersonation::for_cluster(impersonation::Request {
@@ -182,7 +184,7 @@ async fn admit(
     Ok(Authorized {
         path,
         proxy,
-        client,
+        upstream,
         impersonation,
     })
 }
@@ -238,14 +240,17 @@ async fn api_server_get(
     path: &str,
     timeout: Duration,
 ) -> Result<(StatusCode, web::Bytes), VersionError> {
-    let (proxy, client) =
-        cluster_client(key, upstreams)
-            .await
-            .map_err(|e| match e.code.as_u16() {
-                // the registry could not build it from the kubeconfig's credentials
-                502 => VersionError::Unreachable(e.message),
-                _ => VersionError::Cluster(e),
-            })?;
+    let upstream::Upstream {
+        proxy,
+        plain: client,
+        ..
+    } = cluster_client(key, upstreams)
+        .await
+        .map_err(|e| match e.code.as_u16() {
+            // the registry could not build it from the kubeconfig's credentials
+            502 => VersionError::Unreachable(e.message),
+            _ => VersionError::Cluster(e),
+        })?;
     let mut request = client
         .get(format!("{}{path}", proxy.server))
         .timeout(timeout)
@@ -285,11 +290,11 @@ async fn api_server_get(
         .map_err(VersionError::Unreachable)
 }
 
-/// This worker's client for the cluster, asking the registry when the worker has none.
+/// This worker's clients for the cluster, asking the registry when the worker has none.
 async fn cluster_client(
     key: ClusterKey,
     upstreams: &Upstreams,
-) -> Result<(Arc<ClusterProxy>, awc::Client), StatusError> {
+) -> Result<upstream::Upstream, StatusError> {
     if let Some(found) = upstream::cached(key) {
         return Ok(found);
     }
@@ -313,12 +318,7 @@ async fn cluster_client(
             RegistryError::Timeout { .. } => StatusError::unavailable(e.to_string()),
             other => StatusError::internal(other.to_string()),
         })?;
-    let client = upstream::client_for(
-        &proxy,
-        upstreams.connect_timeout,
-        &upstreams.rules.denied_networks,
-    );
-    Ok((proxy, client))
+    Ok(upstream::client_for(&proxy, &upstreams.clients))
 }
 
 /// Step 5: stream the request to the API server and its answer back.
@@ -333,31 +333,17 @@ async fn forward(
     let Authorized {
         path,
         proxy,
-        client,
+        upstream: clients,
         impersonation,
     } = authorized;
-    let mut url = format!("{}{}", proxy.server, path.k8s_path);
-    if let Some(query) = req.uri().query() {
-        url.push('?');
-        url.push_str(query);
-    }
-    let mut upstream = client.request(req.method().clone(), url);
-    let listed = headers::connection_listed(req.headers());
-    for (name, value) in req.headers() {
-        if !headers::dropped_from_request(name) && !listed.iter().any(|l| l == name.as_str()) {
-            upstream = upstream.append_header((name.clone(), value.clone()));
-        }
-    }
-    let forwarded_for = headers::forwarded_for(&req);
-    if !forwarded_for.is_empty() {
-        upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
-    }
-    if let Some(authorization) = proxy.authorization_header() {
-        upstream = upstream.insert_header((header::AUTHORIZATION, authorization));
-    }
-    for (name, value) in impersonation.headers() {
-        upstream = upstream.append_header((name.clone(), value.clone()));
-    }
+    // a watch goes over HTTP/2 when the API server speaks it, on a stream of a pooled
+    // connection that the lease counts until the watch ends ([`upstream`])
+    let (client, lease) = if audit.event.attributes.verb == "watch" {
+        clients.for_watch()
+    } else {
+        (clients.plain.clone(), None)
+    };
+    let upstream = upstream_request(&client, &req, &path, &proxy, &impersonation);
 
     let received = Rc::new(Cell::new(0u64));
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
@@ -376,16 +362,42 @@ async fn forward(
         .get(header::TRANSFER_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let opening = match &lease {
+        Some(lease) => lease.opening().await,
+        None => None,
+    };
     let sent = match content_length {
         Some(None) => Err(StatusError::bad_request(
             "the Content-Length header is not a number",
         )),
-        Some(Some(0)) | None if !chunked => Ok(upstream.send().await),
+        Some(Some(0)) | None if !chunked => {
+            let mut sent = upstream.send().await;
+            if let (Some(lease), Err(e)) = (&lease, &sent) {
+                // an HTTP/2 connection the server closed while it was idle fails the
+                // next request on it, and awc then drops it: a bodiless request is sent
+                // once more, on a new connection
+                if lease.was_connected() && !matches!(e, SendRequestError::Connect(_)) {
+                    log::debug!(
+                        "watch {} failed on a pooled connection ({e}); sent again",
+                        audit.event.request_id
+                    );
+                    lease.answered(None);
+                    sent = upstream_request(&client, &req, &path, &proxy, &impersonation)
+                        .send()
+                        .await;
+                }
+            }
+            Ok(sent)
+        }
         Some(Some(len)) => Ok(upstream
             .send_body(actix_web::body::SizedStream::new(len, body))
             .await),
         _ => Ok(upstream.send_stream(body).await),
     };
+    if let (Some(lease), Ok(sent)) = (&lease, &sent) {
+        lease.answered(sent.as_ref().ok().map(|r| r.version()));
+    }
+    drop(opening);
     let response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
@@ -436,8 +448,18 @@ async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    let json_watch = audit.event.attributes.verb == "watch"
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
     let body = AuditedBody::new(
-        response,
+        Leased {
+            inner: response,
+            _lease: lease,
+            events: json_watch.then(bytes::Bytes::new),
+        },
         audit,
         gate.auditor().clone(),
         status.as_u16(),
@@ -461,6 +483,83 @@ async fn forward(
     match length {
         Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
         None => builder.streaming(body),
+    }
+}
+
+/// The request to the API server: its URL, the client's headers less the hop-by-hop ones
+/// and those that carry identities, kubegate's `X-Forwarded-For`, credentials and
+/// impersonation.
+fn upstream_request(
+    client: &awc::Client,
+    req: &HttpRequest,
+    path: &ProxyPath,
+    proxy: &ClusterProxy,
+    impersonation: &Impersonation,
+) -> awc::ClientRequest {
+    let mut url = format!("{}{}", proxy.server, path.k8s_path);
+    if let Some(query) = req.uri().query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let mut upstream = client.request(req.method().clone(), url);
+    let listed = headers::connection_listed(req.headers());
+    for (name, value) in req.headers() {
+        if !headers::dropped_from_request(name) && !listed.iter().any(|l| l == name.as_str()) {
+            upstream = upstream.append_header((name.clone(), value.clone()));
+        }
+    }
+    let forwarded_for = headers::forwarded_for(req);
+    if !forwarded_for.is_empty() {
+        upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
+    }
+    if let Some(authorization) = proxy.authorization_header() {
+        upstream = upstream.insert_header((header::AUTHORIZATION, authorization));
+    }
+    for (name, value) in impersonation.headers() {
+        upstream = upstream.append_header((name.clone(), value.clone()));
+    }
+    upstream
+}
+
+/// A response body that holds its watch's lease on a pooled HTTP/2 stream until it is
+/// dropped (the watch ended, or its client left).
+///
+/// A JSON watch also leaves in one chunk per event, as kube-apiserver writes it over
+/// HTTP/1.1 (`events`: what is left of the last piece read): over HTTP/2 a DATA frame
+/// may carry several events when the API server (or a proxy before it) wrote them
+/// together, and clients that read an event per chunk would see two at once. A piece
+/// without a line end is passed on at once, never held back.
+struct Leased<S> {
+    inner: S,
+    _lease: Option<upstream::WatchLease>,
+    events: Option<bytes::Bytes>,
+}
+
+impl<S, E> futures_util::Stream for Leased<S>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, E>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(left) = this.events.as_mut() else {
+            return Pin::new(&mut this.inner).poll_next(cx);
+        };
+        if left.is_empty() {
+            match std::task::ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(piece)) => *left = piece,
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+        let event = match left.iter().position(|&b| b == b'\n') {
+            Some(end) if end + 1 < left.len() => left.split_to(end + 1),
+            _ => std::mem::take(left),
+        };
+        std::task::Poll::Ready(Some(Ok(event)))
     }
 }
 
@@ -559,5 +658,38 @@ fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
             StatusError::bad_gateway(format!("{name} is unreachable: {c}"))
         }
         other => StatusError::bad_gateway(format!("{name} failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    #[actix_rt::test]
+    async fn a_json_watch_leaves_in_one_chunk_per_event() {
+        let pieces = ["{\"a\":1}\n{\"b\":2}\n", "{\"c\":", "3}\n{\"d\":4}\n"];
+        let upstream = futures_util::stream::iter(
+            pieces
+                .iter()
+                .map(|p| Ok::<_, std::convert::Infallible>(Bytes::from_static(p.as_bytes()))),
+        );
+        let body = Leased {
+            inner: upstream,
+            _lease: None,
+            events: Some(Bytes::new()),
+        };
+        let chunks: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;
+        assert_eq!(
+            chunks,
+            [
+                "{\"a\":1}\n",
+                "{\"b\":2}\n",
+                "{\"c\":",
+                "3}\n",
+                "{\"d\":4}\n"
+            ]
+        );
     }
 }

@@ -135,7 +135,7 @@ pub(super) async fn connect(
             .map_err(|e| OpenError::Unreachable(name.clone(), format!("TLS: {e}")))?;
         Ok(Box::new(tls) as Box<dyn Io>)
     };
-    match tokio::time::timeout(upstreams.connect_timeout, connecting).await {
+    match tokio::time::timeout(upstreams.clients.connect_timeout, connecting).await {
         Ok(result) => result,
         Err(_) => Err(OpenError::ConnectTimeout(name)),
     }

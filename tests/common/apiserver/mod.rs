@@ -93,6 +93,7 @@ mod watches;
 mod websocket;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -141,6 +142,7 @@ pub struct ApiServerBuilder {
     aggregated_discovery: bool,
     bookmark_interval: Duration,
     upgrade_delay: Duration,
+    http1_only: bool,
 }
 
 /// One request as the stand-in received it, recorded before it was authenticated.
@@ -258,6 +260,7 @@ impl ApiServer {
             aggregated_discovery: true,
             bookmark_interval: Duration::from_secs(60),
             upgrade_delay: Duration::ZERO,
+            http1_only: false,
         }
     }
 
@@ -445,6 +448,11 @@ impl ApiServer {
         lock(&self.shared.store).changes.receiver_count()
     }
 
+    /// How many connections clients have opened to the stand-in so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
     /// The store's current resourceVersion.
     pub fn resource_version(&self) -> String {
         lock(&self.shared.store).revision.to_string()
@@ -500,6 +508,15 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Offer HTTP/1.1 alone by ALPN, as an API server behind a proxy without HTTP/2 does.
+    /// By default the stand-in offers `h2` and `http/1.1`, as kube-apiserver does, and
+    /// allows 1,000 concurrent streams per HTTP/2 connection, as kube-apiserver does
+    /// (kubegate's patched actix-http, `vendor/actix-http/KUBEGATE-PATCH.md`).
+    pub fn http1_only(mut self) -> Self {
+        self.http1_only = true;
+        self
+    }
+
     /// Binds 127.0.0.1:0 and starts serving; returns once the port is known.
     ///
     /// # Panics
@@ -515,8 +532,12 @@ impl ApiServerBuilder {
             upgrade_delay: self.upgrade_delay,
             address: OnceLock::new(),
             grants: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
         });
-        let tls = pki.server_config();
+        let mut tls = pki.server_config();
+        if self.http1_only {
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -524,6 +545,7 @@ impl ApiServerBuilder {
             .spawn(move || {
                 actix_rt::System::new().block_on(async move {
                     let data = web::Data::from(thread_shared);
+                    let counted = data.clone();
                     let server = HttpServer::new(move || {
                         App::new()
                             .app_data(data.clone())
@@ -532,7 +554,10 @@ impl ApiServerBuilder {
                     .workers(1)
                     .disable_signals()
                     .shutdown_timeout(1)
-                    .on_connect(remember_client_certificate)
+                    .on_connect(move |connection, extensions| {
+                        counted.connections.fetch_add(1, Ordering::Relaxed);
+                        remember_client_certificate(connection, extensions);
+                    })
                     .bind_rustls_0_23(("127.0.0.1", 0), tls);
                     match server {
                         Ok(server) => {
@@ -578,6 +603,7 @@ struct Shared {
     upgrade_delay: Duration,
     address: OnceLock<SocketAddr>,
     grants: Mutex<Vec<Grant>>,
+    connections: AtomicUsize,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.

@@ -227,6 +227,11 @@ where
     pub(super) fn is_none(&self) -> bool {
         matches!(self, State::None)
     }
+
+    /// kubegate patch: a response body is being streamed.
+    pub(super) fn is_sending_payload(&self) -> bool {
+        matches!(self, State::SendPayload { .. } | State::SendErrorPayload { .. })
+    }
 }
 
 impl<S, B, X> fmt::Debug for State<S, B, X>
@@ -1237,7 +1242,15 @@ where
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                // kubegate patch: while a response streams (a watch, open for minutes) and
+                // nothing is waiting in the buffer, a small one is enough to notice the client
+                // leave or send its next request; it grows as it fills.
+                let want = if this.read_buf.is_empty() && this.state.is_sending_payload() {
+                    LW_BUFFER_SIZE
+                } else {
+                    HW_BUFFER_SIZE
+                };
+                this.read_buf.reserve(want - remaining);
             }
 
             match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
@@ -1441,6 +1454,25 @@ where
                     if inner.flags.contains(Flags::WRITE_DISCONNECT) {
                         trace!("client is gone; disconnecting");
                         return Poll::Ready(Ok(()));
+                    }
+
+                    // kubegate patch: a response body that waits for its next chunk (an idle
+                    // watch) holds no buffers: the write buffer, once flushed, and the read
+                    // buffer, when empty, are let go of (8 KiB each) until there is more to
+                    // write or read.
+                    {
+                        let inner_p = inner.as_mut().project();
+                        if inner_p.state.is_sending_payload() {
+                            if inner_p.write_buf.is_empty() && inner_p.write_buf.capacity() > 0 {
+                                *inner_p.write_buf = BytesMut::new();
+                                *inner_p.write_buf_needs_reset = false;
+                            }
+                            if inner_p.read_buf.is_empty()
+                                && inner_p.read_buf.capacity() > LW_BUFFER_SIZE
+                            {
+                                *inner_p.read_buf = BytesMut::new();
+                            }
+                        }
                     }
 
                     let inner_p = inner.as_mut().project();
