@@ -273,37 +273,55 @@ pub(crate) async fn list(
     state: web::Data<AuditSource>,
 ) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &gate, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
-        let (q, cursor) = parse_query(org, &query)?;
-        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
-        let (events, next) = match st.as_ref().clone() {
-            AuditSource::Postgres(url) => {
-                if let (Some(c), None) = (&cursor, q.before) {
-                    return Err(bad_cursor(c));
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "list",
+            object: "kubegate:audit",
+        },
+        |org, _| async move {
+            let (q, cursor) = parse_query(org, &query)?;
+            let (events, next) = match st.as_ref().clone() {
+                AuditSource::Postgres(url) => {
+                    if let (Some(c), None) = (&cursor, q.before) {
+                        return Err(bad_cursor(c));
+                    }
+                    let (events, next) = query_audit(&url, &q).await.map_err(unreadable)?;
+                    (events, next.map(|n| n.to_string()))
                 }
-                let (events, next) = query_audit(&url, &q).await.map_err(|e| unavailable(e.to_string()))?;
-                (events, next.map(|n| n.to_string()))
-            }
-            AuditSource::File(file) => {
-                let after = match &cursor {
-                    Some(c) => Some(decode_file_cursor(c).ok_or_else(|| bad_cursor(c))?),
-                    None => None,
-                };
-                web::block(move || from_file(file, &q, after.as_ref()))
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?
-                    .map_err(|e| unavailable(e.to_string()))?
-            }
-            AuditSource::None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no audit sink that can be read is configured (add \"file\" or \"postgres\" to audit.sinks)",
-                ))
-            }
-        };
-        Ok(HttpResponse::Ok().json(json!({"events": events, "next": next})))
-    })
+                AuditSource::File(file) => {
+                    let after = match &cursor {
+                        Some(c) => Some(decode_file_cursor(c).ok_or_else(|| bad_cursor(c))?),
+                        None => None,
+                    };
+                    web::block(move || from_file(file, &q, after.as_ref()))
+                        .await
+                        .map_err(unreadable)?
+                        .map_err(unreadable)?
+                }
+                AuditSource::None => return Err(no_readable_sink()),
+            };
+            Ok(HttpResponse::Ok().json(json!({"events": events, "next": next})))
+        },
+    )
     .await
+}
+
+/// The trail could not be read (503).
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the audit trail cannot be read: {e}"),
+    )
+}
+
+/// No sink the API can read is configured (404).
+fn no_readable_sink() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no audit sink that can be read is configured (add \"file\" or \"postgres\" to audit.sinks)",
+    )
 }
 
 /// The most minutes a histogram spans (one day).
@@ -502,44 +520,48 @@ pub(crate) async fn histogram(
     state: web::Data<AuditSource>,
 ) -> HttpResponse {
     let st = state.clone();
-    guarded(&req, &gate, Access::Org { verb: "list", object: "kubegate:audit" }, |org, _| async move {
-        let (q, first, end) = parse_histogram_query(org, &query)?;
-        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the audit trail cannot be read: {e}"));
-        let counts: std::collections::HashMap<u64, Counts> = match st.as_ref().clone() {
-            AuditSource::Postgres(url) => {
-                let mut counts = std::collections::HashMap::<u64, Counts>::new();
-                for (minute, decision, n) in audit_histogram(&url, &q).await.map_err(|e| unavailable(e.to_string()))? {
-                    if let Some(d) = decision_index(&decision) {
-                        counts.entry(minute_of(minute)).or_default()[d] += n;
+    guarded(
+        &req,
+        &gate,
+        Access::Org {
+            verb: "list",
+            object: "kubegate:audit",
+        },
+        |org, _| async move {
+            let (q, first, end) = parse_histogram_query(org, &query)?;
+            let counts: std::collections::HashMap<u64, Counts> = match st.as_ref().clone() {
+                AuditSource::Postgres(url) => {
+                    let mut counts = std::collections::HashMap::<u64, Counts>::new();
+                    for (minute, decision, n) in
+                        audit_histogram(&url, &q).await.map_err(unreadable)?
+                    {
+                        if let Some(d) = decision_index(&decision) {
+                            counts.entry(minute_of(minute)).or_default()[d] += n;
+                        }
                     }
+                    counts
                 }
-                counts
-            }
-            AuditSource::File(file) => web::block(move || histogram_from_file(file, &q))
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .map_err(|e| unavailable(e.to_string()))?,
-            AuditSource::None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no audit sink that can be read is configured (add \"file\" or \"postgres\" to audit.sinks)",
-                ))
-            }
-        };
-        let time = |minute| humantime::format_rfc3339_seconds(at_minute(minute)).to_string();
-        let buckets: Vec<Value> = (first..end)
-            .map(|minute| {
-                let [allow, deny, error] = counts.get(&minute).copied().unwrap_or_default();
-                json!({"time": time(minute), "allow": allow, "deny": deny, "error": error})
-            })
-            .collect();
-        Ok(HttpResponse::Ok().json(json!({
-            "since": time(first),
-            "until": time(end),
-            "bucketSeconds": 60,
-            "buckets": buckets,
-        })))
-    })
+                AuditSource::File(file) => web::block(move || histogram_from_file(file, &q))
+                    .await
+                    .map_err(unreadable)?
+                    .map_err(unreadable)?,
+                AuditSource::None => return Err(no_readable_sink()),
+            };
+            let time = |minute| humantime::format_rfc3339_seconds(at_minute(minute)).to_string();
+            let buckets: Vec<Value> = (first..end)
+                .map(|minute| {
+                    let [allow, deny, error] = counts.get(&minute).copied().unwrap_or_default();
+                    json!({"time": time(minute), "allow": allow, "deny": deny, "error": error})
+                })
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({
+                "since": time(first),
+                "until": time(end),
+                "bucketSeconds": 60,
+                "buckets": buckets,
+            })))
+        },
+    )
     .await
 }
 

@@ -62,8 +62,8 @@ pub(super) fn ldap_page(
     )
 }
 
-/// The page of `/` for someone not logged in: the login links (the console, for those
-/// logged in, is served by `crate::http::console`).
+/// The page of `/` for someone not logged in: the login links (those logged in get the
+/// console, which the server assembly serves).
 pub fn login_links(state: &LoginState) -> HttpResponse {
     let links: String = state
         .login

@@ -248,6 +248,29 @@ fn filtered(select: &str, q: &AuditQuery) -> (String, Vec<Param>) {
     (sql, params)
 }
 
+/// Runs `sql` with `params` on the audit table's database; no rows when no event was
+/// ever written (the table does not exist yet).
+async fn audit_rows(
+    url: &str,
+    sql: &str,
+    params: &[Param],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let target = PostgresTarget::parse(url)
+        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
+    let client = connect(&target).await?;
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    match client.query(sql, &refs).await {
+        Ok(rows) => Ok(rows),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// The matching events per minute and decision (the query's filters; its cursor and
 /// limit are not used): `(minute, decision, count)`, a summary of repeated 401s counting
 /// as the requests it stands for. Grouped by PostgreSQL (`date_trunc('minute', time)`),
@@ -256,27 +279,14 @@ pub async fn audit_histogram(
     url: &str,
     q: &AuditQuery,
 ) -> Result<Vec<(std::time::SystemTime, String, u64)>, StoreError> {
-    let target = PostgresTarget::parse(url)
-        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
-    let client = connect(&target).await?;
     let (mut sql, params) = filtered(
         "SELECT date_trunc('minute', time) AS minute, decision, \
          sum(COALESCE((event::jsonb->>'aggregated')::bigint, 1))::bigint FROM kubegate_audit",
         q,
     );
     sql.push_str(" GROUP BY 1, 2 ORDER BY 1");
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let rows = match client.query(&sql, &refs).await {
-        Ok(rows) => rows,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
-    Ok(rows
+    Ok(audit_rows(url, &sql, &params)
+        .await?
         .iter()
         .map(|row| {
             let minute: std::time::SystemTime = row.get(0);
@@ -293,9 +303,6 @@ pub async fn query_audit(
     url: &str,
     q: &AuditQuery,
 ) -> Result<(Vec<serde_json::Value>, Option<i64>), StoreError> {
-    let target = PostgresTarget::parse(url)
-        .map_err(|e| StoreError::Misconfigured(format!("PostgreSQL: {e}")))?;
-    let client = connect(&target).await?;
     let (mut sql, mut params) = filtered("SELECT id, event FROM kubegate_audit", q);
     // newest first; the cursor is the last event of the previous page: this page starts
     // after it in the same order, whatever was written since (an offset would shift by
@@ -311,18 +318,7 @@ pub async fn query_audit(
         " ORDER BY time DESC, id DESC LIMIT {}",
         q.limit + 1
     ));
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    let rows = match client.query(&sql, &refs).await {
-        Ok(rows) => rows,
-        // no event was ever written: the table does not exist yet
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            return Ok((Vec::new(), None))
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
+    let rows = audit_rows(url, &sql, &params).await?;
     let more = rows.len() > q.limit;
     let page = &rows[..rows.len().min(q.limit)];
     let events = page
