@@ -719,6 +719,64 @@ async fn an_oidc_id_token_signed_hs256_with_the_client_secret_is_refused() {
     assert_eq!(who.body["user"], "dex:mallory");
 }
 
+/// An ID token without a signature (`alg` "none") is refused like an HMAC one, before any
+/// key is looked for: no second JWKS fetch.
+#[actix_rt::test]
+async fn an_unsigned_oidc_id_token_is_refused() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    provider.set_user(
+        &ProviderUser::named("mallory")
+            .groups(&["acme", "acme/admins"])
+            .id_token_unsigned(),
+    );
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("signed with none"), "{message}");
+    assert!(message.contains("public-key algorithms"), "{message}");
+    assert_eq!(provider.jwks_fetches(), 1, "the keys of discovery, no more");
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
+}
+
+/// The provider's ID tokens carry `at_hash`, the hash of the access token they come with
+/// (OIDC Core 3.1.3.6): kubegate checks it, so an ID token whose `at_hash` names another
+/// access token is refused and audited, while the provider's own go through.
+#[actix_rt::test]
+async fn an_oidc_id_token_whose_at_hash_is_another_access_tokens_is_refused() {
+    let provider = OidcProvider::start();
+    let api = ApiServer::start();
+    let gw = gateway(&provider, &api, |_| {});
+
+    // the left half of SHA-256("another access token"), base64url: well formed, not this one's
+    provider.set_user(
+        &ProviderUser::named("mallory")
+            .groups(&["acme", "acme/admins"])
+            .id_token_claim("at_hash", json!("wQFkUtMS3mcGZYkrkP8tUw")),
+    );
+    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("at_hash"), "{message}");
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
+    let event = gw.wait_audit(|e| {
+        e["verb"] == "login"
+            && e["status"] == 401
+            && e["reason"].as_str().is_some_and(|r| r.contains("at_hash"))
+    });
+    assert_eq!(event["decision"], "deny", "{event}");
+
+    // the provider's own at_hash: logged in
+    provider.set_user(&ProviderUser::named("mallory").groups(&["acme", "acme/admins"]));
+    let (mut jar, end) = log_in(&gw, "dex", "/").await;
+    assert_eq!(end.status, 303, "{}", end.text);
+    assert_eq!(session_user(&gw, &mut jar).await, "dex:mallory");
+}
+
 /// kubegate keeps the provider's JWKS, and fetches it again once when an ID token names
 /// a key it does not know: after the provider rotates its signing key (the old key gone
 /// from the JWKS), the next login still works, with one more fetch; later logins use the

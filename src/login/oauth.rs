@@ -4,31 +4,45 @@
 //! GitHub: the user is read from the GitHub API with the access token (`/user`), and the
 //! groups are the user's orgs (`org`) and teams (`org/team`).
 //!
-//! OIDC: the endpoints come from the discovery document; the ID token is verified against
-//! the provider's JWKS: an asymmetric algorithm only, the signature, issuer, audience
-//! (the client id), expiry, and the nonce sent with this login.
+//! OIDC, with the `openidconnect` crate (its requests sent with awc too): the endpoints
+//! and the JWKS come from discovery, kept for an hour; the ID token is verified by
+//! openidconnect (a public-key algorithm only, the key by `kid`, the signature, issuer,
+//! audience = the client id, expiry with 60 s of leeway, the nonce sent with this login),
+//! against a JWKS fetched again once when no key matches (the provider rotated), and its
+//! `at_hash`, when there is one, against the access token. The user and groups are read
+//! from the verified token's claims, any claim the settings name.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{TimeDelta, Utc};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
-    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    AccessToken, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
+};
+use openidconnect::core::{
+    CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessTokenHash, ClaimsVerificationError, DiscoveryError, IssuerUrl, JwsSigningAlgorithm as _,
+    Nonce, SignatureVerificationError,
 };
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{LoginError, SetupError};
 use crate::config::login::{GithubSettings, OidcSettings};
@@ -348,25 +362,203 @@ impl Github {
     }
 }
 
-/// What kubegate uses of an OIDC discovery document.
-#[derive(Debug, Clone, Deserialize)]
-struct Discovery {
-    issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
-}
-
 /// How long discovery documents and keys are kept.
 const CACHE_FOR: Duration = Duration::from_secs(3600);
+
+/// How long past its `exp` an ID token is still taken (clocks differ).
+const LEEWAY_SECS: i64 = 60;
+
+/// The ID token algorithms accepted: public-key ones only. `HS*` would be verified with
+/// the client secret, a key kubegate shares (and could leak), and `none` is no signature.
+const PUBLIC_KEY_ALGORITHMS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// A value kept for [`CACHE_FOR`].
+type Kept<T> = Mutex<Option<(Instant, T)>>;
+
+fn kept<T: Clone>(slot: &Kept<T>) -> Option<T> {
+    match &*slot.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some((at, value)) if at.elapsed() < CACHE_FOR => Some(value.clone()),
+        _ => None,
+    }
+}
+
+fn keep<T>(slot: &Kept<T>, value: T) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), value));
+}
+
+/// A discovery or JWKS fetch that failed, said for the login page.
+fn fetch_failed(url: &str, what: &str, e: DiscoveryError<HttpError>) -> LoginError {
+    LoginError::Provider(match e {
+        // the error names the URL already
+        DiscoveryError::Request(e) => e.to_string(),
+        DiscoveryError::Response(status, _, _) if status != http::StatusCode::OK => {
+            format!("{url} answered {status}")
+        }
+        DiscoveryError::Response(_, _, why) => format!("{url}: {why}"),
+        DiscoveryError::Parse(e) => format!("{url}: not {what}: {e}"),
+        DiscoveryError::Validation(why) => format!("{url}: {why}"),
+        other => format!("{url}: {other}"),
+    })
+}
+
+/// Why an ID token is refused.
+#[derive(Debug, thiserror::Error)]
+enum IdTokenError {
+    /// One of openidconnect's checks failed.
+    #[error(transparent)]
+    Claims(#[from] ClaimsVerificationError),
+    /// `at_hash` is not the hash of the access token it came with.
+    #[error("at_hash mismatch")]
+    AccessTokenHash,
+}
+
+impl IdTokenError {
+    /// No key of the JWKS matches the token's `kid` and algorithm: the provider may have
+    /// rotated its keys since they were fetched.
+    fn unknown_key(&self) -> bool {
+        matches!(
+            self,
+            IdTokenError::Claims(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+            ))
+        )
+    }
+
+    /// The refusal, in kubegate's words.
+    fn refusal(self, token: &CoreIdToken) -> LoginError {
+        use ClaimsVerificationError as Claims;
+        use SignatureVerificationError as Signature;
+        LoginError::Invalid(match self {
+            IdTokenError::Claims(Claims::SignatureVerification(
+                Signature::DisallowedAlg(_) | Signature::NoSignature,
+            )) => {
+                let (alg, public_key) = match token.signing_alg() {
+                    Ok(alg) => (
+                        serde_json::to_value(alg)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| format!("{alg:?}")),
+                        !alg.uses_shared_secret(),
+                    ),
+                    Err(_) => ("none".into(), false),
+                };
+                if public_key {
+                    format!(
+                        "the ID token is signed with {alg}, an algorithm kubegate does not check"
+                    )
+                } else {
+                    format!(
+                        "the ID token is signed with {alg}; only public-key algorithms are accepted"
+                    )
+                }
+            }
+            IdTokenError::Claims(Claims::SignatureVerification(Signature::NoMatchingKey)) => {
+                "the ID token's key is not in the provider's JWKS".into()
+            }
+            IdTokenError::Claims(Claims::SignatureVerification(Signature::CryptoError(_))) => {
+                "the ID token's signature is wrong".into()
+            }
+            IdTokenError::Claims(Claims::SignatureVerification(e)) => {
+                format!("the ID token's signature cannot be checked: {e}")
+            }
+            IdTokenError::Claims(Claims::Expired(_)) => "the ID token has expired".into(),
+            IdTokenError::Claims(Claims::InvalidIssuer(_)) => {
+                "the ID token's issuer is wrong".into()
+            }
+            IdTokenError::Claims(Claims::InvalidAudience(_)) => {
+                "the ID token is for another client (audience)".into()
+            }
+            IdTokenError::Claims(Claims::InvalidNonce(_)) => {
+                "the ID token's nonce is not this login's (a replayed token?)".into()
+            }
+            IdTokenError::Claims(e) => format!("the ID token is not valid: {e}"),
+            IdTokenError::AccessTokenHash => {
+                "the ID token's at_hash is not the hash of the access token it came with".into()
+            }
+        })
+    }
+}
+
+/// openidconnect's ID token checks as kubegate wants them: issued by `issuer` for
+/// `client_id`, signed with a public-key algorithm by a key of `keys`, and not expired
+/// more than [`LEEWAY_SECS`] ago. A public client's verifier, so that no `HS*` token is
+/// ever checked with the client secret.
+fn id_token_verifier(
+    client_id: &str,
+    issuer: &IssuerUrl,
+    keys: CoreJsonWebKeySet,
+) -> CoreIdTokenVerifier<'static> {
+    CoreIdTokenVerifier::new_public_client(
+        ClientId::new(client_id.to_string()),
+        issuer.clone(),
+        keys,
+    )
+    .set_allowed_algs(PUBLIC_KEY_ALGORITHMS)
+    .set_time_fn(|| Utc::now() - TimeDelta::seconds(LEEWAY_SECS))
+}
+
+/// Verifies an ID token with `verifier` (openidconnect: the algorithm, the key by `kid`,
+/// the signature, issuer, audience, expiry, the nonce), then its `at_hash`, when there
+/// is one, against the access token of the same token response.
+fn check_id_token(
+    token: &CoreIdToken,
+    verifier: &CoreIdTokenVerifier<'_>,
+    nonce: &Nonce,
+    access_token: &AccessToken,
+) -> Result<(), IdTokenError> {
+    let claims = token.claims(verifier, nonce)?;
+    if let Some(expected) = claims.access_token_hash() {
+        let alg = token
+            .signing_alg()
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let key = token
+            .signing_key(verifier)
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let actual = AccessTokenHash::from_token(access_token, alg, key)
+            .map_err(|e| ClaimsVerificationError::Unsupported(e.to_string()))?;
+        if actual != *expected {
+            return Err(IdTokenError::AccessTokenHash);
+        }
+    }
+    Ok(())
+}
+
+/// The claims of an ID token that [`check_id_token`] verified, as the provider wrote
+/// them: every claim, of whatever JSON type. (openidconnect's own types hold the
+/// standard claims typed and apart: an `AdditionalClaims` map never sees `email` or
+/// `preferred_username`, and a `user_claim` may name any claim.)
+fn verified_payload(token: &str) -> Result<Map<String, Value>, LoginError> {
+    let unreadable = |e: String| LoginError::Invalid(format!("the ID token is not a JWT: {e}"));
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| unreadable("no payload".into()))?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|e| unreadable(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))
+}
 
 /// An OpenID Connect provider.
 pub struct Oidc {
     settings: OidcSettings,
     secret: Option<SecretString>,
     tls: Arc<ClientConfig>,
-    discovery: Mutex<Option<(Instant, Discovery)>>,
-    keys: Mutex<Option<(Instant, JwkSet)>>,
+    /// The discovery document (with the JWKS fetched at discovery); a large value,
+    /// shared rather than copied.
+    discovery: Kept<Arc<CoreProviderMetadata>>,
+    /// The JWKS, fetched again on an unknown `kid`.
+    keys: Kept<CoreJsonWebKeySet>,
 }
 
 impl Oidc {
@@ -382,40 +574,60 @@ impl Oidc {
         })
     }
 
-    async fn discovery(&self) -> Result<Discovery, LoginError> {
-        if let Some((at, found)) = &*self.discovery.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(found.clone());
+    /// The discovery document (openidconnect checks that it names the issuer) and the
+    /// JWKS it points to.
+    async fn discovery(&self) -> Result<Arc<CoreProviderMetadata>, LoginError> {
+        if let Some(found) = kept(&self.discovery) {
+            return Ok(found);
+        }
+        let http = http_client(&self.tls);
+        let client = |request| send(&http, request);
+        let configured = self.settings.issuer.as_str();
+        let issuer = |spelling: &str| {
+            IssuerUrl::new(spelling.to_string())
+                .map_err(|e| LoginError::Provider(format!("the issuer is not a URL: {e}")))
+        };
+        let found = match CoreProviderMetadata::discover_async(issuer(configured)?, &client).await {
+            // OIDC compares issuers as strings; kubegate has always taken the configured
+            // issuer with or without its trailing slash, so the other spelling is tried once
+            Err(DiscoveryError::Validation(_)) => {
+                let other = match configured.strip_suffix('/') {
+                    Some(bare) => bare.to_string(),
+                    None => format!("{configured}/"),
+                };
+                CoreProviderMetadata::discover_async(issuer(&other)?, &client).await
             }
-        }
-        let issuer = self.settings.issuer.trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
-        let document = get_json(&http_client(&self.tls), &url, None).await?;
-        let found: Discovery = serde_json::from_value(document)
-            .map_err(|e| LoginError::Provider(format!("{url}: not a discovery document: {e}")))?;
-        if found.issuer.trim_end_matches('/') != issuer {
-            return Err(LoginError::Provider(format!(
-                "{url} names the issuer \"{}\", not \"{}\"",
-                found.issuer, self.settings.issuer
-            )));
-        }
-        *self.discovery.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), found.clone()));
+            found => found,
+        };
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            configured.trim_end_matches('/')
+        );
+        let found =
+            Arc::new(found.map_err(|e| fetch_failed(&url, "a discovery document with a JWKS", e))?);
+        keep(&self.discovery, found.clone());
+        keep(&self.keys, found.jwks().clone());
         Ok(found)
     }
 
-    async fn keys(&self, jwks_uri: &str, refresh: bool) -> Result<JwkSet, LoginError> {
+    /// The provider's JWKS: the one kept, or with `refresh` (or once it is old) fetched.
+    async fn keys(
+        &self,
+        found: &CoreProviderMetadata,
+        refresh: bool,
+    ) -> Result<CoreJsonWebKeySet, LoginError> {
         if !refresh {
-            if let Some((at, keys)) = &*self.keys.lock().unwrap_or_else(|p| p.into_inner()) {
-                if at.elapsed() < CACHE_FOR {
-                    return Ok(keys.clone());
-                }
+            if let Some(keys) = kept(&self.keys) {
+                return Ok(keys);
             }
         }
-        let document = get_json(&http_client(&self.tls), jwks_uri, None).await?;
-        let keys: JwkSet = serde_json::from_value(document)
-            .map_err(|e| LoginError::Provider(format!("{jwks_uri}: not a JWK set: {e}")))?;
-        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), keys.clone()));
+        let http = http_client(&self.tls);
+        let client = |request| send(&http, request);
+        let url = found.jwks_uri();
+        let keys = CoreJsonWebKeySet::fetch_async(url, &client)
+            .await
+            .map_err(|e| fetch_failed(url.as_str(), "a JWK set", e))?;
+        keep(&self.keys, keys.clone());
         Ok(keys)
     }
 
@@ -424,8 +636,10 @@ impl Oidc {
         oauth_client(
             &self.settings.client_id,
             self.secret.as_ref(),
-            &found.authorization_endpoint,
-            &found.token_endpoint,
+            found.authorization_endpoint().as_str(),
+            found.token_endpoint().map(|t| t.as_str()).ok_or_else(|| {
+                LoginError::Provider("the discovery document names no token endpoint".into())
+            })?,
             callback,
         )
     }
@@ -450,7 +664,7 @@ impl Oidc {
         let id_token = answer.extra_fields().id_token.clone().ok_or_else(|| {
             LoginError::Provider("the token response has no id_token (is `openid` a scope?)".into())
         })?;
-        let claims = self.verify(&id_token, nonce).await?;
+        let claims = self.verify(&id_token, answer.access_token(), nonce).await?;
         let name = match claims.get(&self.settings.user_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -473,73 +687,263 @@ impl Oidc {
         Ok(ProviderUser { name, groups })
     }
 
-    /// Verifies an ID token: key from the JWKS (by `kid`, fetched again once when the
-    /// key is unknown: the provider may have rotated), asymmetric algorithm, signature,
-    /// issuer, audience, expiry, nonce.
+    /// Verifies an ID token with openidconnect against the JWKS kept, and once more
+    /// against a JWKS fetched again when no key matches its `kid` (the provider may have
+    /// rotated); returns its claims.
     async fn verify(
         &self,
         token: &str,
+        access_token: &AccessToken,
         nonce: &str,
-    ) -> Result<serde_json::Map<String, Value>, LoginError> {
-        let header = jsonwebtoken::decode_header(token)
+    ) -> Result<Map<String, Value>, LoginError> {
+        let parsed: CoreIdToken = token
+            .parse()
             .map_err(|e| LoginError::Invalid(format!("the ID token is not a JWT: {e}")))?;
-        let asymmetric = matches!(
-            header.alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-                | Algorithm::ES256
-                | Algorithm::ES384
-                | Algorithm::EdDSA
-        );
-        if !asymmetric {
-            return Err(LoginError::Invalid(format!(
-                "the ID token is signed with {:?}; only public-key algorithms are accepted",
-                header.alg
-            )));
-        }
         let found = self.discovery().await?;
-        let pick = |keys: &JwkSet| match &header.kid {
-            Some(kid) => keys.find(kid).cloned(),
-            None if keys.keys.len() == 1 => keys.keys.first().cloned(),
-            None => None,
-        };
-        let mut key = pick(&self.keys(&found.jwks_uri, false).await?);
-        if key.is_none() {
-            key = pick(&self.keys(&found.jwks_uri, true).await?);
+        let nonce = Nonce::new(nonce.to_string());
+        let verifier = |keys| id_token_verifier(&self.settings.client_id, found.issuer(), keys);
+        let keys = self.keys(&found, false).await?;
+        let mut checked = check_id_token(&parsed, &verifier(keys), &nonce, access_token);
+        if checked.as_ref().is_err_and(IdTokenError::unknown_key) {
+            let keys = self.keys(&found, true).await?;
+            checked = check_id_token(&parsed, &verifier(keys), &nonce, access_token);
         }
-        let key = key.ok_or_else(|| {
-            LoginError::Invalid("the ID token's key is not in the provider's JWKS".into())
-        })?;
-        let key = DecodingKey::from_jwk(&key)
-            .map_err(|e| LoginError::Invalid(format!("the provider's key is unusable: {e}")))?;
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[self.settings.issuer.as_str(), found.issuer.as_str()]);
-        validation.set_audience(&[self.settings.client_id.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 60;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                LoginError::Invalid(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the ID token has expired".into(),
-                    ErrorKind::InvalidSignature => "the ID token's signature is wrong".into(),
-                    ErrorKind::InvalidIssuer => "the ID token's issuer is wrong".into(),
-                    ErrorKind::InvalidAudience => {
-                        "the ID token is for another client (audience)".into()
-                    }
-                    other => format!("the ID token is not valid: {other:?}"),
-                })
-            })?;
-        let claims = data.claims;
-        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
-            return Err(LoginError::Invalid(
-                "the ID token's nonce is not this login's (a replayed token?)".into(),
-            ));
+        checked.map_err(|e| e.refusal(&parsed))?;
+        verified_payload(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openidconnect::core::{
+        CoreEdDsaPrivateSigningKey, CoreGenderClaim, CoreHmacKey, CoreJweContentEncryptionAlgorithm,
+    };
+    use openidconnect::{
+        Audience, EndUserEmail, EndUserUsername, IdToken, IdTokenClaims, JsonWebKeyId,
+        PrivateSigningKey, StandardClaims, SubjectIdentifier,
+    };
+    use ring::signature::Ed25519KeyPair;
+
+    use super::*;
+
+    const ISSUER: &str = "https://login.example";
+    const CLIENT: &str = "kubegate";
+    const NONCE: &str = "this-login";
+
+    /// Claims that are not openidconnect's standard ones (`groups`), as a provider adds them.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    struct Extra {
+        #[serde(flatten)]
+        claims: Map<String, Value>,
+    }
+    impl openidconnect::AdditionalClaims for Extra {}
+
+    type ExtraIdToken =
+        IdToken<Extra, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+    /// A fresh Ed25519 key named `kid` (ring makes it; openidconnect reads its PEM).
+    fn ed25519(kid: &str) -> CoreEdDsaPrivateSigningKey {
+        let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        );
+        CoreEdDsaPrivateSigningKey::from_ed25519_pem(&pem, Some(JsonWebKeyId::new(kid.into())))
+            .unwrap()
+    }
+
+    /// Alice's claims for this client and nonce, expiring `expires_in` seconds from now.
+    fn claims(expires_in: i64) -> IdTokenClaims<Extra, CoreGenderClaim> {
+        let mut extra = Map::new();
+        extra.insert("groups".into(), serde_json::json!(["acme", "acme/admins"]));
+        IdTokenClaims::new(
+            IssuerUrl::new(ISSUER.into()).unwrap(),
+            vec![Audience::new(CLIENT.into())],
+            Utc::now() + TimeDelta::seconds(expires_in),
+            Utc::now() - TimeDelta::seconds(5),
+            StandardClaims::new(SubjectIdentifier::new("alice-sub".into()))
+                .set_email(Some(EndUserEmail::new("alice@example.org".into())))
+                .set_preferred_username(Some(EndUserUsername::new("alice".into()))),
+            Extra { claims: extra },
+        )
+        .set_nonce(Some(Nonce::new(NONCE.into())))
+    }
+
+    /// `claims` signed with `key` and `alg`, with the `at_hash` of `access_token`.
+    fn signed<K>(
+        claims: IdTokenClaims<Extra, CoreGenderClaim>,
+        key: &K,
+        alg: CoreJwsSigningAlgorithm,
+        access_token: Option<&AccessToken>,
+    ) -> String
+    where
+        K: PrivateSigningKey<VerificationKey = openidconnect::core::CoreJsonWebKey>,
+    {
+        ExtraIdToken::new(claims, key, alg, access_token, None)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Checks `token` as [`Oidc::verify`] does, against `keys`.
+    fn check(
+        token: &str,
+        keys: Vec<openidconnect::core::CoreJsonWebKey>,
+        access_token: &AccessToken,
+    ) -> Result<(), LoginError> {
+        let parsed: CoreIdToken = token.parse().unwrap();
+        let verifier = id_token_verifier(
+            CLIENT,
+            &IssuerUrl::new(ISSUER.into()).unwrap(),
+            CoreJsonWebKeySet::new(keys),
+        );
+        check_id_token(&parsed, &verifier, &Nonce::new(NONCE.into()), access_token)
+            .map_err(|e| e.refusal(&parsed))
+    }
+
+    fn refusal(checked: Result<(), LoginError>) -> String {
+        match checked {
+            Err(LoginError::Invalid(why)) => why,
+            other => panic!("not refused as invalid: {other:?}"),
         }
-        Ok(claims)
+    }
+
+    #[test]
+    fn an_eddsa_token_with_its_at_hash_is_taken_and_every_claim_read() {
+        let key = ed25519("k1");
+        let access = AccessToken::new("the access token".into());
+        let token = signed(
+            claims(300),
+            &key,
+            CoreJwsSigningAlgorithm::EdDsa,
+            Some(&access),
+        );
+        check(&token, vec![key.as_verification_key()], &access).unwrap();
+
+        let payload = verified_payload(&token).unwrap();
+        assert_eq!(payload["preferred_username"], "alice");
+        assert_eq!(payload["email"], "alice@example.org");
+        assert_eq!(
+            payload["groups"],
+            serde_json::json!(["acme", "acme/admins"])
+        );
+        assert!(payload["at_hash"].is_string(), "{payload:?}");
+
+        // why the payload is read: openidconnect keeps the standard claims apart, so an
+        // AdditionalClaims map has `groups` but not `email` nor `preferred_username`
+        let typed: ExtraIdToken = token.parse().unwrap();
+        let verifier = id_token_verifier(
+            CLIENT,
+            &IssuerUrl::new(ISSUER.into()).unwrap(),
+            CoreJsonWebKeySet::new(vec![key.as_verification_key()]),
+        );
+        let extra = &typed
+            .claims(&verifier, &Nonce::new(NONCE.into()))
+            .unwrap()
+            .additional_claims()
+            .claims;
+        assert!(extra.contains_key("groups"), "{extra:?}");
+        assert!(!extra.contains_key("email"), "{extra:?}");
+        assert!(!extra.contains_key("preferred_username"), "{extra:?}");
+    }
+
+    #[test]
+    fn an_at_hash_of_another_access_token_is_refused() {
+        let key = ed25519("k1");
+        let other = AccessToken::new("another access token".into());
+        let token = signed(
+            claims(300),
+            &key,
+            CoreJwsSigningAlgorithm::EdDsa,
+            Some(&other),
+        );
+        let access = AccessToken::new("the access token".into());
+        let why = refusal(check(&token, vec![key.as_verification_key()], &access));
+        assert!(why.contains("at_hash"), "{why}");
+
+        // without at_hash there is nothing to compare (it is optional in the code flow)
+        let token = signed(claims(300), &key, CoreJwsSigningAlgorithm::EdDsa, None);
+        check(&token, vec![key.as_verification_key()], &access).unwrap();
+    }
+
+    #[test]
+    fn an_hs256_token_keyed_by_the_client_secret_is_refused() {
+        let secret = CoreHmacKey::new("kubegate-secret");
+        let access = AccessToken::new("the access token".into());
+        let token = signed(
+            claims(300),
+            &secret,
+            CoreJwsSigningAlgorithm::HmacSha256,
+            None,
+        );
+        // even with the HMAC key in the key set
+        let why = refusal(check(&token, vec![secret.as_verification_key()], &access));
+        assert!(why.contains("signed with HS256"), "{why}");
+        assert!(why.contains("public-key algorithms"), "{why}");
+    }
+
+    #[test]
+    fn an_unknown_kid_asks_for_the_keys_again_and_a_known_one_is_taken() {
+        let old = ed25519("old");
+        let new = ed25519("new");
+        let access = AccessToken::new("the access token".into());
+        let token: CoreIdToken = signed(claims(300), &new, CoreJwsSigningAlgorithm::EdDsa, None)
+            .parse()
+            .unwrap();
+        let issuer = IssuerUrl::new(ISSUER.into()).unwrap();
+        let nonce = Nonce::new(NONCE.into());
+        let kept = id_token_verifier(
+            CLIENT,
+            &issuer,
+            CoreJsonWebKeySet::new(vec![old.as_verification_key()]),
+        );
+        let refused = check_id_token(&token, &kept, &nonce, &access).unwrap_err();
+        assert!(refused.unknown_key(), "{refused:?}");
+        let fetched = id_token_verifier(
+            CLIENT,
+            &issuer,
+            CoreJsonWebKeySet::new(vec![new.as_verification_key()]),
+        );
+        check_id_token(&token, &fetched, &nonce, &access).unwrap();
+    }
+
+    #[test]
+    fn expiry_has_sixty_seconds_of_leeway_and_the_nonce_must_be_this_logins() {
+        let key = ed25519("k1");
+        let keys = || vec![key.as_verification_key()];
+        let access = AccessToken::new("the access token".into());
+        let eddsa = CoreJwsSigningAlgorithm::EdDsa;
+        check(
+            &signed(claims(-30), &key, eddsa.clone(), None),
+            keys(),
+            &access,
+        )
+        .unwrap();
+        let why = refusal(check(
+            &signed(claims(-120), &key, eddsa.clone(), None),
+            keys(),
+            &access,
+        ));
+        assert!(why.contains("expired"), "{why}");
+
+        let replayed = claims(300).set_nonce(Some(Nonce::new("another login".into())));
+        let why = refusal(check(
+            &signed(replayed, &key, eddsa.clone(), None),
+            keys(),
+            &access,
+        ));
+        assert!(why.contains("nonce"), "{why}");
+        let other_client = claims(300).set_audiences(vec![Audience::new("someone-else".into())]);
+        let why = refusal(check(
+            &signed(other_client, &key, eddsa, None),
+            keys(),
+            &access,
+        ));
+        assert!(why.contains("audience"), "{why}");
     }
 }

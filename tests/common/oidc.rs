@@ -3,8 +3,9 @@
 //!
 //! The provider logs in, without a page, whoever the test last set with
 //! [`OidcProvider::set_user`]; it requires PKCE (S256) and the client secret, binds the
-//! user and the nonce to the code, and refuses a code twice. See the script's header for
-//! everything it checks.
+//! user and the nonce to the code, refuses a code twice, and puts in each ID token the
+//! `at_hash` of the access token it comes with. See the script's header for everything
+//! it checks.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ pub struct ProviderUser {
     /// Claims merged last into the ID token (`{"nonce": "forged"}`, `{"aud": "other"}`...).
     pub id_token_claims: serde_json::Map<String, Value>,
     /// `Some("HS256")`: the ID token signed with HMAC-SHA256 keyed by the client secret,
-    /// instead of the provider's (RS256) signing key.
+    /// instead of the provider's (RS256) signing key; `Some("none")`: not signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token_alg: Option<String>,
 }
@@ -85,6 +86,12 @@ impl ProviderUser {
     /// knows too), `kid` and claims unchanged.
     pub fn id_token_signed_hs256_with_client_secret(mut self) -> ProviderUser {
         self.id_token_alg = Some("HS256".into());
+        self
+    }
+
+    /// With the ID token unsigned: `alg` "none" and an empty signature.
+    pub fn id_token_unsigned(mut self) -> ProviderUser {
+        self.id_token_alg = Some("none".into());
         self
     }
 }

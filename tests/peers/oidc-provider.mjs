@@ -9,7 +9,8 @@
 //   set again. `deny: true` makes /authorize answer `error=access_denied` (consent refused);
 //   `id_token_claims` are merged into the ID token last (to forge a wrong nonce, audience...);
 //   `id_token_alg: "HS256"` signs the ID token with HMAC-SHA256 keyed by the client secret
-//   (what a provider that offers symmetric ID tokens does) instead of the signing key;
+//   (what a provider that offers symmetric ID tokens does) instead of the signing key,
+//   `id_token_alg: "none"` leaves it unsigned (an empty signature);
 // - `POST /__control/rotate-keys` (JSON, optional: alg, default RS256; publish, default
 //   true) makes a new signing key, with a new `kid`, the only one tokens are signed with
 //   from then on; published, it replaces the old key in the JWKS (a key rotation); with
@@ -22,6 +23,8 @@
 //   request, and the PKCE code_verifier (the mock alone accepts a missing verifier);
 // - the ID token carries the authorize request's nonce, sub, email, email_verified,
 //   preferred_username, name and groups of the user bound to the code; aud is the client id;
+//   at_hash is the hash of the access token of the same response (as OIDC Core 3.1.3.6
+//   says; an `id_token_claims` at_hash replaces it);
 // - GitHub: /login/oauth/authorize and /login/oauth/access_token are the same endpoints
 //   as /authorize and /token, and /api/v3/user, /api/v3/user/emails, /api/v3/user/orgs,
 //   /api/v3/user/teams answer for the access token's user (`Authorization: Bearer|token`,
@@ -31,7 +34,7 @@
 // Usage: node oidc-provider.mjs [--port 0] [--client-id ID] [--client-secret SECRET]
 // Prints one JSON line {"issuer": "...", "port": N} on stdout once it listens.
 
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { createServer } from "node:http";
 import { OAuth2Issuer, OAuth2Service } from "oauth2-mock-server";
 
@@ -67,16 +70,32 @@ let publishedKids = [signingKid];
 const buildToken = issuer.buildToken.bind(issuer);
 issuer.buildToken = (opts) => buildToken({ ...opts, kid: signingKid });
 const service = new OAuth2Service(issuer);
+// the token endpoint builds the access token, then the ID token, for the same request:
+// keep the first so that the ID token's at_hash can name it
+const serviceBuildToken = service.buildToken.bind(service);
+service.buildToken = async (req, ...rest) => {
+  const token = await serviceBuildToken(req, ...rest);
+  req.kubegateAccessToken ??= token;
+  return token;
+};
+
+// OIDC Core 3.1.3.6: the left half of the access token's SHA-256 (RS256), base64url
+function atHash(accessToken) {
+  const digest = createHash("sha256").update(accessToken, "ascii").digest();
+  return base64url(digest.subarray(0, digest.length / 2));
+}
 
 function base64url(data) {
   return Buffer.from(data).toString("base64url");
 }
 
-// The same header (kid, typ) and claims, signed HS256 with the client secret.
-function resignHs256(jwt) {
+// The same header (kid, typ) and claims, signed HS256 with the client secret, or with
+// alg "none" and no signature.
+function resign(jwt, alg) {
   const [header, payload] = jwt.split(".");
-  const newHeader = { ...JSON.parse(Buffer.from(header, "base64url").toString("utf8")), alg: "HS256" };
+  const newHeader = { ...JSON.parse(Buffer.from(header, "base64url").toString("utf8")), alg };
   const input = `${base64url(JSON.stringify(newHeader))}.${payload}`;
+  if (alg === "none") return `${input}.`;
   const signature = createHmac("sha256", clientSecret).update(input).digest("base64url");
   return `${input}.${signature}`;
 }
@@ -185,6 +204,7 @@ service.on("beforeTokenSigning", (token, req) => {
     token.payload.aud = record.clientId;
     if (record.nonce !== undefined) token.payload.nonce = record.nonce;
     else delete token.payload.nonce;
+    if (req.kubegateAccessToken) token.payload.at_hash = atHash(req.kubegateAccessToken);
     Object.assign(token.payload, u.id_token_claims ?? {});
   }
 });
@@ -226,8 +246,9 @@ service.on("beforeResponse", (response, req) => {
     return fail(400, "invalid_grant", "code_verifier required");
   }
   accessTokens.set(response.body.access_token, record.user);
-  if (record.user.id_token_alg === "HS256" && typeof response.body.id_token === "string") {
-    response.body.id_token = resignHs256(response.body.id_token);
+  const alg = record.user.id_token_alg;
+  if ((alg === "HS256" || alg === "none") && typeof response.body.id_token === "string") {
+    response.body.id_token = resign(response.body.id_token, alg);
   }
 });
 
