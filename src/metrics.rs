@@ -1,4 +1,4 @@
-//! Prometheus metrics: the figures kubegate keeps about itself, and their text format.
+//! Prometheus metrics: the figures kubegate keeps about itself, and their exposition.
 //!
 //! Everything here is plain atomics. The per-request figures (requests by org, cluster,
 //! verb and status, with their latency) live in one [`Series`] per label set; each HTTP
@@ -6,6 +6,12 @@
 //! lookup in a thread-local map and three relaxed atomic additions: no lock, no
 //! allocation once a worker has seen the label set. The global map (behind a mutex) is
 //! touched only the first time a worker meets a label set, and when `/metrics` is read.
+//!
+//! `/metrics` is written by prometheus-client (the Prometheus project's crate) in the
+//! OpenMetrics text format: [`render`] hands its registry two collectors that read the
+//! atomics at scrape time, one for the figures kept here and one for the [`Figure`]s of
+//! other modules. The crate's own counters and histograms are not used for the
+//! per-request figures: its histogram takes a lock per observation.
 //!
 //! Other modules call in here:
 //!
@@ -19,10 +25,19 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    text, DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 /// Upper bounds of the latency histogram buckets, in seconds (Prometheus `le`).
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -262,7 +277,7 @@ impl Drop for OpenWatch {
 }
 
 /// An upgraded session (exec, attach, port-forward) being relayed; counted in
-/// `kubegate_upgraded_sessions` until dropped, and in `kubegate_upgraded_sessions_total`.
+/// `kubegate_upgraded_sessions_open` until dropped, and in `kubegate_upgraded_sessions_total`.
 /// Hold one for as long as the tunnel is open.
 #[derive(Debug)]
 pub struct UpgradedSession(());
@@ -318,210 +333,252 @@ pub fn open_watches() -> i64 {
     registry().open_watches.load(Ordering::Relaxed)
 }
 
+/// What a [`Figure`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FigureKind {
+    /// Only goes up; its name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
 /// A figure known elsewhere (an actor's counters), written by [`render`] as it is.
 #[derive(Debug, Clone)]
 pub struct Figure {
-    /// `kubegate_...`
+    /// `kubegate_...`, a counter's ending in `_total`.
     pub name: &'static str,
     /// The `# HELP` text.
     pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
+    /// Counter or gauge.
+    pub kind: FigureKind,
     /// The value.
     pub value: u64,
 }
 
-/// Escapes a label value (backslash, double quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The media type of what [`render`] writes: the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// The Prometheus text exposition of every figure kept here, then of `extra`.
+/// The OpenMetrics text exposition of every figure kept here, then of `extra`, ended by
+/// `# EOF`.
 pub fn render(extra: &[Figure]) -> String {
-    let registry = registry();
+    let mut exposition = prometheus_client::registry::Registry::default();
+    exposition.register_collector(Box::new(Kept));
+    exposition.register_collector(Box::new(Extra(extra.to_vec())));
     let mut out = String::with_capacity(4096);
-    let verbs = lock(&registry.verbs).clone();
-    let mut all: Vec<(Key, Arc<Series>)> = lock(&registry.series)
-        .iter()
-        .map(|(k, s)| (*k, s.clone()))
-        .collect();
-    all.sort_by_key(|(k, _)| *k);
-    let label = |v: Option<u64>, overflow: bool| match (v, overflow) {
-        (_, true) => "other".to_string(),
-        (Some(n), false) => n.to_string(),
-        (None, false) => String::new(),
-    };
-
-    header(
-        &mut out,
-        "kubegate_requests_total",
-        "Audited requests (proxied and REST API) by org, cluster, Kubernetes verb and status.",
-        "counter",
-    );
-    for (key, series) in &all {
-        let _ = writeln!(
-            out,
-            "kubegate_requests_total{{org=\"{}\",cluster=\"{}\",verb=\"{}\",code=\"{}\"}} {}",
-            label(key.org, key.overflow),
-            label(key.cluster, key.overflow),
-            escape(verbs.get(key.verb as usize).copied().unwrap_or("")),
-            key.status,
-            series.count.load(Ordering::Relaxed)
-        );
-    }
-
-    // the histogram is by org, cluster and verb: the statuses are summed
-    let mut histograms: BTreeMap<(String, String, u8), ([u64; LATENCY_BUCKETS.len() + 1], u64)> =
-        BTreeMap::new();
-    for (key, series) in &all {
-        let verb = verbs.get(key.verb as usize).copied().unwrap_or("");
-        if !timed(verb) {
-            continue;
-        }
-        let entry = histograms
-            .entry((
-                label(key.org, key.overflow),
-                label(key.cluster, key.overflow),
-                key.verb,
-            ))
-            .or_default();
-        for (i, bucket) in series.buckets.iter().enumerate() {
-            entry.0[i] += bucket.load(Ordering::Relaxed);
-        }
-        entry.1 += series.sum_micros.load(Ordering::Relaxed);
-    }
-    header(
-        &mut out,
-        "kubegate_request_duration_seconds",
-        "Time to serve audited requests (to the end of the response body), watches and upgrades left out.",
-        "histogram",
-    );
-    for ((org, cluster, verb), (buckets, sum_micros)) in &histograms {
-        let verb = escape(verbs.get(*verb as usize).copied().unwrap_or(""));
-        let labels = format!("org=\"{org}\",cluster=\"{cluster}\",verb=\"{verb}\"");
-        let mut cumulative = 0;
-        for (i, count) in buckets.iter().enumerate() {
-            cumulative += count;
-            let le = LATENCY_BUCKETS
-                .get(i)
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "+Inf".to_string());
-            let _ = writeln!(
-                out,
-                "kubegate_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "kubegate_request_duration_seconds_sum{{{labels}}} {}",
-            *sum_micros as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "kubegate_request_duration_seconds_count{{{labels}}} {cumulative}"
-        );
-    }
-
-    header(
-        &mut out,
-        "kubegate_http_responses_total",
-        "HTTP responses of every route, by status class.",
-        "counter",
-    );
-    for (i, class) in ["", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        if i > 0 {
-            let _ = writeln!(
-                out,
-                "kubegate_http_responses_total{{class=\"{class}\"}} {}",
-                registry.http_by_status[i].load(Ordering::Relaxed)
-            );
-        }
-    }
-    for (name, help, value) in [
-        (
-            "kubegate_requests_in_flight",
-            "Requests being handled now, until their response head is sent (open streams: kubegate_open_watches).",
-            registry.in_flight.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_open_watches",
-            "Watches being streamed to clients now.",
-            registry.open_watches.load(Ordering::Relaxed),
-        ),
-        (
-            "kubegate_upgraded_sessions",
-            "Upgraded sessions (exec, attach, port-forward) open now.",
-            registry.upgraded_sessions.load(Ordering::Relaxed),
-        ),
-    ] {
-        header(&mut out, name, help, "gauge");
-        let _ = writeln!(out, "{name} {value}");
-    }
-    header(
-        &mut out,
-        "kubegate_upgraded_sessions_total",
-        "Upgraded sessions opened.",
-        "counter",
-    );
-    let _ = writeln!(
-        out,
-        "kubegate_upgraded_sessions_total {}",
-        registry.upgraded_total.load(Ordering::Relaxed)
-    );
-
-    header(
-        &mut out,
-        "kubegate_logins_total",
-        "Login attempts by provider and outcome.",
-        "counter",
-    );
-    for ((provider, outcome), n) in lock(&registry.logins).iter() {
-        let _ = writeln!(
-            out,
-            "kubegate_logins_total{{provider=\"{}\",outcome=\"{}\"}} {n}",
-            escape(provider),
-            escape(outcome)
-        );
-    }
-    header(
-        &mut out,
-        "kubegate_rate_limited_total",
-        "Requests refused with 429 by a per-client rate limit, by the limited path prefix.",
-        "counter",
-    );
-    for (prefix, n) in lock(&registry.rate_limited).iter() {
-        let _ = writeln!(
-            out,
-            "kubegate_rate_limited_total{{prefix=\"{}\"}} {n}",
-            escape(prefix)
-        );
-    }
-    header(
-        &mut out,
-        "kubegate_tls_reloads_total",
-        "Serving certificate reloads: ok (in use) or failed (the old one kept).",
-        "counter",
-    );
-    for (i, outcome) in ["ok", "failed"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "kubegate_tls_reloads_total{{outcome=\"{outcome}\"}} {}",
-            registry.tls_reloads[i].load(Ordering::Relaxed)
-        );
-    }
-
-    for figure in extra {
-        header(&mut out, figure.name, figure.help, figure.kind);
-        let _ = writeln!(out, "{} {}", figure.name, figure.value);
-    }
+    // the only errors are the writer's, and a String takes every write
+    text::encode(&mut out, &exposition).expect("writing to a String does not fail");
     out
+}
+
+/// One label value of a label set whose values are text or numbers (an array of label
+/// pairs takes one type of value). prometheus-client escapes what it writes.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+impl EncodeLabelValue for Value<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        match self {
+            Value::Text(text) => text.encode(encoder),
+            Value::Number(n) => n.encode(encoder),
+        }
+    }
+}
+
+/// The `org` or `cluster` label of a series.
+fn id(value: Option<u64>, overflow: bool) -> Value<'static> {
+    match (value, overflow) {
+        (_, true) => Value::Text("other"),
+        (Some(n), false) => Value::Number(n),
+        (None, false) => Value::Text(""),
+    }
+}
+
+/// Writes one sample of a counter family with `labels`.
+fn counter(family: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(family.encode_family(labels)?)
+}
+
+/// The figures kept in this module, read when `/metrics` is scraped.
+///
+/// Counter families are declared without `_total`: OpenMetrics puts it after the name of
+/// each sample, so `kubegate_requests` is written `kubegate_requests_total{...}`.
+#[derive(Debug)]
+struct Kept;
+
+impl Collector for Kept {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let registry = registry();
+        let verbs = lock(&registry.verbs).clone();
+        let verb = |key: &Key| verbs.get(key.verb as usize).copied().unwrap_or("");
+        let mut all: Vec<(Key, Arc<Series>)> = lock(&registry.series)
+            .iter()
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+
+        let mut family = encoder.encode_descriptor(
+            "kubegate_requests",
+            "Audited requests (proxied and REST API) by org, cluster, Kubernetes verb and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, series) in &all {
+            let labels = [
+                ("org", id(key.org, key.overflow)),
+                ("cluster", id(key.cluster, key.overflow)),
+                ("verb", Value::Text(verb(key))),
+                ("code", Value::Number(key.status.into())),
+            ];
+            counter(&mut family, &labels, series.count.load(Ordering::Relaxed))?;
+        }
+
+        // the histogram is by org, cluster and verb: the statuses are summed
+        let mut histograms: BTreeMap<Key, ([u64; LATENCY_BUCKETS.len() + 1], u64)> =
+            BTreeMap::new();
+        for (key, series) in all.iter().filter(|(key, _)| timed(verb(key))) {
+            let entry = histograms.entry(Key { status: 0, ..*key }).or_default();
+            for (sum, bucket) in entry.0.iter_mut().zip(&series.buckets) {
+                *sum += bucket.load(Ordering::Relaxed);
+            }
+            entry.1 += series.sum_micros.load(Ordering::Relaxed);
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubegate_request_duration_seconds",
+            "Time to serve audited requests (to the end of the response body), watches and upgrades left out.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, (counts, sum_micros)) in &histograms {
+            let labels = [
+                ("org", id(key.org, key.overflow)),
+                ("cluster", id(key.cluster, key.overflow)),
+                ("verb", Value::Text(verb(key))),
+            ];
+            // (upper bound, count in this bucket alone): prometheus-client adds them up
+            let mut buckets = [(f64::INFINITY, 0); LATENCY_BUCKETS.len() + 1];
+            for (i, count) in counts.iter().enumerate() {
+                buckets[i] = (
+                    LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                    *count,
+                );
+            }
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    *sum_micros as f64 / 1e6,
+                    counts.iter().sum(),
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "kubegate_http_responses",
+            "HTTP responses of every route, by status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+            let value = registry.http_by_status[i + 1].load(Ordering::Relaxed);
+            counter(&mut family, &[("class", class)], value)?;
+        }
+        for (name, help, value) in [
+            (
+                "kubegate_requests_in_flight",
+                "Requests being handled now, until their response head is sent (open streams: kubegate_open_watches).",
+                registry.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "kubegate_open_watches",
+                "Watches being streamed to clients now.",
+                registry.open_watches.load(Ordering::Relaxed),
+            ),
+            (
+                // not `kubegate_upgraded_sessions`: that is the family of the counter below
+                "kubegate_upgraded_sessions_open",
+                "Upgraded sessions (exec, attach, port-forward) open now.",
+                registry.upgraded_sessions.load(Ordering::Relaxed),
+            ),
+        ] {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        ConstCounter::new(registry.upgraded_total.load(Ordering::Relaxed)).encode(
+            encoder.encode_descriptor(
+                "kubegate_upgraded_sessions",
+                "Upgraded sessions opened.",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
+
+        let mut family = encoder.encode_descriptor(
+            "kubegate_logins",
+            "Login attempts by provider and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((provider, outcome), n) in lock(&registry.logins).iter() {
+            let labels = [
+                ("provider", Value::Text(provider)),
+                ("outcome", Value::Text(outcome)),
+            ];
+            counter(&mut family, &labels, *n)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubegate_rate_limited",
+            "Requests refused with 429 by a per-client rate limit, by the limited path prefix.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (prefix, n) in lock(&registry.rate_limited).iter() {
+            counter(&mut family, &[("prefix", Value::Text(prefix))], *n)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "kubegate_tls_reloads",
+            "Serving certificate reloads: ok (in use) or failed (the old one kept).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, outcome) in ["ok", "failed"].into_iter().enumerate() {
+            let value = registry.tls_reloads[i].load(Ordering::Relaxed);
+            counter(&mut family, &[("outcome", outcome)], value)?;
+        }
+        Ok(())
+    }
+}
+
+/// The figures handed to [`render`] by other modules.
+#[derive(Debug)]
+struct Extra(Vec<Figure>);
+
+impl Collector for Extra {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        for figure in &self.0 {
+            match figure.kind {
+                FigureKind::Counter => {
+                    let family = figure.name.strip_suffix("_total").unwrap_or(figure.name);
+                    ConstCounter::new(figure.value).encode(encoder.encode_descriptor(
+                        family,
+                        figure.help,
+                        None,
+                        MetricType::Counter,
+                    )?)?
+                }
+                FigureKind::Gauge => ConstGauge::new(figure.value).encode(
+                    encoder.encode_descriptor(figure.name, figure.help, None, MetricType::Gauge)?,
+                )?,
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -562,12 +619,18 @@ mod tests {
             ),
             Some(1.0)
         );
-        let bucket =
-            "kubegate_request_duration_seconds_bucket{org=\"9901\",cluster=\"2\",verb=\"get\"";
-        assert_eq!(value(&text, &format!("{bucket},le=\"0.001\"}}")), Some(0.0));
-        assert_eq!(value(&text, &format!("{bucket},le=\"0.005\"}}")), Some(3.0));
-        assert_eq!(value(&text, &format!("{bucket},le=\"2.5\"}}")), Some(4.0));
-        assert_eq!(value(&text, &format!("{bucket},le=\"+Inf\"}}")), Some(4.0));
+        // prometheus-client writes `le` first
+        let bucket = |le: &str| {
+            let labels = format!("le=\"{le}\",org=\"9901\",cluster=\"2\",verb=\"get\"");
+            value(
+                &text,
+                &format!("kubegate_request_duration_seconds_bucket{{{labels}}}"),
+            )
+        };
+        assert_eq!(bucket("0.001"), Some(0.0));
+        assert_eq!(bucket("0.005"), Some(3.0));
+        assert_eq!(bucket("2.5"), Some(4.0));
+        assert_eq!(bucket("+Inf"), Some(4.0));
         let sum = value(
             &text,
             "kubegate_request_duration_seconds_sum{org=\"9901\",cluster=\"2\",verb=\"get\"}",
@@ -575,7 +638,10 @@ mod tests {
         .unwrap();
         assert!((sum - 2.009).abs() < 1e-9, "{sum}");
         assert!(
-            !text.contains("verb=\"watch\",le="),
+            !text
+                .lines()
+                .any(|l| l.starts_with("kubegate_request_duration_seconds")
+                    && l.contains("org=\"9901\",cluster=\"2\",verb=\"watch\"")),
             "watches stay out of the histogram"
         );
         assert_eq!(
@@ -626,7 +692,7 @@ mod tests {
         let text = render(&[Figure {
             name: "kubegate_test_figure",
             help: "A figure from elsewhere.",
-            kind: "gauge",
+            kind: FigureKind::Gauge,
             value: 7,
         }]);
         assert_eq!(
@@ -637,6 +703,39 @@ mod tests {
             Some(2.0)
         );
         assert!(text.contains("# TYPE kubegate_test_figure gauge\nkubegate_test_figure 7\n"));
-        assert!(text.contains("# TYPE kubegate_upgraded_sessions gauge"));
+        assert!(text.contains("# TYPE kubegate_upgraded_sessions_open gauge"));
+    }
+
+    #[test]
+    fn the_exposition_is_openmetrics() {
+        request(Some(9903), Some(1), "get", 200, Duration::from_millis(700));
+        let text = render(&[Figure {
+            name: "kubegate_test_events_total",
+            help: "A counter from elsewhere.",
+            kind: FigureKind::Counter,
+            value: 3,
+        }]);
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        // a counter's family is declared without `_total`, which each sample has
+        assert!(text.contains(
+            "# HELP kubegate_test_events A counter from elsewhere.\n\
+             # TYPE kubegate_test_events counter\n\
+             kubegate_test_events_total 3\n"
+        ));
+        assert!(text.contains("# TYPE kubegate_requests counter\n"));
+        assert!(text.contains("# TYPE kubegate_upgraded_sessions counter\n"));
+        assert!(!text.contains("# TYPE kubegate_upgraded_sessions gauge"));
+        // the bounds are floats
+        let bucket = |le: &str| {
+            let labels = format!("le=\"{le}\",org=\"9903\",cluster=\"1\",verb=\"get\"");
+            value(
+                &text,
+                &format!("kubegate_request_duration_seconds_bucket{{{labels}}}"),
+            )
+        };
+        assert_eq!(bucket("0.5"), Some(0.0));
+        assert_eq!(bucket("1.0"), Some(1.0));
+        assert_eq!(bucket("60.0"), Some(1.0));
+        assert_eq!(bucket("+Inf"), Some(1.0));
     }
 }

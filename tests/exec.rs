@@ -108,7 +108,7 @@ fn kubectl_exec_attach_and_port_forward_through_kubegate() {
     ]));
     // the open session shows in /metrics
     let metrics = http_get(&g.gate.http_url().unwrap(), "/metrics");
-    let open = metric(&metrics, "kubegate_upgraded_sessions");
+    let open = metric(&metrics, "kubegate_upgraded_sessions_open");
     assert!(open >= 1.0, "{metrics}");
     let _ = forward.kill();
     let _ = forward.wait();

@@ -23,14 +23,59 @@ async fn scrape(gw: &TestGateway) -> String {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert_openmetrics(&text);
+    text
+}
+
+/// Checks what Prometheus' OpenMetrics parser relies on: one `# HELP` and `# TYPE` per
+/// family, before its samples; each sample named after the family that comes before it
+/// (a counter's with `_total`, a histogram's with `_bucket`, `_sum` or `_count`); no
+/// family declared twice; `# EOF` last.
+fn assert_openmetrics(text: &str) {
+    assert!(text.ends_with("\n# EOF\n"), "# EOF last:\n{text}");
+    let mut families = std::collections::HashSet::new();
+    let mut current: Option<(&str, &str)> = None;
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                !name.ends_with("_total"),
+                "a family takes no _total: {line}"
+            );
+            assert!(families.insert(name), "{name} declared twice");
+            current = Some((name, kind));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(!families.contains(name), "HELP of {name} after its TYPE");
+            continue;
+        }
+        let (family, kind) = current.unwrap_or_else(|| panic!("a sample before any TYPE: {line}"));
+        let name = line.split(['{', ' ']).next().unwrap();
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "gauge" => &[""],
+            _ => &["_bucket", "_sum", "_count"],
+        };
+        assert!(
+            suffixes
+                .iter()
+                .any(|s| name.strip_suffix(s) == Some(family)),
+            "{line} is not of the {kind} {family}"
+        );
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
 }
 
 /// The value of the sample `name` (with its labels, exactly as written), if present.
@@ -95,10 +140,11 @@ async fn requests_are_counted_by_org_cluster_verb_and_status_with_latency() {
     );
 
     // the latency histogram of the three lists: cumulative buckets, +Inf = count
+    // (prometheus-client writes `le` before the other labels)
     let labels = format!("org=\"41\",cluster=\"{c}\",verb=\"list\"");
     let inf = sample(
         &text,
-        &format!("kubegate_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+        &format!("kubegate_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"),
     );
     assert_eq!(inf, Some(5.0), "200s, 403 and 401 of list: {text}");
     assert_eq!(
@@ -115,10 +161,11 @@ async fn requests_are_counted_by_org_cluster_verb_and_status_with_latency() {
     .unwrap();
     assert!(sum > 0.0 && sum < 50.0, "{sum}");
     let mut last = 0.0;
-    for le in ["0.001", "0.005", "0.01", "0.1", "1", "60", "+Inf"] {
+    // OpenMetrics writes each bound as a float: `1.0`, not `1`
+    for le in ["0.001", "0.005", "0.01", "0.1", "1.0", "60.0", "+Inf"] {
         let v = sample(
             &text,
-            &format!("kubegate_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}"),
+            &format!("kubegate_request_duration_seconds_bucket{{le=\"{le}\",{labels}}}"),
         )
         .unwrap_or_else(|| panic!("bucket {le} in\n{text}"));
         assert!(v >= last, "buckets are cumulative");
@@ -140,21 +187,26 @@ async fn requests_are_counted_by_org_cluster_verb_and_status_with_latency() {
         "kubegate_audit_failing_sinks",
         "kubegate_policy_reloads_total",
         "kubegate_open_watches",
-        "kubegate_upgraded_sessions",
+        "kubegate_upgraded_sessions_open",
+        "kubegate_upgraded_sessions_total",
         "kubegate_requests_in_flight",
     ] {
         assert!(sample(&text, name).is_some(), "{name} in\n{text}");
+        // OpenMetrics: a counter's family is its name without `_total`
+        let family = name.strip_suffix("_total").unwrap_or(name);
         assert!(
-            text.contains(&format!("# TYPE {name} ")),
+            text.contains(&format!("# TYPE {family} ")),
             "{name} has its TYPE"
         );
     }
     for kind in [
-        "# TYPE kubegate_requests_total counter",
+        "# TYPE kubegate_requests counter",
         "# TYPE kubegate_request_duration_seconds histogram",
-        "# TYPE kubegate_logins_total counter",
-        "# TYPE kubegate_rate_limited_total counter",
-        "# TYPE kubegate_tls_reloads_total counter",
+        "# TYPE kubegate_logins counter",
+        "# TYPE kubegate_rate_limited counter",
+        "# TYPE kubegate_tls_reloads counter",
+        "# TYPE kubegate_upgraded_sessions counter",
+        "# TYPE kubegate_upgraded_sessions_open gauge",
     ] {
         assert!(text.contains(kind), "{kind}");
     }
@@ -194,10 +246,11 @@ async fn open_watches_and_policy_reloads_are_gauged() {
         "kubegate_requests_total{{org=\"42\",cluster=\"{cluster}\",verb=\"watch\",code=\"200\"}}"
     );
     assert_eq!(sample(&text, &watches), Some(1.0));
+    let watch = format!("org=\"42\",cluster=\"{cluster}\",verb=\"watch\"");
     assert!(
-        !text.contains(&format!(
-            "org=\"42\",cluster=\"{cluster}\",verb=\"watch\",le="
-        )),
+        !text
+            .lines()
+            .any(|l| l.starts_with("kubegate_request_duration_seconds") && l.contains(&watch)),
         "watches stay out of the latency histogram"
     );
 

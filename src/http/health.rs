@@ -92,11 +92,11 @@ pub async fn readyz(state: web::Data<Health>) -> HttpResponse {
     path = "/metrics",
     tag = "server",
     operation_id = "metrics",
-    responses((status = 200, description = "Prometheus' text format", content_type = "text/plain", body = String)),
+    responses((status = 200, description = "The OpenMetrics text format", content_type = "application/openmetrics-text", body = String)),
     security(()),
 )]
 pub async fn metrics(state: web::Data<Health>) -> HttpResponse {
-    use crate::metrics::Figure;
+    use crate::metrics::{Figure, FigureKind};
     let live = state.registry.send(LiveCount).await.unwrap_or(0);
     let stats = state
         .policy_stats
@@ -109,43 +109,43 @@ pub async fn metrics(state: web::Data<Health>) -> HttpResponse {
         Figure {
             name: "kubegate_cluster_proxies_live",
             help: "Cluster proxy instances the registry holds.",
-            kind: "gauge",
+            kind: FigureKind::Gauge,
             value: live as u64,
         },
         Figure {
             name: "kubegate_audit_queued_events",
             help: "Audit events waiting in memory, over all sinks.",
-            kind: "gauge",
+            kind: FigureKind::Gauge,
             value: audit.queued.load(Ordering::Relaxed),
         },
         Figure {
             name: "kubegate_audit_written_events_total",
             help: "Audit events written, over all sinks.",
-            kind: "counter",
+            kind: FigureKind::Counter,
             value: audit.written.load(Ordering::Relaxed),
         },
         Figure {
             name: "kubegate_audit_spilled_events_total",
             help: "Audit events spilled to disk because a sink was behind.",
-            kind: "counter",
+            kind: FigureKind::Counter,
             value: audit.spilled.load(Ordering::Relaxed),
         },
         Figure {
             name: "kubegate_audit_lost_events_total",
             help: "Audit events lost (spill failed too).",
-            kind: "counter",
+            kind: FigureKind::Counter,
             value: audit.lost.load(Ordering::Relaxed),
         },
         Figure {
             name: "kubegate_audit_failing_sinks",
             help: "Audit sinks failing now.",
-            kind: "gauge",
+            kind: FigureKind::Gauge,
             value: audit.failing_sinks.load(Ordering::Relaxed),
         },
         Figure {
             name: "kubegate_audit_aggregated_denials_total",
             help: "401s counted into summary events instead of recorded one by one.",
-            kind: "counter",
+            kind: FigureKind::Counter,
             value: audit.aggregated.load(Ordering::Relaxed),
         },
     ];
@@ -154,24 +154,24 @@ pub async fn metrics(state: web::Data<Health>) -> HttpResponse {
             Figure {
                 name: "kubegate_policy_rules",
                 help: "Policy lines in force.",
-                kind: "gauge",
+                kind: FigureKind::Gauge,
                 value: stats.policies as u64,
             },
             Figure {
                 name: "kubegate_policy_role_bindings",
                 help: "Role bindings (memberships) in force.",
-                kind: "gauge",
+                kind: FigureKind::Gauge,
                 value: stats.groupings as u64,
             },
             Figure {
                 name: "kubegate_policy_reloads_total",
                 help: "Reloads that put a new policy in force (API, or a change seen by polling).",
-                kind: "counter",
+                kind: FigureKind::Counter,
                 value: stats.reloads,
             },
         ]);
     }
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
+        .content_type(crate::metrics::CONTENT_TYPE)
         .body(crate::metrics::render(&figures))
 }

@@ -32,7 +32,7 @@
 //!
 //! Each session is one audit event, recorded when it ends: status 101, duration, bytes
 //! each way, and how it ended (`ended`). `/metrics` shows the sessions open now
-//! (`kubegate_upgraded_sessions`, [`crate::metrics::UpgradedSession`]).
+//! (`kubegate_upgraded_sessions_open`, [`crate::metrics::UpgradedSession`]).
 
 mod client;
 pub mod record;
@@ -420,7 +420,7 @@ struct Downstream {
     to_client: u64,
     server_done: bool,
     session: Rc<Session>,
-    /// Counts the session in `kubegate_upgraded_sessions` while it is open.
+    /// Counts the session in `kubegate_upgraded_sessions_open` while it is open.
     _open: crate::metrics::UpgradedSession,
     uploader: Option<actix_rt::task::JoinHandle<()>>,
     audit: Option<(AuditContext, crate::gate::audit::AuditTrail)>,
