@@ -48,7 +48,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::gate::audit::AuditContext;
 use crate::gate::Gate;
@@ -434,20 +434,19 @@ impl Stream for Downstream {
         if this.server_done {
             return Poll::Ready(None);
         }
-        if this.buf.len() < WINDOW {
-            // zeroed once per session; each read copies out only what came
-            this.buf.resize(WINDOW, 0);
+        if this.buf.capacity() < WINDOW / 2 {
+            // room for the next read; the chunks already sent keep the memory they fill
+            this.buf.reserve(WINDOW);
         }
-        let mut read = ReadBuf::new(&mut this.buf[..]);
-        match Pin::new(&mut this.reader).poll_read(cx, &mut read) {
+        // read straight into the chunk that goes on to the client: no copy
+        match tokio_util::io::poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.buf) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
+            Poll::Ready(Ok(n)) => {
                 if n == 0 {
                     this.server_done = true;
                     return Poll::Ready(None);
                 }
-                let chunk = Bytes::copy_from_slice(read.filled());
+                let chunk = this.buf.split().freeze();
                 this.session.record(&chunk, false);
                 this.to_client += n as u64;
                 Poll::Ready(Some(Ok(chunk)))

@@ -21,7 +21,6 @@ pub mod spdy;
 pub mod websocket;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ use kubegate_actors::auditor::SessionRecording;
 use kubegate_actors::store::RecordSessions;
 
 use cast::{Cast, Stream};
+use websocket::Take;
 
 /// The cast is written out once this much of it waits.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -223,12 +223,19 @@ impl Recorder {
         let (cast, stdin, streams) = (&mut self.cast, self.stdin, &mut self.streams);
         match (&mut self.up, self.protocol) {
             (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
-                frames.push(bytes, |message| {
-                    match websocket::channel_message(message, base64) {
-                        Some((websocket::STDIN, data)) if stdin => {
-                            cast.data(at, Stream::Stdin, &data)
-                        }
-                        Some((websocket::RESIZE, data)) => resize(cast, at, &data),
+                // stdin, the bulk of what a client sends, is passed over unless recorded;
+                // a resize is read whole (its JSON), as is anything in base64
+                let pieces = if base64 { Take::Whole } else { Take::Pieces };
+                let take = |first| match websocket::channel_of(first, base64) {
+                    Some(websocket::RESIZE) => Take::Whole,
+                    Some(websocket::STDIN) if stdin => pieces,
+                    _ => Take::Skip,
+                };
+                frames.push(bytes, take, |first, rest| {
+                    let channel = websocket::channel_of(first, base64);
+                    match (channel, websocket::channel_data(rest, base64)) {
+                        (Some(websocket::STDIN), Some(data)) => cast.data(at, Stream::Stdin, &data),
+                        (Some(websocket::RESIZE), Some(data)) => resize(cast, at, &data),
                         _ => {}
                     }
                 })
@@ -259,11 +266,18 @@ impl Recorder {
         let (cast, streams) = (&mut self.cast, &self.streams);
         match (&mut self.down, self.protocol) {
             (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
-                frames.push(bytes, |message| {
-                    match websocket::channel_message(message, base64) {
-                        Some((websocket::STDOUT, data)) => cast.data(at, Stream::Stdout, &data),
-                        Some((websocket::STDERR, data)) => cast.data(at, Stream::Stderr, &data),
-                        _ => {}
+                let pieces = if base64 { Take::Whole } else { Take::Pieces };
+                let take = |first| match websocket::channel_of(first, base64) {
+                    Some(websocket::STDOUT | websocket::STDERR) => pieces,
+                    _ => Take::Skip,
+                };
+                frames.push(bytes, take, |first, rest| {
+                    let stream = match websocket::channel_of(first, base64) {
+                        Some(websocket::STDOUT) => Stream::Stdout,
+                        _ => Stream::Stderr,
+                    };
+                    if let Some(data) = websocket::channel_data(rest, base64) {
+                        cast.data(at, stream, &data);
                     }
                 })
             }
@@ -294,16 +308,18 @@ impl Recorder {
     }
 
     fn flush(&mut self) {
-        let lines = self.cast.take();
-        if lines.is_empty() {
+        if self.cast.waiting() == 0 {
             return;
         }
-        if let Some(file) = &mut self.file {
-            if let Err(e) = file.write_all(&lines) {
-                log::error!("recording {} could not be written: {e}", self.id);
-                self.stopped = Some(format!("the recording could not be written: {e}"));
-                self.file = None;
-            }
+        let written = match &mut self.file {
+            Some(file) => self.cast.write_to(file),
+            // the file failed before: the lines go nowhere
+            None => self.cast.write_to(&mut std::io::sink()),
+        };
+        if let Err(e) = written {
+            log::error!("recording {} could not be written: {e}", self.id);
+            self.stopped = Some(format!("the recording could not be written: {e}"));
+            self.file = None;
         }
     }
 

@@ -4,24 +4,53 @@
 //! (`v4.channel.k8s.io`, `v5.channel.k8s.io`: a first byte 0 stdin, 1 stdout, 2 stderr,
 //! 3 error, 4 resize, 255 close; `base64.channel.k8s.io`, `v4.base64.channel.k8s.io`: a
 //! first character `'0'`..`'4'` and the data in base64).
+//!
+//! Nothing is held but a frame header cut by the end of a chunk: a message's first byte
+//! (its channel) says what becomes of it ([`Take`]), and its payload then goes by piece
+//! by piece as the chunks bring it, unmasked only when it is wanted. Only messages taken
+//! whole (a resize's JSON, base64 text) are assembled.
 
 use std::borrow::Cow;
 
 use base64::Engine as _;
 
-/// Messages larger than this are not followed (the recording notes it and stops).
+/// Messages taken whole larger than this are not followed (the recording notes it and
+/// stops).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// One direction of a WebSocket connection, parsed as it passes. Whole frames are read
-/// straight from the bytes handed in; only a frame cut by the end of a chunk is held.
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
+/// What becomes of a message, told by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Passed over, not even unmasked.
+    Skip,
+    /// Handed on piece by piece, as it comes.
+    Pieces,
+    /// Handed on once whole (up to [`MAX_MESSAGE`]).
+    Whole,
+}
+
+/// One direction of a WebSocket connection, parsed as it passes.
 #[derive(Default)]
 pub struct Frames {
-    /// The start of a frame that the next chunk completes.
-    held: Vec<u8>,
-    /// A fragmented message being assembled.
+    /// A frame header cut by the end of a chunk.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    left: usize,
+    /// The current frame's mask, and how much of its payload has passed (the mask's
+    /// phase for the next byte).
+    mask: Option<[u8; 4]>,
+    passed: usize,
+    /// Whether the current frame ends its message.
+    fin: bool,
+    /// Whether it is a control frame (between fragments, never part of a message).
+    control: bool,
+    /// The first byte of the message being read, and what becomes of it, once known.
+    first: Option<(u8, Take)>,
+    /// A message taken whole, being assembled (without its first byte).
     message: Vec<u8>,
-    /// The opcode of the message being assembled from fragments.
-    opcode: u8,
     /// Where masked payloads are unmasked (reused).
     scratch: Vec<u8>,
     /// Set when the stream stopped making sense (or a message was too large).
@@ -29,73 +58,134 @@ pub struct Frames {
 }
 
 impl Frames {
-    /// Feeds `bytes`, calling `on_message(payload)` for each whole data message.
-    pub fn push(&mut self, bytes: &[u8], mut on_message: impl FnMut(&[u8])) {
-        if self.broken {
-            return;
-        }
-        let mut held = std::mem::take(&mut self.held);
-        let data: &[u8] = if held.is_empty() {
-            bytes
-        } else {
-            held.extend_from_slice(bytes);
-            &held
-        };
-        let mut at = 0;
-        while let Some(frame) = parse(&data[at..]) {
-            let Frame {
-                fin,
-                opcode,
-                header,
-                len,
-                mask,
-            } = frame;
-            if len > MAX_MESSAGE || self.message.len() + len > MAX_MESSAGE {
-                self.broken = true;
-                return;
-            }
-            let start = at + header;
-            at = start + len;
-            if opcode >= 0x8 {
-                // control frames may come between fragments
+    /// Feeds `bytes`. `take` is asked what becomes of each data message, given its first
+    /// byte; `on_data(first, data)` gets the rest of each message that is not skipped: in
+    /// pieces, or once whole.
+    pub fn push(
+        &mut self,
+        mut bytes: &[u8],
+        take: impl Fn(u8) -> Take,
+        mut on_data: impl FnMut(u8, &[u8]),
+    ) {
+        while !self.broken && !bytes.is_empty() {
+            if self.left > 0 {
+                let (piece, rest) = bytes.split_at(self.left.min(bytes.len()));
+                bytes = rest;
+                self.left -= piece.len();
+                self.payload(piece, &take, &mut on_data);
+                if self.left == 0 {
+                    self.end_of_frame(&mut on_data);
+                }
                 continue;
             }
-            let mut payload = &data[start..start + len];
-            if let Some(mask) = mask {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(payload);
-                unmask(&mut self.scratch, mask);
-                payload = &self.scratch;
-            }
-            if opcode != 0x0 {
-                self.opcode = opcode;
-                self.message.clear();
-                if fin {
-                    // the usual case: a whole message in one frame, not copied
-                    if opcode == 0x1 || opcode == 0x2 {
-                        on_message(payload);
-                    }
-                    continue;
+            // a frame header, perhaps begun in an earlier chunk
+            let before = self.head.len();
+            let frame = if before == 0 {
+                parse(bytes)
+            } else {
+                let add = (MAX_HEADER - before).min(bytes.len());
+                self.head.extend_from_slice(&bytes[..add]);
+                parse(&self.head)
+            };
+            let Some(frame) = frame else {
+                if before == 0 {
+                    self.head.extend_from_slice(bytes);
                 }
+                // with MAX_HEADER bytes, a header is always complete
+                self.broken = self.head.len() >= MAX_HEADER;
+                return;
+            };
+            self.head.clear();
+            bytes = &bytes[frame.header - before..];
+            self.start_frame(frame);
+            if self.left == 0 {
+                self.end_of_frame(&mut on_data);
             }
-            self.message.extend_from_slice(payload);
-            if fin && (self.opcode == 0x1 || self.opcode == 0x2) {
-                on_message(&self.message);
+        }
+    }
+
+    fn start_frame(&mut self, frame: Frame) {
+        self.left = frame.len;
+        self.mask = frame.mask;
+        self.passed = 0;
+        self.fin = frame.fin;
+        self.control = frame.opcode >= 0x8;
+        match frame.opcode {
+            // a new text or binary message
+            0x1 | 0x2 => {
+                self.first = None;
                 self.message.clear();
             }
+            // a continuation, or a control frame: the message goes on
+            0x0 | 0x8..=0xF => {}
+            // reserved opcodes: not a message anyone reads
+            _ => self.first = Some((0, Take::Skip)),
         }
-        let rest = data.len() - at;
-        if held.is_empty() {
-            self.held.extend_from_slice(&bytes[bytes.len() - rest..]);
+    }
+
+    fn payload(
+        &mut self,
+        mut piece: &[u8],
+        take: &impl Fn(u8) -> Take,
+        on_data: &mut impl FnMut(u8, &[u8]),
+    ) {
+        let phase = self.passed;
+        self.passed += piece.len();
+        if self.control {
+            return;
+        }
+        let mut phase = phase;
+        let (first, what) = match self.first {
+            Some(known) => known,
+            None => {
+                let Some((&byte, rest)) = piece.split_first() else {
+                    return;
+                };
+                let byte = byte ^ self.mask.map_or(0, |m| m[phase % 4]);
+                let known = (byte, take(byte));
+                self.first = Some(known);
+                piece = rest;
+                phase += 1;
+                known
+            }
+        };
+        if what == Take::Skip || piece.is_empty() {
+            return;
+        }
+        let data = match self.mask {
+            Some(mask) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(piece);
+                unmask(&mut self.scratch, mask, phase);
+                &self.scratch[..]
+            }
+            None => piece,
+        };
+        if what == Take::Pieces {
+            on_data(first, data);
+        } else if self.message.len() + data.len() > MAX_MESSAGE {
+            self.broken = true;
         } else {
-            held.drain(..held.len() - rest);
-            self.held = held;
+            self.message.extend_from_slice(data);
         }
+    }
+
+    fn end_of_frame(&mut self, on_data: &mut impl FnMut(u8, &[u8])) {
+        if self.control || !self.fin {
+            return;
+        }
+        if let Some((first, Take::Whole)) = self.first {
+            on_data(first, &self.message);
+        }
+        self.first = None;
+        self.message.clear();
     }
 }
 
-/// XORs `payload` with the frame's mask, four bytes at a time.
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// XORs `payload` with the frame's mask, starting at byte `phase` of the mask's cycle,
+/// four bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4], phase: usize) {
+    let mask: [u8; 4] = std::array::from_fn(|i| mask[(phase + i) % 4]);
     let word = u32::from_ne_bytes(mask);
     let mut chunks = payload.chunks_exact_mut(4);
     for chunk in &mut chunks {
@@ -115,7 +205,8 @@ struct Frame {
     mask: Option<[u8; 4]>,
 }
 
-/// The frame at the start of `buf`, when all of it is there.
+/// The header of the frame at the start of `buf`, once all of it is there (its payload
+/// may not be: `len` says how long it is).
 fn parse(buf: &[u8]) -> Option<Frame> {
     if buf.len() < 2 {
         return None;
@@ -139,19 +230,6 @@ fn parse(buf: &[u8]) -> Option<Frame> {
         None
     };
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len > MAX_MESSAGE {
-        // the caller stops at it, without waiting for its bytes
-        return Some(Frame {
-            fin,
-            opcode,
-            header,
-            len,
-            mask,
-        });
-    }
-    if buf.len() < header + len {
-        return None;
-    }
     Some(Frame {
         fin,
         opcode,
@@ -170,18 +248,26 @@ pub const STDERR: u8 = 2;
 /// Terminal resizes.
 pub const RESIZE: u8 = 4;
 
-/// The channel and data of a message of a channel protocol (`base64`: one of the base64
-/// variants); `None` for an empty message or one that does not decode.
-pub fn channel_message(message: &[u8], base64: bool) -> Option<(u8, Cow<'_, [u8]>)> {
-    let (&first, rest) = message.split_first()?;
-    if !base64 {
-        return Some((first, Cow::Borrowed(rest)));
+/// The channel a message's first byte names (`base64`: the text variants, whose first
+/// byte is the channel's digit).
+pub fn channel_of(first: u8, base64: bool) -> Option<u8> {
+    if base64 {
+        first.checked_sub(b'0')
+    } else {
+        Some(first)
     }
-    let channel = first.checked_sub(b'0')?;
+}
+
+/// The data of a message of a channel protocol, given all or a piece of what follows
+/// its first byte: as it is, or decoded from base64 (`None` when it does not decode).
+pub fn channel_data(rest: &[u8], base64: bool) -> Option<Cow<'_, [u8]>> {
+    if !base64 {
+        return Some(Cow::Borrowed(rest));
+    }
     let data = base64::engine::general_purpose::STANDARD
         .decode(rest)
         .ok()?;
-    Some((channel, Cow::Owned(data)))
+    Some(Cow::Owned(data))
 }
 
 #[cfg(test)]
@@ -212,37 +298,133 @@ mod tests {
         out
     }
 
+    /// What `frames` hands on of `wire` cut into `step`-byte chunks: each message's
+    /// first byte and data, pieces of one message joined; and the most bytes it held.
+    fn read(wire: &[u8], step: usize, take: impl Fn(u8) -> Take) -> (Vec<(u8, Vec<u8>)>, usize) {
+        let mut frames = Frames::default();
+        let (mut got, mut most_held): (Vec<(u8, Vec<u8>)>, usize) = (Vec::new(), 0);
+        let mut open = false;
+        for chunk in wire.chunks(step) {
+            frames.push(chunk, &take, |first, data| {
+                // pieces of a message come one after another until the next message
+                match got.last_mut() {
+                    Some((f, so_far)) if open && *f == first => so_far.extend_from_slice(data),
+                    _ => got.push((first, data.to_vec())),
+                }
+                open = take(first) == Take::Pieces;
+            });
+            most_held = most_held.max(frames.head.len() + frames.message.len());
+            assert!(!frames.broken, "step {step}");
+        }
+        (got, most_held)
+    }
+
     #[test]
     fn messages_come_out_whole_however_the_bytes_are_cut() {
         let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
         let mut wire = frame(true, 2, &[1, b'h', b'i'], Some([1, 2, 3, 4]));
         wire.extend(frame(false, 2, &[2, b'a'], None));
         wire.extend(frame(true, 9, b"ping", None));
-        wire.extend(frame(true, 0, b"b", None));
-        wire.extend(frame(true, 2, &big, None));
+        wire.extend(frame(true, 0, b"b", Some([5, 6, 7, 8])));
+        wire.extend(frame(true, 2, &big, Some([1, 3, 5, 7])));
+        wire.extend(frame(true, 2, &[], None));
+        wire.extend(frame(true, 2, &[4], None));
         for step in [1, 3, 7, 4096, wire.len()] {
-            let mut frames = Frames::default();
-            let mut got = Vec::new();
-            for chunk in wire.chunks(step) {
-                frames.push(chunk, |m| got.push(m.to_vec()));
+            for take in [Take::Whole, Take::Pieces] {
+                let (got, _) = read(&wire, step, |_| take);
+                let expected = [
+                    (1, b"hi".to_vec()),
+                    (2, b"ab".to_vec()),
+                    (big[0], big[1..].to_vec()),
+                ];
+                // a message of nothing but its channel: whole, it is handed on empty
+                match take {
+                    Take::Whole => assert_eq!(got[..3], expected, "step {step}"),
+                    _ => assert_eq!(got, expected, "step {step}"),
+                }
+                if take == Take::Whole {
+                    assert_eq!(got.len(), 4, "step {step}");
+                    assert_eq!(got[3], (4, vec![]));
+                }
             }
-            assert_eq!(got.len(), 3, "step {step}");
-            assert_eq!(got[0], [1, b'h', b'i']);
-            assert_eq!(got[1], [2, b'a', b'b']);
-            assert_eq!(got[2], big);
         }
     }
 
     #[test]
+    fn unwanted_messages_are_passed_over_however_the_bytes_are_cut() {
+        // channel 0 (stdin) unwanted: a large masked one, a small one, and one in
+        // fragments; channel 4 wanted whole after each, channel 1 in pieces at the end
+        let big = [vec![0u8], vec![b'x'; 70_000]].concat();
+        let out = [vec![1u8], vec![b'o'; 70_000]].concat();
+        let mut wire = frame(true, 2, &big, Some([9, 8, 7, 6]));
+        wire.extend(frame(true, 2, &[4, b'a'], Some([1, 2, 3, 4])));
+        wire.extend(frame(true, 2, &[0, b's'], None));
+        wire.extend(frame(false, 2, &[0, b'f'], None));
+        wire.extend(frame(true, 0, b"g", None));
+        wire.extend(frame(true, 2, &[4, b'b'], None));
+        wire.extend(frame(true, 2, &out, Some([2, 4, 6, 8])));
+        let take = |first| match first {
+            4 => Take::Whole,
+            1 => Take::Pieces,
+            _ => Take::Skip,
+        };
+        for step in [1, 2, 5, 4096, 65_536, wire.len()] {
+            let (got, most_held) = read(&wire, step, take);
+            assert_eq!(
+                got,
+                [
+                    (4, b"a".to_vec()),
+                    (4, b"b".to_vec()),
+                    (1, out[1..].to_vec())
+                ],
+                "step {step}"
+            );
+            // never more than a frame's header: neither the skipped message nor the one
+            // in pieces is kept
+            assert!(
+                most_held <= MAX_HEADER,
+                "step {step}: {most_held} bytes held"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_taken_whole_past_the_limit_breaks_the_stream() {
+        let mut frames = Frames::default();
+        let header = [0x82, 127];
+        let len = (MAX_MESSAGE as u64 + 2).to_be_bytes();
+        frames.push(
+            &[&header[..], &len[..], &[4, 0, 0]].concat(),
+            |_| Take::Whole,
+            |_, _| {},
+        );
+        assert!(!frames.broken, "not yet: the bytes have not come");
+        frames.push(&vec![0; MAX_MESSAGE], |_| Take::Whole, |_, _| {});
+        assert!(frames.broken);
+        // in pieces, any size passes
+        let mut frames = Frames::default();
+        let mut seen = 0;
+        frames.push(
+            &[&header[..], &len[..], &[1]].concat(),
+            |_| Take::Pieces,
+            |_, d| seen += d.len(),
+        );
+        frames.push(
+            &vec![0; MAX_MESSAGE + 1],
+            |_| Take::Pieces,
+            |_, d| seen += d.len(),
+        );
+        assert!(!frames.broken);
+        assert_eq!(seen, MAX_MESSAGE + 1);
+    }
+
+    #[test]
     fn channels_binary_and_base64() {
-        assert_eq!(
-            channel_message(&[1, b'x'], false),
-            Some((1, Cow::Borrowed(&b"x"[..])))
-        );
-        assert_eq!(
-            channel_message(b"1eA==", true),
-            Some((1, Cow::Owned(b"x".to_vec())))
-        );
-        assert_eq!(channel_message(b"", true), None);
+        assert_eq!(channel_of(1, false), Some(1));
+        assert_eq!(channel_of(b'1', true), Some(1));
+        assert_eq!(channel_of(b'!', true), None);
+        assert_eq!(channel_data(b"x", false), Some(Cow::Borrowed(&b"x"[..])));
+        assert_eq!(channel_data(b"eA==", true), Some(Cow::Owned(b"x".to_vec())));
+        assert_eq!(channel_data(b"e!", true), None);
     }
 }
