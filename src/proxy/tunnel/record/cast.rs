@@ -216,22 +216,18 @@ const ESCAPE_LEN: [u8; 256] = {
     lens
 };
 
-/// Whether none of the 8 bytes of `word` needs escaping (none below `0x20`, no `"`, no
-/// `\`), tested on all of them at once.
-fn plain_word(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // a byte below `n` (bytes from 0x80 up never count): the classic "has less" test
-    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
-    let control = below(word, 0x20);
-    let quote = below(word ^ (ONES * b'"' as u64), 1);
-    let backslash = below(word ^ (ONES * b'\\' as u64), 1);
-    control | quote | backslash == 0
+/// Whether none of the bytes of `block` needs escaping (none below `0x20`, no `"`, no
+/// `\`). Every byte is looked at, without stopping early, so that the compiler makes it
+/// a few vector comparisons.
+fn plain_block(block: &[u8; 32]) -> bool {
+    block.iter().fold(true, |plain, &b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    })
 }
 
 /// Appends `text` as a JSON string. Terminal output is mostly plain text, with escape
 /// sequences here and there, and at worst nothing but control characters (`/dev/zero`):
-/// runs of plain bytes are found eight at a time and copied whole, and runs of bytes to
+/// runs of plain bytes are found 32 at a time and copied whole, and runs of bytes to
 /// escape are written from [`ESCAPE`] one 8-byte store each, into room made for them
 /// once. (The byte-by-byte loop this replaced cost four times as much.)
 fn escape_into(out: &mut Vec<u8>, text: &str) {
@@ -241,11 +237,11 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
-        while let Some(word) = bytes.get(i..i + 8) {
-            if !plain_word(u64::from_le_bytes(word.try_into().unwrap_or_default())) {
+        while let Some(Ok(block)) = bytes.get(i..i + 32).map(<&[u8; 32]>::try_from) {
+            if !plain_block(block) {
                 break;
             }
-            i += 8;
+            i += 32;
         }
         while i < bytes.len() && ESCAPE_LEN[bytes[i] as usize] == 0 {
             i += 1;

@@ -389,6 +389,57 @@ mod tests {
     }
 
     #[test]
+    fn a_long_stream_cut_at_random_places_comes_out_whole() {
+        // many messages of all header sizes, masked or not, cut into chunks of sizes
+        // from a small deterministic generator (as TCP reads cut them)
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let mut wire = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..300u32 {
+            let len = match i % 4 {
+                0 => next(120),
+                1 => 126 + next(2000),
+                2 => 65_536 + next(70_000),
+                _ => next(40_000),
+            } as usize;
+            let payload: Vec<u8> = std::iter::once(1u8)
+                .chain((0..len).map(|j| b'a' + ((i as usize + j) % 26) as u8))
+                .collect();
+            let mask = (i % 3 != 0).then(|| (next(u32::MAX as u64) as u32).to_be_bytes());
+            wire.extend(frame(true, 2, &payload, mask));
+            if i % 10 == 0 {
+                wire.extend(frame(true, 9, b"ping", mask));
+            }
+            sent.extend_from_slice(&payload[1..]);
+        }
+        let mut frames = Frames::default();
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let most = if next(4) == 0 { 20 } else { 70_000 };
+            let n = (1 + next(most) as usize).min(wire.len() - at);
+            frames.push(
+                &wire[at..at + n],
+                |_| Take::Pieces,
+                |first, data| {
+                    assert_eq!(first, 1);
+                    got.extend_from_slice(data);
+                },
+            );
+            at += n;
+        }
+        assert!(!frames.broken);
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "the data differs");
+    }
+
+    #[test]
     fn a_message_taken_whole_past_the_limit_breaks_the_stream() {
         let mut frames = Frames::default();
         let header = [0x82, 127];
