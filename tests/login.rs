@@ -676,6 +676,32 @@ async fn session_user(gw: &TestGateway, jar: &mut Jar) -> String {
     who.body["user"].as_str().unwrap().to_string()
 }
 
+/// Logs in as the provider's `user`, whose ID token kubegate must refuse: 401, no session,
+/// and (with `audited`) the login audited as denied, its reason holding `audited`. Returns
+/// the browser's cookies and the refusal's message.
+async fn oidc_login_refused(
+    gw: &TestGateway,
+    provider: &OidcProvider,
+    user: &ProviderUser,
+    audited: Option<&str>,
+) -> (Jar, String) {
+    provider.set_user(user);
+    let (mut jar, refused) = log_in(gw, "dex", "/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
+    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
+    if let Some(reason) = audited {
+        let event = gw.wait_audit(|e| {
+            e["verb"] == "login"
+                && e["status"] == 401
+                && e["reason"].as_str().is_some_and(|r| r.contains(reason))
+        });
+        assert_eq!(event["decision"], "deny", "{event}");
+    }
+    let message = refused.body["message"].as_str().unwrap().to_string();
+    (jar, message)
+}
+
 /// OIDC ID tokens are accepted with public-key algorithms only: an ID token signed HS256
 /// with the client secret (a key kubegate knows, so a library that took the token's
 /// `alg` at its word would verify it) is refused, the login audited as denied, and no
@@ -686,30 +712,18 @@ async fn an_oidc_id_token_signed_hs256_with_the_client_secret_is_refused() {
     let api = ApiServer::start();
     let gw = gateway(&provider, &api, |_| {});
 
-    provider.set_user(
-        &ProviderUser::named("mallory")
-            .groups(&["acme", "acme/admins"])
-            .id_token_signed_hs256_with_client_secret(),
-    );
-    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
-    assert_eq!(refused.status, 401, "{}", refused.text);
-    let message = refused.body["message"].as_str().unwrap();
+    let user = ProviderUser::named("mallory")
+        .groups(&["acme", "acme/admins"])
+        .id_token_signed_hs256_with_client_secret();
+    let (mut jar, message) = oidc_login_refused(&gw, &provider, &user, Some("HS256")).await;
     assert!(message.contains("HS256"), "{message}");
     assert!(message.contains("public-key algorithms"), "{message}");
     assert!(
         provider.requests().iter().any(|r| r["endpoint"] == "token"),
         "the code was exchanged: the ID token itself was refused"
     );
-    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
-    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
     let page = jar.get(&gw.proxy_url(1, 1, "/api/v1/namespaces")).await;
     assert_eq!(page.status, 401, "{}", page.text);
-    let event = gw.wait_audit(|e| {
-        e["verb"] == "login"
-            && e["status"] == 401
-            && e["reason"].as_str().is_some_and(|r| r.contains("HS256"))
-    });
-    assert_eq!(event["decision"], "deny", "{event}");
 
     // the provider's own signature, for the same user: logged in
     provider.set_user(&ProviderUser::named("mallory").groups(&["acme", "acme/admins"]));
@@ -727,19 +741,13 @@ async fn an_unsigned_oidc_id_token_is_refused() {
     let api = ApiServer::start();
     let gw = gateway(&provider, &api, |_| {});
 
-    provider.set_user(
-        &ProviderUser::named("mallory")
-            .groups(&["acme", "acme/admins"])
-            .id_token_unsigned(),
-    );
-    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
-    assert_eq!(refused.status, 401, "{}", refused.text);
-    let message = refused.body["message"].as_str().unwrap();
+    let user = ProviderUser::named("mallory")
+        .groups(&["acme", "acme/admins"])
+        .id_token_unsigned();
+    let (_, message) = oidc_login_refused(&gw, &provider, &user, None).await;
     assert!(message.contains("signed with none"), "{message}");
     assert!(message.contains("public-key algorithms"), "{message}");
     assert_eq!(provider.jwks_fetches(), 1, "the keys of discovery, no more");
-    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
-    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
 }
 
 /// The provider's ID tokens carry `at_hash`, the hash of the access token they come with
@@ -752,23 +760,11 @@ async fn an_oidc_id_token_whose_at_hash_is_another_access_tokens_is_refused() {
     let gw = gateway(&provider, &api, |_| {});
 
     // the left half of SHA-256("another access token"), base64url: well formed, not this one's
-    provider.set_user(
-        &ProviderUser::named("mallory")
-            .groups(&["acme", "acme/admins"])
-            .id_token_claim("at_hash", json!("wQFkUtMS3mcGZYkrkP8tUw")),
-    );
-    let (mut jar, refused) = log_in(&gw, "dex", "/").await;
-    assert_eq!(refused.status, 401, "{}", refused.text);
-    let message = refused.body["message"].as_str().unwrap();
+    let user = ProviderUser::named("mallory")
+        .groups(&["acme", "acme/admins"])
+        .id_token_claim("at_hash", json!("wQFkUtMS3mcGZYkrkP8tUw"));
+    let (_, message) = oidc_login_refused(&gw, &provider, &user, Some("at_hash")).await;
     assert!(message.contains("at_hash"), "{message}");
-    let who = jar.get(&format!("{}/auth/session", gw.url)).await;
-    assert_eq!(who.status, 401, "nobody is logged in: {}", who.text);
-    let event = gw.wait_audit(|e| {
-        e["verb"] == "login"
-            && e["status"] == 401
-            && e["reason"].as_str().is_some_and(|r| r.contains("at_hash"))
-    });
-    assert_eq!(event["decision"], "deny", "{event}");
 
     // the provider's own at_hash: logged in
     provider.set_user(&ProviderUser::named("mallory").groups(&["acme", "acme/admins"]));
