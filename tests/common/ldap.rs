@@ -166,7 +166,23 @@ impl Slapd {
         Slapd::launch(true)
     }
 
+    /// Starts slapd and loads the data, on fresh ports each try: a port found free can be
+    /// taken by another test before slapd binds it (then slapd exits, or a connection
+    /// reaches the other test's listener and `ldapadd` fails), so a failed start is
+    /// tried again, up to three times, and the last failure is the panic.
     fn launch(tls: bool) -> Slapd {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Slapd::try_launch(tls) {
+                Ok(slapd) => return slapd,
+                Err(e) if tries >= 3 => panic!("{e}"),
+                Err(e) => eprintln!("slapd start {tries} failed, trying other ports: {e}"),
+            }
+        }
+    }
+
+    fn try_launch(tls: bool) -> Result<Slapd, String> {
         let binary = slapd_binary();
         assert!(
             binary.exists(),
@@ -211,7 +227,7 @@ impl Slapd {
             child: Some(child),
             dir,
         };
-        slapd.wait_listening(port);
+        slapd.wait_listening(port)?;
         let added = Command::new("ldapadd")
             .args([
                 "-x",
@@ -227,17 +243,21 @@ impl Slapd {
             .stdout(Stdio::null())
             .output()
             .expect("ldapadd runs (Debian: apt-get install ldap-utils)");
-        assert!(
-            added.status.success(),
-            "ldapadd failed: {}",
-            String::from_utf8_lossy(&added.stderr)
-        );
-        slapd
+        if !added.status.success() {
+            // dropping `slapd` stops it
+            return Err(format!(
+                "ldapadd failed: {}",
+                String::from_utf8_lossy(&added.stderr)
+            ));
+        }
+        Ok(slapd)
     }
 
-    fn wait_listening(&mut self, port: u16) {
+    /// Waits until `port` takes connections and slapd still runs.
+    fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            let listening = TcpStream::connect(("127.0.0.1", port)).is_ok();
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -245,12 +265,14 @@ impl Slapd {
             {
                 let err =
                     std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default();
-                panic!("slapd exited ({status}): {err}");
+                return Err(format!("slapd exited ({status}): {err}"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not listen within 20 s"
-            );
+            if listening {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("slapd did not listen within 20 s".into());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
