@@ -69,11 +69,6 @@ impl Cast {
         self.written
     }
 
-    /// Takes the lines built since the last call, to be written out.
-    pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.lines)
-    }
-
     /// Writes the lines built since the last call to `out`, keeping their buffer for the
     /// next ones (a recorded session builds up to `audit.recording_max_bytes` of lines,
     /// [`super::FLUSH_BYTES`] at a time). On an error, the lines are dropped.
@@ -83,7 +78,7 @@ impl Cast {
         written
     }
 
-    /// Bytes waiting to be taken.
+    /// Bytes waiting to be written.
     pub fn waiting(&self) -> usize {
         self.lines.len()
     }
@@ -312,8 +307,15 @@ fn unfinished_tail(buf: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    /// The lines built since the last call, written out.
+    fn taken(cast: &mut Cast) -> Vec<u8> {
+        let mut out = Vec::new();
+        cast.write_to(&mut out).unwrap();
+        out
+    }
+
     fn events(cast: &mut Cast) -> Vec<serde_json::Value> {
-        String::from_utf8(cast.take())
+        String::from_utf8(taken(cast))
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -350,7 +352,7 @@ mod tests {
         assert_eq!(e.last().unwrap()[1], "m");
         assert!(cast.size() <= 200 + 100);
         cast.resize(Duration::from_secs(1), 100, 40);
-        assert!(cast.take().is_empty());
+        assert!(taken(&mut cast).is_empty());
     }
 
     #[test]
