@@ -15,14 +15,19 @@
 //!   SPDY/3.1) to a local "pod port" that sends 256 MiB; bytes per second read from
 //!   kubectl's local port. kubectl is then part of every row.
 //!
-//! kubegate's CPU per GiB is its user+system time over the transfer (`/proc/PID/stat`).
+//! The exec transfers run in rounds (`STREAM_ROUNDS`, default 9), every peer once per
+//! round, and each exec figure is the median of its rounds: one transfer takes a fraction
+//! of a second, and on a shared machine single runs vary by a third. Port-forward runs
+//! once per peer. kubegate's CPU per GiB is its user+system time over the exec transfers
+//! of all rounds (`/proc/PID/stat`).
 //!
 //! The row **kubegate, recorded** is the same kubegate through a second cluster of the
-//! same API server with `record_sessions = "all"`: every exec byte is parsed as it passes
-//! and written to a cast (up to the default `audit.recording_max_bytes`, 64 MiB of cast:
-//! the download's zeros are 6 cast bytes each, so its first ~10 MiB are written and the
-//! rest parsed only). Target: within 10 % of the plain kubegate row. Port-forward is never
-//! recorded, so that row has no port-forward figure.
+//! same API server with `record_sessions = "all"`: every exec byte is parsed on the
+//! session's recorder thread and written to a cast (up to the default
+//! `audit.recording_max_bytes`, 64 MiB of cast: the download's zeros are 6 cast bytes
+//! each, so its first ~10 MiB are written and the rest passed over). Target: within 10 %
+//! of the plain kubegate row; the row shows the median of each round's ratio to it.
+//! Port-forward is never recorded, so that row has no port-forward figure.
 
 #[path = "../tests/common/apiserver/mod.rs"]
 mod apiserver;
@@ -54,6 +59,8 @@ const BENCH_CORE: &str = "1";
 const DOWNLOAD: u64 = 256 * 1024 * 1024;
 /// Bytes written (and echoed) in the echo run.
 const ECHO: u64 = 64 * 1024 * 1024;
+/// Rounds of exec transfers (`STREAM_ROUNDS`): each figure is their median.
+const ROUNDS: usize = 9;
 /// Longest a transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -130,32 +137,86 @@ fn main() {
         ),
     ];
 
-    println!("stream benchmark: exec over WebSocket (v5.channel.k8s.io) and kubectl port-forward");
+    let rounds: usize = std::env::var("STREAM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS);
     println!(
-        "{:<19} {:>18} {:>22} {:>24} {:>16}",
+        "stream benchmark: exec over WebSocket (v5.channel.k8s.io) and kubectl port-forward; exec: median of {rounds} rounds"
+    );
+    // the exec transfers in rounds, every peer once per round, so that a slow moment of
+    // the machine falls on all of them alike
+    let mut exec: Vec<Exec> = peers.iter().map(|_| Exec::default()).collect();
+    for _ in 0..rounds {
+        for ((_, peer), exec) in peers.iter().zip(&mut exec) {
+            let cpu = CpuMeter::start(peer.pid);
+            exec.download.push(runtime.block_on(exec_download(peer)));
+            exec.echo.push(runtime.block_on(exec_echo(peer)));
+            if let Some(seconds) = cpu.seconds() {
+                *exec.cpu.get_or_insert(0.0) += seconds;
+            }
+        }
+    }
+    println!(
+        "{:<19} {:>24} {:>24} {:>24} {:>16}",
         "peer", "exec download", "exec echo (each way)", "port-forward download", "proxy CPU/GiB"
     );
-    for (name, peer) in &peers {
-        let cpu = CpuMeter::start(peer.pid);
-        let download = runtime.block_on(exec_download(peer));
-        let echo = runtime.block_on(exec_echo(peer));
-        let exec_cpu = cpu.seconds();
-        let moved = (DOWNLOAD + 2 * ECHO) as f64 / (1u64 << 30) as f64;
+    let moved = rounds as f64 * (DOWNLOAD + 2 * ECHO) as f64 / (1u64 << 30) as f64;
+    for ((name, _), this) in peers.iter().zip(&exec) {
         // port-forward is never recorded: no figure for that row
         let forward = (*name != "kubegate, recorded")
             .then(|| port_forward_download(name, &gate, &proxy, &kubeconfig, &empty, pod_port));
+        let (download, echo) = this.medians();
+        // the recorded row against the plain one: the median of the rounds' ratios (both
+        // ran in the same round, a moment apart)
+        let against_plain = |of: fn(&Exec) -> &Vec<Result<f64, String>>| {
+            if *name != "kubegate, recorded" {
+                return String::new();
+            }
+            let ratios: Vec<Result<f64, String>> = of(this)
+                .iter()
+                .zip(of(&exec[1]))
+                .map(|(recorded, plain)| Ok(recorded.clone()? / plain.clone()?))
+                .collect();
+            median(&ratios).map_or(String::new(), |r| format!(" ({:+.0} %)", (r - 1.0) * 100.0))
+        };
         println!(
-            "{:<19} {:>18} {:>22} {:>24} {:>16}",
+            "{:<19} {:>24} {:>24} {:>24} {:>16}",
             name,
-            rate(&download),
-            rate(&echo),
+            format!("{}{}", rate(&download), against_plain(|e| &e.download)),
+            format!("{}{}", rate(&echo), against_plain(|e| &e.echo)),
             forward.as_ref().map_or("-".into(), rate),
-            exec_cpu.map_or("-".into(), |s| format!("{:.2} s", s / moved)),
+            this.cpu
+                .map_or("-".into(), |s| format!("{:.2} s", s / moved)),
         );
     }
-    println!("(MiB/s; CPU/GiB: the proxy's user+system seconds per GiB carried in the exec runs)");
+    println!("(MiB/s; recorded: the median of each round's ratio to plain kubegate; CPU/GiB: the proxy's user+system seconds per GiB carried in the exec runs)");
     drop(proxy);
     drop(gate);
+}
+
+/// One peer's exec transfers, one of each per round.
+#[derive(Default)]
+struct Exec {
+    download: Vec<Result<f64, String>>,
+    echo: Vec<Result<f64, String>>,
+    cpu: Option<f64>,
+}
+
+impl Exec {
+    /// The median rate of the downloads and of the echoes; the first error, if any.
+    fn medians(&self) -> (Result<f64, String>, Result<f64, String>) {
+        (median(&self.download), median(&self.echo))
+    }
+}
+
+fn median(runs: &[Result<f64, String>]) -> Result<f64, String> {
+    let mut rates = runs.iter().cloned().collect::<Result<Vec<f64>, String>>()?;
+    rates.sort_by(f64::total_cmp);
+    rates
+        .get(rates.len() / 2)
+        .copied()
+        .ok_or_else(|| "no run".to_string())
 }
 
 fn rate(result: &Result<f64, String>) -> String {

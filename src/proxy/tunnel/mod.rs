@@ -214,6 +214,25 @@ pub(super) async fn handle(
         let upgrade = upgrade.to_str().unwrap_or_default();
         recorder.protocol(record::Protocol::of(upgrade, subprotocol));
     }
+    // the recording goes on on a thread of its own, beside the tunnel
+    let mut recording = match recorder.map(record::background::Background::spawn) {
+        None => None,
+        Some(Ok(recording)) => Some(recording),
+        Some(Err(e)) => {
+            log::error!(
+                "session {} cannot be recorded: no recorder thread: {e}",
+                audit.event.request_id
+            );
+            let error = StatusError::unavailable(format!(
+                "this cluster records sessions, and this one cannot be recorded (no recorder thread: {e}); it was not started"
+            ));
+            return refuse(audit, error, AuditDecision::Error);
+        }
+    };
+    let (up, down) = match recording.as_mut().and_then(|r| r.senders.take()) {
+        Some((up, down)) => (Some(up), Some(down)),
+        None => (None, None),
+    };
     let headers = answer.headers.clone();
     let io = match tokio::time::timeout(upstreams.upgrade_timeout, answer.upgraded()).await {
         Ok(Ok(io)) => io,
@@ -231,7 +250,7 @@ pub(super) async fn handle(
         to_server: Cell::new(0),
         client_done: Cell::new(false),
         failure: std::cell::RefCell::new(None),
-        recorder: std::cell::RefCell::new(recorder),
+        recorder: std::cell::RefCell::new(up),
     });
     let uploader = actix_rt::spawn(upload(payload, writer, session.clone()));
     let downstream = Downstream {
@@ -240,6 +259,8 @@ pub(super) async fn handle(
         to_client: 0,
         server_done: false,
         session,
+        recorder: down,
+        recording,
         _open: crate::metrics::UpgradedSession::start(),
         uploader: Some(uploader),
         audit: Some((audit, gate.auditor().clone())),
@@ -344,20 +365,9 @@ struct Session {
     /// The client ended its side (EOF) before the server ended its.
     client_done: Cell<bool>,
     failure: std::cell::RefCell<Option<String>>,
-    /// The session's recording, when its cluster records sessions.
-    recorder: std::cell::RefCell<Option<record::Recorder>>,
-}
-
-impl Session {
-    fn record(&self, bytes: &[u8], from_client: bool) {
-        if let Some(recorder) = self.recorder.borrow_mut().as_mut() {
-            if from_client {
-                recorder.from_client(bytes);
-            } else {
-                recorder.from_server(bytes);
-            }
-        }
-    }
+    /// The way to the session's recorder for what the client sends, when its cluster
+    /// records sessions.
+    recorder: std::cell::RefCell<Option<record::background::Sender>>,
 }
 
 /// Client to API server: the request payload (every byte after the request head).
@@ -387,12 +397,23 @@ async fn upload(
                 None => break,
             }
         }
-        session.record(&batch, true);
+        let chunk = batch.split().freeze();
+        if session.recorder.borrow().is_some() {
+            // room in the recorder's queue first: a recording misses no byte
+            std::future::poll_fn(|cx| match session.recorder.borrow_mut().as_mut() {
+                Some(recorder) => recorder.poll_ready(cx),
+                None => Poll::Ready(()),
+            })
+            .await;
+            if let Some(recorder) = session.recorder.borrow_mut().as_mut() {
+                recorder.send(chunk.clone());
+            }
+        }
         // flushed each time: over TLS, what `write_all` accepted may still sit in rustls's
         // buffer when the socket was full, and nothing else would send it (the last
         // keystrokes of a session would wait for the next ones)
         let written = async {
-            writer.write_all(&batch).await?;
+            writer.write_all(&chunk).await?;
             writer.flush().await
         };
         if let Err(e) = written.await {
@@ -404,8 +425,7 @@ async fn upload(
         }
         session
             .to_server
-            .set(session.to_server.get() + batch.len() as u64);
-        batch.clear();
+            .set(session.to_server.get() + chunk.len() as u64);
     }
     session.client_done.set(true);
     // the client is done sending: so is kubegate, towards the API server
@@ -420,6 +440,10 @@ struct Downstream {
     to_client: u64,
     server_done: bool,
     session: Rc<Session>,
+    /// The way to the session's recorder for what the API server sends.
+    recorder: Option<record::background::Sender>,
+    /// The session's recorder, when its cluster records sessions.
+    recording: Option<record::background::Background>,
     /// Counts the session in `kubegate_upgraded_sessions_open` while it is open.
     _open: crate::metrics::UpgradedSession,
     uploader: Option<actix_rt::task::JoinHandle<()>>,
@@ -434,6 +458,10 @@ impl Stream for Downstream {
         if this.server_done {
             return Poll::Ready(None);
         }
+        if let Some(recorder) = &mut this.recorder {
+            // room in the recorder's queue before the next read: a recording misses no byte
+            std::task::ready!(recorder.poll_ready(cx));
+        }
         if this.buf.capacity() < WINDOW / 2 {
             // room for the next read; the chunks already sent keep the memory they fill
             this.buf.reserve(WINDOW);
@@ -447,7 +475,9 @@ impl Stream for Downstream {
                     return Poll::Ready(None);
                 }
                 let chunk = this.buf.split().freeze();
-                this.session.record(&chunk, false);
+                if let Some(recorder) = &mut this.recorder {
+                    recorder.send(chunk.clone());
+                }
                 this.to_client += n as u64;
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -477,8 +507,11 @@ impl Drop for Downstream {
                 (None, false, _) => "client went away",
             };
             audit.event.ended = Some(ended.to_string());
-            if let Some(recorder) = self.session.recorder.borrow_mut().take() {
-                audit.event.recording = Some(recorder.finish());
+            // both ways to the recorder closed: it records what is queued and ends
+            self.recorder = None;
+            self.session.recorder.borrow_mut().take();
+            if let Some(recording) = self.recording.take() {
+                audit.event.recording = Some(recording.finish());
             }
             if failure.is_some() {
                 audit.event.error = failure;

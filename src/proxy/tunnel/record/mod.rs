@@ -1,7 +1,8 @@
 //! Recording exec and attach sessions as asciicast v2 files ([`cast`]).
 //!
-//! The tunnel hands the recorder every byte of the session, each direction as it passes,
-//! and the recorder reads the Kubernetes streams out of them: over WebSocket
+//! The tunnel hands the recorder every byte of the session, each direction as it passes
+//! (to a thread of the session's own, [`background`]), and the recorder reads the
+//! Kubernetes streams out of them: over WebSocket
 //! ([`websocket`]: `v4`/`v5.channel.k8s.io` and the base64 variants) or SPDY/3.1
 //! ([`spdy`]). Standard output and error become output events, terminal resizes `"r"`
 //! events, and standard input `"i"` events only when `audit.record_stdin` is on (typed
@@ -16,6 +17,7 @@
 //! names it, and `GET /pipeline/api/v1/orgs/{org}/audit/sessions/{id}` serves it to the
 //! org's admins.
 
+pub mod background;
 pub mod cast;
 pub mod spdy;
 pub mod websocket;
@@ -214,12 +216,17 @@ impl Recorder {
         self.stopped.is_some() || self.cast.is_cut()
     }
 
-    /// Bytes the client sent.
+    /// Bytes the client sent, now.
     pub fn from_client(&mut self, bytes: &[u8]) {
+        self.from_client_at(Instant::now(), bytes)
+    }
+
+    /// Bytes the client sent, passed at `when`.
+    pub fn from_client_at(&mut self, when: Instant, bytes: &[u8]) {
         if self.done() {
             return;
         }
-        let at = self.at();
+        let at = when.saturating_duration_since(self.started);
         let (cast, stdin, streams) = (&mut self.cast, self.stdin, &mut self.streams);
         match (&mut self.up, self.protocol) {
             (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
@@ -257,12 +264,17 @@ impl Recorder {
         self.after();
     }
 
-    /// Bytes the API server sent.
+    /// Bytes the API server sent, now.
     pub fn from_server(&mut self, bytes: &[u8]) {
+        self.from_server_at(Instant::now(), bytes)
+    }
+
+    /// Bytes the API server sent, passed at `when`.
+    pub fn from_server_at(&mut self, when: Instant, bytes: &[u8]) {
         if self.done() {
             return;
         }
-        let at = self.at();
+        let at = when.saturating_duration_since(self.started);
         let (cast, streams) = (&mut self.cast, &self.streams);
         match (&mut self.down, self.protocol) {
             (Parser::Channels(frames), Some(Protocol::Channels { base64 })) => {
@@ -324,8 +336,19 @@ impl Recorder {
     }
 
     /// Ends the recording: what is left is written, and the audit event's record of it
-    /// returned.
-    pub fn finish(mut self) -> SessionRecording {
+    /// returned. With the PostgreSQL sink, the cast is then copied there (on the actix
+    /// runtime this is called on).
+    pub fn finish(self) -> SessionRecording {
+        let (recording, keep) = self.finish_keeping();
+        if let Some(keep) = keep {
+            keep.spawn();
+        }
+        recording
+    }
+
+    /// [`Recorder::finish`], on any thread: the copy to PostgreSQL is returned, to be
+    /// started on the runtime.
+    pub fn finish_keeping(mut self) -> (SessionRecording, Option<Keep>) {
         let at = self.at();
         self.cast.finish(at);
         self.flush();
@@ -333,25 +356,50 @@ impl Recorder {
             self.stopped = Some("stopped at audit.recording_max_bytes".into());
         }
         self.file = None;
-        if let Some(postgres) = self.postgres.take() {
-            // the whole cast, read back from its file, into the database
-            let (path, org, id) = (self.path.clone(), self.org, self.id.clone());
-            actix_rt::spawn(async move {
-                let cast = match actix_web::web::block(move || std::fs::read(path)).await {
-                    Ok(Ok(cast)) => cast,
-                    Ok(Err(e)) => return log::error!("recording {id} not read back: {e}"),
-                    Err(e) => return log::error!("recording {id} not read back: {e}"),
-                };
-                if let Err(e) = postgres.save(org, &id, &cast).await {
-                    log::error!("{e}; it stays in its file on this replica");
-                }
-            });
-        }
-        SessionRecording {
+        let keep = self.postgres.take().map(|postgres| Keep {
+            postgres,
+            path: self.path.clone(),
+            org: self.org,
+            id: self.id.clone(),
+        });
+        let recording = SessionRecording {
             id: self.id.clone(),
             bytes: self.cast.size(),
             stopped: self.stopped.take(),
-        }
+        };
+        (recording, keep)
+    }
+}
+
+/// A finished recording still to be copied into PostgreSQL (`[audit] sink = "postgres"`),
+/// so that every replica serves it.
+pub struct Keep {
+    postgres: std::sync::Arc<kubegate_actors::store::PostgresRecordings>,
+    path: PathBuf,
+    org: u64,
+    id: String,
+}
+
+impl Keep {
+    /// Reads the cast back from its file and saves it, in a task of the actix runtime
+    /// this is called on.
+    pub fn spawn(self) {
+        let Keep {
+            postgres,
+            path,
+            org,
+            id,
+        } = self;
+        actix_rt::spawn(async move {
+            let cast = match actix_web::web::block(move || std::fs::read(path)).await {
+                Ok(Ok(cast)) => cast,
+                Ok(Err(e)) => return log::error!("recording {id} not read back: {e}"),
+                Err(e) => return log::error!("recording {id} not read back: {e}"),
+            };
+            if let Err(e) = postgres.save(org, &id, &cast).await {
+                log::error!("{e}; it stays in its file on this replica");
+            }
+        });
     }
 }
 
