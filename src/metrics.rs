@@ -25,15 +25,15 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    text, DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-    MetricEncoder, NoLabelSet,
+    text, DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder,
+    LabelValueEncoder, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -135,14 +135,28 @@ fn verb_index(verb: &str) -> u8 {
 }
 
 thread_local! {
-    /// This thread's handles on the series it has recorded into.
-    static LOCAL: RefCell<HashMap<Key, Arc<Series>>> = RefCell::new(HashMap::new());
+    /// This thread's handles on the series it has recorded into. Its keys are few (at most
+    /// [`MAX_SERIES`]) and hashed on every request: foldhash, not the default SipHash
+    /// (which was a quarter of `request`'s time).
+    static LOCAL: RefCell<foldhash::HashMap<Key, Arc<Series>>> =
+        RefCell::new(foldhash::HashMap::default());
+}
+
+/// Runs `f` on the series of `key`: from the worker's own map once it has seen `key`.
+fn with_series(key: Key, f: impl FnOnce(&Series)) {
+    let unseen = LOCAL.with(|local| match local.borrow().get(&key) {
+        Some(found) => {
+            f(found);
+            None
+        }
+        None => Some(f),
+    });
+    if let Some(f) = unseen {
+        f(&series(key));
+    }
 }
 
 fn series(key: Key) -> Arc<Series> {
-    if let Some(found) = LOCAL.with(|local| local.borrow().get(&key).cloned()) {
-        return found;
-    }
     let (found, overflow) = {
         let mut all = lock(&registry().series);
         let overflow = all.len() >= MAX_SERIES && !all.contains_key(&key);
@@ -190,19 +204,21 @@ pub fn request(
         status,
         overflow: false,
     };
-    let series = series(key);
-    series.count.fetch_add(1, Ordering::Relaxed);
-    if timed(verb) {
-        let seconds = duration.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        series
-            .sum_micros
-            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
-    }
+    let timed = timed(verb);
+    with_series(key, |series| {
+        series.count.fetch_add(1, Ordering::Relaxed);
+        if timed {
+            let seconds = duration.as_secs_f64();
+            let bucket = LATENCY_BUCKETS
+                .iter()
+                .position(|bound| seconds <= *bound)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            series
+                .sum_micros
+                .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Records one HTTP response of any route, by its status class.
@@ -387,6 +403,37 @@ impl EncodeLabelValue for Value<'_> {
     }
 }
 
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(text) => f.write_str(text),
+            Value::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The labels of one series of the request histogram, which prometheus-client writes on
+/// each of the series' 17 lines. `org` and `cluster`, numbers or fixed words with nothing
+/// to escape, are written once per series into `head` (`org="1",cluster="2",verb`), and
+/// `head` is then handed to the encoder as the key of the last label, whose value (the
+/// verb) it escapes: a line costs one write of `head` instead of three labels' encoding
+/// (a third of the render's time with 1,000 series).
+struct HistogramLabels<'a> {
+    head: &'a str,
+    verb: &'a str,
+}
+
+impl EncodeLabelSet for HistogramLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        let mut label = encoder.encode_label();
+        let mut key = label.encode_label_key()?;
+        key.write_str(self.head)?;
+        let mut value = key.encode_label_value()?;
+        value.write_str(self.verb)?;
+        value.finish()
+    }
+}
+
 /// The `org` or `cluster` label of a series.
 fn id(value: Option<u64>, overflow: bool) -> Value<'static> {
     match (value, overflow) {
@@ -451,12 +498,19 @@ impl Collector for Kept {
             None,
             MetricType::Histogram,
         )?;
+        let mut head = String::new();
         for (key, (counts, sum_micros)) in &histograms {
-            let labels = [
-                ("org", id(key.org, key.overflow)),
-                ("cluster", id(key.cluster, key.overflow)),
-                ("verb", Value::Text(verb(key))),
-            ];
+            head.clear();
+            let _ = write!(
+                head,
+                "org=\"{}\",cluster=\"{}\",verb",
+                id(key.org, key.overflow),
+                id(key.cluster, key.overflow)
+            );
+            let labels = HistogramLabels {
+                head: &head,
+                verb: verb(key),
+            };
             // (upper bound, count in this bucket alone): prometheus-client adds them up
             let mut buckets = [(f64::INFINITY, 0); LATENCY_BUCKETS.len() + 1];
             for (i, count) in counts.iter().enumerate() {
