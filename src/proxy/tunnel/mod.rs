@@ -215,9 +215,9 @@ pub(super) async fn handle(
         recorder.protocol(record::Protocol::of(upgrade, subprotocol));
     }
     // the recording goes on on a thread of its own, beside the tunnel
-    let mut recording = match recorder.map(record::background::Background::spawn) {
-        None => None,
-        Some(Ok(recording)) => Some(recording),
+    let (recording, up, down) = match recorder.map(record::background::Background::spawn) {
+        None => (None, None, None),
+        Some(Ok((recording, up, down))) => (Some(recording), Some(up), Some(down)),
         Some(Err(e)) => {
             log::error!(
                 "session {} cannot be recorded: no recorder thread: {e}",
@@ -228,10 +228,6 @@ pub(super) async fn handle(
             ));
             return refuse(audit, error, AuditDecision::Error);
         }
-    };
-    let (up, down) = match recording.as_mut().and_then(|r| r.senders.take()) {
-        Some((up, down)) => (Some(up), Some(down)),
-        None => (None, None),
     };
     let headers = answer.headers.clone();
     let io = match tokio::time::timeout(upstreams.upgrade_timeout, answer.upgraded()).await {

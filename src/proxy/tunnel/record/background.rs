@@ -75,25 +75,24 @@ impl Sender {
             from_client: self.from_client,
             bytes,
         };
-        // no room reserved (poll_ready not asked, or the thread gone): not recorded, and
-        // the recorder notes the gap when it can
+        // no room reserved: the thread is gone (it panicked), and `Background::finish`
+        // says the recorder failed
         if self.to.send_item(piece).is_err() {
             self.done.store(true, Ordering::Relaxed);
         }
     }
 }
 
-/// A recorder running on its thread, and the two ways to it.
+/// A recorder running on its thread.
 pub struct Background {
-    /// The client's direction, then the API server's; taken by the tunnel.
-    pub senders: Option<(Sender, Sender)>,
     finished: std::sync::mpsc::Receiver<(SessionRecording, Option<Keep>)>,
     id: String,
 }
 
 impl Background {
-    /// Starts `recorder` on a thread of its own.
-    pub fn spawn(recorder: Recorder) -> std::io::Result<Background> {
+    /// Starts `recorder` on a thread of its own; with it, the ways to it of the client's
+    /// direction and of the API server's.
+    pub fn spawn(recorder: Recorder) -> std::io::Result<(Background, Sender, Sender)> {
         let (to, mut from) = mpsc::channel::<Piece>(QUEUE);
         let (done_tx, finished) = std::sync::mpsc::sync_channel(1);
         let done = Arc::new(AtomicBool::new(false));
@@ -106,11 +105,7 @@ impl Background {
                 // the tunnel's threads come first: the recorder takes the time they leave
                 let _ = rustix::process::nice(NICE);
                 let mut recorder = recorder;
-                let noop = std::env::var_os("KUBEGATE_RECORDER_NOOP").is_some();
                 while let Some(piece) = from.blocking_recv() {
-                    if noop {
-                        continue;
-                    }
                     if piece.from_client {
                         recorder.from_client_at(piece.at, &piece.bytes);
                     } else {
@@ -127,19 +122,15 @@ impl Background {
             from_client,
             done: done.clone(),
         };
-        Ok(Background {
-            senders: Some((sender(true), sender(false))),
-            finished,
-            id,
-        })
+        Ok((Background { finished, id }, sender(true), sender(false)))
     }
 
-    /// Ends the recording once both senders are dropped: waits (at most
+    /// Ends the recording. Both senders must be dropped first (until then the thread
+    /// waits for more chunks): waits (at most
     /// [`FINISH_TIMEOUT`]) for the thread to record what is queued and write the end of
     /// the cast, and returns the audit event's record of it. With the PostgreSQL sink,
     /// the cast is then copied there (on the runtime this is called on).
-    pub fn finish(mut self) -> SessionRecording {
-        self.senders = None;
+    pub fn finish(self) -> SessionRecording {
         match self.finished.recv_timeout(FINISH_TIMEOUT) {
             Ok((recording, keep)) => {
                 if let Some(keep) = keep {
@@ -180,7 +171,7 @@ mod tests {
     }
 
     /// A WebSocket session's recorder, on its thread, writing `{dir}/1/{id}.cast`.
-    fn started(dir: &std::path::Path, cap: u64, id: &str) -> Background {
+    fn started(dir: &std::path::Path, cap: u64, id: &str) -> (Background, Sender, Sender) {
         let settings = RecordingSettings {
             dir: dir.to_path_buf(),
             max_bytes: cap,
@@ -195,8 +186,7 @@ mod tests {
     #[test]
     fn every_chunk_is_recorded_in_order_through_a_full_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let mut background = started(dir.path(), 64 << 20, "queued");
-        let (_up, mut down) = background.senders.take().unwrap();
+        let (background, up, mut down) = started(dir.path(), 64 << 20, "queued");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -208,7 +198,7 @@ mod tests {
                 down.send(stdout(format!("line {i}\n").repeat(100).as_bytes()));
             }
         });
-        drop((_up, down));
+        drop((up, down));
         let recording = background.finish();
         assert!(recording.stopped.is_none(), "{recording:?}");
         let cast = std::fs::read_to_string(dir.path().join("1/queued.cast")).unwrap();
@@ -228,8 +218,7 @@ mod tests {
     #[test]
     fn past_the_cap_chunks_are_no_longer_handed_over() {
         let dir = tempfile::tempdir().unwrap();
-        let mut background = started(dir.path(), 4096, "capped");
-        let (up, mut down) = background.senders.take().unwrap();
+        let (background, up, mut down) = started(dir.path(), 4096, "capped");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
