@@ -52,7 +52,15 @@ fn frame(channel: u8, data: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
 }
 
 /// `total` bytes of `byte` on stdout (channel 1), as one wire stream.
-fn stream_of(byte: u8, total: usize, client: bool) -> Vec<u8> {
+/// `stream` in the tunnel's 64 KiB reads, each a slice of one buffer (as the tunnel's
+/// chunks are of its read buffer).
+fn chunks(stream: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
+    (0..stream.len())
+        .step_by(READ)
+        .map(|at| stream.slice(at..(at + READ).min(stream.len())))
+}
+
+fn stream_of(byte: u8, total: usize, client: bool) -> bytes::Bytes {
     let data = vec![byte; MESSAGE];
     let one = if client {
         client_frame(0, &data, [0x12, 0x34, 0x56, 0x78])
@@ -63,7 +71,7 @@ fn stream_of(byte: u8, total: usize, client: bool) -> Vec<u8> {
     for _ in 0..total / MESSAGE {
         out.extend_from_slice(&one);
     }
-    out
+    out.into()
 }
 
 struct Timing {
@@ -101,30 +109,30 @@ fn main() {
     let echo_down = stream_of(b'x', 64 * MIB, false);
     let echo_up = stream_of(b'x', 64 * MIB, true);
     let mut n = 0;
-    let mut session = |label: &str, up: &[u8], down: &[u8]| {
+    let mut session = |label: &str, up: &bytes::Bytes, down: &bytes::Bytes| {
         n += 1;
         let id = format!("{label}-{n}");
         let mut recorder = Recorder::start(&settings, 1, &id, "bench").unwrap();
         recorder.protocol(Some(Protocol::Channels { base64: false }));
         // the two directions interleaved, as a session brings them
-        let (mut u, mut d) = (up.chunks(READ), down.chunks(READ));
+        let (mut u, mut d) = (chunks(up), chunks(down));
         loop {
             let (a, b) = (u.next(), d.next());
             if a.is_none() && b.is_none() {
                 break;
             }
             if let Some(a) = a {
-                recorder.from_client(black_box(a));
+                recorder.from_client_at(Instant::now(), black_box(&a));
             }
             if let Some(b) = b {
-                recorder.from_server(black_box(b));
+                recorder.from_server_at(Instant::now(), black_box(&b));
             }
         }
         let recording = recorder.finish();
         let _ = std::fs::remove_file(dir.path().join(format!("1/{id}.cast")));
         recording.bytes
     };
-    let down = timed(|_| session("download", &[], &download));
+    let down = timed(|_| session("download", &bytes::Bytes::new(), &download));
     let echo = timed(|_| session("echo", &echo_up, &echo_down));
 
     // the page cache's share: the same bytes written in 64 KiB pieces

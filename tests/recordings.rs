@@ -160,6 +160,19 @@ fn exec_sessions_are_recorded_as_casts_over_both_protocols() {
         100_000,
         "the session went on past the cap"
     );
+    // a long line: its plain runs are written to the cast from the tunnel's chunks
+    let long = format!(
+        "{} \"quoted\" back\\slash {}",
+        (0..4000)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect::<String>(),
+        "é".repeat(700)
+    );
+    let out = kubectl(&alice, &["exec", "web", "--", "echo", &long], false)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{long}\n"));
 
     let mut server = server;
     server.signal("TERM");
@@ -169,7 +182,7 @@ fn exec_sessions_are_recorded_as_casts_over_both_protocols() {
         .iter()
         .filter(|e| e["subresource"] == "exec" && e["status"] == 101)
         .collect();
-    assert_eq!(execs.len(), 7, "{execs:#?}");
+    assert_eq!(execs.len(), 8, "{execs:#?}");
     let sessions: Vec<Session> = execs
         .iter()
         .map(|event| {
@@ -219,6 +232,9 @@ fn exec_sessions_are_recorded_as_casts_over_both_protocols() {
     for tty in [&sessions[2], &sessions[5]] {
         assert!(tty.cast.of("r").contains(&"100x30"), "{:?}", tty.cast);
     }
+    let line = &sessions[7];
+    assert_eq!(line.cast.output(), format!("{long}\n"));
+    assert_eq!(asciinema_cat(&line.file), format!("{long}\n"));
     let capped = &sessions[6];
     assert!(capped.event["recording"]["stopped"]
         .as_str()

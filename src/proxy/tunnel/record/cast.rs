@@ -3,10 +3,11 @@
 //! for a marker). Output split inside a multibyte UTF-8 character is held until the rest
 //! of the character comes; bytes that are not UTF-8 are written as U+FFFD.
 
+use std::io::{IoSlice, Write as _};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::io::Write as _;
-
+use bytes::Bytes;
 use serde_json::json;
 
 /// Which stream an event comes from: each keeps its own unfinished UTF-8 character.
@@ -22,7 +23,10 @@ pub enum Stream {
 
 /// Builds the lines of a cast, up to a size cap.
 pub struct Cast {
-    lines: Vec<u8>,
+    lines: Lines,
+    /// The chunk of the session being recorded: long runs of plain text found in it are
+    /// written from it, not copied ([`Cast::share_from`]).
+    source: Option<Bytes>,
     pending: [Vec<u8>; 3],
     written: u64,
     cap: u64,
@@ -48,7 +52,8 @@ impl Cast {
             "title": title,
         });
         let mut cast = Cast {
-            lines: Vec::new(),
+            lines: Lines::default(),
+            source: None,
             pending: [Vec::new(), Vec::new(), Vec::new()],
             written: 0,
             cap,
@@ -73,14 +78,19 @@ impl Cast {
     /// next ones (a recorded session builds up to `audit.recording_max_bytes` of lines,
     /// [`super::FLUSH_BYTES`] at a time). On an error, the lines are dropped.
     pub fn write_to(&mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let written = out.write_all(&self.lines);
-        self.lines.clear();
-        written
+        self.lines.write_to(out)
     }
 
     /// Bytes waiting to be written.
     pub fn waiting(&self) -> usize {
         self.lines.len()
+    }
+
+    /// The chunk the next calls' bytes come from (until it is set to `None`): a long run
+    /// of plain text within it is written straight from it, a slice sharing its buffer,
+    /// instead of being copied into the lines. Bytes not within it are copied as always.
+    pub fn share_from(&mut self, chunk: Option<Bytes>) {
+        self.source = chunk;
     }
 
     /// Output (or input) of `stream` at `at` since the start.
@@ -143,13 +153,13 @@ impl Cast {
         let t = at.as_secs_f64().max(self.last);
         self.last = t;
         // written in place: `[t, "o", "text"]`, the text escaped as JSON
-        let start = self.lines.len();
-        let _ = write!(self.lines, "[{t:.6}, \"{code}\", ");
-        escape_into(&mut self.lines, text);
-        self.lines.extend_from_slice(b"]\n");
-        let len = (self.lines.len() - start) as u64;
+        let start = self.lines.mark();
+        let _ = write!(self.lines.own, "[{t:.6}, \"{code}\", ");
+        escape_into(&mut self.lines, text, self.source.as_ref());
+        self.lines.own.extend_from_slice(b"]\n");
+        let len = (self.lines.len() - start.len) as u64;
         if self.written + len > self.cap {
-            self.lines.truncate(start);
+            self.lines.back_to(start);
             self.cut = true;
             let marker = json!([
                 round6(t),
@@ -165,9 +175,144 @@ impl Cast {
 
     fn line(&mut self, line: String) {
         self.written += line.len() as u64 + 1;
-        self.lines.extend_from_slice(line.as_bytes());
-        self.lines.push(b'\n');
+        self.lines.own.extend_from_slice(line.as_bytes());
+        self.lines.own.push(b'\n');
     }
+}
+
+/// The lines waiting to be written: the bytes built here, and between them slices
+/// written as they are (plain text from the session's chunk, or runs of one escape from
+/// [`repeated`]). One `writev` writes them all, so a byte of those slices is copied once,
+/// into the page cache, and never into the lines first.
+#[derive(Default)]
+struct Lines {
+    own: Vec<u8>,
+    /// Each slice with the length of `own` where it goes, in order.
+    shared: Vec<(usize, Bytes)>,
+    shared_len: usize,
+}
+
+/// Where [`Lines`] stood, to go back to.
+struct Mark {
+    own: usize,
+    shared: usize,
+    len: usize,
+}
+
+/// Slices written at most this many to a `writev` (Linux takes 1,024).
+const SLICES: usize = 512;
+
+impl Lines {
+    fn len(&self) -> usize {
+        self.own.len() + self.shared_len
+    }
+
+    fn share(&mut self, bytes: Bytes) {
+        self.shared_len += bytes.len();
+        self.shared.push((self.own.len(), bytes));
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            own: self.own.len(),
+            shared: self.shared.len(),
+            len: self.len(),
+        }
+    }
+
+    fn back_to(&mut self, mark: Mark) {
+        self.own.truncate(mark.own);
+        for (_, bytes) in self.shared.drain(mark.shared..) {
+            self.shared_len -= bytes.len();
+        }
+    }
+
+    /// Writes everything in order, then empties (an error too drops what was waiting).
+    fn write_to(&mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let written = if self.shared.is_empty() {
+            out.write_all(&self.own)
+        } else {
+            let mut slices = Vec::with_capacity(self.shared.len() * 2 + 1);
+            let mut from = 0;
+            for (at, bytes) in &self.shared {
+                if *at > from {
+                    slices.push(IoSlice::new(&self.own[from..*at]));
+                }
+                slices.push(IoSlice::new(bytes));
+                from = *at;
+            }
+            if self.own.len() > from {
+                slices.push(IoSlice::new(&self.own[from..]));
+            }
+            slices
+                .chunks_mut(SLICES)
+                .try_for_each(|some| write_all_vectored(out, some))
+        };
+        self.own.clear();
+        self.shared.clear();
+        self.shared_len = 0;
+        written
+    }
+}
+
+/// `Write::write_all_vectored`, which is not stable yet.
+fn write_all_vectored(
+    out: &mut impl std::io::Write,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Plain text written from the session's chunk rather than copied: runs at least this
+/// long (a shorter one costs more as a slice of its own than as a copy).
+const SHARED_RUN: usize = 1024;
+
+/// Runs of one byte to escape at least this long are written from [`repeated`].
+const REPEATED_RUN: usize = 64;
+
+/// How many escapes one of [`repeated`]'s buffers holds.
+const REPEATS: usize = 4096;
+
+/// The escape of `byte` (one that has one) written [`REPEATS`] times, made once: a run of
+/// it (`/dev/zero`'s NULs, a line of `=`s is plain) is written as slices of this, the
+/// cast's bytes never built one by one.
+fn repeated(byte: u8) -> &'static Bytes {
+    static REPEATED: [OnceLock<Bytes>; 256] = [const { OnceLock::new() }; 256];
+    REPEATED[byte as usize].get_or_init(|| {
+        let escape = ESCAPE[byte as usize].to_le_bytes();
+        escape[..ESCAPE_LEN[byte as usize] as usize]
+            .repeat(REPEATS)
+            .into()
+    })
+}
+
+/// How many bytes at the start of `bytes` are `byte` (at least one), 8 compared at a time.
+fn same_run(bytes: &[u8], byte: u8) -> usize {
+    let eight = u64::from_ne_bytes([byte; 8]);
+    let words = bytes
+        .chunks_exact(8)
+        .take_while(|w| u64::from_ne_bytes((*w).try_into().unwrap_or_default()) == eight)
+        .count();
+    let at = words * 8;
+    at + bytes[at..].iter().take_while(|&&b| b == byte).count()
+}
+
+/// Whether `run` lies within `chunk`'s bytes (then `chunk.slice_ref(run)` shares them).
+fn within(chunk: &Bytes, run: &[u8]) -> bool {
+    let (start, end) = (
+        chunk.as_ptr() as usize,
+        chunk.as_ptr() as usize + chunk.len(),
+    );
+    let at = run.as_ptr() as usize;
+    at >= start && at + run.len() <= end
 }
 
 /// Each byte's JSON escape, padded to 8 bytes (little-endian), with its length in
@@ -225,15 +370,17 @@ fn plain_block(block: &[u8; 32]) -> bool {
 /// `String::from_utf8_lossy` reads them). Terminal output is mostly ASCII, with escape
 /// sequences here and there, and at worst nothing but control characters (`/dev/zero`):
 /// runs of plain ASCII are found 32 bytes at a time, which also shows them to be UTF-8,
-/// and copied whole; runs of bytes to escape are written from [`ESCAPE`] one 8-byte
-/// store each, into room made for them once; runs of other bytes (multibyte characters)
-/// are checked as UTF-8 on their own. A run of non-ASCII bytes ends at an ASCII byte,
-/// which never belongs to a multibyte character, so it reads as it would within the
-/// whole text. (This one pass replaced a UTF-8 check of the whole text, then a scan for
-/// escapes, and the byte-by-byte loop before them cost four times as much.)
-fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+/// and copied whole (or, when long and within `source`, shared with it); bytes to escape
+/// are taken a run of one byte at a time, found 8 bytes at a time: a long run is written
+/// as slices of [`repeated`], a short one from [`ESCAPE`] one 8-byte store each, into
+/// room made for them once; runs of other bytes
+/// (multibyte characters) are checked as UTF-8 on their own. A run of non-ASCII bytes
+/// ends at an ASCII byte, which never belongs to a multibyte character, so it reads as it
+/// would within the whole text. (This one pass replaced a UTF-8 check of the whole text,
+/// then a scan for escapes, and the byte-by-byte loop before them cost four times as
+/// much.)
+fn escape_into(lines: &mut Lines, bytes: &[u8], source: Option<&Bytes>) {
+    lines.own.push(b'"');
     let mut i = 0;
     while i < bytes.len() {
         let start = i;
@@ -246,32 +393,53 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
         while i < bytes.len() && bytes[i] < 0x80 && ESCAPE_LEN[bytes[i] as usize] == 0 {
             i += 1;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        let run = bytes[i..]
-            .iter()
-            .take_while(|&&b| ESCAPE_LEN[b as usize] != 0)
-            .count();
-        if run > 0 {
-            let mut at = out.len();
-            out.resize(at + run * 8, 0);
-            for &b in &bytes[i..i + run] {
-                out[at..at + 8].copy_from_slice(&ESCAPE[b as usize].to_le_bytes());
-                at += ESCAPE_LEN[b as usize] as usize;
+        let plain = &bytes[start..i];
+        match source {
+            Some(chunk) if plain.len() >= SHARED_RUN && within(chunk, plain) => {
+                lines.share(chunk.slice_ref(plain))
             }
-            out.truncate(at);
-            i += run;
+            _ => lines.own.extend_from_slice(plain),
+        }
+        // bytes to escape, a run of one byte at a time
+        while i < bytes.len() && ESCAPE_LEN[bytes[i] as usize] != 0 {
+            let byte = bytes[i];
+            let same = same_run(&bytes[i..], byte);
+            let each = ESCAPE_LEN[byte as usize] as usize;
+            if same >= REPEATED_RUN {
+                let all = repeated(byte);
+                let mut left = same;
+                while left > 0 {
+                    let n = left.min(REPEATS);
+                    lines.share(all.slice(..n * each));
+                    left -= n;
+                }
+            } else {
+                // one 8-byte store each, into room made for them once
+                let out = &mut lines.own;
+                let mut at = out.len();
+                out.resize(at + same * 8, 0);
+                let escape = ESCAPE[byte as usize].to_le_bytes();
+                for _ in 0..same {
+                    out[at..at + 8].copy_from_slice(&escape);
+                    at += each;
+                }
+                out.truncate(at);
+            }
+            i += same;
         }
         let wide = bytes[i..].iter().take_while(|&&b| b >= 0x80).count();
         if wide > 0 {
             let run = &bytes[i..i + wide];
             match std::str::from_utf8(run) {
-                Ok(_) => out.extend_from_slice(run),
-                Err(_) => out.extend_from_slice(String::from_utf8_lossy(run).as_bytes()),
+                Ok(_) => lines.own.extend_from_slice(run),
+                Err(_) => lines
+                    .own
+                    .extend_from_slice(String::from_utf8_lossy(run).as_bytes()),
             }
             i += wide;
         }
     }
-    out.push(b'"');
+    lines.own.push(b'"');
 }
 
 fn round6(t: f64) -> f64 {
@@ -304,6 +472,15 @@ mod tests {
     fn taken(cast: &mut Cast) -> Vec<u8> {
         let mut out = Vec::new();
         cast.write_to(&mut out).unwrap();
+        out
+    }
+
+    /// `bytes` escaped, written out.
+    fn escaped(bytes: &[u8], source: Option<&Bytes>) -> Vec<u8> {
+        let mut lines = Lines::default();
+        escape_into(&mut lines, bytes, source);
+        let mut out = Vec::new();
+        lines.write_to(&mut out).unwrap();
         out
     }
 
@@ -354,13 +531,10 @@ mod tests {
             .map(char::from)
             .chain("€ \"q\" \\".chars())
             .collect();
-        let mut out = Vec::new();
-        escape_into(&mut out, text.as_bytes());
+        let out = escaped(text.as_bytes(), None);
         let back: String = serde_json::from_slice(&out).unwrap();
         assert_eq!(back, text);
-        let mut zeros = Vec::new();
-        escape_into(&mut zeros, b"\0\0");
-        assert_eq!(zeros, br#""\u0000\u0000""#);
+        assert_eq!(escaped(b"\0\0", None), br#""\u0000\u0000""#);
     }
 
     #[test]
@@ -376,8 +550,7 @@ mod tests {
                         special.to_string().repeat(run),
                         "z".repeat(before % 5)
                     );
-                    let mut out = Vec::new();
-                    escape_into(&mut out, text.as_bytes());
+                    let out = escaped(text.as_bytes(), None);
                     assert_eq!(
                         String::from_utf8(out).unwrap(),
                         serde_json::to_string(&text).unwrap(),
@@ -422,11 +595,71 @@ mod tests {
             cases.push(bytes);
         }
         for bytes in cases {
-            let mut out = Vec::new();
-            escape_into(&mut out, &bytes);
+            let out = escaped(&bytes, None);
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, String::from_utf8_lossy(&bytes), "{bytes:?}");
+            // the same bytes as a chunk whose runs may be shared read the same
+            let chunk = Bytes::from(bytes.clone());
+            assert_eq!(escaped(&chunk, Some(&chunk)), out, "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn long_runs_are_written_from_the_chunk_and_from_the_repeated_escapes() {
+        // plain runs long and short, NULs long and short, escapes mixed, multibyte text
+        let mut text = Vec::new();
+        for (i, n) in [1, 63, 64, 65, 1023, 1024, 5000, 4096 * 2 + 7]
+            .iter()
+            .enumerate()
+        {
+            text.extend(std::iter::repeat_n(b'a' + i as u8, *n));
+            text.extend(std::iter::repeat_n(0u8, *n));
+            text.extend_from_slice("\r\n\x1b[0m€\"".as_bytes());
+            text.extend(std::iter::repeat_n(b'\n', *n));
+        }
+        let chunk = Bytes::from(text.clone());
+        let mut lines = Lines::default();
+        escape_into(&mut lines, &chunk[3..], Some(&chunk));
+        // the long runs went as slices, the chunk's and the NULs' and newlines'
+        let from_chunk = lines
+            .shared
+            .iter()
+            .filter(|(_, b)| within(&chunk, b))
+            .count();
+        assert!(from_chunk >= 3, "{from_chunk}");
+        assert!(lines.shared.len() > from_chunk);
+        let waiting = lines.len();
+        let mut out = Vec::new();
+        lines.write_to(&mut out).unwrap();
+        assert_eq!(out.len(), waiting);
+        assert_eq!(out, escaped(&text[3..], None));
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back.as_bytes(), &text[3..]);
+        assert_eq!(lines.len(), 0);
+    }
+
+    #[test]
+    fn the_cap_holds_with_shared_runs() {
+        // an event that would pass the cap leaves nothing of itself, slices included
+        let chunk = Bytes::from(vec![b'x'; 40_000]);
+        let mut cast = Cast::new(100_000, "t");
+        cast.share_from(Some(chunk.clone()));
+        for i in 0..3 {
+            cast.data(Duration::from_millis(i), Stream::Stdout, &chunk);
+        }
+        cast.share_from(None);
+        assert!(cast.is_cut());
+        let size = cast.size();
+        let out = taken(&mut cast);
+        assert_eq!(out.len() as u64, size);
+        let e: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(e.len(), 4, "header, two events, the marker");
+        assert_eq!(e[2][2].as_str().unwrap().len(), 40_000);
+        assert_eq!(e[3][1], "m");
     }
 
     #[test]

@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use kubegate_actors::auditor::SessionRecording;
 use kubegate_actors::store::RecordSessions;
 
@@ -218,11 +220,26 @@ impl Recorder {
 
     /// Bytes the client sent, now.
     pub fn from_client(&mut self, bytes: &[u8]) {
-        self.from_client_at(Instant::now(), bytes)
+        self.client(Instant::now(), bytes)
     }
 
-    /// Bytes the client sent, passed at `when`.
-    pub fn from_client_at(&mut self, when: Instant, bytes: &[u8]) {
+    /// A chunk the client sent, passed at `when`: long runs of its text are written to
+    /// the cast from it, not copied.
+    pub fn from_client_at(&mut self, when: Instant, chunk: &Bytes) {
+        self.cast.share_from(Some(chunk.clone()));
+        self.client(when, chunk);
+        self.cast.share_from(None);
+    }
+
+    /// A chunk the API server sent, passed at `when`: long runs of its text are written
+    /// to the cast from it, not copied.
+    pub fn from_server_at(&mut self, when: Instant, chunk: &Bytes) {
+        self.cast.share_from(Some(chunk.clone()));
+        self.server(when, chunk);
+        self.cast.share_from(None);
+    }
+
+    fn client(&mut self, when: Instant, bytes: &[u8]) {
         if self.done() {
             return;
         }
@@ -266,11 +283,10 @@ impl Recorder {
 
     /// Bytes the API server sent, now.
     pub fn from_server(&mut self, bytes: &[u8]) {
-        self.from_server_at(Instant::now(), bytes)
+        self.server(Instant::now(), bytes)
     }
 
-    /// Bytes the API server sent, passed at `when`.
-    pub fn from_server_at(&mut self, when: Instant, bytes: &[u8]) {
+    fn server(&mut self, when: Instant, bytes: &[u8]) {
         if self.done() {
             return;
         }
