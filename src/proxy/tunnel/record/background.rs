@@ -3,7 +3,8 @@
 //!
 //! Each direction hands its chunks over as they pass (the same `Bytes` the tunnel sends
 //! on, not a copy), stamped with the time they passed. At most [`QUEUE`] chunks wait for
-//! the recorder; past that, the direction that would add one waits for room, so a
+//! the recorder, and as many more are being recorded (the recorder takes all that wait
+//! at once); past that, the direction that would add one waits for room, so a
 //! recording is never missing bytes and the memory it holds stays bounded (chunks are
 //! at most [`super::super::WINDOW`] bytes, plus the batch that crossed it). Once the
 //! recorder has nothing more to record (the cap, or a stream it cannot follow), the
@@ -105,11 +106,18 @@ impl Background {
                 // the tunnel's threads come first: the recorder takes the time they leave
                 let _ = rustix::process::nice(NICE);
                 let mut recorder = recorder;
-                while let Some(piece) = from.blocking_recv() {
-                    if piece.from_client {
-                        recorder.from_client_at(piece.at, &piece.bytes);
-                    } else {
-                        recorder.from_server_at(piece.at, &piece.bytes);
+                // all that is queued taken at once, which frees the whole queue in one
+                // go: a tunnel waiting for room is woken once per batch, not once per
+                // chunk (which, on a shared core, had the two threads take turns at
+                // every chunk)
+                let mut batch = Vec::with_capacity(QUEUE);
+                while from.blocking_recv_many(&mut batch, QUEUE) > 0 {
+                    for piece in batch.drain(..) {
+                        if piece.from_client {
+                            recorder.from_client_at(piece.at, &piece.bytes);
+                        } else {
+                            recorder.from_server_at(piece.at, &piece.bytes);
+                        }
                     }
                     if recorder.done() {
                         thread_done.store(true, Ordering::Relaxed);
