@@ -884,7 +884,8 @@ fn one_worker_gateway(api: &ApiServer, streams_per_connection: usize) -> TestGat
 
 /// Watches go over HTTP/2 when the API server offers it, as streams of a few shared
 /// connections: more watches than a connection may carry open another connection, and all
-/// are served. Hop-by-hop headers never reach an HTTP/2 stream. Lists stay on HTTP/1.1.
+/// are served. Hop-by-hop headers never reach an HTTP/2 stream. A list asked for the first
+/// time goes on HTTP/1.1.
 #[actix_rt::test]
 async fn watches_share_http2_connections_and_more_than_one_connection_carries_are_served() {
     let api = ApiServer::start();
@@ -957,13 +958,104 @@ async fn watches_share_http2_connections_and_more_than_one_connection_carries_ar
     while next_event(&mut again, &mut buffered).await["object"]["metadata"]["name"] != "db" {}
     assert_eq!(api.connections() - before, 3);
 
-    // a list stays on HTTP/1.1
+    // a list asked for the first time goes on HTTP/1.1
     let pods = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods");
     let (code, _) = call("GET", &pods, Some(&token), None).await;
     assert_eq!(code, 200);
     let list = api.requests().into_iter().last().unwrap();
     assert_eq!(list.query, "");
     assert_eq!(list.http_version, "HTTP/1.1");
+}
+
+/// A GET whose path answered small (at most 64 KiB) the last time goes over HTTP/2, on
+/// the watches' pooled connections; one that answered large, a first one, and every
+/// write stay on HTTP/1.1. A path whose answer grew goes back to HTTP/1.1, and one whose
+/// answer shrank to HTTP/2. The answers are the same either way, and each request is
+/// one audit event.
+#[actix_rt::test]
+async fn gets_that_answered_small_go_over_http2_the_next_time() {
+    let api = ApiServer::start();
+    let gw = one_worker_gateway(&api, 900);
+    let token = gw.token("alice");
+    let version_of_last = |path: &str| {
+        let last = api
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path == path)
+            .expect("the request reached the API server");
+        (last.method, last.http_version)
+    };
+    let get = |url: String| {
+        let token = token.clone();
+        async move {
+            let (code, body) = call("GET", &url, Some(&token), None).await;
+            assert_eq!(code, 200, "{body}");
+            body
+        }
+    };
+
+    // a small list: HTTP/1.1 the first time, then HTTP/2
+    api.put_object("default", "pods", pod("web"));
+    let pods_path = "/api/v1/namespaces/default/pods";
+    let pods = gw.proxy_url(1, 1, pods_path);
+    let first = get(pods.clone()).await;
+    assert_eq!(version_of_last(pods_path).1, "HTTP/1.1");
+    let second = get(pods.clone()).await;
+    assert_eq!(version_of_last(pods_path).1, "HTTP/2.0");
+    assert_eq!(first["items"], second["items"]);
+    // the same path with another query is another path
+    let (code, _) = call("GET", &format!("{pods}?limit=1"), Some(&token), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(version_of_last(pods_path).1, "HTTP/1.1");
+
+    // a large object: HTTP/1.1 each time
+    let cm_path = "/api/v1/namespaces/default/configmaps/big";
+    let cm = gw.proxy_url(1, 1, cm_path);
+    api.put_configmap_of_size("default", "big", 200 * 1024);
+    for _ in 0..2 {
+        let body = get(cm.clone()).await;
+        assert!(body["data"]["payload"].as_str().unwrap().len() > 190 * 1024);
+        assert_eq!(version_of_last(cm_path).1, "HTTP/1.1");
+    }
+    // shrunk: HTTP/1.1 once more (it answered large last), then HTTP/2
+    api.put_configmap_of_size("default", "big", 1024);
+    get(cm.clone()).await;
+    assert_eq!(version_of_last(cm_path).1, "HTTP/1.1");
+    get(cm.clone()).await;
+    assert_eq!(version_of_last(cm_path).1, "HTTP/2.0");
+    // grown: the next answer comes whole over HTTP/2, and the one after on HTTP/1.1
+    api.put_configmap_of_size("default", "big", 300 * 1024);
+    let grown = get(cm.clone()).await;
+    assert!(grown["data"]["payload"].as_str().unwrap().len() > 290 * 1024);
+    assert_eq!(version_of_last(cm_path).1, "HTTP/2.0");
+    let again = get(cm.clone()).await;
+    assert_eq!(version_of_last(cm_path).1, "HTTP/1.1");
+    assert_eq!(grown["data"], again["data"]);
+
+    // writes stay on HTTP/1.1, even to a path that answered small
+    let created = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (code, _) = call("POST", &pods, Some(&token), Some(created)).await;
+    assert_eq!(code, 201);
+    assert_eq!(
+        version_of_last(pods_path),
+        ("POST".to_string(), "HTTP/1.1".to_string())
+    );
+    let listed = get(pods.clone()).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(version_of_last(pods_path).1, "HTTP/2.0");
+
+    let events = gw.audit_events();
+    let proxied = events
+        .iter()
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/api/v1/namespaces/default/"))
+        })
+        .count();
+    assert_eq!(proxied, 11, "one event per request");
 }
 
 /// HTTP/2 flow control: watches whose readers stopped, each behind more data than every

@@ -337,11 +337,18 @@ async fn forward(
         impersonation,
     } = authorized;
     // a watch goes over HTTP/2 when the API server speaks it, on a stream of a pooled
-    // connection that the lease counts until the watch ends ([`upstream`])
-    let (client, lease) = if audit.event.attributes.verb == "watch" {
-        clients.for_watch()
-    } else {
-        (clients.plain.clone(), None)
+    // connection that the lease counts until the watch ends ([`upstream`]); so does a
+    // GET whose path answered small the last time
+    let verb = audit.event.attributes.verb.as_str();
+    let small_key = (req.method() == Method::GET && matches!(verb, "get" | "list")).then(|| {
+        clients
+            .small
+            .key(req.uri().path_and_query().map_or("", |p| p.as_str()))
+    });
+    let (client, lease) = match small_key {
+        _ if verb == "watch" => clients.for_watch(),
+        Some(key) => clients.for_get(key),
+        None => (clients.plain.clone(), None),
     };
     let upstream = upstream_request(&client, &req, &path, &proxy, &impersonation);
 
@@ -378,7 +385,7 @@ async fn forward(
                 // once more, on a new connection
                 if lease.was_connected() && !matches!(e, SendRequestError::Connect(_)) {
                     log::debug!(
-                        "watch {} failed on a pooled connection ({e}); sent again",
+                        "request {} failed on a pooled HTTP/2 connection ({e}); sent again",
                         audit.event.request_id
                     );
                     lease.answered(None);
@@ -459,6 +466,12 @@ async fn forward(
             inner: response,
             _lease: lease,
             events: json_watch.then(bytes::Bytes::new),
+            size: small_key.map(|key| AnswerSize {
+                small: clients.small.clone(),
+                key,
+                bytes: 0,
+                length,
+            }),
         },
         audit,
         gate.auditor().clone(),
@@ -529,10 +542,24 @@ fn upstream_request(
 /// may carry several events when the API server (or a proxy before it) wrote them
 /// together, and clients that read an event per chunk would see two at once. A piece
 /// without a line end is passed on at once, never held back.
+///
+/// For a GET that may go over HTTP/2 next time, it also counts the answer's bytes
+/// (`size`), and notes them in [`upstream::SmallAnswers`] once the answer is whole.
 struct Leased<S> {
     inner: S,
     _lease: Option<upstream::WatchLease>,
     events: Option<bytes::Bytes>,
+    size: Option<AnswerSize>,
+}
+
+/// The bytes of an answer so far, for [`upstream::SmallAnswers`].
+struct AnswerSize {
+    small: Rc<upstream::SmallAnswers>,
+    key: u64,
+    bytes: u64,
+    /// The answer's `Content-Length`, when it has one: its last byte ends it (the body is
+    /// not polled further).
+    length: Option<u64>,
 }
 
 impl<S, E> futures_util::Stream for Leased<S>
@@ -547,7 +574,26 @@ where
     ) -> std::task::Poll<Option<Self::Item>> {
         let this = &mut *self;
         let Some(left) = this.events.as_mut() else {
-            return Pin::new(&mut this.inner).poll_next(cx);
+            let next = Pin::new(&mut this.inner).poll_next(cx);
+            if let Some(size) = &mut this.size {
+                match &next {
+                    std::task::Poll::Ready(Some(Ok(chunk))) => {
+                        size.bytes += chunk.len() as u64;
+                        let whole = size.length.is_some_and(|l| size.bytes >= l);
+                        // large: noted at once, and counted no further
+                        if whole || size.bytes > upstream::SMALL_ANSWER {
+                            size.small.answered(size.key, size.bytes);
+                            this.size = None;
+                        }
+                    }
+                    std::task::Poll::Ready(None) => {
+                        size.small.answered(size.key, size.bytes);
+                        this.size = None;
+                    }
+                    _ => {}
+                }
+            }
+            return next;
         };
         if left.is_empty() {
             match std::task::ready!(Pin::new(&mut this.inner).poll_next(cx)) {
@@ -679,6 +725,7 @@ mod tests {
             inner: upstream,
             _lease: None,
             events: Some(Bytes::new()),
+            size: None,
         };
         let chunks: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;
         assert_eq!(
