@@ -552,6 +552,8 @@ impl ApiServerBuilder {
                             .default_service(web::to(serve))
                     })
                     .workers(1)
+                    // as kube-apiserver (Go) does on every connection
+                    .tcp_nodelay(true)
                     .disable_signals()
                     .shutdown_timeout(1)
                     .on_connect(move |connection, extensions| {
