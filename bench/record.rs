@@ -51,7 +51,6 @@ fn frame(channel: u8, data: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     out
 }
 
-/// `total` bytes of `byte` on stdout (channel 1), as one wire stream.
 /// `stream` in the tunnel's 64 KiB reads, each a slice of one buffer (as the tunnel's
 /// chunks are of its read buffer).
 fn chunks(stream: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
@@ -60,6 +59,7 @@ fn chunks(stream: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
         .map(|at| stream.slice(at..(at + READ).min(stream.len())))
 }
 
+/// `total` bytes of `byte` on stdout (channel 1), as one wire stream.
 fn stream_of(byte: u8, total: usize, client: bool) -> bytes::Bytes {
     let data = vec![byte; MESSAGE];
     let one = if client {

@@ -345,10 +345,12 @@ async fn forward(
             .small
             .key(req.uri().path_and_query().map_or("", |p| p.as_str()))
     });
-    let (client, lease) = match small_key {
-        _ if verb == "watch" => clients.for_watch(),
-        Some(key) => clients.for_get(key),
-        None => (clients.plain.clone(), None),
+    let (client, lease) = if verb == "watch" {
+        clients.for_watch()
+    } else if let Some(key) = small_key {
+        clients.for_get(key)
+    } else {
+        (clients.plain.clone(), None)
     };
     let upstream = upstream_request(&client, &req, &path, &proxy, &impersonation);
 

@@ -20,9 +20,10 @@
 //! Small answers go over HTTP/2 too. A GET (a `get` or a `list`) whose last answer on
 //! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool:
 //! many requests then share one TLS connection, and what several of them send, or are
-//! answered, leaves in one write and arrives in one read (with kubegate's default
-//! configuration, about a fifth more 1 KiB lists per second at a sixth less CPU each, in
-//! one run next to HTTP/1.1). A large answer is slower over HTTP/2 (one connection, 16 KiB
+//! answered, leaves in one write and arrives in one read (kubegate alone in its default
+//! configuration against bench-peers' fake API server, oha at 32 connections: about a
+//! fifth more 1 KiB lists per second at a sixth less CPU each than over HTTP/1.1; the
+//! bench-peers figures next to nginx are in the README). A large answer is slower over HTTP/2 (one connection, 16 KiB
 //! frames, flow control: a 1 MiB list at half the rate and a third more CPU), so every
 //! other request stays on HTTP/1.1, and a path whose answer grew past [`SMALL_ANSWER`]
 //! goes back to it. Which paths answered small is kept per cluster and worker

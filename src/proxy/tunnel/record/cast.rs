@@ -373,12 +373,11 @@ fn plain_block(block: &[u8; 32]) -> bool {
 /// and copied whole (or, when long and within `source`, shared with it); bytes to escape
 /// are taken a run of one byte at a time, found 8 bytes at a time: a long run is written
 /// as slices of [`repeated`], a short one from [`ESCAPE`] one 8-byte store each, into
-/// room made for them once; runs of other bytes
-/// (multibyte characters) are checked as UTF-8 on their own. A run of non-ASCII bytes
-/// ends at an ASCII byte, which never belongs to a multibyte character, so it reads as it
-/// would within the whole text. (This one pass replaced a UTF-8 check of the whole text,
-/// then a scan for escapes, and the byte-by-byte loop before them cost four times as
-/// much.)
+/// room made for them once; runs of other bytes (multibyte characters) are checked as
+/// UTF-8 on their own. A run of non-ASCII bytes ends at an ASCII byte, which never
+/// belongs to a multibyte character, so it reads as it would within the whole text.
+/// (This one pass replaced a UTF-8 check of the whole text, then a scan for escapes, and
+/// the byte-by-byte loop before them cost four times as much.)
 fn escape_into(lines: &mut Lines, bytes: &[u8], source: Option<&Bytes>) {
     lines.own.push(b'"');
     let mut i = 0;

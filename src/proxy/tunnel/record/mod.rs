@@ -226,16 +226,19 @@ impl Recorder {
     /// A chunk the client sent, passed at `when`: long runs of its text are written to
     /// the cast from it, not copied.
     pub fn from_client_at(&mut self, when: Instant, chunk: &Bytes) {
-        self.cast.share_from(Some(chunk.clone()));
-        self.client(when, chunk);
-        self.cast.share_from(None);
+        self.sharing(chunk, |r| r.client(when, chunk));
     }
 
     /// A chunk the API server sent, passed at `when`: long runs of its text are written
     /// to the cast from it, not copied.
     pub fn from_server_at(&mut self, when: Instant, chunk: &Bytes) {
+        self.sharing(chunk, |r| r.server(when, chunk));
+    }
+
+    /// `record`s `chunk` with the cast sharing its runs ([`Cast::share_from`]).
+    fn sharing(&mut self, chunk: &Bytes, record: impl FnOnce(&mut Self)) {
         self.cast.share_from(Some(chunk.clone()));
-        self.server(when, chunk);
+        record(self);
         self.cast.share_from(None);
     }
 
