@@ -400,6 +400,159 @@ async fn a_large_list_streams_through_whole() {
     assert_eq!(event["bytes_out"].as_u64().unwrap() as usize, direct);
 }
 
+/// The body of an HTTP/1.1 answer whose head is `head`: `rest` and what follows on `s`,
+/// read 16 KiB at a time with a pause every 64 reads (a slow reader, so that kubegate's
+/// writes are cut short), by its `Content-Length` or its chunks. What follows the body on
+/// the connection is returned too.
+fn read_body_slowly(
+    s: &mut std::net::TcpStream,
+    head: &str,
+    mut rest: Vec<u8>,
+) -> (Vec<u8>, Vec<u8>) {
+    use std::io::Read;
+    let mut reads = 0;
+    let mut more = |rest: &mut Vec<u8>| {
+        let mut buf = [0u8; 16 << 10];
+        let n = s.read(&mut buf).expect("more of the answer");
+        assert!(n > 0, "closed in the middle of the answer");
+        rest.extend_from_slice(&buf[..n]);
+        reads += 1;
+        if reads % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if let Some(length) = header("content-length") {
+        let length: usize = length.parse().unwrap();
+        while rest.len() < length {
+            more(&mut rest);
+        }
+        let after = rest.split_off(length);
+        return (rest, after);
+    }
+    assert_eq!(
+        header("transfer-encoding").as_deref(),
+        Some("chunked"),
+        "{head}"
+    );
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            match rest.windows(2).position(|w| w == b"\r\n") {
+                Some(at) => break at,
+                None => more(&mut rest),
+            }
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16)
+            .expect("a chunk size line");
+        while rest.len() < line_end + 2 + size + 2 {
+            more(&mut rest);
+        }
+        body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        assert_eq!(&rest[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+        rest.drain(..line_end + 4 + size);
+        if size == 0 {
+            return (body, rest);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn large_answers_arrive_byte_for_byte_to_a_slow_reader() {
+    // large chunks of an answer are written as they came (writev), not copied: with a
+    // length and chunked, to a reader slow enough that writes are cut short, the bytes
+    // arrive whole and in order, and the connection goes on with the next answer
+    let s = setup();
+    let token = s.gw.token("alice");
+    s.api.put_configmaps_of_size("big", "cm", 6, 1 << 20);
+    let list = "/api/v1/namespaces/big/configmaps";
+    let one = "/api/v1/namespaces/big/configmaps/cm-3";
+    let pki = s.api.pki();
+    let direct_client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(pki.client_config())))
+        .disable_timeout()
+        .finish();
+    let mut direct = Vec::new();
+    for path in [list, one] {
+        let mut res = direct_client
+            .get(format!("{}{path}", s.api.url()))
+            .send()
+            .await
+            .unwrap();
+        direct.push(res.body().limit(64 << 20).await.unwrap().to_vec());
+    }
+    assert!(
+        direct[0].len() > (6 << 20) - (64 << 10),
+        "{}",
+        direct[0].len()
+    );
+    assert!(
+        direct[1].len() > (1 << 20) - (16 << 10),
+        "{}",
+        direct[1].len()
+    );
+
+    let gw = s.gw.url.clone();
+    let token2 = token.clone();
+    let got = actix_rt::task::spawn_blocking(move || {
+        let mut conn = common::raw::connect(&gw);
+        let mut answers = Vec::new();
+        for path in [list, one, list] {
+            let url = format!("/pipeline/api/v1/orgs/1/clusters/1/proxy{path}");
+            common::raw::write(
+                &mut conn,
+                format!("GET {url} HTTP/1.1\r\nHost: kubegate\r\nAuthorization: Bearer {token2}\r\n\r\n")
+                    .as_bytes(),
+            );
+            let (head, after_head) = common::raw::read_head(&mut conn);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let (body, after) = read_body_slowly(&mut conn, &head, after_head);
+            // nothing past the answer's end: its bytes were written in order, once
+            assert!(after.is_empty(), "{} bytes past the end of the answer to {path}", after.len());
+            answers.push((head, body));
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    assert!(
+        got[0]
+            .0
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{}",
+        got[0].0
+    );
+    assert!(
+        got[1].0.to_ascii_lowercase().contains("content-length"),
+        "{}",
+        got[1].0
+    );
+    assert!(
+        got[0].1 == direct[0],
+        "the chunked list differs from the API server's"
+    );
+    assert!(
+        got[1].1 == direct[1],
+        "the object with a length differs from the API server's"
+    );
+    assert!(
+        got[2].1 == direct[0],
+        "the list sent again on the same connection differs"
+    );
+    // and what both say is whole (the stand-in is served by the same HTTP/1.1 writer)
+    let list: Value = serde_json::from_slice(&got[0].1).expect("the list is JSON");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(6));
+    let one: Value = serde_json::from_slice(&got[1].1).expect("the object is JSON");
+    assert_eq!(one["metadata"]["name"], "cm-3");
+    assert!(one["data"]["payload"].as_str().unwrap().len() > (1 << 20) - (16 << 10));
+}
+
 #[actix_rt::test]
 async fn path_attacks_are_refused_before_authorization() {
     let s = setup();

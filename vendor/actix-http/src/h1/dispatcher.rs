@@ -11,7 +11,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -186,6 +186,9 @@ pin_project! {
         read_buf: BytesMut,
         write_buf: BytesMut,
 
+        // kubegate patch: response body chunks written as they are, before `write_buf`.
+        write_out: WriteOut,
+
         // Number of bytes to busy-buffer before flushing.
         h1_write_buffer_size: usize,
 
@@ -194,6 +197,69 @@ pin_project! {
 
         codec: Codec,
     }
+}
+
+/// kubegate patch: the smallest response body chunk written as it is, with `writev`, instead
+/// of being copied into the write buffer (a proxy's large answers arrive in chunks of 16 KiB
+/// and more, which the copy only moves once more).
+const SHARED_CHUNK: usize = 8 * 1024;
+
+/// kubegate patch: the bytes to write before the write buffer's, in order: uncopied body
+/// chunks and the buffer's bytes that came before each of them.
+#[derive(Default)]
+struct WriteOut {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl WriteOut {
+    fn push(&mut self, part: Bytes) {
+        self.len += part.len();
+        self.parts.push_back(part);
+    }
+
+    /// Takes `written` bytes off the front; returns how many of them were past its parts.
+    fn advance(&mut self, mut written: usize) -> usize {
+        while written > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.len -= front.len();
+                self.parts.pop_front();
+            } else {
+                front.advance(written);
+                self.len -= written;
+                written = 0;
+            }
+        }
+        written
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+/// kubegate patch: encodes a response body chunk: one of at least [`SHARED_CHUNK`] bytes is
+/// queued in `out` as it is, after what `write_buf` held, instead of being copied.
+fn encode_body_chunk(
+    codec: &mut Codec,
+    item: Bytes,
+    write_buf: &mut BytesMut,
+    out: &mut WriteOut,
+) -> io::Result<()> {
+    if let Some((data, crlf)) = codec.encode_chunk_shared(item, write_buf, SHARED_CHUNK)? {
+        if !write_buf.is_empty() {
+            out.push(write_buf.split().freeze());
+        }
+        out.push(data);
+        if crlf {
+            write_buf.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(())
 }
 
 enum DispatcherMessage {
@@ -311,6 +377,7 @@ where
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    write_out: WriteOut::default(),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -367,11 +434,39 @@ where
         let InnerDispatcherProj {
             io,
             write_buf,
+            write_out,
             h1_write_buffer_size,
             write_buf_needs_reset,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
+
+        // kubegate patch: the uncopied body chunks and the buffer's bytes around them, in
+        // order, in one vectored write each time
+        while !write_out.is_empty() {
+            const MAX_SLICES: usize = 64;
+            let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+            let mut n = 0;
+            for part in write_out.parts.iter().take(MAX_SLICES - 1) {
+                slices[n] = io::IoSlice::new(part);
+                n += 1;
+            }
+            if n == write_out.parts.len() && !write_buf.is_empty() {
+                slices[n] = io::IoSlice::new(write_buf);
+                n += 1;
+            }
+            match io.as_mut().poll_write_vectored(cx, &slices[..n])? {
+                Poll::Ready(0) => {
+                    error!("write zero; closing");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                }
+                Poll::Ready(n) => {
+                    let past = write_out.advance(n);
+                    write_buf.advance(past);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
 
         // Allow normal buffer growth, but do not retain allocations caused by large response
         // chunks on idle connections.
@@ -688,11 +783,17 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_buf.len() + this.write_out.len
+                        < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                encode_body_chunk(
+                                    this.codec,
+                                    item,
+                                    this.write_buf,
+                                    this.write_out,
+                                )?;
                             }
 
                             Poll::Ready(None) => {
@@ -746,11 +847,17 @@ where
 
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_buf.len() + this.write_out.len
+                        < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                encode_body_chunk(
+                                    this.codec,
+                                    item,
+                                    this.write_buf,
+                                    this.write_out,
+                                )?;
                             }
 
                             Poll::Ready(None) => {
@@ -1295,7 +1402,14 @@ where
             mem::take(this.codec),
             mem::take(this.read_buf),
         );
-        parts.write_buf = mem::take(this.write_buf);
+        // kubegate patch: anything still queued goes first
+        let mut write_buf = BytesMut::with_capacity(this.write_out.len + this.write_buf.len());
+        for part in this.write_out.parts.drain(..) {
+            write_buf.extend_from_slice(&part);
+        }
+        this.write_out.len = 0;
+        write_buf.extend_from_slice(this.write_buf);
+        parts.write_buf = write_buf;
         let framed = Framed::from_parts(parts);
         this.flow.upgrade.as_ref().unwrap().call((req, framed))
     }
@@ -1463,7 +1577,10 @@ where
                     {
                         let inner_p = inner.as_mut().project();
                         if inner_p.state.is_sending_payload() {
-                            if inner_p.write_buf.is_empty() && inner_p.write_buf.capacity() > 0 {
+                            if inner_p.write_buf.is_empty()
+                                && inner_p.write_out.is_empty()
+                                && inner_p.write_buf.capacity() > 0
+                            {
                                 *inner_p.write_buf = BytesMut::new();
                                 *inner_p.write_buf_needs_reset = false;
                             }
@@ -1493,7 +1610,8 @@ where
                     }
 
                     // keep-alive and stream errors
-                    if state_is_none && inner_p.write_buf.is_empty() {
+                    if state_is_none && inner_p.write_buf.is_empty() && inner_p.write_out.is_empty()
+                    {
                         if let Some(err) = inner_p.error.take() {
                             error!("stream error: {}", &err);
                             return Poll::Ready(Err(err));

@@ -6,7 +6,7 @@ use std::{
     slice::from_raw_parts_mut,
 };
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     body::BodySize,
@@ -354,6 +354,16 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode(msg, buf)
     }
 
+    /// kubegate patch: [`Self::encode_chunk`] without copying the chunk: see
+    /// [`TransferEncoding::encode_shared`].
+    pub fn encode_chunk_shared(
+        &mut self,
+        msg: Bytes,
+        buf: &mut BytesMut,
+    ) -> io::Result<Option<(Bytes, bool)>> {
+        self.te.encode_shared(msg, buf)
+    }
+
     /// Encode EOF.
     pub fn encode_eof(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         self.te.encode_eof(buf)
@@ -486,6 +496,42 @@ impl TransferEncoding {
                 } else {
                     Ok(true)
                 }
+            }
+        }
+    }
+
+    /// kubegate patch: [`Self::encode`] for a chunk the caller writes itself, uncopied.
+    ///
+    /// `None`: the chunk was encoded into `buf` as [`Self::encode`] does (it was empty, or the
+    /// encoder takes no more). `Some((data, crlf))`: what comes before the data (a chunk size
+    /// line) is in `buf`, and the caller writes `data` after `buf`'s bytes and, when `crlf`,
+    /// `\r\n` after it, before anything encoded next.
+    pub fn encode_shared(
+        &mut self,
+        msg: Bytes,
+        buf: &mut BytesMut,
+    ) -> io::Result<Option<(Bytes, bool)>> {
+        if msg.is_empty() {
+            self.encode(&msg, buf)?;
+            return Ok(None);
+        }
+        match self.kind {
+            TransferEncodingKind::Eof => Ok(Some((msg, false))),
+            TransferEncodingKind::Chunked(eof) => {
+                if eof {
+                    return Ok(None);
+                }
+                writeln!(helpers::MutWriter(buf), "{:X}\r", msg.len())
+                    .map_err(io::Error::other)?;
+                Ok(Some((msg, true)))
+            }
+            TransferEncodingKind::Length(ref mut remaining) => {
+                if *remaining == 0 {
+                    return Ok(None);
+                }
+                let len = cmp::min(*remaining, msg.len() as u64);
+                *remaining -= len;
+                Ok(Some((msg.slice(..len as usize), false)))
             }
         }
     }
