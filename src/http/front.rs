@@ -25,7 +25,14 @@ fn next_request_id() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}{n:016x}")
+    // `{prefix}{n:016x}`, without the formatting machinery
+    let mut id = String::with_capacity(32);
+    id.push_str(prefix);
+    for shift in (0..16).rev() {
+        let digit = ((n >> (shift * 4)) & 0xf) as u32;
+        id.push(char::from_digit(digit, 16).unwrap_or('0'));
+    }
+    id
 }
 
 /// Whether `path` is a proxy path: `/pipeline/api/v1/orgs/{org}/clusters/{cluster}/proxy...`.
@@ -230,4 +237,27 @@ async fn serve_proxy(
         <web::Payload as actix_web::FromRequest>::from_request(&http, &mut payload).await?;
     let answer = crate::proxy::handle(http.clone(), payload, gate, upstreams).await;
     Ok(ServiceResponse::new(http, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request_id;
+
+    #[test]
+    fn request_ids_are_a_process_prefix_and_a_counter_in_32_hex_digits() {
+        let (a, b) = (next_request_id(), next_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        assert_eq!(a[..16], b[..16], "one prefix per process");
+        let (n, m) = (
+            u64::from_str_radix(&a[16..], 16).unwrap(),
+            u64::from_str_radix(&b[16..], 16).unwrap(),
+        );
+        // other tests of this binary may draw ids in between
+        assert!(m > n, "{a} then {b}");
+    }
 }
