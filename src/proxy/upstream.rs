@@ -23,10 +23,10 @@
 //! answered, leaves in one write and arrives in one read (kubegate alone in its default
 //! configuration against bench-peers' fake API server, oha at 32 connections: about a
 //! fifth more 1 KiB lists per second at a sixth less CPU each than over HTTP/1.1; the
-//! bench-peers figures next to nginx are in the README). A large answer is slower over HTTP/2 (one connection, 16 KiB
-//! frames, flow control: a 1 MiB list at half the rate and a third more CPU), so every
-//! other request stays on HTTP/1.1, and a path whose answer grew past [`SMALL_ANSWER`]
-//! goes back to it. Which paths answered small is kept per cluster and worker
+//! bench-peers figures next to nginx are in the README). A large answer is slower over
+//! HTTP/2 (one connection, 16 KiB frames, flow control: a 1 MiB list at half the rate and
+//! a third more CPU), so every other request stays on HTTP/1.1, and a path whose answer
+//! grew past [`SMALL_ANSWER`] goes back to it. Which paths answered small is kept per cluster and worker
 //! ([`SmallAnswers`], at most [`SMALL_PATHS`], forgotten all at once when full).
 //!
 //! HTTP/2 flow control: with h2's default windows (64 KiB per stream and per connection),

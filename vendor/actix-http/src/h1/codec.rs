@@ -104,21 +104,13 @@ impl Codec {
         &self.config
     }
 
-    /// kubegate patch: encodes a response body chunk without copying it, when it is at least
-    /// `min` bytes long: the bytes that precede it are added to `dst` and the chunk is
-    /// returned (with whether `\r\n` follows it), to be written after `dst`'s bytes and
-    /// before what is encoded next. A shorter chunk is encoded into `dst` as
-    /// `encode(Message::Chunk(Some(chunk)))` does, and `None` returned.
+    /// kubegate patch: encodes a response body chunk without copying it: see
+    /// `TransferEncoding::encode_shared`.
     pub fn encode_chunk_shared(
         &mut self,
         chunk: bytes::Bytes,
         dst: &mut BytesMut,
-        min: usize,
     ) -> io::Result<Option<(bytes::Bytes, bool)>> {
-        if chunk.len() < min {
-            self.encoder.encode_chunk(&chunk, dst)?;
-            return Ok(None);
-        }
         self.encoder.encode_chunk_shared(chunk, dst)
     }
 }

@@ -250,7 +250,10 @@ fn encode_body_chunk(
     write_buf: &mut BytesMut,
     out: &mut WriteOut,
 ) -> io::Result<()> {
-    if let Some((data, crlf)) = codec.encode_chunk_shared(item, write_buf, SHARED_CHUNK)? {
+    if item.len() < SHARED_CHUNK {
+        return codec.encode(Message::Chunk(Some(item)), write_buf);
+    }
+    if let Some((data, crlf)) = codec.encode_chunk_shared(item, write_buf)? {
         if !write_buf.is_empty() {
             out.push(write_buf.split().freeze());
         }
@@ -1403,13 +1406,17 @@ where
             mem::take(this.read_buf),
         );
         // kubegate patch: anything still queued goes first
-        let mut write_buf = BytesMut::with_capacity(this.write_out.len + this.write_buf.len());
-        for part in this.write_out.parts.drain(..) {
-            write_buf.extend_from_slice(&part);
-        }
-        this.write_out.len = 0;
-        write_buf.extend_from_slice(this.write_buf);
-        parts.write_buf = write_buf;
+        parts.write_buf = if this.write_out.is_empty() {
+            mem::take(this.write_buf)
+        } else {
+            let queued = mem::take(this.write_out);
+            let mut all = BytesMut::with_capacity(queued.len + this.write_buf.len());
+            for part in queued.parts {
+                all.extend_from_slice(&part);
+            }
+            all.extend_from_slice(this.write_buf);
+            all
+        };
         let framed = Framed::from_parts(parts);
         this.flow.upgrade.as_ref().unwrap().call((req, framed))
     }
