@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# kubegate alone in front of bench-peers' fake API server, one or more binaries run in
+# turn: a tuning aid for comparing a change with what came before it on a noisy machine
+# (the figures of issue 13's goals come from bench/peers.sh, next to the peers).
+#
+#   bench/alone.sh [-p 1KiB|1MiB] [-c CONNS] [-n ROUNDS] [-d SECS] [BINARY...]
+#   bench/alone.sh -p 1MiB -n 4 /tmp/kg-before target/release/kubegate
+#
+# Each round serves each binary in turn, in its default configuration (one worker per
+# core, auth, policy, the file audit sink), warms it up for 2 s, loads it for SECS with
+# oha, and prints its req/s, its CPU time per request (from /proc/PID/stat) and oha's
+# p50/p99. Binaries default to target/release/kubegate. The fake API server is the one
+# of `../shared/bench-peers/run.sh --serve` on 127.0.0.1:16443; it is started here (and
+# stopped at the end) when nothing listens there.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+peers=$(cd "${BENCH_PEERS:-$repo/../shared/bench-peers}" && pwd)
+export BENCH_WORK=${BENCH_WORK:-/tmp/kubegate-bench-peers}
+mkdir -p "$BENCH_WORK"
+path=1KiB conns=32 rounds=3 secs=5 port=9190
+while getopts p:c:n:d: opt; do
+  case $opt in
+    p) path=$OPTARG ;;
+    c) conns=$OPTARG ;;
+    n) rounds=$OPTARG ;;
+    d) secs=$OPTARG ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+binaries=("$@")
+[[ ${#binaries[@]} -gt 0 ]] || binaries=("$repo/target/release/kubegate")
+case $path in
+  1KiB) upstream_path=/api/v1/namespaces/default/pods ;;
+  1MiB) upstream_path=/api/v1/namespaces/big/pods ;;
+  *) echo "bench/alone.sh: -p is 1KiB or 1MiB" >&2; exit 2 ;;
+esac
+oha=$(command -v oha || echo ~/.cargo/bin/oha)
+[[ -x $oha ]] || { echo "bench/alone.sh: no oha (cargo install oha --locked)" >&2; exit 2; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+if ! (exec 3<>/dev/tcp/127.0.0.1/16443) 2>/dev/null; then
+  BENCH_INSTALL=0 setsid "$peers/run.sh" --serve >"$BENCH_WORK/serve.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do
+    (exec 3<>/dev/tcp/127.0.0.1/16443) 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep 1
+fi
+kubeconfig=$BENCH_WORK/kubeconfig.embedded
+[[ -f $kubeconfig ]] || { echo "bench/alone.sh: no $kubeconfig (see $BENCH_WORK/serve.log)" >&2; exit 1; }
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+tick=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+printf '%-40s %6s %10s %12s %9s %9s\n' binary round req/s 'CPU us/req' 'p50 ms' 'p99 ms'
+for round in $(seq "$rounds"); do
+  for i in "${!binaries[@]}"; do
+    bin=$(realpath "${binaries[$i]}")
+    state=$BENCH_WORK/alone/$i
+    rm -rf "$state"
+    mkdir -p "$state"
+    (
+      cd "$state"
+      "$bin" cluster add --org 1 --name bench --kubeconfig "$kubeconfig"
+      "$bin" member add --org 1 --user alice --role admin
+      "$bin" token create --user alice >token
+    ) >"$state/setup.log" 2>&1 || { cat "$state/setup.log" >&2; exit 1; }
+    token=$(cat "$state/token")
+    (cd "$state" && RUST_LOG=${RUST_LOG:-info} exec "$bin" serve --listen "127.0.0.1:$port" >kubegate.log 2>&1) &
+    pid=$!
+    for _ in $(seq 100); do
+      curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
+      sleep 0.1
+    done
+    url=http://127.0.0.1:$port/pipeline/api/v1/orgs/1/clusters/1/proxy$upstream_path
+    load() { "$oha" -z "$1" -c "$conns" --no-tui --output-format json --http-version 1.1 -H "Authorization: Bearer $token" "$url"; }
+    load 2s >/dev/null
+    before=$(cpu_ticks "$pid")
+    load "${secs}s" >"$state/oha.json"
+    after=$(cpu_ticks "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+ticks, tick, name, rnd = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+codes = j.get("statusCodeDistribution") or {}
+ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+if ok == 0 or sum(codes.values()) != ok:
+    sys.exit(f"bench/alone.sh: {name}: answers {codes}")
+pct = j.get("latencyPercentiles", {})
+print(f"{name[-40:]:<40} {rnd:>6} {ok / j['summary']['total']:>10,.0f} {ticks / tick / ok * 1e6:>12,.1f}"
+      f" {pct['p50'] * 1000:>9.2f} {pct['p99'] * 1000:>9.2f}")
+EOF
+  done
+done
