@@ -533,6 +533,16 @@ async fn large_answers_arrive_byte_for_byte_to_a_slow_reader() {
         "{}",
         got[1].0
     );
+    // the API server's type, once: not beside actix-web's default for a stream
+    // (application/octet-stream), which kubectl would read the watch events by
+    for (head, _) in &got {
+        let lower = head.to_ascii_lowercase();
+        let types: Vec<&str> = lower
+            .lines()
+            .filter(|l| l.starts_with("content-type:"))
+            .collect();
+        assert_eq!(types, ["content-type: application/json"], "{head}");
+    }
     assert!(
         got[0].1 == direct[0],
         "the chunked list differs from the API server's"

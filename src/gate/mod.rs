@@ -403,11 +403,11 @@ impl Gate {
                 }
                 req.extensions_mut().insert(BearerExpiry(claims.exp));
                 Identity {
-                    user: claims.sub,
-                    token_id: Some(claims.jti),
+                    user: claims.sub.clone(),
+                    token_id: Some(claims.jti.clone()),
                     session: None,
                     roles: Vec::new(),
-                    login: claims.provider.map(|p| (p, claims.groups)),
+                    login: claims.provider.clone().map(|p| (p, claims.groups.clone())),
                     expires_at: Some(claims.exp),
                 }
             }

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -100,11 +101,12 @@ pub enum AuthError {
 /// ([`crate::gate::Gate`]), so a revoked token is refused at once.
 const VERIFIED_PER_WORKER: usize = 1024;
 
+/// Verified tokens: the token → the id of the authority that verified it, and its claims.
+type Verified = std::collections::HashMap<Box<str>, (u64, Rc<Claims>)>;
+
 thread_local! {
-    /// This worker's verified tokens: the token → the id of the authority that verified
-    /// it, and its claims.
-    static VERIFIED: std::cell::RefCell<std::collections::HashMap<Box<str>, (u64, Claims)>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// This worker's verified tokens.
+    static VERIFIED: std::cell::RefCell<Verified> = std::cell::RefCell::new(Verified::new());
 }
 
 /// Gives each authority its own id, so that a worker never takes a token verified with
@@ -341,7 +343,9 @@ impl TokenAuthority {
         self.default_ttl
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// The claims of `token` once checked, shared with this worker's cache of verified
+    /// tokens (not copied out of it on every request).
+    pub fn verify(&self, token: &str) -> Result<Rc<Claims>, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -362,7 +366,7 @@ impl TokenAuthority {
             }
             return Ok(claims);
         }
-        let claims = self.decode(token)?;
+        let claims = Rc::new(self.decode(token)?);
         if !expired(&claims) {
             VERIFIED.with(|verified| {
                 let mut verified = verified.borrow_mut();
@@ -448,7 +452,7 @@ impl TokenAuthority {
     }
 
     /// Authenticates an `Authorization` header value.
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Claims, AuthError> {
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Rc<Claims>, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let header = std::str::from_utf8(header).map_err(|_| AuthError::NotBearer)?;
         let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::NotBearer)?;
@@ -563,7 +567,7 @@ mod tests {
         VERIFIED.with(|v| {
             let mut v = v.borrow_mut();
             let (_, claims) = v.get_mut(t.token.as_str()).unwrap();
-            claims.exp = now() - 60;
+            Rc::make_mut(claims).exp = now() - 60;
         });
         assert_eq!(a.verify(&t.token), Err(AuthError::Expired));
         assert!(!VERIFIED.with(|v| v.borrow().contains_key(t.token.as_str())));

@@ -434,35 +434,38 @@ async fn forward(
     };
 
     let status = response.status();
-    let mut builder = HttpResponse::build(status);
-    let listed = headers::connection_listed(response.headers());
-    // written only for the answers that need it (a redirect, a dashboard page)
-    let prefix = || rewrite::prefix(path.org, path.cluster);
-    for (name, value) in response.headers() {
-        if !headers::dropped_from_answer(name) && !listed.iter().any(|l| l == name.as_str()) {
-            // a redirect to a path of the API server stays under the cluster's prefix
-            let moved = (name == header::LOCATION)
-                .then(|| value.to_str().ok())
-                .flatten()
-                .and_then(|v| rewrite::location(v, &prefix(), &proxy.server))
-                .and_then(|v| header::HeaderValue::from_str(&v).ok());
-            builder.append_header((name.clone(), moved.unwrap_or_else(|| value.clone())));
-        }
-    }
-    if audit.event.attributes.subresource == "proxy" && is_plain_html(response.headers()) {
-        return html_with_links_moved(response, builder, audit, &gate, received, &prefix()).await;
-    }
-    let length = response
-        .headers()
+    // the answer's headers are moved out of the API server's answer, not copied
+    let mut answer_headers = HeaderMap::new();
+    let response = response.map_body(|head, payload| {
+        answer_headers = std::mem::take(&mut head.headers);
+        payload
+    });
+    let length = answer_headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     let json_watch = audit.event.attributes.verb == "watch"
-        && response
-            .headers()
+        && answer_headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let html = audit.event.attributes.subresource == "proxy" && is_plain_html(&answer_headers);
+    // written only for the answers that need it (a redirect, a dashboard page)
+    let prefix = || rewrite::prefix(path.org, path.cluster);
+    passed_back(&mut answer_headers, prefix, &proxy.server);
+    if html {
+        let prefix = prefix();
+        return html_with_links_moved(
+            response,
+            (status, answer_headers),
+            audit,
+            &gate,
+            received,
+            &prefix,
+        )
+        .await;
+    }
+    let mut builder = HttpResponse::build(status);
     let body = AuditedBody::new(
         Leased {
             inner: response,
@@ -487,18 +490,64 @@ async fn forward(
         || status.as_u16() == 304
         || status.is_informational()
         || length == Some(0);
-    if bodiless {
+    let answer = if bodiless {
         // recorded here, before the answer leaves (actix-web polls no empty body)
         body.finish_now();
         if let Some(len) = length {
             builder.no_chunking(len);
         }
-        return builder.finish();
+        builder.finish()
+    } else {
+        match length {
+            Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
+            None => builder.streaming(body),
+        }
+    };
+    with_headers(answer, answer_headers)
+}
+
+/// Keeps, of an API server's answer's headers, those that go back to the client: not the
+/// hop-by-hop ones (also those its `Connection` lists) nor the body's framing, which
+/// actix-web writes itself; and a redirect to a path of the API server stays under the
+/// cluster's prefix (`prefix`, asked only then).
+fn passed_back(answer: &mut HeaderMap, prefix: impl Fn() -> String, server: &str) {
+    let listed = headers::connection_listed(answer);
+    answer.retain(|name, _| {
+        !headers::dropped_from_answer(name) && !listed.iter().any(|l| l == name.as_str())
+    });
+    if !answer.contains_key(header::LOCATION) {
+        return;
     }
-    match length {
-        Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
-        None => builder.streaming(body),
+    let moved: Vec<header::HeaderValue> = answer
+        .get_all(header::LOCATION)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| rewrite::location(v, &prefix(), server))
+                .and_then(|v| header::HeaderValue::from_str(&v).ok())
+                .unwrap_or_else(|| value.clone())
+        })
+        .collect();
+    answer.remove(header::LOCATION);
+    for value in moved {
+        answer.append(header::LOCATION, value);
     }
+}
+
+/// `answer` with the API server's `headers`: the whole map moved in, and of kubegate's
+/// own (what actix-web set: a body's `Content-Length`, `application/octet-stream` for a
+/// stream without a type) those the API server's answer does not have.
+fn with_headers(mut answer: HttpResponse, headers: HeaderMap) -> HttpResponse {
+    let own = std::mem::replace(answer.headers_mut(), headers);
+    for name in own.keys() {
+        if !answer.headers().contains_key(name) {
+            for value in own.get_all(name) {
+                answer.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+    }
+    answer
 }
 
 /// The request to the API server: its URL, the client's headers less the hop-by-hop ones
@@ -629,7 +678,7 @@ fn is_plain_html(headers: &HeaderMap) -> bool {
 /// larger page streams on unchanged.
 async fn html_with_links_moved<S>(
     mut response: awc::ClientResponse<S>,
-    mut builder: actix_web::HttpResponseBuilder,
+    (status, headers): (StatusCode, HeaderMap),
     audit: AuditContext,
     gate: &Gate,
     received: Rc<Cell<u64>>,
@@ -641,7 +690,7 @@ where
         + 'static,
 {
     use futures_util::StreamExt;
-    let status = response.status();
+    let mut builder = HttpResponse::build(status);
     let mut page = bytes::BytesMut::new();
     let mut whole = true;
     while let Some(chunk) = response.next().await {
@@ -685,7 +734,7 @@ where
         received,
         None,
     );
-    builder.streaming(body)
+    with_headers(builder.streaming(body), headers)
 }
 
 fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
