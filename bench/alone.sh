@@ -56,6 +56,11 @@ kubeconfig=$BENCH_WORK/kubeconfig.embedded
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 tick=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# oha for $1 against the binary being served ($token and $url are its own)
+load() {
+  "$oha" -z "$1" -c "$conns" --no-tui --output-format json --http-version 1.1 \
+    -H "Authorization: Bearer $token" "$url"
+}
 printf '%-40s %6s %10s %12s %9s %9s\n' binary round req/s 'CPU us/req' 'p50 ms' 'p99 ms'
 for round in $(seq "$rounds"); do
   for i in "${!binaries[@]}"; do
@@ -77,7 +82,6 @@ for round in $(seq "$rounds"); do
       sleep 0.1
     done
     url=http://127.0.0.1:$port/pipeline/api/v1/orgs/1/clusters/1/proxy$upstream_path
-    load() { "$oha" -z "$1" -c "$conns" --no-tui --output-format json --http-version 1.1 -H "Authorization: Bearer $token" "$url"; }
     load 2s >/dev/null
     before=$(cpu_ticks "$pid")
     load "${secs}s" >"$state/oha.json"

@@ -26,8 +26,9 @@
 //! bench-peers figures next to nginx are in the README). A large answer is slower over
 //! HTTP/2 (one connection, 16 KiB frames, flow control: a 1 MiB list at half the rate and
 //! a third more CPU), so every other request stays on HTTP/1.1, and a path whose answer
-//! grew past [`SMALL_ANSWER`] goes back to it. Which paths answered small is kept per cluster and worker
-//! ([`SmallAnswers`], at most [`SMALL_PATHS`], forgotten all at once when full).
+//! grew past [`SMALL_ANSWER`] goes back to it. Which paths answered small is kept per
+//! cluster and worker ([`SmallAnswers`], at most [`SMALL_PATHS`], forgotten all at once
+//! when full).
 //!
 //! HTTP/2 flow control: with h2's default windows (64 KiB per stream and per connection),
 //! one watch whose reader stops would stop every watch on its connection once its data
