@@ -566,23 +566,29 @@ fn upstream_request(
         url.push_str(query);
     }
     let mut upstream = client.request(req.method().clone(), url);
+    // set in place: awc's builder methods move the whole request in and out per header
+    let headers = upstream.headers_mut();
     let listed = headers::connection_listed(req.headers());
     for (name, value) in req.headers() {
         if !headers::dropped_from_request(name) && !listed.iter().any(|l| l == name.as_str()) {
-            upstream = upstream.append_header((name.clone(), value.clone()));
+            headers.append(name.clone(), value.clone());
         }
     }
+    // visible ASCII only (the client's header as text, and an address)
     let forwarded_for = headers::forwarded_for(req);
-    if !forwarded_for.is_empty() {
-        upstream = upstream.insert_header(("X-Forwarded-For", forwarded_for));
-    }
-    if let Some(authorization) = proxy.authorization_header() {
-        upstream = upstream.insert_header((header::AUTHORIZATION, authorization));
+    if let Ok(value) = header::HeaderValue::try_from(forwarded_for) {
+        if !value.is_empty() {
+            headers.insert(header::HeaderName::from_static("x-forwarded-for"), value);
+        }
     }
     for (name, value) in impersonation.headers() {
-        upstream = upstream.append_header((name.clone(), value.clone()));
+        headers.append(name.clone(), value.clone());
     }
-    upstream
+    // a credential that is not a valid header value fails the request (502)
+    match proxy.authorization_header() {
+        Some(authorization) => upstream.insert_header((header::AUTHORIZATION, authorization)),
+        None => upstream,
+    }
 }
 
 /// A response body that holds its watch's lease on a pooled HTTP/2 stream until it is

@@ -375,16 +375,22 @@ async fn upload(
     let mut batch = BytesMut::new();
     let mut ended = false;
     while !ended {
-        // what has come, up to WINDOW bytes, written at once
-        match payload.next().await {
-            Some(Ok(bytes)) => batch.extend_from_slice(&bytes),
+        // what has come, up to WINDOW bytes, written at once: a chunk that came alone is
+        // written as it is, several are joined
+        let mut chunk = match payload.next().await {
+            Some(Ok(bytes)) => bytes,
             // the client's connection broke: the response side sees it too
             Some(Err(_)) => return,
             None => break,
-        }
-        while batch.len() < WINDOW {
+        };
+        while batch.len().max(chunk.len()) < WINDOW {
             match payload.next().now_or_never() {
-                Some(Some(Ok(bytes))) => batch.extend_from_slice(&bytes),
+                Some(Some(Ok(bytes))) => {
+                    if batch.is_empty() {
+                        batch.extend_from_slice(&chunk);
+                    }
+                    batch.extend_from_slice(&bytes);
+                }
                 Some(Some(Err(_))) => return,
                 Some(None) => {
                     ended = true;
@@ -393,7 +399,9 @@ async fn upload(
                 None => break,
             }
         }
-        let chunk = batch.split().freeze();
+        if !batch.is_empty() {
+            chunk = batch.split().freeze();
+        }
         if session.recorder.borrow().is_some() {
             // room in the recorder's queue first: a recording misses no byte
             std::future::poll_fn(|cx| match session.recorder.borrow_mut().as_mut() {
