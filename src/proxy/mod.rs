@@ -17,6 +17,7 @@
 
 pub mod headers;
 pub mod path;
+mod read_ahead;
 pub mod rewrite;
 pub mod tunnel;
 pub mod upstream;
