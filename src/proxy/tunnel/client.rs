@@ -129,8 +129,9 @@ pub(super) async fn connect(
         }
         let server = ServerName::try_from(target.host.clone())
             .map_err(|e| OpenError::Unreachable(name.clone(), format!("bad host name: {e}")))?;
+        // read ahead of rustls, as the other connections to API servers are
         let tls = tokio_rustls::TlsConnector::from(proxy.tls.clone())
-            .connect(server, stream)
+            .connect(server, crate::proxy::read_ahead::ReadAhead::new(stream))
             .await
             .map_err(|e| OpenError::Unreachable(name.clone(), format!("TLS: {e}")))?;
         Ok(Box::new(tls) as Box<dyn Io>)
