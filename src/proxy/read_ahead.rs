@@ -12,7 +12,9 @@
 //!
 //! The buffer exists only while it holds bytes: it is taken when the socket is readable
 //! and freed once handed out, so a connection that waits (an idle watch over HTTP/1.1)
-//! holds none.
+//! holds none. tokio's `BufReader` would keep its buffer for the connection's life (64 KiB
+//! per idle watch), and would still need a wrapper to report buffered bytes as readiness
+//! (`ActixStream::poll_read_ready`).
 //!
 //! The socket is read with tokio's own `poll_read`, which takes a read that did not fill
 //! the buffer as a sign that the socket is drained (edge-triggered epoll tells when more
