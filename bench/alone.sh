@@ -3,27 +3,34 @@
 # turn: a tuning aid for comparing a change with what came before it on a noisy machine
 # (the figures of issue 13's goals come from bench/peers.sh, next to the peers).
 #
-#   bench/alone.sh [-p 1KiB|1MiB] [-c CONNS] [-n ROUNDS] [-d SECS] [BINARY...]
+#   bench/alone.sh [-p 1KiB|1MiB] [-c CONNS] [-n ROUNDS] [-d SECS] [-w] [BINARY...]
 #   bench/alone.sh -p 1MiB -n 4 /tmp/kg-before target/release/kubegate
+#   bench/alone.sh -c 128 -n 6 -w    # which of the fake API server's workers served
+#                                    # kubegate's busy connections in each run
 #
 # Each round serves each binary in turn, in its default configuration (one worker per
 # core, auth, policy, the file audit sink), warms it up for 2 s, loads it for SECS with
 # oha, and prints its req/s, its CPU time per request (from /proc/PID/stat) and oha's
-# p50/p99. Binaries default to target/release/kubegate. The fake API server is the one
-# of `../shared/bench-peers/run.sh --serve` on 127.0.0.1:16443; it is started here (and
+# p50/p99. Binaries default to target/release/kubegate. With -w it also prints, for each
+# run, the fake API server's nginx worker (pid) behind each of kubegate's connections that
+# sent it more than 1 MB, read with `ss` halfway through the load: at 1 KiB and 128
+# connections, the runs where kubegate's two busy HTTP/2 connections share one worker are
+# the fast ones (README, Benchmarks). The fake API server is the one of
+# `../shared/bench-peers/run.sh --serve` on 127.0.0.1:16443; it is started here (and
 # stopped at the end) when nothing listens there.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 peers=$(cd "${BENCH_PEERS:-$repo/../shared/bench-peers}" && pwd)
 export BENCH_WORK=${BENCH_WORK:-/tmp/kubegate-bench-peers}
 mkdir -p "$BENCH_WORK"
-path=1KiB conns=32 rounds=3 secs=5 port=9190
-while getopts p:c:n:d: opt; do
+path=1KiB conns=32 rounds=3 secs=5 port=9190 workers=0
+while getopts p:c:n:d:w opt; do
   case $opt in
     p) path=$OPTARG ;;
     c) conns=$OPTARG ;;
     n) rounds=$OPTARG ;;
     d) secs=$OPTARG ;;
+    w) workers=1 ;;
     *) exit 2 ;;
   esac
 done
@@ -84,21 +91,40 @@ for round in $(seq "$rounds"); do
     url=http://127.0.0.1:$port/pipeline/api/v1/orgs/1/clusters/1/proxy$upstream_path
     load 2s >/dev/null
     before=$(cpu_ticks "$pid")
-    load "${secs}s" >"$state/oha.json"
+    if [[ $workers = 1 ]]; then
+      load "${secs}s" >"$state/oha.json" &
+      loader=$!
+      sleep "$(awk -v s="$secs" 'BEGIN { print s / 2 }')"
+      # the fake API server's side of each connection: its worker and the bytes it received
+      ss -tnpiH state established '( sport = :16443 )' >"$state/ss.txt"
+      wait "$loader"
+    else
+      load "${secs}s" >"$state/oha.json"
+    fi
     after=$(cpu_ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" <<'EOF'
-import json, sys
+    python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" "$workers" "$state/ss.txt" <<'EOF'
+import json, re, sys
 j = json.load(open(sys.argv[1]))
 ticks, tick, name, rnd = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+busy = ""
+if sys.argv[6] == "1":
+    # ss prints each connection on two lines: the addresses and process, then the counters
+    lines = open(sys.argv[7]).read().split("\n")
+    served = []
+    for head, info in zip(lines[0::2], lines[1::2]):
+        pid, got = re.search(r"pid=(\d+)", head), re.search(r"bytes_received:(\d+)", info)
+        if pid and got and int(got.group(1)) > 1_000_000:
+            served.append(pid.group(1))
+    busy = "  busy connections by worker: " + (", ".join(sorted(served)) or "none")
 codes = j.get("statusCodeDistribution") or {}
 ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
 if ok == 0 or sum(codes.values()) != ok:
     sys.exit(f"bench/alone.sh: {name}: answers {codes}")
 pct = j.get("latencyPercentiles", {})
 print(f"{name[-40:]:<40} {rnd:>6} {ok / j['summary']['total']:>10,.0f} {ticks / tick / ok * 1e6:>12,.1f}"
-      f" {pct['p50'] * 1000:>9.2f} {pct['p99'] * 1000:>9.2f}")
+      f" {pct['p50'] * 1000:>9.2f} {pct['p99'] * 1000:>9.2f}{busy}")
 EOF
   done
 done
