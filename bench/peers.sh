@@ -14,8 +14,9 @@
 # It builds kubegate (release), registers bench-peers' fake API server as cluster 1 of
 # org 1 in a kubegate data folder of its own ($BENCH_WORK/kubegate), serves kubegate on
 # 127.0.0.1:9090 with the embedded defaults, runs bench-peers with kubegate as the proxy
-# under test, stops kubegate, and then checks that the audit trail holds at least one
-# event for every request oha counted (warm-up requests and watches come on top).
+# under test, stops kubegate, prints which of the fake API server's nginx workers served
+# kubegate's busy HTTP/2 connections, and then checks that the audit trail holds at least
+# one event for every request oha counted (warm-up requests and watches come on top).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 peers=${BENCH_PEERS:-$repo/../shared/bench-peers}
@@ -76,12 +77,53 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# Which of the fake API server's nginx workers serve kubegate's HTTP/2 connections (with
+# kubegate alone at 1 KiB and 128 connections, the fast runs were those where one worker
+# served both; README, Benchmarks): every 5 s, kubegate's own ports towards it and the
+# server's side of each connection (its worker, the bytes it received), the last sample
+# kept, printed at the end.
+workers_seen=$state/upstream-workers.txt
+(
+  while kill -0 "$pid" 2>/dev/null; do
+    {
+      ss -tnpH state established "( dport = :$(port 16443) )" | grep "pid=$pid," || true
+      echo ---
+      ss -tnpiH state established "( sport = :$(port 16443) )" || true
+    } >"$workers_seen.new" 2>/dev/null
+    if grep -q bytes_received "$workers_seen.new"; then mv "$workers_seen.new" "$workers_seen"; fi
+    sleep 5
+  done
+) &
+sampler=$!
+
 start=$(date +%s)
 [[ $# -gt 0 && $1 == -- ]] && shift
 TARGET_NAME=kubegate TARGET_PID=$pid "$peers/run.sh" \
   "http://127.0.0.1:$(port 9090)/pipeline/api/v1/orgs/1/clusters/1/proxy" "$token" -- "${ports[@]}" "$@"
 stop
 trap - EXIT
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+if [[ -f $workers_seen ]]; then
+  python3 - "$workers_seen" <<'EOF'
+import re, sys
+mine, theirs = open(sys.argv[1]).read().split("---\n", 1)
+# kubegate's side: its local ports towards the fake API server
+ports = {m.group(1) for m in re.finditer(r"127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+\s+users:", mine)}
+# the server's side, two lines a connection: addresses and process, then counters
+lines = theirs.split("\n")
+busy = []
+for head, info in zip(lines[0::2], lines[1::2]):
+    peer = re.search(r"127\.0\.0\.1:\d+\s+127\.0\.0\.1:(\d+)", head)
+    pid, got = re.search(r"pid=(\d+)", head), re.search(r"bytes_received:(\d+)", info)
+    if peer and pid and got and peer.group(1) in ports and int(got.group(1)) > 1_000_000:
+        busy.append(pid.group(1))
+workers = sorted(set(busy))
+print(f"kubegate's busy connections to the fake API server ({len(busy)}, each sent it more"
+      f" than 1 MB) were served by nginx worker(s) {', '.join(workers) or 'none'}"
+      + (": one for all (with kubegate alone, the fast runs at 128 connections)" if len(busy) > 1 and len(workers) == 1 else ""))
+EOF
+fi
 echo "bench/peers.sh: the run took $(($(date +%s) - start)) s; kubegate's log: $state/kubegate.log"
 
 # every request oha counted is an event of the trail
