@@ -104,20 +104,12 @@ for round in $(seq "$rounds"); do
     after=$(cpu_ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" "$workers" "$state/ss.txt" <<'EOF'
-import json, re, sys
+    busy=""
+    [[ $workers = 1 ]] && busy="  $("$repo/bench/upstream-workers.py" "$state/ss.txt")"
+    python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" "$busy" <<'EOF'
+import json, sys
 j = json.load(open(sys.argv[1]))
-ticks, tick, name, rnd = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-busy = ""
-if sys.argv[6] == "1":
-    # ss prints each connection on two lines: the addresses and process, then the counters
-    lines = open(sys.argv[7]).read().split("\n")
-    served = []
-    for head, info in zip(lines[0::2], lines[1::2]):
-        pid, got = re.search(r"pid=(\d+)", head), re.search(r"bytes_received:(\d+)", info)
-        if pid and got and int(got.group(1)) > 1_000_000:
-            served.append(pid.group(1))
-    busy = "  busy connections by worker: " + (", ".join(sorted(served)) or "none")
+ticks, tick, name, rnd, busy = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 codes = j.get("statusCodeDistribution") or {}
 ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
 if ok == 0 or sum(codes.values()) != ok:

@@ -77,20 +77,18 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# Which of the fake API server's nginx workers serve kubegate's HTTP/2 connections (with
-# kubegate alone at 1 KiB and 128 connections, the fast runs were those where one worker
-# served both; README, Benchmarks): every 5 s, kubegate's own ports towards it and the
-# server's side of each connection (its worker, the bytes it received), the last sample
-# kept, printed at the end.
-workers_seen=$state/upstream-workers.txt
+# Which of the fake API server's nginx workers serve kubegate's HTTP/2 connections
+# (bench/upstream-workers.py): every 5 s, kubegate's own connections to it and the
+# server's side of each, the last sample kept and read at the end.
+workers_seen=$state/upstream-workers
 (
   while kill -0 "$pid" 2>/dev/null; do
-    {
-      ss -tnpH state established "( dport = :$(port 16443) )" | grep "pid=$pid," || true
-      echo ---
-      ss -tnpiH state established "( sport = :$(port 16443) )" || true
-    } >"$workers_seen.new" 2>/dev/null
-    if grep -q bytes_received "$workers_seen.new"; then mv "$workers_seen.new" "$workers_seen"; fi
+    { ss -tnpH state established "( dport = :$(port 16443) )" | grep "pid=$pid,"; } >"$workers_seen.mine.new" 2>/dev/null || true
+    ss -tnpiH state established "( sport = :$(port 16443) )" >"$workers_seen.server.new" 2>/dev/null || true
+    if grep -q bytes_received "$workers_seen.server.new"; then
+      mv "$workers_seen.mine.new" "$workers_seen.mine"
+      mv "$workers_seen.server.new" "$workers_seen.server"
+    fi
     sleep 5
   done
 ) &
@@ -104,25 +102,10 @@ stop
 trap - EXIT
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
-if [[ -f $workers_seen ]]; then
-  python3 - "$workers_seen" <<'EOF'
-import re, sys
-mine, theirs = open(sys.argv[1]).read().split("---\n", 1)
-# kubegate's side: its local ports towards the fake API server
-ports = {m.group(1) for m in re.finditer(r"127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+\s+users:", mine)}
-# the server's side, two lines a connection: addresses and process, then counters
-lines = theirs.split("\n")
-busy = []
-for head, info in zip(lines[0::2], lines[1::2]):
-    peer = re.search(r"127\.0\.0\.1:\d+\s+127\.0\.0\.1:(\d+)", head)
-    pid, got = re.search(r"pid=(\d+)", head), re.search(r"bytes_received:(\d+)", info)
-    if peer and pid and got and peer.group(1) in ports and int(got.group(1)) > 1_000_000:
-        busy.append(pid.group(1))
-workers = sorted(set(busy))
-print(f"kubegate's busy connections to the fake API server ({len(busy)}, each sent it more"
-      f" than 1 MB) were served by nginx worker(s) {', '.join(workers) or 'none'}"
-      + (": one for all (with kubegate alone, the fast runs at 128 connections)" if len(busy) > 1 and len(workers) == 1 else ""))
-EOF
+rm -f "$workers_seen".*.new
+if [[ -f $workers_seen.server ]]; then
+  echo "kubegate's connections to the fake API server:" \
+    "$("$repo/bench/upstream-workers.py" "$workers_seen.server" "$workers_seen.mine")"
 fi
 echo "bench/peers.sh: the run took $(($(date +%s) - start)) s; kubegate's log: $state/kubegate.log"
 
