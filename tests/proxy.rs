@@ -1302,6 +1302,77 @@ async fn watches_go_over_http1_to_an_api_server_without_http2() {
         let event = next_event(res, buffered).await;
         assert_eq!(event["object"]["metadata"]["name"], "web");
     }
-    assert_eq!(api.connections() - before, 3, "a connection per watch");
+    // the first connection asked for `h2` by ALPN, was offered `http/1.1` alone, and was
+    // closed unused: the watches went on the plain client
+    assert_eq!(
+        api.connections() - before,
+        4,
+        "a connection per watch, and the one that found out"
+    );
     assert!(api.requests().iter().all(|r| r.http_version == "HTTP/1.1"));
+    // found out once: the next watch opens its own connection only
+    let res = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(api.connections() - before, 5);
+}
+
+/// The API server (or a load balancer before it) closes a pooled HTTP/2 connection while
+/// it is idle: the next small GET and the next watch open a new one, and get their
+/// answers.
+#[actix_rt::test]
+async fn a_pooled_http2_connection_the_server_closed_is_opened_again() {
+    let api = ApiServer::start();
+    let relay = common::relay::Relay::start(api.addr());
+    let gw = TestGateway::builder()
+        .configure(|c| c.server.workers = 1)
+        .member(1, "alice", "admin")
+        .cluster(
+            1,
+            "dev",
+            &api.kubeconfig_with_client_cert()
+                .replace(api.url(), &relay.url()),
+        )
+        .start();
+    let token = gw.token("alice");
+    api.put_object("default", "pods", pod("web"));
+    let pods_path = "/api/v1/namespaces/default/pods";
+    let pods = gw.proxy_url(1, 1, pods_path);
+    let last_version = || {
+        api.requests()
+            .into_iter()
+            .rfind(|r| r.path == pods_path)
+            .expect("the request reached the API server")
+            .http_version
+    };
+    for _ in 0..2 {
+        let (code, body) = call("GET", &pods, Some(&token), None).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(last_version(), "HTTP/2.0");
+    let before = relay.connections();
+
+    relay.cut();
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    for round in 0..3 {
+        let (code, body) = call("GET", &pods, Some(&token), None).await;
+        assert_eq!(code, 200, "round {round}: {body}");
+        assert_eq!(body["items"][0]["metadata"]["name"], "web");
+        assert_eq!(last_version(), "HTTP/2.0");
+    }
+    assert_eq!(relay.connections() - before, 1, "one new HTTP/2 connection");
+
+    // cut at once before the next request: sent again on a new connection if the first
+    // one failed (or opened anew if kubegate saw the close first)
+    relay.cut();
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let mut watch = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+    let mut buffered = Vec::new();
+    assert_eq!(
+        next_event(&mut watch, &mut buffered).await["object"]["metadata"]["name"],
+        "web"
+    );
+    let (code, _) = call("GET", &pods, Some(&token), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(relay.connections() - before, 2);
 }

@@ -15,7 +15,9 @@
 //!
 //! and every request, whatever its end, becomes one audit event.
 
+mod dial;
 pub mod headers;
+mod multiplex;
 pub mod path;
 mod read_ahead;
 pub mod rewrite;
@@ -346,14 +348,13 @@ async fn forward(
             .small
             .key(req.uri().path_and_query().map_or("", |p| p.as_str()))
     });
-    let (client, lease) = if verb == "watch" {
+    let lease = if verb == "watch" {
         clients.for_watch()
     } else if let Some(key) = small_key {
         clients.for_get(key)
     } else {
-        (clients.plain.clone(), None)
+        None
     };
-    let upstream = upstream_request(&client, &req, &path, &proxy, &impersonation);
 
     let received = Rc::new(Cell::new(0u64));
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
@@ -372,46 +373,44 @@ async fn forward(
         .get(header::TRANSFER_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let opening = match &lease {
-        Some(lease) => lease.opening().await,
-        None => None,
+    // a stream of the pool carries bodiless requests only (a GET with a body goes on
+    // HTTP/1.1)
+    let no_body = matches!(content_length, None | Some(Some(0))) && !chunked;
+    let (multiplexed, lease) = match lease.filter(|_| no_body) {
+        Some(lease) => match lease
+            .send(|| multiplexed_request(&req, &path, &proxy, &impersonation))
+            .await
+        {
+            // the API server speaks HTTP/1.1 only
+            Ok(None) => (Ok(None), None),
+            sent => (sent.map_err(UpstreamError::Multiplexed), Some(lease)),
+        },
+        None => (Ok(None), None),
     };
-    let sent = match content_length {
-        Some(None) => Err(StatusError::bad_request(
+    let sent = match (multiplexed, content_length) {
+        (Ok(Some(answer)), _) => Ok(Ok(Answer::Multiplexed(answer))),
+        (Err(e), _) => Ok(Err(e)),
+        (Ok(None), Some(None)) => Err(StatusError::bad_request(
             "the Content-Length header is not a number",
         )),
-        Some(Some(0)) | None if !chunked => {
-            let mut sent = upstream.send().await;
-            if let (Some(lease), Err(e)) = (&lease, &sent) {
-                // an HTTP/2 connection the server closed while it was idle fails the
-                // next request on it, and awc then drops it: a bodiless request is sent
-                // once more, on a new connection
-                if lease.was_connected() && !matches!(e, SendRequestError::Connect(_)) {
-                    log::debug!(
-                        "request {} failed on a pooled HTTP/2 connection ({e}); sent again",
-                        audit.event.request_id
-                    );
-                    lease.answered(None);
-                    sent = upstream_request(&client, &req, &path, &proxy, &impersonation)
-                        .send()
-                        .await;
+        (Ok(None), content_length) => {
+            let upstream = upstream_request(&clients.plain, &req, &path, &proxy, &impersonation);
+            let sent = match content_length {
+                Some(Some(0)) | None if !chunked => upstream.send().await,
+                Some(Some(len)) => {
+                    upstream
+                        .send_body(actix_web::body::SizedStream::new(len, body))
+                        .await
                 }
-            }
-            Ok(sent)
+                _ => upstream.send_stream(body).await,
+            };
+            Ok(sent.map(Answer::Plain).map_err(UpstreamError::Plain))
         }
-        Some(Some(len)) => Ok(upstream
-            .send_body(actix_web::body::SizedStream::new(len, body))
-            .await),
-        _ => Ok(upstream.send_stream(body).await),
     };
-    if let (Some(lease), Ok(sent)) = (&lease, &sent) {
-        lease.answered(sent.as_ref().ok().map(|r| r.version()));
-    }
-    drop(opening);
     let response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let error = upstream_error(&e, &proxy);
+            let error = e.status(&proxy);
             log::warn!("request {} to {}: {e}", audit.event.request_id, proxy.key);
             audit.event.decision = AuditDecision::Error;
             audit.event.error = Some(error.message.clone());
@@ -434,13 +433,8 @@ async fn forward(
         }
     };
 
-    let status = response.status();
     // the answer's headers are moved out of the API server's answer, not copied
-    let mut answer_headers = HeaderMap::new();
-    let response = response.map_body(|head, payload| {
-        answer_headers = std::mem::take(&mut head.headers);
-        payload
-    });
+    let (status, mut answer_headers, response) = response.into_parts();
     let length = answer_headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -551,9 +545,8 @@ fn with_headers(mut answer: HttpResponse, headers: HeaderMap) -> HttpResponse {
     answer
 }
 
-/// The request to the API server: its URL, the client's headers less the hop-by-hop ones
-/// and those that carry identities, kubegate's `X-Forwarded-For`, credentials and
-/// impersonation.
+/// The request to the API server over HTTP/1.1 (awc): its URL, and the headers of
+/// [`forwarded_headers`].
 fn upstream_request(
     client: &awc::Client,
     req: &HttpRequest,
@@ -561,34 +554,182 @@ fn upstream_request(
     proxy: &ClusterProxy,
     impersonation: &Impersonation,
 ) -> awc::ClientRequest {
+    let mut upstream = client.request(req.method().clone(), upstream_url(req, path, proxy));
+    // set in place: awc's builder methods move the whole request in and out per header
+    let headers = upstream.headers_mut();
+    forwarded_headers(req, impersonation, |name, value| {
+        headers.append(name, value);
+    });
+    // a credential that is not a valid header value fails the request (502)
+    match proxy.authorization_header() {
+        Some(authorization) => upstream.insert_header((header::AUTHORIZATION, authorization)),
+        None => upstream,
+    }
+}
+
+/// The bodiless request to the API server on a stream of a pooled HTTP/2 connection
+/// ([`multiplex`]): its URL, and the headers of [`forwarded_headers`]. A credential that
+/// is not a valid header value is left out (the API server then answers 401).
+fn multiplexed_request(
+    req: &HttpRequest,
+    path: &ProxyPath,
+    proxy: &ClusterProxy,
+    impersonation: &Impersonation,
+) -> http02::Request<()> {
+    let mut out = http02::Request::new(());
+    *out.method_mut() = req.method().clone();
+    *out.version_mut() = http02::Version::HTTP_2;
+    match upstream_url(req, path, proxy).parse() {
+        Ok(uri) => *out.uri_mut() = uri,
+        // checked by the path's parser and the kubeconfig's rules: never seen
+        Err(e) => log::warn!("the URL of request to {} is not a URL: {e}", proxy.key),
+    }
+    let headers = out.headers_mut();
+    forwarded_headers(req, impersonation, |name, value| {
+        headers.append(name, value);
+    });
+    if let Some(authorization) = proxy
+        .authorization_header()
+        .and_then(|a| header::HeaderValue::from_str(a).ok())
+    {
+        headers.insert(header::AUTHORIZATION, authorization);
+    }
+    out
+}
+
+/// The API server's URL for the request: its server, the Kubernetes path, the query.
+fn upstream_url(req: &HttpRequest, path: &ProxyPath, proxy: &ClusterProxy) -> String {
     let mut url = format!("{}{}", proxy.server, path.k8s_path);
     if let Some(query) = req.uri().query() {
         url.push('?');
         url.push_str(query);
     }
-    let mut upstream = client.request(req.method().clone(), url);
-    // set in place: awc's builder methods move the whole request in and out per header
-    let headers = upstream.headers_mut();
+    url
+}
+
+/// The headers forwarded to the API server, given to `put` one by one: the client's less
+/// the hop-by-hop ones and those that carry identities, kubegate's `X-Forwarded-For` and
+/// the impersonation (the credentials are the caller's).
+fn forwarded_headers(
+    req: &HttpRequest,
+    impersonation: &Impersonation,
+    mut put: impl FnMut(header::HeaderName, header::HeaderValue),
+) {
     let listed = headers::connection_listed(req.headers());
     for (name, value) in req.headers() {
         if !headers::dropped_from_request(name) && !listed.iter().any(|l| l == name.as_str()) {
-            headers.append(name.clone(), value.clone());
+            put(name.clone(), value.clone());
         }
     }
     // visible ASCII only (the client's header as text, and an address)
     let forwarded_for = headers::forwarded_for(req);
     if let Ok(value) = header::HeaderValue::try_from(forwarded_for) {
         if !value.is_empty() {
-            headers.insert(header::HeaderName::from_static("x-forwarded-for"), value);
+            put(header::HeaderName::from_static("x-forwarded-for"), value);
         }
     }
     for (name, value) in impersonation.headers() {
-        headers.append(name.clone(), value.clone());
+        put(name.clone(), value.clone());
     }
-    // a credential that is not a valid header value fails the request (502)
-    match proxy.authorization_header() {
-        Some(authorization) => upstream.insert_header((header::AUTHORIZATION, authorization)),
-        None => upstream,
+}
+
+/// The API server's answer, over either transport.
+enum Answer {
+    Plain(awc::ClientResponse),
+    Multiplexed(http02::Response<multiplex::Body>),
+}
+
+impl Answer {
+    /// Its status, its headers (moved out, not copied) and its body.
+    fn into_parts(self) -> (StatusCode, HeaderMap, UpstreamBody) {
+        match self {
+            Answer::Plain(response) => {
+                let status = response.status();
+                let mut headers = HeaderMap::new();
+                let response = response.map_body(|head, payload| {
+                    headers = std::mem::take(&mut head.headers);
+                    payload
+                });
+                (status, headers, UpstreamBody::Plain(response))
+            }
+            Answer::Multiplexed(response) => {
+                let (parts, body) = response.into_parts();
+                (
+                    parts.status,
+                    HeaderMap::from(parts.headers),
+                    UpstreamBody::Multiplexed(body),
+                )
+            }
+        }
+    }
+}
+
+/// Why the API server's answer did not come, over either transport.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("{0}")]
+    Plain(SendRequestError),
+    #[error("{0}")]
+    Multiplexed(multiplex::Error),
+}
+
+impl UpstreamError {
+    /// The `Status` the client gets (502, 504).
+    fn status(&self, proxy: &ClusterProxy) -> StatusError {
+        let name = dial::server_name(proxy);
+        let timeout =
+            || StatusError::gateway_timeout(format!("{name} did not accept a connection in time"));
+        match self {
+            UpstreamError::Plain(
+                SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout,
+            ) => timeout(),
+            UpstreamError::Plain(SendRequestError::Connect(ConnectError::Io(io)))
+                if io.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                timeout()
+            }
+            UpstreamError::Plain(SendRequestError::Connect(c)) => {
+                StatusError::bad_gateway(format!("{name} is unreachable: {c}"))
+            }
+            UpstreamError::Plain(other) => {
+                StatusError::bad_gateway(format!("{name} failed: {other}"))
+            }
+            UpstreamError::Multiplexed(multiplex::Error::ConnectTimeout) => timeout(),
+            UpstreamError::Multiplexed(e) => StatusError::bad_gateway(format!("{name} {e}")),
+        }
+    }
+}
+
+/// The body of the API server's answer, over either transport.
+enum UpstreamBody {
+    Plain(awc::ClientResponse),
+    Multiplexed(multiplex::Body),
+}
+
+/// Why the body of the API server's answer broke off.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{0}")]
+    Plain(awc::error::PayloadError),
+    #[error("{0}")]
+    Multiplexed(h2::Error),
+}
+
+impl futures_util::Stream for UpstreamBody {
+    type Item = Result<bytes::Bytes, BodyError>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            UpstreamBody::Plain(body) => Pin::new(body)
+                .poll_next(cx)
+                .map(|c| c.map(|c| c.map_err(BodyError::Plain))),
+            UpstreamBody::Multiplexed(body) => Pin::new(body)
+                .poll_next(cx)
+                .map(|c| c.map(|c| c.map_err(BodyError::Multiplexed))),
+        }
     }
 }
 
@@ -683,19 +824,14 @@ fn is_plain_html(headers: &HeaderMap) -> bool {
 /// A page from a service, pod or node proxy, its absolute links moved under the cluster's
 /// prefix ([`rewrite`]). Held whole up to [`rewrite::MAX_HTML_BYTES`]; a
 /// larger page streams on unchanged.
-async fn html_with_links_moved<S>(
-    mut response: awc::ClientResponse<S>,
+async fn html_with_links_moved(
+    mut response: UpstreamBody,
     (status, headers): (StatusCode, HeaderMap),
     audit: AuditContext,
     gate: &Gate,
     received: Rc<Cell<u64>>,
     prefix: &str,
-) -> HttpResponse
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
-        + Unpin
-        + 'static,
-{
+) -> HttpResponse {
     use futures_util::StreamExt;
     let mut builder = HttpResponse::build(status);
     let mut page = bytes::BytesMut::new();
@@ -717,22 +853,21 @@ where
             break;
         }
     }
-    let body: Pin<
-        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
-    > = match (whole, std::str::from_utf8(&page)) {
-        (true, Ok(text)) => {
-            let moved = bytes::Bytes::from(rewrite::html(text, prefix));
-            builder.no_chunking(moved.len() as u64);
-            Box::pin(futures_util::stream::once(async move { Ok(moved) }))
-        }
-        (true, Err(_)) => {
-            builder.no_chunking(page.len() as u64);
-            Box::pin(futures_util::stream::once(async move { Ok(page.freeze()) }))
-        }
-        (false, _) => {
-            Box::pin(futures_util::stream::once(async move { Ok(page.freeze()) }).chain(response))
-        }
-    };
+    let body: Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, BodyError>>>> =
+        match (whole, std::str::from_utf8(&page)) {
+            (true, Ok(text)) => {
+                let moved = bytes::Bytes::from(rewrite::html(text, prefix));
+                builder.no_chunking(moved.len() as u64);
+                Box::pin(futures_util::stream::once(async move { Ok(moved) }))
+            }
+            (true, Err(_)) => {
+                builder.no_chunking(page.len() as u64);
+                Box::pin(futures_util::stream::once(async move { Ok(page.freeze()) }))
+            }
+            (false, _) => Box::pin(
+                futures_util::stream::once(async move { Ok(page.freeze()) }).chain(response),
+            ),
+        };
     let body = AuditedBody::new(
         body,
         audit,
@@ -742,27 +877,6 @@ where
         None,
     );
     with_headers(builder.streaming(body), headers)
-}
-
-fn upstream_error(e: &SendRequestError, proxy: &ClusterProxy) -> StatusError {
-    let name = format!(
-        "the API server of cluster \"{}\" ({})",
-        proxy.name, proxy.server
-    );
-    match e {
-        SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
-            StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
-        }
-        SendRequestError::Connect(ConnectError::Io(io))
-            if io.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            StatusError::gateway_timeout(format!("{name} did not accept a connection in time"))
-        }
-        SendRequestError::Connect(c) => {
-            StatusError::bad_gateway(format!("{name} is unreachable: {c}"))
-        }
-        other => StatusError::bad_gateway(format!("{name} failed: {other}")),
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! one copy of the bytes (rustls copies them into its own buffer). A read as large as
 //! [`READ_AHEAD`] goes straight to the socket.
 //!
-//! awc's connections ([`crate::proxy::upstream`]) and the tunnel's
-//! ([`crate::proxy::tunnel`]) are read ahead.
+//! awc's connections ([`crate::proxy::upstream`]), the HTTP/2 client's
+//! ([`crate::proxy::multiplex`]) and the tunnel's ([`crate::proxy::tunnel`]) are read
+//! ahead.
 //!
 //! The buffer exists only while it holds bytes: it is taken when the socket is readable
 //! and freed once handed out, so a connection that waits (an idle watch over HTTP/1.1)

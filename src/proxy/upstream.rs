@@ -9,13 +9,13 @@
 //! - the **plain** client speaks HTTP/1.1 with keep-alive: lists, gets, writes, and
 //!   watches when the API server does not offer HTTP/2;
 //! - the **watch pool** carries watches over HTTP/2 when the API server offers `h2` by
-//!   ALPN. An open watch then costs a stream, not a TLS connection. awc multiplexes every
-//!   request of one client on one HTTP/2 connection and never opens a second one when that
-//!   connection is at the server's stream limit (kube-apiserver allows 1,000): the next
-//!   watch would wait forever. So the pool holds several clients, each with its own
-//!   connection, counts the watches open on each ([`WatchLease`], held by the response
-//!   body until the watch ends) and sends a new watch on the first one with streams to
-//!   spare (`clusters.watch_streams_per_connection`, 900 by default).
+//!   ALPN, with kubegate's own HTTP/2 client ([`multiplex`]). An open watch then costs a
+//!   stream, not a TLS connection. An API server takes a limited number of streams on a
+//!   connection (kube-apiserver: 1,000), and a request past it would wait for one to
+//!   end. So the pool holds several connections, counts the requests open on each
+//!   ([`WatchLease`], held by the response body until the watch ends) and sends a new
+//!   one on the first connection with streams to spare
+//!   (`clusters.watch_streams_per_connection`, 900 by default).
 //!
 //! Small answers go over HTTP/2 too. A GET (a `get` or a `list`) whose last answer on
 //! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool:
@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_tls::connect::{Connector as TcpConnector, Resolve, Resolver};
-use awc::http::Version;
 use awc::Client;
 use futures_util::future::LocalBoxFuture;
 use kubegate_actors::network::{denied_by, Network};
@@ -52,6 +51,7 @@ use kubegate_actors::ClusterKey;
 use std::net::SocketAddr;
 
 use super::read_ahead::ReadAhead;
+use super::{dial, multiplex};
 
 /// The receive window of each HTTP/2 stream towards an API server: what a watch whose
 /// reader stopped may hold in kubegate's memory (h2's default).
@@ -60,12 +60,6 @@ pub const STREAM_WINDOW: u32 = 64 * 1024;
 /// The most streams an API server allows on one HTTP/2 connection that the connection
 /// window is sized for (kube-apiserver's limit).
 const MAX_STREAMS: u32 = 1000;
-
-/// An HTTP/2 connection a watch pool keeps, however long it is idle or old: closing it
-/// is the server's call (awc closes one that failed). awc would otherwise drop a
-/// connection past its keep-alive (15 s since its last new request) or lifetime (75 s),
-/// which makes it send a stray request on it and, failing that, abort every watch on it.
-const H2_KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The largest answer whose path is sent over HTTP/2 the next time (one stream window:
 /// such an answer never waits for the window to open).
@@ -121,22 +115,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Where to send a watch: a pool client with a lease on one of its streams, or (the
-    /// API server speaks HTTP/1.1 only, or the pool is off) the plain client.
-    pub fn for_watch(&self) -> (Client, Option<WatchLease>) {
-        match self.watches.lease() {
-            Some(lease) => (lease.slot.client.clone(), Some(lease)),
-            None => (self.plain.clone(), None),
-        }
+    /// A stream on a pooled HTTP/2 connection for a watch; `None`: the plain client (the
+    /// API server speaks HTTP/1.1 only, or the pool is off).
+    pub fn for_watch(&self) -> Option<WatchLease> {
+        self.watches.lease()
     }
 
-    /// Where to send a GET that is not a watch: as a watch when its path (`key`,
-    /// [`SmallAnswers::key`]) answered small the last time, else the plain client.
-    pub fn for_get(&self, key: u64) -> (Client, Option<WatchLease>) {
+    /// A stream for a GET that is not a watch, when its path (`key`,
+    /// [`SmallAnswers::key`]) answered small the last time; `None`: the plain client.
+    pub fn for_get(&self, key: u64) -> Option<WatchLease> {
         if self.small.contains(key) {
             self.for_watch()
         } else {
-            (self.plain.clone(), None)
+            None
         }
     }
 }
@@ -296,77 +287,61 @@ pub fn client_for(proxy: &Arc<ClusterProxy>, settings: &ClientSettings) -> Upstr
     })
 }
 
-/// One pool client: its own HTTP/2 connection, and how many watches are open on it.
+/// One connection of a watch pool, and how many requests are open on it.
 struct Slot {
-    client: Client,
+    line: multiplex::Line,
     open: Cell<usize>,
-    /// Whether a request has gone through this client's connection, which is then in
-    /// awc's pool. Until then, requests wait for the first one ([`WatchLease::opening`]):
-    /// awc opens a connection for every request that finds none idle, so a burst of new
-    /// watches would otherwise open a connection each.
-    connected: Cell<bool>,
-    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The HTTP/2 clients for watches to one cluster, on this worker.
+/// The HTTP/2 connections for watches to one cluster, on this worker.
 struct WatchPool {
-    tls: Arc<rustls::ClientConfig>,
-    settings: ClientSettings,
+    /// How its connections are opened; `None`: the API server speaks HTTP/1.1 only (its
+    /// URL is not `https`, or it answered ALPN without `h2`), or the pool is off: watches
+    /// go on the plain client.
+    dialer: Option<multiplex::Dialer>,
+    limit: usize,
     slots: RefCell<Vec<Rc<Slot>>>,
-    /// `Some(false)` once the API server answered a watch over HTTP/1.1: it does not
-    /// speak HTTP/2, watches go on the plain client as they always did.
-    http2: Cell<Option<bool>>,
+    /// Set once the API server was found not to speak HTTP/2.
+    http1_only: Cell<bool>,
 }
 
 impl WatchPool {
     fn new(proxy: &ClusterProxy, settings: &ClientSettings) -> WatchPool {
         let mut tls = (*proxy.tls).clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let http2 = (settings.watch_streams_per_connection == 0
-            || !proxy.server.starts_with("https://"))
-        .then_some(false);
+        let dialer = dial::target(&proxy.server)
+            .ok()
+            .filter(|t| t.tls && settings.watch_streams_per_connection > 0)
+            .map(|target| multiplex::Dialer {
+                tls: Arc::new(tls),
+                target,
+                denied: settings.denied.clone(),
+                connect_timeout: settings.connect_timeout,
+                stream_window: STREAM_WINDOW,
+                // every stream stalled at once still leaves the connection open for the others
+                connection_window: STREAM_WINDOW * MAX_STREAMS,
+            });
         WatchPool {
-            tls: Arc::new(tls),
-            settings: settings.clone(),
+            dialer,
+            limit: settings.watch_streams_per_connection,
             slots: RefCell::new(Vec::new()),
-            http2: Cell::new(http2),
+            http1_only: Cell::new(false),
         }
     }
 
-    fn new_slot(&self) -> Rc<Slot> {
-        let per_stream = STREAM_WINDOW;
-        let connector = connector(self.tls.clone(), &self.settings)
-            .initial_window_size(per_stream)
-            // every stream stalled at once still leaves the connection open for the others
-            .initial_connection_window_size(per_stream * MAX_STREAMS)
-            .conn_keep_alive(H2_KEEP)
-            .conn_lifetime(H2_KEEP)
-            .limit(0);
-        let client = Client::builder()
-            .connector(connector)
-            .disable_timeout()
-            .disable_redirects()
-            .no_default_headers()
-            .finish();
-        Rc::new(Slot {
-            client,
-            open: Cell::new(0),
-            connected: Cell::new(false),
-            opening: Arc::new(tokio::sync::Mutex::new(())),
-        })
-    }
-
-    /// A stream on the first client with one to spare (a new client when none has).
+    /// A stream on the first connection with one to spare (a new one when none has).
     fn lease(self: &Rc<Self>) -> Option<WatchLease> {
-        if self.http2.get() == Some(false) {
+        if self.dialer.is_none() || self.http1_only.get() {
             return None;
         }
-        let limit = self.settings.watch_streams_per_connection;
         let mut slots = self.slots.borrow_mut();
-        let slot = match slots.iter().find(|s| s.open.get() < limit) {
+        let slot = match slots.iter().find(|s| s.open.get() < self.limit) {
             Some(slot) => slot.clone(),
             None => {
-                let slot = self.new_slot();
+                let slot = Rc::new(Slot {
+                    line: multiplex::Line::default(),
+                    open: Cell::new(0),
+                });
                 slots.push(slot.clone());
                 slot
             }
@@ -379,45 +354,32 @@ impl WatchPool {
     }
 }
 
-/// One watch's stream on a pool client, counted until dropped (with the response body).
+/// One request's stream on a pooled HTTP/2 connection, counted until dropped (with the
+/// response body: a watch holds it until it ends).
 pub struct WatchLease {
     pool: Rc<WatchPool>,
     slot: Rc<Slot>,
 }
 
 impl WatchLease {
-    /// Held while the first request on a client opens its connection: the requests
-    /// that come meanwhile wait for it, then share that connection.
-    pub async fn opening(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        if self.slot.connected.get() {
-            return None;
-        }
-        let guard = self.slot.opening.clone().lock_owned().await;
-        (!self.slot.connected.get()).then_some(guard)
-    }
-
-    /// What the request sent on this lease found: an answer over `version`, or (`None`)
-    /// an error, after which the next request finds out about the connection afresh.
-    pub fn answered(&self, version: Option<Version>) {
-        match version {
-            Some(Version::HTTP_2) => {
-                self.pool.http2.set(Some(true));
-                self.slot.connected.set(true);
+    /// Sends the bodiless request `build` makes on this lease's connection and waits for
+    /// its answer's head; `None`: the API server does not speak HTTP/2, and this request
+    /// (and every later one) goes on the plain client.
+    pub async fn send(
+        &self,
+        build: impl Fn() -> http02::Request<()>,
+    ) -> Result<Option<http02::Response<multiplex::Body>>, multiplex::Error> {
+        let Some(dialer) = &self.pool.dialer else {
+            return Ok(None);
+        };
+        match self.slot.line.send(dialer, build).await {
+            Err(multiplex::Error::NotHttp2) => {
+                log::info!("the API server does not offer HTTP/2 (ALPN): watches stay on HTTP/1.1");
+                self.pool.http1_only.set(true);
+                Ok(None)
             }
-            Some(_) => {
-                log::info!(
-                    "the API server answered a watch over HTTP/1.1: watches stay on HTTP/1.1"
-                );
-                self.pool.http2.set(Some(false));
-                self.slot.connected.set(true);
-            }
-            None => self.slot.connected.set(false),
+            other => other.map(Some),
         }
-    }
-
-    /// Whether the connection this lease is on had carried a request before.
-    pub fn was_connected(&self) -> bool {
-        self.slot.connected.get()
     }
 }
 

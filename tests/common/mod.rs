@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod raw;
+pub mod relay;
 pub mod session;
 pub mod vault;
 pub mod websocket;

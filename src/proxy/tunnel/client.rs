@@ -5,13 +5,13 @@
 //! `Upgrade: websocket`, and kubectl's port-forward and older exec speak SPDY.
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{StatusCode, Uri};
+use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
 use kubegate_actors::registry::ClusterProxy;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::proxy::dial::{self, server_name, Target};
 use crate::proxy::path::ProxyPath;
 use crate::proxy::Upstreams;
 use crate::status::StatusError;
@@ -22,46 +22,6 @@ pub(super) const MAX_REFUSAL_BYTES: usize = 1024 * 1024;
 /// A connection to an API server, plain or TLS.
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Where the API server is, from its URL.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Target {
-    tls: bool,
-    /// Host to resolve and to check the certificate against (no brackets).
-    host: String,
-    port: u16,
-    /// The `Host` header.
-    authority: String,
-    /// A path the URL has before the Kubernetes path (`/k8s/clusters/c-1`), else empty.
-    base_path: String,
-}
-
-pub(super) fn target(server: &str) -> Result<Target, String> {
-    let uri: Uri = server
-        .parse()
-        .map_err(|e| format!("the API server URL {server} is not a URL: {e}"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(format!("the API server URL {server} is not http(s)")),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("the API server URL {server} has no host"))?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok(Target {
-        tls,
-        host,
-        port,
-        authority: authority.as_str().to_string(),
-        base_path: uri.path().trim_end_matches('/').to_string(),
-    })
-}
 
 /// Why the tunnel could not be opened; becomes the `Status` the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -88,15 +48,8 @@ impl OpenError {
     }
 }
 
-/// The name the errors give the API server.
-pub(super) fn server_name(proxy: &ClusterProxy) -> String {
-    format!(
-        "the API server of cluster \"{}\" ({})",
-        proxy.name, proxy.server
-    )
-}
-
-/// Connects to the API server: resolve (refusing denied networks), TCP, TLS.
+/// Connects to the API server: resolve (refusing denied networks), TCP, TLS
+/// ([`crate::proxy::dial`]).
 pub(super) async fn connect(
     proxy: &ClusterProxy,
     target: &Target,
@@ -104,36 +57,15 @@ pub(super) async fn connect(
 ) -> Result<Box<dyn Io>, OpenError> {
     let name = server_name(proxy);
     let connecting = async {
-        let addrs = crate::proxy::upstream::resolve_guarded(
-            &target.host,
-            target.port,
-            &upstreams.rules.denied_networks,
-        )
-        .await
-        .map_err(|e| OpenError::Unreachable(name.clone(), e))?;
-        let mut last = format!("{} resolves to no address", target.host);
-        let mut stream = None;
-        for addr in addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
-        let stream = stream.ok_or_else(|| OpenError::Unreachable(name.clone(), last))?;
-        let _ = stream.set_nodelay(true);
+        let stream = dial::tcp(target, &upstreams.rules.denied_networks)
+            .await
+            .map_err(|e| OpenError::Unreachable(name.clone(), e))?;
         if !target.tls {
             return Ok(Box::new(stream) as Box<dyn Io>);
         }
-        let server = ServerName::try_from(target.host.clone())
-            .map_err(|e| OpenError::Unreachable(name.clone(), format!("bad host name: {e}")))?;
-        // read ahead of rustls, as the other connections to API servers are
-        let tls = tokio_rustls::TlsConnector::from(proxy.tls.clone())
-            .connect(server, crate::proxy::read_ahead::ReadAhead::new(stream))
+        let tls = dial::tls(proxy.tls.clone(), target, stream)
             .await
-            .map_err(|e| OpenError::Unreachable(name.clone(), format!("TLS: {e}")))?;
+            .map_err(|e| OpenError::Unreachable(name.clone(), e))?;
         Ok(Box::new(tls) as Box<dyn Io>)
     };
     match tokio::time::timeout(upstreams.clients.connect_timeout, connecting).await {
@@ -267,32 +199,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets() {
-        assert_eq!(
-            target("https://10.0.0.1:6443").unwrap(),
-            Target {
-                tls: true,
-                host: "10.0.0.1".into(),
-                port: 6443,
-                authority: "10.0.0.1:6443".into(),
-                base_path: String::new()
-            }
-        );
-        let t = target("https://[::1]/k8s/clusters/c-1/").unwrap();
-        assert_eq!(
-            (
-                t.host.as_str(),
-                t.port,
-                t.authority.as_str(),
-                t.base_path.as_str()
-            ),
-            ("::1", 443, "[::1]", "/k8s/clusters/c-1")
-        );
-        assert_eq!(target("http://api.example").unwrap().port, 80);
-        assert!(target("ftp://x").is_err());
-    }
-
-    #[test]
     fn the_head_carries_kubegates_credentials_only() {
         let req = actix_web::test::TestRequest::get()
             .uri("/pipeline/api/v1/orgs/1/clusters/2/proxy/api/v1/namespaces/d/pods/p/exec?command=ls")
@@ -308,7 +214,7 @@ mod tests {
             .peer_addr("192.0.2.7:5000".parse().unwrap())
             .to_http_request();
         let path = ProxyPath::parse(req.path()).unwrap();
-        let target = target("https://api.example:6443/base").unwrap();
+        let target = dial::target("https://api.example:6443/base").unwrap();
         let sent = request(
             &req,
             &path,

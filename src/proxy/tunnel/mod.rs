@@ -50,11 +50,12 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use kubegate_actors::auditor::AuditDecision;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::dial::{server_name, target};
 use crate::gate::audit::AuditContext;
 use crate::gate::Gate;
 use crate::proxy::{Authorized, Upstreams};
 use crate::status::StatusError;
-use client::{connect, request, send, server_name, target, Io, OpenError, MAX_REFUSAL_BYTES};
+use client::{connect, request, send, Io, OpenError, MAX_REFUSAL_BYTES};
 
 /// Bytes read from one side before they are written to the other: the most a session
 /// holds per direction (beside actix-web's request buffer and the sockets' own).
