@@ -376,16 +376,28 @@ async fn forward(
     // a stream of the pool carries bodiless requests only (a GET with a body goes on
     // HTTP/1.1)
     let no_body = matches!(content_length, None | Some(Some(0))) && !chunked;
-    let (multiplexed, lease) = match lease.filter(|_| no_body) {
-        Some(lease) => match lease
-            .send(|| multiplexed_request(&req, &path, &proxy, &impersonation))
+    // the URL and the credential, made once (a request sent again reuses them); one
+    // that does not parse goes to awc, which refuses it (502) as it always did
+    let made = lease.as_ref().and_then(|_| {
+        let uri = upstream_url(&req, &path, &proxy)
+            .parse::<http02::Uri>()
+            .ok()?;
+        let authorization = match proxy.authorization_header() {
+            Some(a) => Some(header::HeaderValue::from_str(a).ok()?),
+            None => None,
+        };
+        Some((uri, authorization))
+    });
+    let (multiplexed, lease) = match (lease.filter(|_| no_body), made) {
+        (Some(lease), Some((uri, authorization))) => match lease
+            .send(|| multiplexed_request(&req, uri.clone(), authorization.clone(), &impersonation))
             .await
         {
             // the API server speaks HTTP/1.1 only
             Ok(None) => (Ok(None), None),
             sent => (sent.map_err(UpstreamError::Multiplexed), Some(lease)),
         },
-        None => (Ok(None), None),
+        _ => (Ok(None), None),
     };
     let sent = match (multiplexed, content_length) {
         (Ok(Some(answer)), _) => Ok(Ok(Answer::Multiplexed(answer))),
@@ -567,31 +579,24 @@ fn upstream_request(
     }
 }
 
-/// The bodiless request to the API server on a stream of a pooled HTTP/2 connection
-/// ([`multiplex`]): its URL, and the headers of [`forwarded_headers`]. A credential that
-/// is not a valid header value is left out (the API server then answers 401).
+/// The bodiless request to `uri` ([`upstream_url`]) on a stream of a pooled HTTP/2
+/// connection ([`multiplex`]), with the headers of [`forwarded_headers`] and kubegate's
+/// credential for the cluster (`authorization`).
 fn multiplexed_request(
     req: &HttpRequest,
-    path: &ProxyPath,
-    proxy: &ClusterProxy,
+    uri: http02::Uri,
+    authorization: Option<header::HeaderValue>,
     impersonation: &Impersonation,
 ) -> http02::Request<()> {
     let mut out = http02::Request::new(());
     *out.method_mut() = req.method().clone();
+    *out.uri_mut() = uri;
     *out.version_mut() = http02::Version::HTTP_2;
-    match upstream_url(req, path, proxy).parse() {
-        Ok(uri) => *out.uri_mut() = uri,
-        // checked by the path's parser and the kubeconfig's rules: never seen
-        Err(e) => log::warn!("the URL of request to {} is not a URL: {e}", proxy.key),
-    }
     let headers = out.headers_mut();
     forwarded_headers(req, impersonation, |name, value| {
         headers.append(name, value);
     });
-    if let Some(authorization) = proxy
-        .authorization_header()
-        .and_then(|a| header::HeaderValue::from_str(a).ok())
-    {
+    if let Some(authorization) = authorization {
         headers.insert(header::AUTHORIZATION, authorization);
     }
     out
