@@ -1045,6 +1045,20 @@ fn one_worker_gateway(api: &ApiServer, streams_per_connection: usize) -> TestGat
         .start()
 }
 
+/// kubegate with one worker, alice admin of org 1, whose cluster 1 is `api` reached at
+/// `url` instead (a server in front of it, with `api`'s certificate).
+fn one_worker_gateway_at(api: &ApiServer, url: &str) -> TestGateway {
+    TestGateway::builder()
+        .configure(|c| c.server.workers = 1)
+        .member(1, "alice", "admin")
+        .cluster(
+            1,
+            "dev",
+            &api.kubeconfig_with_client_cert().replace(api.url(), url),
+        )
+        .start()
+}
+
 /// Watches go over HTTP/2 when the API server offers it, as streams of a few shared
 /// connections: more watches than a connection may carry open another connection, and all
 /// are served. Hop-by-hop headers never reach an HTTP/2 stream. A list asked for the first
@@ -1316,6 +1330,39 @@ async fn watches_go_over_http1_to_an_api_server_without_http2() {
     assert_eq!(api.connections() - before, 5);
 }
 
+/// A server before the API server allows fewer HTTP/2 streams per connection than
+/// `clusters.watch_streams_per_connection` (900): watches past its limit go on another
+/// connection instead of waiting for a stream to end.
+#[actix_rt::test]
+async fn watches_past_the_servers_stream_limit_open_another_connection() {
+    let api = ApiServer::start();
+    let server = common::limited_h2::LimitedH2::start(api.pki().server_config(), 2);
+    let gw = one_worker_gateway_at(&api, &server.url());
+    let token = gw.token("alice");
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let mut watches = Vec::new();
+    for n in 0..5 {
+        let mut res = tokio::time::timeout(
+            Duration::from_secs(10),
+            client().get(&url).bearer_auth(&token).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("watch {n} got no answer within 10 s"))
+        .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let mut buffered = Vec::new();
+        let event = next_event(&mut res, &mut buffered).await;
+        assert_eq!(event["object"]["metadata"]["name"], "web");
+        watches.push(res);
+    }
+    assert_eq!(server.open_streams(), 5);
+    assert_eq!(
+        server.connections(),
+        3,
+        "5 watches, at most 2 on a connection: 3 connections"
+    );
+}
+
 /// The API server (or a load balancer before it) closes a pooled HTTP/2 connection while
 /// it is idle: the next small GET and the next watch open a new one, and get their
 /// answers.
@@ -1323,16 +1370,7 @@ async fn watches_go_over_http1_to_an_api_server_without_http2() {
 async fn a_pooled_http2_connection_the_server_closed_is_opened_again() {
     let api = ApiServer::start();
     let relay = common::relay::Relay::start(api.addr());
-    let gw = TestGateway::builder()
-        .configure(|c| c.server.workers = 1)
-        .member(1, "alice", "admin")
-        .cluster(
-            1,
-            "dev",
-            &api.kubeconfig_with_client_cert()
-                .replace(api.url(), &relay.url()),
-        )
-        .start();
+    let gw = one_worker_gateway_at(&api, &relay.url());
     let token = gw.token("alice");
     api.put_object("default", "pods", pod("web"));
     let pods_path = "/api/v1/namespaces/default/pods";

@@ -11,11 +11,16 @@
 //! A connection is opened by the first request that needs it ([`dial`]: the SSRF guard,
 //! TCP without Nagle's algorithm, TLS read ahead, ALPN `h2`); the requests that come
 //! meanwhile wait for it, then share it. It stays open however long it is idle (the API
-//! server closes it when it wants to: `GOAWAY`, or the socket). A bodiless request that
+//! server closes it when it wants to: `GOAWAY`, or the socket). The connection's task
+//! keeps the server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`) where the pool
+//! sees it ([`Line::max_streams`]): a proxy before the API server may allow fewer
+//! streams than kube-apiserver's 1,000 (Go's HTTP/2 server: 250), and a request past
+//! that limit would wait for a stream to end. A bodiless request that
 //! fails on a connection that had carried requests before (the server closed it while it
 //! was idle) is sent once more, on a new connection.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -62,9 +67,8 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A new HTTP/2 connection, its task spawned on this worker; the flag it returns is
-    /// set once the connection has ended.
-    async fn open(&self) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Error> {
+    /// A new HTTP/2 connection, its task spawned on this worker.
+    async fn open(&self) -> Result<(SendRequest<Bytes>, Watched), Error> {
         let connecting = async {
             let tcp = dial::tcp(&self.target, &self.denied)
                 .await
@@ -82,19 +86,46 @@ impl Dialer {
                 .enable_push(false);
             Ok(builder.handshake::<_, Bytes>(tls).await?)
         };
-        let (sender, connection) = tokio::time::timeout(self.connect_timeout, connecting)
+        let (sender, mut connection) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| Error::ConnectTimeout)??;
-        let closed = Rc::new(Cell::new(false));
-        let ended = closed.clone();
+        let watched = Watched::default();
+        let seen = watched.clone();
         let server = self.target.authority.clone();
         actix_rt::spawn(async move {
-            if let Err(e) = connection.await {
+            let ended = std::future::poll_fn(|cx| {
+                let polled = Pin::new(&mut connection).poll(cx);
+                // the server's SETTINGS may change it at any time
+                seen.max_streams
+                    .set(connection.max_concurrent_send_streams());
+                polled
+            })
+            .await;
+            if let Err(e) = ended {
                 log::debug!("the HTTP/2 connection to {server} ended: {e}");
             }
-            ended.set(true);
+            seen.closed.set(true);
         });
-        Ok((sender, closed))
+        Ok((sender, watched))
+    }
+}
+
+/// What a connection's task tells its [`Line`].
+#[derive(Clone)]
+struct Watched {
+    /// Set once the connection has ended.
+    closed: Rc<Cell<bool>>,
+    /// The most streams the server lets this connection have open at once (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; unbounded until it says).
+    max_streams: Rc<Cell<usize>>,
+}
+
+impl Default for Watched {
+    fn default() -> Watched {
+        Watched {
+            closed: Rc::new(Cell::new(false)),
+            max_streams: Rc::new(Cell::new(usize::MAX)),
+        }
     }
 }
 
@@ -111,7 +142,7 @@ struct Open {
     /// Which of the line's connections this is.
     id: u64,
     sender: SendRequest<Bytes>,
-    closed: Rc<Cell<bool>>,
+    watched: Watched,
 }
 
 impl Line {
@@ -157,13 +188,13 @@ impl Line {
         if let Some(open) = self.live() {
             return Ok((open.0, open.1, true));
         }
-        let (sender, closed) = dialer.open().await?;
+        let (sender, watched) = dialer.open().await?;
         let id = self.opened.get() + 1;
         self.opened.set(id);
         *self.open.borrow_mut() = Some(Open {
             id,
             sender: sender.clone(),
-            closed,
+            watched,
         });
         Ok((id, sender, true))
     }
@@ -172,8 +203,17 @@ impl Line {
     fn live(&self) -> Option<(u64, SendRequest<Bytes>)> {
         let open = self.open.borrow();
         open.as_ref()
-            .filter(|o| !o.closed.get())
+            .filter(|o| !o.watched.closed.get())
             .map(|o| (o.id, o.sender.clone()))
+    }
+
+    /// The most streams the server lets this line's connection have open at once, as
+    /// far as it has said (`usize::MAX` before it has, or while there is no connection).
+    pub fn max_streams(&self) -> usize {
+        let open = self.open.borrow();
+        open.as_ref()
+            .filter(|o| !o.watched.closed.get())
+            .map_or(usize::MAX, |o| o.watched.max_streams.get())
     }
 
     /// Lets go of connection `id` (failed), unless another has replaced it already.

@@ -14,8 +14,9 @@
 //!   connection (kube-apiserver: 1,000), and a request past it would wait for one to
 //!   end. So the pool holds several connections, counts the requests open on each
 //!   ([`WatchLease`], held by the response body until the watch ends) and sends a new
-//!   one on the first connection with streams to spare
-//!   (`clusters.watch_streams_per_connection`, 900 by default).
+//!   one on the first connection with streams to spare: at most
+//!   `clusters.watch_streams_per_connection` (900 by default), and at most what the
+//!   server announced (`SETTINGS_MAX_CONCURRENT_STREAMS`) once its connection is open.
 //!
 //! Small answers go over HTTP/2 too. A GET (a `get` or a `list`) whose last answer on
 //! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool:
@@ -335,7 +336,11 @@ impl WatchPool {
             return None;
         }
         let mut slots = self.slots.borrow_mut();
-        let slot = match slots.iter().find(|s| s.open.get() < self.limit) {
+        // at most as many as the server allows on the connection, once it has said
+        let slot = match slots
+            .iter()
+            .find(|s| s.open.get() < self.limit.min(s.line.max_streams()))
+        {
             Some(slot) => slot.clone(),
             None => {
                 let slot = Rc::new(Slot {

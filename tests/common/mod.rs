@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod kubectl;
 pub mod ldap;
+pub mod limited_h2;
 pub mod oidc;
 pub mod openapi;
 pub mod postgres;
