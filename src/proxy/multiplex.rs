@@ -15,9 +15,9 @@
 //! keeps the server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`) where the pool
 //! sees it ([`Line::max_streams`]): a proxy before the API server may allow fewer
 //! streams than kube-apiserver's 1,000 (Go's HTTP/2 server: 250), and a request past
-//! that limit would wait for a stream to end. A bodiless request that
-//! fails on a connection that had carried requests before (the server closed it while it
-//! was idle) is sent once more, on a new connection.
+//! that limit would wait for a stream to end. A bodiless request that fails on a
+//! connection that had carried requests before (the server closed it while it was idle)
+//! is sent once more, on a new connection.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
