@@ -3,17 +3,17 @@
 //! ([`resolve_guarded`]), TCP without Nagle's algorithm, and TLS read ahead
 //! ([`ReadAhead`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::http::Uri;
-use kubegate_actors::network::Network;
+use kubegate_actors::network::{denied_by, Network};
 use kubegate_actors::registry::ClusterProxy;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::read_ahead::ReadAhead;
-use super::upstream::resolve_guarded;
 
 /// Where the API server is, from its URL.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,6 +61,35 @@ pub fn server_name(proxy: &ClusterProxy) -> String {
         "the API server of cluster \"{}\" ({})",
         proxy.name, proxy.server
     )
+}
+
+/// Resolves `host`, keeping only the addresses outside `denied` (the SSRF guard of every
+/// connection to an API server: awc's through `upstream::GuardedResolver`, and [`tcp`]'s for
+/// the upgrade tunnel and the HTTP/2 client). Fails when every address is denied.
+pub async fn resolve_guarded(
+    host: &str,
+    port: u16,
+    denied: &[Network],
+) -> Result<Vec<SocketAddr>, String> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let allowed: Vec<SocketAddr> = found
+        .iter()
+        .copied()
+        .filter(|a| denied_by(denied, a.ip()).is_none())
+        .collect();
+    if allowed.is_empty() && !found.is_empty() {
+        let range = denied_by(denied, found[0].ip())
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        return Err(format!(
+            "{host} resolves to {} in the denied network {range} (clusters.denied_networks)",
+            found[0].ip()
+        ));
+    }
+    Ok(allowed)
 }
 
 /// A TCP connection to `target`, to the first of its allowed addresses that accepts one

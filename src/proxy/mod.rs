@@ -376,6 +376,7 @@ async fn forward(
     // a stream of the pool carries bodiless requests only (a GET with a body goes on
     // HTTP/1.1)
     let no_body = matches!(content_length, None | Some(Some(0))) && !chunked;
+    let lease = lease.filter(|_| no_body);
     // the URL and the credential, made once (a request sent again reuses them); one
     // that does not parse goes to awc, which refuses it (502) as it always did
     let made = lease.as_ref().and_then(|_| {
@@ -388,7 +389,7 @@ async fn forward(
         };
         Some((uri, authorization))
     });
-    let (multiplexed, lease) = match (lease.filter(|_| no_body), made) {
+    let (multiplexed, lease) = match (lease, made) {
         (Some(lease), Some((uri, authorization))) => match lease
             .send(|| multiplexed_request(&req, uri.clone(), authorization.clone(), &impersonation))
             .await

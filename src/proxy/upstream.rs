@@ -46,7 +46,7 @@ use std::time::Duration;
 use actix_tls::connect::{Connector as TcpConnector, Resolve, Resolver};
 use awc::Client;
 use futures_util::future::LocalBoxFuture;
-use kubegate_actors::network::{denied_by, Network};
+use kubegate_actors::network::Network;
 use kubegate_actors::registry::ClusterProxy;
 use kubegate_actors::ClusterKey;
 use std::net::SocketAddr;
@@ -164,37 +164,8 @@ impl Resolve for GuardedResolver {
         host: &'a str,
         port: u16,
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move { Ok(resolve_guarded(host, port, &self.denied).await?) })
+        Box::pin(async move { Ok(dial::resolve_guarded(host, port, &self.denied).await?) })
     }
-}
-
-/// Resolves `host`, keeping only the addresses outside `denied` (the SSRF guard of every
-/// connection to an API server: awc's through [`GuardedResolver`], the upgrade tunnel's
-/// in [`crate::proxy::tunnel`]). Fails when every address is denied.
-pub async fn resolve_guarded(
-    host: &str,
-    port: u16,
-    denied: &[Network],
-) -> Result<Vec<SocketAddr>, String> {
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let allowed: Vec<SocketAddr> = found
-        .iter()
-        .copied()
-        .filter(|a| denied_by(denied, a.ip()).is_none())
-        .collect();
-    if allowed.is_empty() && !found.is_empty() {
-        let range = denied_by(denied, found[0].ip())
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        return Err(format!(
-            "{host} resolves to {} in the denied network {range} (clusters.denied_networks)",
-            found[0].ip()
-        ));
-    }
-    Ok(allowed)
 }
 
 /// How clients towards the API servers are built.
