@@ -1363,6 +1363,47 @@ async fn watches_past_the_servers_stream_limit_open_another_connection() {
     );
 }
 
+/// Watches that come at once, while the first HTTP/2 connection is still opening, are
+/// all counted on it; once the server says it allows two streams, those past that move
+/// to other connections, and every watch gets its events.
+#[actix_rt::test]
+async fn watches_that_came_before_the_servers_stream_limit_was_known_are_all_served() {
+    let api = ApiServer::start();
+    // each connection's handshake waits, so that all six watches come before it is open
+    let server = common::limited_h2::LimitedH2::start_slow(
+        api.pki().server_config(),
+        2,
+        Duration::from_millis(500),
+    );
+    let gw = one_worker_gateway_at(&api, &server.url());
+    let token = gw.token("alice");
+    let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
+    let watches = (0..6).map(|n| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let mut res = tokio::time::timeout(
+                Duration::from_secs(10),
+                client().get(&url).bearer_auth(&token).send(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("watch {n} got no answer within 10 s"))
+            .unwrap();
+            assert_eq!(res.status().as_u16(), 200);
+            let mut buffered = Vec::new();
+            let event = next_event(&mut res, &mut buffered).await;
+            assert_eq!(event["object"]["metadata"]["name"], "web");
+            res
+        }
+    });
+    let _open = futures_util::future::join_all(watches).await;
+    assert_eq!(server.open_streams(), 6);
+    assert_eq!(
+        server.connections(),
+        3,
+        "6 watches, at most 2 on a connection: 3 connections"
+    );
+}
+
 /// The API server (or a load balancer before it) closes a pooled HTTP/2 connection while
 /// it is idle: the next small GET and the next watch open a new one, and get their
 /// answers.

@@ -390,7 +390,7 @@ async fn forward(
         Some((uri, authorization))
     });
     let (multiplexed, lease) = match (lease, made) {
-        (Some(lease), Some((uri, authorization))) => match lease
+        (Some(mut lease), Some((uri, authorization))) => match lease
             .send(|| multiplexed_request(&req, uri.clone(), authorization.clone(), &impersonation))
             .await
         {

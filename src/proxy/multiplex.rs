@@ -15,7 +15,9 @@
 //! keeps the server's stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`) where the pool
 //! sees it ([`Line::max_streams`]): a proxy before the API server may allow fewer
 //! streams than kube-apiserver's 1,000 (Go's HTTP/2 server: 250), and a request past
-//! that limit would wait for a stream to end. A bodiless request that fails on a
+//! that limit would wait for a stream to end. A new connection is ready once the server
+//! has answered a `PING` sent with the preface: its `SETTINGS` came before, so the limit
+//! is known before the first request goes out. A bodiless request that fails on a
 //! connection that had carried requests before (the server closed it while it was idle)
 //! is sent once more, on a new connection.
 
@@ -86,27 +88,36 @@ impl Dialer {
                 .enable_push(false);
             Ok(builder.handshake::<_, Bytes>(tls).await?)
         };
-        let (sender, mut connection) = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| Error::ConnectTimeout)??;
-        let watched = Watched::default();
-        let seen = watched.clone();
-        let server = self.target.authority.clone();
-        actix_rt::spawn(async move {
-            let ended = std::future::poll_fn(|cx| {
-                let polled = Pin::new(&mut connection).poll(cx);
-                // the server's SETTINGS may change it at any time
-                seen.max_streams
-                    .set(connection.max_concurrent_send_streams());
-                polled
-            })
-            .await;
-            if let Err(e) = ended {
-                log::debug!("the HTTP/2 connection to {server} ended: {e}");
+        let opened = async {
+            let (sender, mut connection) = connecting.await?;
+            let mut ping = connection.ping_pong();
+            let watched = Watched::default();
+            let seen = watched.clone();
+            let server = self.target.authority.clone();
+            actix_rt::spawn(async move {
+                let ended = std::future::poll_fn(|cx| {
+                    let polled = Pin::new(&mut connection).poll(cx);
+                    // the server's SETTINGS may change it at any time
+                    seen.max_streams
+                        .set(connection.max_concurrent_send_streams());
+                    polled
+                })
+                .await;
+                if let Err(e) = ended {
+                    log::debug!("the HTTP/2 connection to {server} ended: {e}");
+                }
+                seen.closed.set(true);
+            });
+            // the server's SETTINGS come before its answer to a PING: once it is here,
+            // its stream limit is known, before any request is sent
+            if let Some(ping) = ping.as_mut() {
+                ping.ping(h2::Ping::opaque()).await?;
             }
-            seen.closed.set(true);
-        });
-        Ok((sender, watched))
+            Ok((sender, watched))
+        };
+        tokio::time::timeout(self.connect_timeout, opened)
+            .await
+            .map_err(|_| Error::ConnectTimeout)?
     }
 }
 
@@ -197,6 +208,12 @@ impl Line {
             watched,
         });
         Ok((id, sender, true))
+    }
+
+    /// Opens this line's connection if it has none, and learns the server's stream limit
+    /// ([`Line::max_streams`]).
+    pub async fn open(&self, dialer: &Dialer) -> Result<(), Error> {
+        self.sender(dialer).await.map(|_| ())
     }
 
     /// The connection's id and handle, unless it has none or it ended.

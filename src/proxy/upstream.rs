@@ -16,7 +16,8 @@
 //!   ([`WatchLease`], held by the response body until the watch ends) and sends a new
 //!   one on the first connection with streams to spare: at most
 //!   `clusters.watch_streams_per_connection` (900 by default), and at most what the
-//!   server announced (`SETTINGS_MAX_CONCURRENT_STREAMS`) once its connection is open.
+//!   server announced (`SETTINGS_MAX_CONCURRENT_STREAMS`) once its connection is open
+//!   (requests that came while it was opening and are past that move on).
 //!
 //! Small answers go over HTTP/2 too. A GET (a `get` or a `list`) whose last answer on
 //! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool:
@@ -306,12 +307,18 @@ impl WatchPool {
         if self.dialer.is_none() || self.http1_only.get() {
             return None;
         }
+        Some(WatchLease {
+            pool: self.clone(),
+            slot: self.take_slot(),
+        })
+    }
+
+    /// The first connection with a stream to spare (a new one when none has), counting
+    /// one more on it.
+    fn take_slot(&self) -> Rc<Slot> {
         let mut slots = self.slots.borrow_mut();
         // at most as many as the server allows on the connection, once it has said
-        let slot = match slots
-            .iter()
-            .find(|s| s.open.get() < self.limit.min(s.line.max_streams()))
-        {
+        let slot = match slots.iter().find(|s| s.open.get() < self.room(s)) {
             Some(slot) => slot.clone(),
             None => {
                 let slot = Rc::new(Slot {
@@ -323,10 +330,12 @@ impl WatchPool {
             }
         };
         slot.open.set(slot.open.get() + 1);
-        Some(WatchLease {
-            pool: self.clone(),
-            slot,
-        })
+        slot
+    }
+
+    /// How many requests `slot` may have open at once.
+    fn room(&self, slot: &Slot) -> usize {
+        self.limit.min(slot.line.max_streams())
     }
 }
 
@@ -341,17 +350,34 @@ impl WatchLease {
     /// Sends the bodiless request `build` makes on this lease's connection and waits for
     /// its answer's head; `None`: the API server does not speak HTTP/2, and this request
     /// (and every later one) goes on the plain client.
+    ///
+    /// Leases taken before a connection is open count on it up to the pool's limit; once
+    /// it is open and the server has said how many streams it allows, those past that
+    /// move to another connection, one at a time, until the rest fit (else they would
+    /// wait for a stream to end: for idle watches, forever).
     pub async fn send(
-        &self,
+        &mut self,
         build: impl Fn() -> http02::Request<()>,
     ) -> Result<Option<http02::Response<multiplex::Body>>, multiplex::Error> {
-        let Some(dialer) = &self.pool.dialer else {
+        let pool = self.pool.clone();
+        let Some(dialer) = &pool.dialer else {
             return Ok(None);
         };
-        match self.slot.line.send(dialer, build).await {
+        let sent = async {
+            loop {
+                self.slot.line.open(dialer).await?;
+                if self.slot.open.get() <= pool.room(&self.slot) {
+                    break;
+                }
+                self.slot.open.set(self.slot.open.get() - 1);
+                self.slot = pool.take_slot();
+            }
+            self.slot.line.send(dialer, build).await
+        };
+        match sent.await {
             Err(multiplex::Error::NotHttp2) => {
                 log::info!("the API server does not offer HTTP/2 (ALPN): watches stay on HTTP/1.1");
-                self.pool.http1_only.set(true);
+                pool.http1_only.set(true);
                 Ok(None)
             }
             other => other.map(Some),

@@ -26,7 +26,20 @@ impl LimitedH2 {
     ///
     /// # Panics
     /// When it cannot bind.
-    pub fn start(mut tls: rustls::ServerConfig, max_streams: u32) -> LimitedH2 {
+    pub fn start(tls: rustls::ServerConfig, max_streams: u32) -> LimitedH2 {
+        LimitedH2::start_slow(tls, max_streams, std::time::Duration::ZERO)
+    }
+
+    /// As [`LimitedH2::start`], each connection waiting `delay` before its TLS handshake
+    /// (so its `SETTINGS` come that much later).
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    pub fn start_slow(
+        mut tls: rustls::ServerConfig,
+        max_streams: u32,
+        delay: std::time::Duration,
+    ) -> LimitedH2 {
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -50,6 +63,7 @@ impl LimitedH2 {
                     counted.fetch_add(1, Ordering::Relaxed);
                     let (acceptor, streams) = (acceptor.clone(), streams.clone());
                     tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
