@@ -1145,10 +1145,10 @@ async fn watches_share_http2_connections_and_more_than_one_connection_carries_ar
 }
 
 /// A GET whose path answered small (at most 64 KiB) the last time goes over HTTP/2, on
-/// the watches' pooled connections; one that answered large, a first one, and every
-/// write stay on HTTP/1.1. A path whose answer grew goes back to HTTP/1.1, and one whose
-/// answer shrank to HTTP/2. The answers are the same either way, and each request is
-/// one audit event.
+/// the watches' pooled connections, and so does the first get of an object; one that
+/// answered large, a first list, and every write stay on HTTP/1.1. A path whose answer
+/// grew goes back to HTTP/1.1, and one whose answer shrank to HTTP/2. The answers are the
+/// same either way, and each request is one audit event.
 #[actix_rt::test]
 async fn gets_that_answered_small_go_over_http2_the_next_time() {
     let api = ApiServer::start();
@@ -1185,14 +1185,19 @@ async fn gets_that_answered_small_go_over_http2_the_next_time() {
     assert_eq!(code, 200);
     assert_eq!(version_of_last(pods_path).1, "HTTP/1.1");
 
-    // a large object: HTTP/1.1 each time
+    // an object asked for the first time: HTTP/2 at once
+    let web_path = "/api/v1/namespaces/default/pods/web";
+    let web = get(gw.proxy_url(1, 1, web_path)).await;
+    assert_eq!(web["metadata"]["name"], "web");
+    assert_eq!(version_of_last(web_path).1, "HTTP/2.0");
+    // a large object: HTTP/2 the first time (it comes whole), then HTTP/1.1
     let cm_path = "/api/v1/namespaces/default/configmaps/big";
     let cm = gw.proxy_url(1, 1, cm_path);
     api.put_configmap_of_size("default", "big", 200 * 1024);
-    for _ in 0..2 {
+    for version in ["HTTP/2.0", "HTTP/1.1", "HTTP/1.1"] {
         let body = get(cm.clone()).await;
         assert!(body["data"]["payload"].as_str().unwrap().len() > 190 * 1024);
-        assert_eq!(version_of_last(cm_path).1, "HTTP/1.1");
+        assert_eq!(version_of_last(cm_path).1, version);
     }
     // shrunk: HTTP/1.1 once more (it answered large last), then HTTP/2
     api.put_configmap_of_size("default", "big", 1024);
@@ -1232,7 +1237,7 @@ async fn gets_that_answered_small_go_over_http2_the_next_time() {
                 .is_some_and(|p| p.starts_with("/api/v1/namespaces/default/"))
         })
         .count();
-    assert_eq!(proxied, 11, "one event per request");
+    assert_eq!(proxied, 13, "one event per request");
 }
 
 /// HTTP/2 flow control: watches whose readers stopped, each behind more data than every

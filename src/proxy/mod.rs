@@ -341,8 +341,10 @@ async fn forward(
     } = authorized;
     // a watch goes over HTTP/2 when the API server speaks it, on a stream of a pooled
     // connection that the lease counts until the watch ends ([`upstream`]); so does a
-    // GET whose path answered small the last time
-    let verb = audit.event.attributes.verb.as_str();
+    // GET whose path answered small the last time, and the first get of an object
+    let attributes = &audit.event.attributes;
+    let verb = attributes.verb.as_str();
+    let object = verb == "get" && attributes.is_resource && attributes.subresource.is_empty();
     let small_key = (req.method() == Method::GET && matches!(verb, "get" | "list")).then(|| {
         clients
             .small
@@ -351,7 +353,7 @@ async fn forward(
     let lease = if verb == "watch" {
         clients.for_watch()
     } else if let Some(key) = small_key {
-        clients.for_get(key)
+        clients.for_get(key, object)
     } else {
         None
     };

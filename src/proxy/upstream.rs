@@ -20,7 +20,8 @@
 //!   (requests that came while it was opening and are past that move on).
 //!
 //! Small answers go over HTTP/2 too. A GET (a `get` or a `list`) whose last answer on
-//! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool:
+//! this worker was at most [`SMALL_ANSWER`] bytes is sent on a stream of the same pool,
+//! and so is the first `get` of one object (an object is seldom larger; a list often is):
 //! many requests then share one TLS connection, and what several of them send, or are
 //! answered, leaves in one write and arrives in one read (kubegate alone in its default
 //! configuration against bench-peers' fake API server, oha at 32 connections: about a
@@ -28,9 +29,9 @@
 //! bench-peers figures next to nginx are in the README). A large answer is slower over
 //! HTTP/2 (one connection, 16 KiB frames, flow control: a 1 MiB list at half the rate and
 //! a third more CPU), so every other request stays on HTTP/1.1, and a path whose answer
-//! grew past [`SMALL_ANSWER`] goes back to it. Which paths answered small is kept per
-//! cluster and worker ([`SmallAnswers`], at most [`SMALL_PATHS`], forgotten all at once
-//! when full).
+//! grew past [`SMALL_ANSWER`] goes back to it. Which paths answered small, and which
+//! large, is kept per cluster and worker ([`SmallAnswers`], at most [`SMALL_PATHS`],
+//! forgotten all at once when full).
 //!
 //! HTTP/2 flow control: with h2's default windows (64 KiB per stream and per connection),
 //! one watch whose reader stops would stop every watch on its connection once its data
@@ -70,12 +71,12 @@ pub const SMALL_ANSWER: u64 = STREAM_WINDOW as u64;
 /// Paths remembered per cluster and worker as answering small.
 const SMALL_PATHS: usize = 4096;
 
-/// The paths (with their query) of one cluster whose last answer on this worker was at
-/// most [`SMALL_ANSWER`] bytes, by hash (two paths that share a hash share a transport,
-/// nothing more).
+/// The paths (with their query) of one cluster that were answered on this worker, by
+/// hash, and whether their last answer was small (at most [`SMALL_ANSWER`] bytes). Two
+/// paths that share a hash share a transport, nothing more.
 #[derive(Default)]
 pub struct SmallAnswers {
-    paths: RefCell<foldhash::HashSet<u64>>,
+    paths: RefCell<foldhash::HashMap<u64, bool>>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -86,21 +87,20 @@ impl SmallAnswers {
         self.hasher.hash_one(path_and_query)
     }
 
-    fn contains(&self, key: u64) -> bool {
-        self.paths.borrow().contains(&key)
+    /// Whether the last answer to `key` was small; `None`: not answered yet (or
+    /// forgotten).
+    fn small(&self, key: u64) -> Option<bool> {
+        self.paths.borrow().get(&key).copied()
     }
 
-    /// The request of `key` was answered whole, in `bytes`.
+    /// The request of `key` was answered whole, in `bytes`, or grew past
+    /// [`SMALL_ANSWER`] with `bytes` so far.
     pub fn answered(&self, key: u64, bytes: u64) {
         let mut paths = self.paths.borrow_mut();
-        if bytes > SMALL_ANSWER {
-            paths.remove(&key);
-            return;
-        }
-        if paths.len() >= SMALL_PATHS && !paths.contains(&key) {
+        if paths.len() >= SMALL_PATHS && !paths.contains_key(&key) {
             paths.clear();
         }
-        paths.insert(key);
+        paths.insert(key, bytes <= SMALL_ANSWER);
     }
 }
 
@@ -124,9 +124,10 @@ impl Upstream {
     }
 
     /// A stream for a GET that is not a watch, when its path (`key`,
-    /// [`SmallAnswers::key`]) answered small the last time; `None`: the plain client.
-    pub fn for_get(&self, key: u64) -> Option<WatchLease> {
-        if self.small.contains(key) {
+    /// [`SmallAnswers::key`]) answered small the last time, or, for the `get` of one
+    /// object (`object`), when it has not been answered yet; `None`: the plain client.
+    pub fn for_get(&self, key: u64, object: bool) -> Option<WatchLease> {
+        if self.small.small(key).unwrap_or(object) {
             self.for_watch()
         } else {
             None
