@@ -3,7 +3,7 @@
 # turn: a tuning aid for comparing a change with what came before it on a noisy machine
 # (the figures of issue 13's goals come from bench/peers.sh, next to the peers).
 #
-#   bench/alone.sh [-p 1KiB|1MiB] [-c CONNS] [-n ROUNDS] [-d SECS] [-w] [BINARY|nginx...]
+#   bench/alone.sh [-p 1KiB|1MiB|objects] [-c CONNS] [-n ROUNDS] [-d SECS] [-w] [BINARY|nginx...]
 #   bench/alone.sh -p 1MiB -n 4 /tmp/kg-before target/release/kubegate
 #   bench/alone.sh -n 3 nginx target/release/kubegate   # next to bench-peers' nginx
 #   bench/alone.sh -c 128 -n 6 -w    # which of the fake API server's workers served
@@ -23,6 +23,11 @@
 # the fast ones (README, Benchmarks). The fake API server is the one of
 # `../shared/bench-peers/run.sh --serve` on 127.0.0.1:16443; it is started here (and
 # stopped at the end) when nothing listens there.
+#
+# `-p objects` gets a different object each time (`.../pods/p` and 7 random digits, oha's
+# --rand-regex-url): the fake API server has no such pod and answers each with
+# kube-apiserver's 404 `Status` (about 200 bytes), which is then the expected answer.
+# It measures requests to paths the proxy has not seen before.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 peers=$(cd "${BENCH_PEERS:-$repo/../shared/bench-peers}" && pwd)
@@ -42,10 +47,12 @@ done
 shift $((OPTIND - 1))
 binaries=("$@")
 [[ ${#binaries[@]} -gt 0 ]] || binaries=("$repo/target/release/kubegate")
+expected=2 random=()
 case $path in
   1KiB) upstream_path=/api/v1/namespaces/default/pods ;;
   1MiB) upstream_path=/api/v1/namespaces/big/pods ;;
-  *) echo "bench/alone.sh: -p is 1KiB or 1MiB" >&2; exit 2 ;;
+  objects) upstream_path='/api/v1/namespaces/default/pods/p[0-9]{7}' expected=404 random=(--rand-regex-url) ;;
+  *) echo "bench/alone.sh: -p is 1KiB, 1MiB or objects" >&2; exit 2 ;;
 esac
 oha=$(command -v oha || echo ~/.cargo/bin/oha)
 [[ -x $oha ]] || { echo "bench/alone.sh: no oha (cargo install oha --locked)" >&2; exit 2; }
@@ -86,7 +93,7 @@ subprocess.run(sys.argv[2:], check=True)
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 open(sys.argv[1], "w").write(str(r.ru_utime + r.ru_stime))' "$oha_cpu" \
     "$oha" -z "$1" -c "$conns" --no-tui --output-format json --http-version 1.1 \
-    -H "Authorization: Bearer $token" "$url"
+    "${random[@]}" -H "Authorization: Bearer $token" "$url"
 }
 printf '%-40s %6s %10s %12s %9s %9s   %s\n' binary round req/s 'CPU us/req' 'p50 ms' 'p99 ms' \
   'us/req: oha + proxy + API server = machine'
@@ -142,13 +149,13 @@ for round in $(seq "$rounds"); do
     busy=""
     [[ $workers = 1 ]] && busy="  $("$repo/bench/upstream-workers.py" "$state/ss.txt")"
     python3 - "$state/oha.json" "$((after - before))" "$tick" "${binaries[$i]}" "$round" "$busy" \
-      "$((api_after - api_before))" "$(cat "$oha_cpu")" <<'EOF'
+      "$((api_after - api_before))" "$(cat "$oha_cpu")" "$expected" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 ticks, tick, name, rnd, busy = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-api_ticks, oha_seconds = int(sys.argv[7]), float(sys.argv[8])
+api_ticks, oha_seconds, expected = int(sys.argv[7]), float(sys.argv[8]), sys.argv[9]
 codes = j.get("statusCodeDistribution") or {}
-ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+ok = sum(v for k, v in codes.items() if str(k).startswith(expected))
 if ok == 0 or sum(codes.values()) != ok:
     sys.exit(f"bench/alone.sh: {name}: answers {codes}")
 pct = j.get("latencyPercentiles", {})
