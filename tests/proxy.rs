@@ -1335,6 +1335,29 @@ async fn watches_go_over_http1_to_an_api_server_without_http2() {
     assert_eq!(api.connections() - before, 5);
 }
 
+/// Watch number `n` at `url` through the limited HTTP/2 server: answered within 10 s with
+/// a 200 and the server's one event; the response, still open.
+async fn limited_watch(
+    url: &str,
+    token: &str,
+    n: usize,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+> {
+    let mut res = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().get(url).bearer_auth(token).send(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("watch {n} got no answer within 10 s"))
+    .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let mut buffered = Vec::new();
+    let event = next_event(&mut res, &mut buffered).await;
+    assert_eq!(event["object"]["metadata"]["name"], "web");
+    res
+}
+
 /// A server before the API server allows fewer HTTP/2 streams per connection than
 /// `clusters.watch_streams_per_connection` (900): watches past its limit go on another
 /// connection instead of waiting for a stream to end.
@@ -1347,18 +1370,7 @@ async fn watches_past_the_servers_stream_limit_open_another_connection() {
     let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
     let mut watches = Vec::new();
     for n in 0..5 {
-        let mut res = tokio::time::timeout(
-            Duration::from_secs(10),
-            client().get(&url).bearer_auth(&token).send(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("watch {n} got no answer within 10 s"))
-        .unwrap();
-        assert_eq!(res.status().as_u16(), 200);
-        let mut buffered = Vec::new();
-        let event = next_event(&mut res, &mut buffered).await;
-        assert_eq!(event["object"]["metadata"]["name"], "web");
-        watches.push(res);
+        watches.push(limited_watch(&url, &token, n).await);
     }
     assert_eq!(server.open_streams(), 5);
     assert_eq!(
@@ -1383,23 +1395,7 @@ async fn watches_that_came_before_the_servers_stream_limit_was_known_are_all_ser
     let gw = one_worker_gateway_at(&api, &server.url());
     let token = gw.token("alice");
     let url = gw.proxy_url(1, 1, "/api/v1/namespaces/default/pods?watch=true");
-    let watches = (0..6).map(|n| {
-        let (url, token) = (url.clone(), token.clone());
-        async move {
-            let mut res = tokio::time::timeout(
-                Duration::from_secs(10),
-                client().get(&url).bearer_auth(&token).send(),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("watch {n} got no answer within 10 s"))
-            .unwrap();
-            assert_eq!(res.status().as_u16(), 200);
-            let mut buffered = Vec::new();
-            let event = next_event(&mut res, &mut buffered).await;
-            assert_eq!(event["object"]["metadata"]["name"], "web");
-            res
-        }
-    });
+    let watches = (0..6).map(|n| limited_watch(&url, &token, n));
     let _open = futures_util::future::join_all(watches).await;
     assert_eq!(server.open_streams(), 6);
     assert_eq!(

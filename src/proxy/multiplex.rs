@@ -216,6 +216,14 @@ impl Line {
         self.sender(dialer).await.map(|_| ())
     }
 
+    /// Whether the line has a connection that has not ended (without cloning its handle).
+    pub fn is_live(&self) -> bool {
+        self.open
+            .borrow()
+            .as_ref()
+            .is_some_and(|o| !o.watched.closed.get())
+    }
+
     /// The connection's id and handle, unless it has none or it ended.
     fn live(&self) -> Option<(u64, SendRequest<Bytes>)> {
         let open = self.open.borrow();

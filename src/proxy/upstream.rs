@@ -366,7 +366,10 @@ impl WatchLease {
         };
         let sent = async {
             loop {
-                self.slot.line.open(dialer).await?;
+                // a live connection's limit is known already
+                if !self.slot.line.is_live() {
+                    self.slot.line.open(dialer).await?;
+                }
                 if self.slot.open.get() <= pool.room(&self.slot) {
                     break;
                 }
