@@ -1,7 +1,6 @@
 //! The policy question: the PolicyEnforcer's answer, or this worker's copy of it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use actix::MailboxError;
@@ -10,18 +9,44 @@ use kubegate_actors::policy::{Authorize, Decision};
 use super::Gate;
 use crate::status::StatusError;
 
-/// Subject, org, object, verb, and namespace, name and path when the model uses them.
-type Asked = (String, u64, String, String, String, String, String);
-
 thread_local! {
     /// This worker's copy of the PolicyEnforcer's recent answers, each with the policy
     /// generation it was given under: an answer is used only while no new policy has
     /// been put in force since. It saves a round trip to the actor's thread per request.
-    static ANSWERS: RefCell<HashMap<Asked, (u64, Decision)>> = RefCell::new(HashMap::new());
+    /// Each is filed under its question written as one string ([`question_key`]), so a
+    /// question already answered is looked up without a copy of its parts.
+    static ANSWERS: RefCell<foldhash::HashMap<Box<str>, (u64, Decision)>> =
+        RefCell::new(foldhash::HashMap::default());
+    /// Where [`question_key`] writes the question being looked up.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// Most answers a worker keeps; past it, it starts over.
 const MAX_ANSWERS: usize = 65_536;
+
+/// Writes `ask` to `key` as [`ANSWERS`] files it: org, subject, object and verb, and
+/// namespace, name and path when the model uses them (`detailed`), each part after its
+/// length, so that no two questions are written alike.
+fn question_key(key: &mut String, ask: &Authorize, detailed: bool) {
+    // numbers as their bytes, each a char, rather than through the formatting machinery
+    fn number(key: &mut String, n: u64) {
+        key.extend(n.to_le_bytes().map(char::from));
+    }
+    key.clear();
+    number(key, ask.org);
+    let all = [
+        &ask.subject,
+        &ask.object,
+        &ask.action,
+        &ask.namespace,
+        &ask.name,
+        &ask.path,
+    ];
+    for part in &all[..if detailed { 6 } else { 3 }] {
+        number(key, part.len() as u64);
+        key.push_str(part);
+    }
+}
 
 impl Gate {
     /// Asks the PolicyEnforcer, with the configured timeout, unless this worker has its
@@ -32,33 +57,29 @@ impl Gate {
         // old generation, and so never used
         let generation = self.policy_shape.generation.load(Ordering::Acquire);
         let detailed = self.policy_shape.detailed.load(Ordering::Acquire);
-        let detail = |s: &String| if detailed { s.clone() } else { String::new() };
-        let asked = (
-            ask.subject.clone(),
-            ask.org,
-            ask.object.clone(),
-            ask.action.clone(),
-            detail(&ask.namespace),
-            detail(&ask.name),
-            detail(&ask.path),
-        );
-        let known = ANSWERS.with(|answers| {
-            answers
-                .borrow()
-                .get(&asked)
-                .filter(|(given, _)| *given == generation)
-                .map(|(_, decision)| decision.clone())
+        let known = KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            question_key(&mut key, &ask, detailed);
+            ANSWERS.with(|answers| {
+                answers
+                    .borrow()
+                    .get(key.as_str())
+                    .filter(|(given, _)| *given == generation)
+                    .map(|(_, decision)| decision.clone())
+            })
         });
         if let Some(decision) = known {
             return Ok(decision);
         }
+        let mut asked = String::new();
+        question_key(&mut asked, &ask, detailed);
         let decision = self.ask_enforcer(ask).await?;
         ANSWERS.with(|answers| {
             let mut answers = answers.borrow_mut();
             if answers.len() >= MAX_ANSWERS {
                 answers.clear();
             }
-            answers.insert(asked, (generation, decision.clone()));
+            answers.insert(asked.into_boxed_str(), (generation, decision.clone()));
         });
         Ok(decision)
     }
@@ -178,5 +199,34 @@ mod tests {
         // an answer in time is used
         let quick = gate(Duration::ZERO, Duration::from_millis(500));
         assert!(quick.decide(ask("quick-bob")).await.unwrap().allowed);
+    }
+
+    /// Two questions are filed under the same key only when they are the same question:
+    /// parts are not run together, and namespace, name and path count only when the
+    /// model uses them.
+    #[test]
+    fn questions_are_filed_apart() {
+        let key = |ask: &Authorize, detailed: bool| {
+            let mut key = String::new();
+            super::question_key(&mut key, ask, detailed);
+            key
+        };
+        let mut a = ask("ab");
+        a.object = "c".into();
+        let mut b = ask("a");
+        b.object = "bc".into();
+        assert_ne!(key(&a, false), key(&b, false));
+        let mut other_org = ask("alice");
+        other_org.org = 2;
+        assert_ne!(key(&ask("alice"), false), key(&other_org, false));
+        let mut named = ask("alice");
+        named.namespace = "default".into();
+        named.name = "web".into();
+        assert_eq!(key(&ask("alice"), false), key(&named, false));
+        assert_ne!(key(&ask("alice"), true), key(&named, true));
+        let mut in_path = ask("alice");
+        in_path.path = "default".into();
+        assert_ne!(key(&named, true), key(&in_path, true));
+        assert_eq!(key(&named, true), key(&named.clone(), true));
     }
 }

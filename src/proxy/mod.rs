@@ -107,7 +107,11 @@ pub async fn handle(
     match admit(&req, &gate, &upstreams, &mut audit).await {
         // 5'. an upgrade (exec, attach, port-forward...): a tunnel, not a request
         Ok(authorized) if tunnels(&req) => {
-            tunnel::handle(req, payload, gate, upstreams, audit, authorized).await
+            // boxed: a tunnel's future is large, and every request's would be as large
+            Box::pin(tunnel::handle(
+                req, payload, gate, upstreams, audit, authorized,
+            ))
+            .await
         }
         Ok(authorized) => forward(req, payload, gate, upstreams, audit, authorized).await,
         Err(error) => {
@@ -465,14 +469,15 @@ async fn forward(
     passed_back(&mut answer_headers, prefix, &proxy.server);
     if html {
         let prefix = prefix();
-        return html_with_links_moved(
+        // boxed: a rare path, whose future would otherwise make every request's larger
+        return Box::pin(html_with_links_moved(
             response,
             (status, answer_headers),
             audit,
             &gate,
             received,
             &prefix,
-        )
+        ))
         .await;
     }
     let mut builder = HttpResponse::build(status);

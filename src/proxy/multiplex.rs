@@ -199,7 +199,9 @@ impl Line {
         if let Some(open) = self.live() {
             return Ok((open.0, open.1, true));
         }
-        let (sender, watched) = dialer.open().await?;
+        // boxed: opening (TCP, TLS, the preface) is a large future, and held inline it
+        // would make every request's future that much larger, copied as it is moved
+        let (sender, watched) = Box::pin(dialer.open()).await?;
         let id = self.opened.get() + 1;
         self.opened.set(id);
         *self.open.borrow_mut() = Some(Open {
