@@ -140,8 +140,9 @@ async fn admit(
     audit: &mut AuditContext,
 ) -> Result<Authorized, StatusError> {
     // 1. the path, checked once
-    audit.event.path = req.uri().path().to_string();
-    let path = ProxyPath::parse(req.uri().path())?;
+    let path = ProxyPath::parse(req.uri().path()).inspect_err(|_| {
+        audit.event.path = req.uri().path().to_string();
+    })?;
     audit.event.path = path.k8s_path.clone();
     audit.event.org = Some(path.org);
     audit.event.cluster = Some(path.cluster);
@@ -152,7 +153,6 @@ async fn admit(
         query,
         is_upgrade(req),
     );
-    audit.event.attributes = attributes.clone();
 
     // 2. and 3. who is asking, and may they (the gate)
     let question = Question::Cluster {
@@ -161,7 +161,11 @@ async fn admit(
         path: &path.k8s_path,
         attributes: &attributes,
     };
-    let identity = gate.admit(req, question, audit).await?;
+    let admitted = gate.admit(req, question, audit).await;
+    // the event has them whatever the answer (moved, not copied: the gate does not read
+    // them from the event)
+    audit.event.attributes = attributes;
+    let identity = admitted?;
     // 3'. acting as someone else (kubectl --as): only when the policy grants it
     let asked = AsAsked::of(req)?;
     if let Some(asked) = &asked {
@@ -612,8 +616,13 @@ fn multiplexed_request(
 
 /// The API server's URL for the request: its server, the Kubernetes path, the query.
 fn upstream_url(req: &HttpRequest, path: &ProxyPath, proxy: &ClusterProxy) -> String {
-    let mut url = format!("{}{}", proxy.server, path.k8s_path);
-    if let Some(query) = req.uri().query() {
+    let query = req.uri().query();
+    let mut url = String::with_capacity(
+        proxy.server.len() + path.k8s_path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    url.push_str(&proxy.server);
+    url.push_str(&path.k8s_path);
+    if let Some(query) = query {
         url.push('?');
         url.push_str(query);
     }
