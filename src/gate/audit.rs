@@ -140,6 +140,35 @@ impl AuditTrail {
     }
 }
 
+/// `now` as an event's time says it, RFC 3339 to the millisecond
+/// (`2026-12-07T11:50:31.326Z`, as `humantime::format_rfc3339_millis` writes it), the part
+/// up to the second formatted once a second on each thread rather than for every event.
+fn event_time(now: SystemTime) -> String {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let Ok(since) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+        return humantime::format_rfc3339_millis(now).to_string();
+    };
+    let (seconds, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != seconds || second.1.is_empty() {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            *second = (seconds, text.trim_end_matches('Z').to_string());
+        }
+        let mut time = String::with_capacity(second.1.len() + 5);
+        time.push_str(&second.1);
+        time.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            time.push(char::from(b'0' + digit as u8));
+        }
+        time.push('Z');
+        time
+    })
+}
+
 /// An address as text, as `Display` writes it. IPv4 (nearly every client) is written
 /// digit by digit: `Ipv4Addr`'s `Display` goes through the formatting machinery and its
 /// padding, a cost paid several times per request (audit event, access log,
@@ -300,20 +329,23 @@ impl AuditContext {
         request_id: &str,
         pending: Option<crate::metrics::AuditPending>,
     ) -> AuditContext {
+        // at most 256 characters, copied at once
         let header = |name: &str| {
-            req.headers()
+            let value = req
+                .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .chars()
-                .take(256)
-                .collect::<String>()
+                .unwrap_or("");
+            match value.char_indices().nth(256) {
+                Some((end, _)) => value[..end].to_string(),
+                None => value.to_string(),
+            }
         };
         AuditContext {
             started: Instant::now(),
             _pending: pending,
             event: AuditEvent {
-                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                time: event_time(SystemTime::now()),
                 request_id: request_id.to_string(),
                 user: String::new(),
                 org: None,
@@ -649,6 +681,25 @@ impl<S> Drop for AuditedBody<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The event's time reads as humantime writes it, at every millisecond of a second
+    /// and across seconds (the part up to the second is kept per thread).
+    #[test]
+    fn event_times_read_as_humantime_writes_them() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_644_231_000);
+        for millis in (0..2_500).step_by(7).chain([999, 1_000, 1_001, 86_400_000]) {
+            let now = start + Duration::from_millis(millis) + Duration::from_micros(999);
+            assert_eq!(
+                event_time(now),
+                humantime::format_rfc3339_millis(now).to_string()
+            );
+        }
+        let now = SystemTime::now();
+        assert_eq!(
+            event_time(now),
+            humantime::format_rfc3339_millis(now).to_string()
+        );
+    }
 
     #[test]
     fn bodies_are_redacted() {
