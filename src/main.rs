@@ -240,30 +240,6 @@ impl Write for BatchedStderr {
     }
 }
 
-/// The log's timestamp (RFC 3339, to the second) of this second, formatted once a second
-/// on each thread that logs.
-struct LogTime;
-
-impl LogTime {
-    /// Now's timestamp, `format` called when the second changed since this thread's last.
-    fn now(format: impl FnOnce() -> String) -> std::rc::Rc<str> {
-        thread_local! {
-            static LAST: std::cell::RefCell<(u64, std::rc::Rc<str>)> =
-                std::cell::RefCell::new((u64::MAX, std::rc::Rc::from("")));
-        }
-        let second = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            if last.0 != second {
-                *last = (second, std::rc::Rc::from(format()));
-            }
-            last.1.clone()
-        })
-    }
-}
-
 /// mimalloc instead of glibc's malloc: fewer cycles per allocation on the request path.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -278,16 +254,19 @@ fn main() {
         .write_style(env_logger::WriteStyle::Always)
         .format(|buf, record| {
             // `[{time} {level:<5} {target}] {message}`, put together by hand: the
-            // timestamp is formatted once a second per thread, not for every access line
-            let time = LogTime::now(|| buf.timestamp().to_string());
+            // timestamp (env_logger's, RFC 3339 to the second) is formatted once a second
+            // per thread, not for every access line
+            let second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             buf.write_all(b"[")?;
-            buf.write_all(time.as_bytes())?;
+            buf.write_all(kubegate::gate::audit::second_text(second).as_bytes())?;
             buf.write_all(match record.level() {
-                log::Level::Error => b" ERROR ",
-                log::Level::Warn => b" WARN  ",
-                log::Level::Info => b" INFO  ",
-                log::Level::Debug => b" DEBUG ",
-                log::Level::Trace => b" TRACE ",
+                log::Level::Error => b"Z ERROR ",
+                log::Level::Warn => b"Z WARN  ",
+                log::Level::Info => b"Z INFO  ",
+                log::Level::Debug => b"Z DEBUG ",
+                log::Level::Trace => b"Z TRACE ",
             })?;
             buf.write_all(record.target().as_bytes())?;
             buf.write_all(b"] ")?;

@@ -140,33 +140,40 @@ impl AuditTrail {
     }
 }
 
+/// The RFC 3339 time of `seconds` since the epoch, to the second and without its `Z`
+/// (`2026-12-07T11:50:31`), formatted once a second on each thread: the audit events' times
+/// and the log's lines begin with it.
+pub fn second_text(seconds: u64) -> Rc<str> {
+    thread_local! {
+        static LAST: RefCell<(u64, Rc<str>)> = RefCell::new((u64::MAX, Rc::from("")));
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != seconds {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            *last = (seconds, Rc::from(text.trim_end_matches('Z')));
+        }
+        last.1.clone()
+    })
+}
+
 /// `now` as an event's time says it, RFC 3339 to the millisecond
 /// (`2026-12-07T11:50:31.326Z`, as `humantime::format_rfc3339_millis` writes it), the part
-/// up to the second formatted once a second on each thread rather than for every event.
+/// up to the second from [`second_text`].
 fn event_time(now: SystemTime) -> String {
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
-    }
     let Ok(since) = now.duration_since(SystemTime::UNIX_EPOCH) else {
         return humantime::format_rfc3339_millis(now).to_string();
     };
-    let (seconds, millis) = (since.as_secs(), since.subsec_millis());
-    SECOND.with(|second| {
-        let mut second = second.borrow_mut();
-        if second.0 != seconds || second.1.is_empty() {
-            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
-            let text = humantime::format_rfc3339_seconds(whole).to_string();
-            *second = (seconds, text.trim_end_matches('Z').to_string());
-        }
-        let mut time = String::with_capacity(second.1.len() + 5);
-        time.push_str(&second.1);
-        time.push('.');
-        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
-            time.push(char::from(b'0' + digit as u8));
-        }
-        time.push('Z');
-        time
-    })
+    let (second, millis) = (second_text(since.as_secs()), since.subsec_millis());
+    let mut time = String::with_capacity(second.len() + 5);
+    time.push_str(&second);
+    time.push('.');
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        time.push(char::from(b'0' + digit as u8));
+    }
+    time.push('Z');
+    time
 }
 
 /// An address as text, as `Display` writes it. IPv4 (nearly every client) is written

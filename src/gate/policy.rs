@@ -57,6 +57,7 @@ impl Gate {
         // old generation, and so never used
         let generation = self.policy_shape.generation.load(Ordering::Acquire);
         let detailed = self.policy_shape.detailed.load(Ordering::Acquire);
+        // the answer, or the question's key to file the enforcer's answer under
         let known = KEY.with(|key| {
             let mut key = key.borrow_mut();
             question_key(&mut key, &ask, detailed);
@@ -66,20 +67,20 @@ impl Gate {
                     .get(key.as_str())
                     .filter(|(given, _)| *given == generation)
                     .map(|(_, decision)| decision.clone())
+                    .ok_or_else(|| Box::<str>::from(key.as_str()))
             })
         });
-        if let Some(decision) = known {
-            return Ok(decision);
-        }
-        let mut asked = String::new();
-        question_key(&mut asked, &ask, detailed);
+        let asked = match known {
+            Ok(decision) => return Ok(decision),
+            Err(asked) => asked,
+        };
         let decision = self.ask_enforcer(ask).await?;
         ANSWERS.with(|answers| {
             let mut answers = answers.borrow_mut();
             if answers.len() >= MAX_ANSWERS {
                 answers.clear();
             }
-            answers.insert(asked.into_boxed_str(), (generation, decision.clone()));
+            answers.insert(asked, (generation, decision.clone()));
         });
         Ok(decision)
     }
