@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kubegate::config::{Config, DEFAULT_PATH};
+use kubegate::config::{Config, Scheduling, DEFAULT_PATH};
 use kubegate::http::services::Stores;
 use kubegate::http::{Gateway, Listeners};
 
@@ -279,10 +279,15 @@ fn main() {
         .init();
     {
         let stderr = stderr.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(LOG_FLUSH);
-            stderr.flush_now();
-        });
+        // named, so that it can be told apart (it is the one thread started before
+        // `server.scheduling` is applied, and keeps the policy kubegate was started with)
+        std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(LOG_FLUSH);
+                stderr.flush_now();
+            })
+            .expect("a thread to flush the log");
     }
     let code = run_main(&stderr);
     stderr.flush_now();
@@ -330,9 +335,12 @@ fn run_main(log: &BatchedStderr) -> i32 {
         Command::Serve { .. } | Command::CheckConfig => Config::load_checked(&cli.config),
         _ => Config::load(&cli.config),
     };
-    let result = loaded
-        .map_err(anyhow::Error::from)
-        .and_then(|config| actix_web::rt::System::new().block_on(run(cli.command, config)));
+    let result = loaded.map_err(anyhow::Error::from).and_then(|config| {
+        if let Command::Serve { .. } = cli.command {
+            schedule(config.server.scheduling);
+        }
+        actix_web::rt::System::new().block_on(run(cli.command, config))
+    });
     if let Err(e) = result {
         // the message and its causes, without a backtrace: this is for people
         log.flush_now();
@@ -340,6 +348,24 @@ fn run_main(log: &BatchedStderr) -> i32 {
         return 1;
     }
     0
+}
+
+/// Sets `server.scheduling` on the main thread, before the actix system, its workers
+/// and the Tokio blocking threads exist: they inherit it. A refusal is logged, not fatal.
+fn schedule(policy: Scheduling) {
+    match (policy, kubegate::http::scheduling::apply(policy)) {
+        (Scheduling::Normal, _) => log::info!(
+            "threads keep the scheduling policy kubegate was started with \
+             (server.scheduling = \"normal\")"
+        ),
+        (Scheduling::Batch, Ok(())) => {
+            log::info!("threads scheduled as SCHED_BATCH (server.scheduling = \"batch\")")
+        }
+        (Scheduling::Batch, Err(e)) => log::warn!(
+            "server.scheduling = \"batch\": could not switch to SCHED_BATCH ({e}); the \
+             threads keep the policy kubegate was started with"
+        ),
+    }
 }
 
 async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {

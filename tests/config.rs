@@ -541,7 +541,8 @@ fn a_choice_that_is_not_offered_is_named_with_the_choices() {
         .replace("token_store = \"file\"", "token_store = \"consul\"")
         .replace("storage = \"file\"", "storage = \"mysql\"")
         .replace("sinks = [\"file\"]", "sinks = [\"file\", \"stdot\"]")
-        .replace("store = \"cookie\"", "store = \"memcached\"");
+        .replace("store = \"cookie\"", "store = \"memcached\"")
+        .replace("scheduling = \"batch\"", "scheduling = \"fifo\"");
     match Config::parse_with(&text, Path::new("x.toml"), Vec::new()) {
         Err(ConfigError::Problems { problems, .. }) => {
             for expected in [
@@ -551,13 +552,14 @@ fn a_choice_that_is_not_offered_is_named_with_the_choices() {
                 "policy.storage: \"mysql\" is not one of file, postgres",
                 "audit.sinks: \"stdot\" is not one of file, stdout, postgres",
                 "sessions.store: \"memcached\" is not one of cookie, redis",
+                "server.scheduling: \"fifo\" is not one of batch, normal",
             ] {
                 assert!(
                     problems.iter().any(|p| p == expected),
                     "{expected}: {problems:#?}"
                 );
             }
-            assert_eq!(problems.len(), 6, "{problems:#?}");
+            assert_eq!(problems.len(), 7, "{problems:#?}");
         }
         other => panic!("expected the problems, got {other:?}"),
     }
@@ -594,4 +596,87 @@ fn a_file_of_one_key_checks_out_from_anywhere() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(problems(&out).is_empty(), "{stderr}");
+}
+
+/// The Linux scheduling policy of each of a process's threads: the 41st field of
+/// `/proc/PID/task/TID/stat` (0 `SCHED_OTHER`, 3 `SCHED_BATCH`).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        // the command name is in parentheses and may hold spaces: fields count from
+        // the 3rd after it
+        let (head, fields) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let policy = fields
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        policies.push((name, policy));
+    }
+    policies
+}
+
+/// `server.scheduling`: by default every thread of `serve` (the workers, the actors'
+/// arbiters, Tokio's blocking threads) runs under SCHED_BATCH, and the log says so;
+/// `normal` leaves them all as started.
+#[test]
+#[cfg(target_os = "linux")]
+fn serve_runs_its_threads_under_the_configured_policy() {
+    for (value, policy, logged) in [
+        (
+            None,
+            3,
+            "threads scheduled as SCHED_BATCH (server.scheduling = \"batch\")",
+        ),
+        (
+            Some("normal"),
+            0,
+            "threads keep the scheduling policy kubegate was started with",
+        ),
+    ] {
+        let mut gate = Kubegate::new();
+        if let Some(value) = value {
+            gate = gate.env("KUBEGATE_SERVER__SCHEDULING", value);
+        }
+        let (server, url) = gate.serve();
+        // a request, so that the workers have run, and the threads started for the
+        // first request (the blocking pool's, for the store) exist
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{url}/healthz"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        let threads = thread_policies(server.0.id());
+        // main, the log flusher, one worker per core, the actors' arbiters at least
+        assert!(threads.len() >= 4, "{threads:?}");
+        // the log flusher is started before the configuration is read; every other
+        // thread is started after the policy is set
+        let others: Vec<_> = threads
+            .iter()
+            .filter(|(name, p)| *p != policy && name != "log-flush")
+            .collect();
+        assert!(others.is_empty(), "policy {policy} expected: {threads:?}");
+        assert!(
+            threads.iter().any(|(name, _)| name == "log-flush"),
+            "{threads:?}"
+        );
+        assert!(
+            gate.logs().iter().any(|line| line.contains(logged)),
+            "{:#?}",
+            gate.logs()
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     AuditConfig, AuditSinkKind, AuthConfig, ClustersConfig, PolicyConfig, PolicyStorage,
-    ServerConfig, StoreConfig, StoreKind, TokenStoreKind, VaultAuthKind,
+    Scheduling, ServerConfig, StoreConfig, StoreKind, TokenStoreKind, VaultAuthKind,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -42,6 +42,7 @@ impl Default for ServerConfig {
             rate_limit_per_minute: 30,
             rate_limit_burst: 10,
             trusted_proxies: Vec::new(),
+            scheduling: Scheduling::Batch,
         }
     }
 }

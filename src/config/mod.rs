@@ -148,6 +148,19 @@ pub struct ServerConfig {
     /// the rate limit.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<Network>,
+    /// The Linux scheduling policy of kubegate's threads (see [`crate::http::scheduling`]).
+    pub scheduling: Scheduling,
+}
+
+/// `server.scheduling`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of batch, normal")]
+pub enum Scheduling {
+    /// `SCHED_BATCH`: a thread woken by its socket does not preempt the running one.
+    Batch,
+    /// The policy kubegate was started with (`SCHED_OTHER`, unless started otherwise),
+    /// left as it is.
+    Normal,
 }
 
 /// `[store]`

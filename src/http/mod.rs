@@ -20,6 +20,7 @@ pub mod front;
 pub mod health;
 pub mod limits;
 pub mod openapi;
+pub mod scheduling;
 pub mod services;
 pub mod tls;
 

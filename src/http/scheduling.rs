@@ -1,0 +1,103 @@
+//! The Linux scheduling policy of kubegate's threads (`server.scheduling`).
+//!
+//! Under `SCHED_OTHER` a thread woken by its socket may preempt the thread running on
+//! its core. kubegate's workers are woken for every answer of the API server, and when
+//! the API server shares the cores (it does on a small node, and in the benchmarks) they
+//! preempted its workers in the middle of a batch: each side then ran dry, slept and was
+//! woken again, a context switch and cold caches per request for every process (the
+//! README's "128-connection slow mode"). `SCHED_BATCH` is the same fair scheduler, the
+//! same weight and nice value; the one difference is that a waking thread waits for the
+//! running one's turn to end instead of cutting in. An idle core still runs it at once.
+//!
+//! [`apply`] sets the calling thread's policy; threads created after it inherit it, so
+//! it is called on the main thread before the actix system and its workers start.
+
+pub use crate::config::Scheduling;
+
+/// Switches the calling thread (and the threads it creates from now on) to `policy`,
+/// keeping its nice value. `Normal` changes nothing. Fails where the system refuses the
+/// change (a seccomp filter, a non-Linux system); the caller logs it and goes on.
+#[cfg(target_os = "linux")]
+pub fn apply(policy: Scheduling) -> Result<(), String> {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    if policy == Scheduling::Normal {
+        return Ok(());
+    }
+    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    // thread-priority sets a normal policy's nice value along with it, from a 0-99 scale
+    // of its own: find the value on that scale that keeps the nice value the thread has
+    let nice = rustix::process::getpriority_process(None)
+        .map_err(|e| format!("reading the nice value: {e}"))?;
+    let priority = (0..=u8::MAX)
+        .filter_map(|p| ThreadPriorityValue::try_from(p).ok())
+        .map(ThreadPriority::Crossplatform)
+        .find(|p| p.to_posix(batch).ok() == Some(nice))
+        .ok_or_else(|| format!("no priority keeps the nice value {nice}"))?;
+    set_thread_priority_and_policy(thread_native_id(), priority, batch)
+        .map_err(|e| format!("{e:?}"))?;
+    match thread_schedule_policy() {
+        Ok(now) if now == batch => Ok(()),
+        Ok(now) => Err(format!("the policy read back is {now:?}")),
+        Err(e) => Err(format!("reading the policy back: {e:?}")),
+    }
+}
+
+/// Only Linux has `SCHED_BATCH`.
+#[cfg(not(target_os = "linux"))]
+pub fn apply(policy: Scheduling) -> Result<(), String> {
+    match policy {
+        Scheduling::Normal => Ok(()),
+        Scheduling::Batch => Err("SCHED_BATCH exists on Linux only".into()),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// On a thread of its own (the policy is per thread, and inherited by the threads
+    /// it creates): the policy changes, the nice value does not, and a thread created
+    /// afterwards has the policy too.
+    #[test]
+    fn batch_is_set_inherited_and_keeps_the_nice_value() {
+        std::thread::spawn(|| {
+            let nice = rustix::process::getpriority_process(None).unwrap();
+            apply(Scheduling::Batch).unwrap();
+            assert_eq!(policy_of_this_thread(), 3, "SCHED_BATCH");
+            assert_eq!(rustix::process::getpriority_process(None).unwrap(), nice);
+            let child = std::thread::spawn(policy_of_this_thread).join().unwrap();
+            assert_eq!(child, 3, "a thread created after inherits SCHED_BATCH");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn normal_changes_nothing() {
+        std::thread::spawn(|| {
+            let before = policy_of_this_thread();
+            apply(Scheduling::Normal).unwrap();
+            assert_eq!(policy_of_this_thread(), before);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The `policy` field of `/proc/thread-self/stat` (the 41st), as the kernel reports
+    /// it: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`.
+    fn policy_of_this_thread() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // the fields after the command name (in parentheses, which may hold spaces)
+        // start with the 3rd
+        let (_, fields) = stat.rsplit_once(')').unwrap();
+        fields
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
