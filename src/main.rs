@@ -353,14 +353,19 @@ fn run_main(log: &BatchedStderr) -> i32 {
 /// Sets `server.scheduling` on the main thread, before the actix system, its workers
 /// and the Tokio blocking threads exist: they inherit it. A refusal is logged, not fatal.
 fn schedule(policy: Scheduling) {
-    match (policy, kubegate::http::scheduling::apply(policy)) {
+    use kubegate::http::scheduling::{apply, Applied};
+    match (policy, apply(policy)) {
         (Scheduling::Normal, _) => log::info!(
             "threads keep the scheduling policy kubegate was started with \
              (server.scheduling = \"normal\")"
         ),
-        (Scheduling::Batch, Ok(())) => {
+        (Scheduling::Batch, Ok(Applied::Set)) => {
             log::info!("threads scheduled as SCHED_BATCH (server.scheduling = \"batch\")")
         }
+        (Scheduling::Batch, Ok(Applied::Kept(started))) => log::info!(
+            "threads keep {started}, which kubegate was started under, rather than \
+             SCHED_BATCH (server.scheduling = \"batch\" changes SCHED_OTHER only)"
+        ),
         (Scheduling::Batch, Err(e)) => log::warn!(
             "server.scheduling = \"batch\": could not switch to SCHED_BATCH ({e}); the \
              threads keep the policy kubegate was started with"

@@ -14,19 +14,47 @@
 
 pub use crate::config::Scheduling;
 
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The thread now runs under the policy asked for (or already did).
+    Set,
+    /// The thread was started under another policy than `SCHED_OTHER` (`chrt`, a
+    /// systemd unit's `CPUSchedulingPolicy=`): an operator's choice, kept. Its name.
+    Kept(String),
+}
+
 /// Switches the calling thread (and the threads it creates from now on) to `policy`,
-/// keeping its nice value. `Normal` changes nothing. Fails where the system refuses the
-/// change (a seccomp filter, a non-Linux system); the caller logs it and goes on.
+/// keeping its nice value, when it runs under `SCHED_OTHER`; a thread started under
+/// another policy keeps it. `Normal` changes nothing. Fails where the system refuses
+/// the change (a seccomp filter, a non-Linux system); the caller logs it and goes on.
 #[cfg(target_os = "linux")]
-pub fn apply(policy: Scheduling) -> Result<(), String> {
+pub fn apply(policy: Scheduling) -> Result<Applied, String> {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadPriority,
+        ThreadPriorityValue, ThreadSchedulePolicy,
     };
     if policy == Scheduling::Normal {
-        return Ok(());
+        return Ok(Applied::Set);
     }
     let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    match thread_schedule_policy().map_err(|e| format!("reading the policy: {e:?}"))? {
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other) => {}
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch) => return Ok(Applied::Set),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle) => {
+            return Ok(Applied::Kept("SCHED_IDLE".into()))
+        }
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo) => {
+            return Ok(Applied::Kept("SCHED_FIFO".into()))
+        }
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::RoundRobin) => {
+            return Ok(Applied::Kept("SCHED_RR".into()))
+        }
+        ThreadSchedulePolicy::Realtime(now) => {
+            return Ok(Applied::Kept(format!("the real-time policy {now:?}")))
+        }
+    }
     // thread-priority sets a normal policy's nice value along with it, from a 0-99 scale
     // of its own: find the value on that scale that keeps the nice value the thread has
     let nice = rustix::process::getpriority_process(None)
@@ -39,7 +67,7 @@ pub fn apply(policy: Scheduling) -> Result<(), String> {
     set_thread_priority_and_policy(thread_native_id(), priority, batch)
         .map_err(|e| format!("{e:?}"))?;
     match thread_schedule_policy() {
-        Ok(now) if now == batch => Ok(()),
+        Ok(now) if now == batch => Ok(Applied::Set),
         Ok(now) => Err(format!("the policy read back is {now:?}")),
         Err(e) => Err(format!("reading the policy back: {e:?}")),
     }
@@ -47,9 +75,9 @@ pub fn apply(policy: Scheduling) -> Result<(), String> {
 
 /// Only Linux has `SCHED_BATCH`.
 #[cfg(not(target_os = "linux"))]
-pub fn apply(policy: Scheduling) -> Result<(), String> {
+pub fn apply(policy: Scheduling) -> Result<Applied, String> {
     match policy {
-        Scheduling::Normal => Ok(()),
+        Scheduling::Normal => Ok(Applied::Set),
         Scheduling::Batch => Err("SCHED_BATCH exists on Linux only".into()),
     }
 }
@@ -65,8 +93,10 @@ mod tests {
     fn batch_is_set_inherited_and_keeps_the_nice_value() {
         std::thread::spawn(|| {
             let nice = rustix::process::getpriority_process(None).unwrap();
-            apply(Scheduling::Batch).unwrap();
+            assert_eq!(apply(Scheduling::Batch), Ok(Applied::Set));
             assert_eq!(policy_of_this_thread(), 3, "SCHED_BATCH");
+            // again: already so
+            assert_eq!(apply(Scheduling::Batch), Ok(Applied::Set));
             assert_eq!(rustix::process::getpriority_process(None).unwrap(), nice);
             let child = std::thread::spawn(policy_of_this_thread).join().unwrap();
             assert_eq!(child, 3, "a thread created after inherits SCHED_BATCH");
@@ -79,8 +109,34 @@ mod tests {
     fn normal_changes_nothing() {
         std::thread::spawn(|| {
             let before = policy_of_this_thread();
-            apply(Scheduling::Normal).unwrap();
+            assert_eq!(apply(Scheduling::Normal), Ok(Applied::Set));
             assert_eq!(policy_of_this_thread(), before);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A thread started under another policy (here SCHED_IDLE, which any thread may
+    /// take) keeps it: an operator's `chrt` or systemd `CPUSchedulingPolicy=` wins.
+    #[test]
+    fn a_policy_chosen_at_start_is_kept() {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        std::thread::spawn(|| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            )
+            .unwrap();
+            assert_eq!(policy_of_this_thread(), 5, "SCHED_IDLE");
+            assert_eq!(
+                apply(Scheduling::Batch),
+                Ok(Applied::Kept("SCHED_IDLE".into()))
+            );
+            assert_eq!(policy_of_this_thread(), 5, "still SCHED_IDLE");
         })
         .join()
         .unwrap();
