@@ -148,7 +148,7 @@ pub struct ServerConfig {
     /// the rate limit.
     #[serde(deserialize_with = "networks")]
     pub trusted_proxies: Vec<Network>,
-    /// The Linux scheduling policy of kubegate's threads (see [`crate::http::scheduling`]).
+    /// The Linux scheduling policy of kubegate's threads (the README's "Scheduling").
     pub scheduling: Scheduling,
 }
 
