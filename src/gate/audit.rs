@@ -52,9 +52,13 @@ fn is_secret_key(key: &str) -> bool {
 
 /// Where a worker's events go: the audit file first, written on the request path (the
 /// [`Journal`], when the file is a sink), and the Auditor actor for the other sinks.
+///
+/// Cloned for every answer whose body is audited: the Auditor's address is shared, since
+/// each clone of an actix `Recipient` allocates twice (its boxed sender and the sender's
+/// task).
 #[derive(Clone)]
 pub struct AuditTrail {
-    auditor: Recipient<RecordBatch>,
+    auditor: Arc<Recipient<RecordBatch>>,
     journal: Option<Arc<Journal>>,
     /// Whether the Auditor has sinks beside the journal's file.
     others: bool,
@@ -99,7 +103,7 @@ impl AuditTrail {
     /// Events go to `auditor` only, in batches.
     pub fn new(auditor: Recipient<RecordBatch>) -> AuditTrail {
         AuditTrail {
-            auditor,
+            auditor: Arc::new(auditor),
             journal: None,
             others: true,
         }
