@@ -173,7 +173,7 @@ where
         ),
     };
     audit.event.attributes = RequestAttributes {
-        verb: verb.to_string(),
+        verb: verb.to_string().into(),
         is_resource: true,
         api_group: "kubegate".into(),
         resource: object.trim_start_matches("kubegate:").to_string(),

@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::api::{guarded, guarded_change, parse_json, Access, ApiError, ApiErrorBody};
 use crate::gate::revocations::Revocations;
 use crate::gate::tokens::{IssuedToken, TokenAuthority};
-use crate::gate::{BearerExpiry, Gate};
+use crate::gate::{AuthenticatedUser, Gate};
 
 /// What the tokens API works with.
 pub struct Tokens {
@@ -167,10 +167,13 @@ pub async fn issue_recorded(
             "name: at most 200 characters, no control characters",
         ));
     }
-    let bearer = req.extensions().get::<BearerExpiry>().copied();
+    let bearer = req
+        .extensions()
+        .get::<AuthenticatedUser>()
+        .and_then(|user| user.bearer_expires);
     let ttl = match bearer {
         None => ttl,
-        Some(BearerExpiry(expires)) => {
+        Some(expires) => {
             let left =
                 Duration::from_secs(expires.saturating_sub(kubegate_actors::store::epoch_now()));
             match ttl {

@@ -180,15 +180,33 @@ fn event_time(now: SystemTime) -> String {
     time
 }
 
+/// A method as the event's text: the standard ones are not copied.
+fn method_text(method: &actix_web::http::Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method.as_str()) {
+        Some(m) => std::borrow::Cow::Borrowed(m),
+        None => std::borrow::Cow::Owned(method.as_str().to_string()),
+    }
+}
+
 /// An address as text, as `Display` writes it. IPv4 (nearly every client) is written
 /// digit by digit: `Ipv4Addr`'s `Display` goes through the formatting machinery and its
 /// padding, a cost paid several times per request (audit event, access log,
 /// `X-Forwarded-For`).
 pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let mut text = String::with_capacity(if ip.is_ipv4() { 15 } else { 39 });
+    push_ip(&mut text, ip);
+    text
+}
+
+/// Appends an address as [`ip_text`] writes it.
+pub fn push_ip(text: &mut String, ip: std::net::IpAddr) {
     let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string();
+        text.push_str(&ip.to_string());
+        return;
     };
-    let mut text = String::with_capacity(15);
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             text.push('.');
@@ -201,7 +219,6 @@ pub fn ip_text(ip: std::net::IpAddr) -> String {
         }
         text.push(char::from(b'0' + octet % 10));
     }
-    text
 }
 
 /// Events gathered by workers and not yet handed to the Auditor, in every worker.
@@ -362,7 +379,7 @@ impl AuditContext {
                 org: None,
                 cluster: None,
                 attributes: RequestAttributes::default(),
-                method: req.method().to_string(),
+                method: method_text(req.method()),
                 path: String::new(),
                 query: mask_query(req.uri().query().unwrap_or("")),
                 client: req.peer_addr().map(|a| ip_text(a.ip())).unwrap_or_default(),
@@ -737,6 +754,20 @@ mod tests {
     }
 
     #[test]
+    fn standard_methods_are_not_copied() {
+        use actix_web::http::Method;
+        for name in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert!(
+                matches!(method_text(&method), std::borrow::Cow::Borrowed(text) if text == name),
+                "{name}"
+            );
+        }
+        let extension = Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(method_text(&extension), "PROPFIND");
+    }
+
+    #[test]
     fn addresses_are_written_as_display_writes_them() {
         for ip in [
             "0.0.0.0",
@@ -751,6 +782,9 @@ mod tests {
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(ip_text(ip), ip.to_string());
+            let mut line = String::from("from ");
+            push_ip(&mut line, ip);
+            assert_eq!(line, format!("from {ip}"));
         }
     }
 

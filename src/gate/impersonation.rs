@@ -19,7 +19,6 @@
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 use kubegate_actors::auditor::ActingAs;
-use kubegate_actors::policy::Authorize;
 
 use super::audit::AuditContext;
 use super::tokens::is_system_name;
@@ -152,11 +151,11 @@ impl Gate {
             return Err(StatusError::forbidden(why));
         }
         for object in asked.objects() {
-            let ask = Authorize {
-                subject: identity.user.clone(),
+            let ask = super::policy::Ask {
+                subject: &identity.user,
                 org,
-                object: object.clone(),
-                action: "impersonate".into(),
+                object: &object,
+                action: "impersonate",
                 ..Default::default()
             };
             let decision = self.decide(ask).await?;
@@ -253,7 +252,7 @@ impl Impersonation {
                 }
                 out.push("impersonate-user", &identity.user)?;
                 out.push("impersonate-group", AUTHENTICATED)?;
-                for role in &identity.roles {
+                for role in identity.roles.iter() {
                     out.push("impersonate-group", &format!("kubegate:org:{org}:{role}"))?;
                 }
                 if global_admin {
@@ -310,7 +309,6 @@ mod tests {
     fn person(session_groups: &[&str]) -> Identity {
         Identity {
             user: "github:alice".into(),
-            token_id: None,
             session: Some(SessionUser {
                 user: "github:alice".into(),
                 provider: "github".into(),
@@ -319,7 +317,7 @@ mod tests {
                 csrf: "c".into(),
                 expires_at: 0,
             }),
-            roles: vec!["admin".into()],
+            roles: vec!["admin".into()].into(),
             login: None,
             expires_at: None,
         }

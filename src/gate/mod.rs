@@ -42,6 +42,7 @@ use serde_json::json;
 use crate::metrics::PendingAudits;
 use crate::status::StatusError;
 use audit::{AuditContext, AuditTrail};
+use policy::Ask;
 use revocations::Revocations;
 use session::SessionUser;
 use tokens::{AuthError, TokenAuthority};
@@ -50,32 +51,26 @@ use tokens::{AuthError, TokenAuthority};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-impl RequestId {
-    /// The id of `req` (empty when the middleware did not run, as in unit tests).
-    pub fn of(req: &HttpRequest) -> String {
-        req.extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default()
-    }
-}
-
 /// Who a request was authenticated as, put in its extensions by authentication, for
 /// the access log (and for the audit record of a refused cookie).
 #[derive(Debug, Clone)]
-pub struct AuthenticatedUser(pub String);
+pub struct AuthenticatedUser {
+    /// The user.
+    pub user: String,
+    /// The expiry of the bearer token the request was authenticated with (none for a
+    /// session cookie), for the rule that a token cannot mint a token that outlives it.
+    pub bearer_expires: Option<u64>,
+}
 
 /// Who is asking, and how they proved it.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// The policy subject.
     pub user: String,
-    /// The token's id, when a bearer token was the credential.
-    pub token_id: Option<String>,
     /// The browser session, when the session cookie was the credential.
     pub session: Option<SessionUser>,
     /// The user's roles in the org the request is about (filled in by authorization).
-    pub roles: Vec<String>,
+    pub roles: Arc<[String]>,
     /// The login provider and groups a bearer token of a kubectl login session carries.
     pub login: Option<(String, Vec<String>)>,
     /// When the bearer token expires, seconds since the epoch: a token may only mint
@@ -94,11 +89,6 @@ impl Identity {
         }
     }
 }
-
-/// The expiry of the bearer token a request was authenticated with (a request
-/// extension), for the rule that a token cannot mint a token that outlives it.
-#[derive(Clone, Copy, Debug)]
-pub struct BearerExpiry(pub u64);
 
 /// What a request asks to do.
 #[derive(Clone, Copy)]
@@ -207,7 +197,10 @@ impl Gate {
 
     /// Starts the audit record of `req` (shutdown waits for it to be submitted).
     pub fn record(&self, req: &HttpRequest) -> AuditContext {
-        AuditContext::new(req, &RequestId::of(req), Some(self.pending_audits.start()))
+        // empty when the outermost middleware did not run (unit tests)
+        let extensions = req.extensions();
+        let id = extensions.get::<RequestId>().map_or("", |id| id.0.as_str());
+        AuditContext::new(req, id, Some(self.pending_audits.start()))
     }
 
     /// Steps 1 to 3: may `req` do what `question` asks? Fills in `audit` as it goes (user,
@@ -263,14 +256,15 @@ impl Gate {
                 path,
                 attributes,
             } => {
-                let ask = Authorize {
-                    subject: identity.user.clone(),
+                let object = attributes.object(path);
+                let ask = Ask {
+                    subject: &identity.user,
                     org,
-                    object: attributes.object(path),
-                    action: attributes.verb.clone(),
-                    namespace: attributes.namespace.clone(),
-                    name: attributes.name.clone(),
-                    path: path.to_string(),
+                    object: &object,
+                    action: &attributes.verb,
+                    namespace: &attributes.namespace,
+                    name: &attributes.name,
+                    path,
                 };
                 let decision = self.decide(ask).await?;
                 audit.event.reason = decision.reason;
@@ -286,12 +280,12 @@ impl Gate {
                 }
             }
             Question::Org { org, verb, object } => {
-                let ask = Authorize {
-                    subject: identity.user.clone(),
+                let ask = Ask {
+                    subject: &identity.user,
                     org,
-                    object: object.to_string(),
-                    action: verb.to_string(),
-                    path: req.path().to_string(),
+                    object,
+                    action: verb,
+                    path: req.path(),
                     ..Default::default()
                 };
                 let decision = self.decide(ask).await?;
@@ -324,11 +318,11 @@ impl Gate {
     /// Whether the policy lets `user` do `verb` on the kubegate object `object` of `org`
     /// (no answer in time: no).
     pub async fn allows(&self, user: &str, org: u64, verb: &str, object: &str) -> bool {
-        let ask = Authorize {
-            subject: user.to_string(),
+        let ask = Ask {
+            subject: user,
             org,
-            object: object.to_string(),
-            action: verb.to_string(),
+            object,
+            action: verb,
             ..Default::default()
         };
         self.decide(ask).await.is_ok_and(|d| d.allowed)
@@ -353,7 +347,7 @@ impl Gate {
             // a credential that was valid but not enough (a cookie without its CSRF
             // proof) still names whose it was
             if let Some(user) = req.extensions().get::<AuthenticatedUser>() {
-                audit.event.user = user.0.clone();
+                audit.event.user = user.user.clone();
             }
         }
         audit.event.error = Some(message.to_string());
@@ -401,12 +395,10 @@ impl Gate {
                         "user names that begin with \"system:\" are not accepted",
                     ));
                 }
-                req.extensions_mut().insert(BearerExpiry(claims.exp));
                 Identity {
                     user: claims.sub.clone(),
-                    token_id: Some(claims.jti.clone()),
                     session: None,
-                    roles: Vec::new(),
+                    roles: Arc::default(),
                     login: claims.provider.clone().map(|p| (p, claims.groups.clone())),
                     expires_at: Some(claims.exp),
                 }
@@ -422,8 +414,10 @@ impl Gate {
                 }
                 if changes && !session::csrf_ok(req, &user) {
                     // whose cookie it was, for the audit record of the refusal
-                    req.extensions_mut()
-                        .insert(AuthenticatedUser(user.user.clone()));
+                    req.extensions_mut().insert(AuthenticatedUser {
+                        user: user.user.clone(),
+                        bearer_expires: None,
+                    });
                     return Err(StatusError::forbidden(
                         "a request with the session cookie that changes something must carry the \
                          X-CSRF-Token header (from GET /auth/session) or come from a kubegate page",
@@ -431,17 +425,18 @@ impl Gate {
                 }
                 Identity {
                     user: user.user.clone(),
-                    token_id: None,
                     session: Some(user),
-                    roles: Vec::new(),
+                    roles: Arc::default(),
                     login: None,
                     expires_at: None,
                 }
             }
         };
-        // for the access log line
-        req.extensions_mut()
-            .insert(AuthenticatedUser(identity.user.clone()));
+        // for the access log line, and the expiry for the token API
+        req.extensions_mut().insert(AuthenticatedUser {
+            user: identity.user.clone(),
+            bearer_expires: identity.expires_at,
+        });
         Ok(identity)
     }
 

@@ -24,10 +24,46 @@ thread_local! {
 /// Most answers a worker keeps; past it, it starts over.
 const MAX_ANSWERS: usize = 65_536;
 
+/// A policy question with its parts borrowed: what [`Gate::decide`] looks up in this
+/// worker's answers. The enforcer's [`Authorize`], with parts of its own, is made only
+/// when the answer is not there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    /// The user: the model's `sub`.
+    pub subject: &'a str,
+    /// The org: `dom`.
+    pub org: u64,
+    /// `core:pods`, `apps:deployments/scale`, `kubegate:clusters`, or a path: `obj`.
+    pub object: &'a str,
+    /// The verb: `act`.
+    pub action: &'a str,
+    /// The namespace, empty when none: `ns`.
+    pub namespace: &'a str,
+    /// The object's name, empty when none: `name`.
+    pub name: &'a str,
+    /// The Kubernetes path (or the REST path): `path`.
+    pub path: &'a str,
+}
+
+impl Ask<'_> {
+    /// The question as the PolicyEnforcer takes it.
+    fn to_message(self) -> Authorize {
+        Authorize {
+            subject: self.subject.to_string(),
+            org: self.org,
+            object: self.object.to_string(),
+            action: self.action.to_string(),
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+            path: self.path.to_string(),
+        }
+    }
+}
+
 /// Writes `ask` to `key` as [`ANSWERS`] files it: org, subject, object and verb, and
 /// namespace, name and path when the model uses them (`detailed`), each part after its
 /// length, so that no two questions are written alike.
-fn question_key(key: &mut String, ask: &Authorize, detailed: bool) {
+fn question_key(key: &mut String, ask: &Ask<'_>, detailed: bool) {
     // numbers as their bytes, each a char, rather than through the formatting machinery
     fn number(key: &mut String, n: u64) {
         key.extend(n.to_le_bytes().map(char::from));
@@ -35,12 +71,12 @@ fn question_key(key: &mut String, ask: &Authorize, detailed: bool) {
     key.clear();
     number(key, ask.org);
     let all = [
-        &ask.subject,
-        &ask.object,
-        &ask.action,
-        &ask.namespace,
-        &ask.name,
-        &ask.path,
+        ask.subject,
+        ask.object,
+        ask.action,
+        ask.namespace,
+        ask.name,
+        ask.path,
     ];
     for part in &all[..if detailed { 6 } else { 3 }] {
         number(key, part.len() as u64);
@@ -52,7 +88,7 @@ impl Gate {
     /// Asks the PolicyEnforcer, with the configured timeout, unless this worker has its
     /// answer to the same question under the policy in force. No answer in time, or no
     /// enforcer, is a deny: the error is a 503 that says so.
-    pub async fn decide(&self, ask: Authorize) -> Result<Decision, StatusError> {
+    pub async fn decide(&self, ask: Ask<'_>) -> Result<Decision, StatusError> {
         // read before asking: an answer given while a reload happens is filed under the
         // old generation, and so never used
         let generation = self.policy_shape.generation.load(Ordering::Acquire);
@@ -74,7 +110,7 @@ impl Gate {
             Ok(decision) => return Ok(decision),
             Err(asked) => asked,
         };
-        let decision = self.ask_enforcer(ask).await?;
+        let decision = self.ask_enforcer(ask.to_message()).await?;
         ANSWERS.with(|answers| {
             let mut answers = answers.borrow_mut();
             if answers.len() >= MAX_ANSWERS {
@@ -112,6 +148,8 @@ mod tests {
     use kubegate_actors::auditor::{AuditCounters, RecordBatch};
     use kubegate_actors::policy::{Authorize, Decision, PolicyShape};
 
+    use super::Ask;
+
     use crate::config::AuthConfig;
     use crate::gate::revocations::Revocations;
     use crate::gate::tokens::TokenAuthority;
@@ -134,7 +172,7 @@ mod tests {
                 Decision {
                     allowed: true,
                     reason: "allowed".into(),
-                    roles: Vec::new(),
+                    roles: Default::default(),
                 }
             })
         }
@@ -168,12 +206,12 @@ mod tests {
         })
     }
 
-    fn ask(subject: &str) -> Authorize {
-        Authorize {
-            subject: subject.into(),
+    fn ask(subject: &str) -> Ask<'_> {
+        Ask {
+            subject,
             org: 1,
-            object: "core:pods".into(),
-            action: "list".into(),
+            object: "core:pods",
+            action: "list",
             ..Default::default()
         }
     }
@@ -207,27 +245,27 @@ mod tests {
     /// model uses them.
     #[test]
     fn questions_are_filed_apart() {
-        let key = |ask: &Authorize, detailed: bool| {
+        let key = |ask: &Ask<'_>, detailed: bool| {
             let mut key = String::new();
             super::question_key(&mut key, ask, detailed);
             key
         };
         let mut a = ask("ab");
-        a.object = "c".into();
+        a.object = "c";
         let mut b = ask("a");
-        b.object = "bc".into();
+        b.object = "bc";
         assert_ne!(key(&a, false), key(&b, false));
         let mut other_org = ask("alice");
         other_org.org = 2;
         assert_ne!(key(&ask("alice"), false), key(&other_org, false));
         let mut named = ask("alice");
-        named.namespace = "default".into();
-        named.name = "web".into();
+        named.namespace = "default";
+        named.name = "web";
         assert_eq!(key(&ask("alice"), false), key(&named, false));
         assert_ne!(key(&ask("alice"), true), key(&named, true));
         let mut in_path = ask("alice");
-        in_path.path = "default".into();
+        in_path.path = "default";
         assert_ne!(key(&named, true), key(&in_path, true));
-        assert_eq!(key(&named, true), key(&named.clone(), true));
+        assert_eq!(key(&named, true), key(&{ named }, true));
     }
 }

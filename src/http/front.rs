@@ -63,8 +63,9 @@ pub async fn front(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
     let _in_flight = crate::metrics::InFlight::start();
-    let id = next_request_id();
-    req.extensions_mut().insert(RequestId(id.clone()));
+    // kept in the request, not copied: the handler's audit event takes it from there,
+    // and it is taken back when the answer is ready
+    req.extensions_mut().insert(RequestId(next_request_id()));
     // taken before the request is handed on (it is moved), and only when it is logged
     let log = log::log_enabled!(target: "kubegate::access", log::Level::Info)
         .then(|| AccessLog::of(&req));
@@ -88,6 +89,12 @@ pub async fn front(
             None => next.call(req).await?.map_into_left_body(),
         }
     };
+    let id = response
+        .request()
+        .extensions_mut()
+        .remove::<RequestId>()
+        .map(|id| id.0)
+        .unwrap_or_default();
     // an answer whose audit event did not reach the file never leaves as it is
     let mut response = if crate::gate::audit::take_unrecorded(&id) {
         let error = StatusError::unavailable(
@@ -98,15 +105,17 @@ pub async fn front(
     } else {
         response.map_into_left_body()
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), value);
-    }
     let status = response.status().as_u16();
     crate::metrics::http_request(status);
     if let Some(log) = log {
         log.write(&id, status, started.elapsed(), response.request());
+    }
+    // the id's own bytes become the header's (its string is exactly as long as its
+    // capacity: no copy)
+    if let Ok(value) = HeaderValue::try_from(id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
 }
@@ -140,7 +149,7 @@ impl AccessLog {
         line.push_str(id);
         line.push(' ');
         match self.peer {
-            Some(peer) => line.push_str(&crate::gate::audit::ip_text(peer)),
+            Some(peer) => crate::gate::audit::push_ip(&mut line, peer),
             None => line.push('-'),
         }
         line.push(' ');
@@ -161,7 +170,7 @@ impl AccessLog {
         push_number(&mut line, tenths % 10);
         line.push_str("ms user=");
         match req.extensions().get::<AuthenticatedUser>() {
-            Some(user) => line.push_str(&user.0),
+            Some(user) => line.push_str(&user.user),
             None => line.push('-'),
         }
         log::info!(target: "kubegate::access", "{line}");

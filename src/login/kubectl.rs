@@ -134,7 +134,7 @@ fn unavailable(e: impl std::fmt::Display) -> OAuthError {
 }
 
 /// An audit event for a step of a kubectl login (`verb`: login, refresh, approve).
-fn audit(gate: &Gate, req: &HttpRequest, verb: &str, client: &str) -> AuditContext {
+fn audit(gate: &Gate, req: &HttpRequest, verb: &'static str, client: &str) -> AuditContext {
     let mut audit = gate.record(req);
     audit.event.path = req.path().to_string();
     audit.event.attributes = RequestAttributes {

@@ -190,4 +190,34 @@ mod tests {
         assert!(!dropped_from_answer(&n("content-type")));
         assert!(!dropped_from_request(&n("x-forwarded-host")));
     }
+
+    /// The API server's answer headers, moved into actix's map (vendored actix-http's
+    /// `From<http::HeaderMap>`, patched to move each name rather than clone it): every
+    /// value is kept, in order, under its name.
+    #[test]
+    fn answer_headers_keep_every_value_in_order() {
+        let mut answer = http02::HeaderMap::new();
+        let value = |v: &'static str| http02::HeaderValue::from_static(v);
+        answer.append("audit-id", value("a1"));
+        answer.append("set-cookie", value("one=1"));
+        answer.append("x-kubernetes-pf-flowschema-uid", value("f1"));
+        answer.append("set-cookie", value("two=2"));
+        answer.append("x-kubernetes-pf-flowschema-uid", value("f2"));
+        answer.append("set-cookie", value("three=3"));
+        answer.insert("content-type", value("application/json"));
+        let moved = actix_web::http::header::HeaderMap::from(answer);
+        assert_eq!(moved.len(), 7);
+        assert_eq!(moved.len_keys(), 4);
+        let all = |name: &'static str| {
+            moved
+                .get_all(name)
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all("set-cookie"), ["one=1", "two=2", "three=3"]);
+        assert_eq!(all("x-kubernetes-pf-flowschema-uid"), ["f1", "f2"]);
+        assert_eq!(all("audit-id"), ["a1"]);
+        assert_eq!(all("content-type"), ["application/json"]);
+        assert!(actix_web::http::header::HeaderMap::from(http02::HeaderMap::new()).is_empty());
+    }
 }

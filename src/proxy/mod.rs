@@ -351,7 +351,7 @@ async fn forward(
     // connection that the lease counts until the watch ends ([`upstream`]); so does a
     // GET whose path answered small the last time, and the first get of an object
     let attributes = &audit.event.attributes;
-    let verb = attributes.verb.as_str();
+    let verb = &*attributes.verb;
     let object = verb == "get" && attributes.is_resource && attributes.subresource.is_empty();
     let small_key = (req.method() == Method::GET && matches!(verb, "get" | "list")).then(|| {
         clients

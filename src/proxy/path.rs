@@ -103,15 +103,15 @@ fn check_k8s_path(path: &str) -> Result<(), StatusError> {
             _ => i += 1,
         }
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, segment) in segments.iter().enumerate() {
-        if *segment == "." || *segment == ".." {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment == "." || segment == ".." {
             return Err(bad(
                 "dot segments (\".\" and \"..\") are not allowed in the path",
             ));
         }
-        if segment.is_empty() && n != last {
+        // the last may be empty (a trailing slash)
+        if segment.is_empty() && segments.peek().is_some() {
             return Err(bad("empty segments (\"//\") are not allowed in the path"));
         }
     }

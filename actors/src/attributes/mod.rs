@@ -1,6 +1,8 @@
 //! Kubernetes request attributes, derived once from method, path and query, the way the
 //! API server's RequestInfo does, so that policies can speak of verbs and resources.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 mod query;
@@ -12,8 +14,9 @@ use query::{is_path_segment_name, list_options, query_bool};
 pub struct RequestAttributes {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, `connect`; for non-resource paths, the lower-case method mapped
-    /// the same way (`get`, `create`, ...).
-    pub verb: String,
+    /// the same way (`get`, `create`, ...). Borrowed when it is one of these (nearly
+    /// always), so that deriving the attributes does not allocate it.
+    pub verb: Cow<'static, str>,
     /// True for `/api/...` and `/apis/...` resource requests.
     pub is_resource: bool,
     /// API group; empty for the core group.
@@ -42,7 +45,7 @@ impl RequestAttributes {
     /// request asks for a protocol upgrade.
     pub fn derive(method: &str, path: &str, query: &str, upgrade: bool) -> RequestAttributes {
         let mut attrs = derive_resource(method, path, query).unwrap_or_else(|| RequestAttributes {
-            verb: method_verb(method, true).to_string(),
+            verb: method_verb(method, true).into(),
             ..Default::default()
         });
         if upgrade || CONNECT_SUBRESOURCES.contains(&attrs.subresource.as_str()) {
@@ -106,8 +109,16 @@ const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 /// (`k8s.io/apiserver/pkg/endpoints/request/requestinfo.go`); `None` for a non-resource
 /// request.
 fn derive_resource(method: &str, path: &str, query: &str) -> Option<RequestAttributes> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (api_group, rest) = match parts.as_slice() {
+    // the first segments, which are all that the steps below read (at most 9: `apis`,
+    // group, version, `watch`, `namespaces`, namespace, resource, name, subresource),
+    // without a vector
+    let mut segments = [""; 12];
+    let mut count = 0;
+    for (slot, segment) in segments.iter_mut().zip(path.trim_matches('/').split('/')) {
+        *slot = segment;
+        count += 1;
+    }
+    let (api_group, mut rest) = match &segments[..count] {
         ["api", _version, rest @ ..] => (String::new(), rest),
         ["apis", group, _version, rest @ ..] => ((*group).to_string(), rest),
         _ => return None,
@@ -121,26 +132,25 @@ fn derive_resource(method: &str, path: &str, query: &str) -> Option<RequestAttri
         api_group,
         ..Default::default()
     };
-    let mut rest = rest.to_vec();
     // the deprecated `/{watch|proxy}/...` forms say the verb in the path
     let mut proxy_path = false;
-    match rest.first() {
-        Some(&"watch") if rest.len() > 1 => {
+    match rest {
+        ["watch", after @ ..] if !after.is_empty() => {
             attrs.verb = "watch".into();
-            rest.remove(0);
+            rest = after;
         }
-        Some(&"proxy") if rest.len() > 1 => {
+        ["proxy", after @ ..] if !after.is_empty() => {
             proxy_path = true;
-            rest.remove(0);
+            rest = after;
         }
-        _ => attrs.verb = method_verb(method, true).to_string(),
+        _ => attrs.verb = method_verb(method, true).into(),
     }
     // `namespaces/{n}/{resource}...`; `namespaces/{n}` and its subresources `status` and
     // `finalize` are the namespace object itself
     if rest.first() == Some(&"namespaces") && rest.len() > 1 {
         attrs.namespace = rest[1].to_string();
         if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-            rest.drain(..2);
+            rest = &rest[2..];
         }
     }
     attrs.resource = rest.first().copied().unwrap_or_default().to_string();

@@ -5,7 +5,7 @@ use super::*;
 fn d(method: &str, path: &str, query: &str) -> (String, String) {
     let a = RequestAttributes::derive(method, path, query, false);
     let object = a.object(path);
-    (a.verb, object)
+    (a.verb.into_owned(), object)
 }
 
 #[test]
@@ -225,6 +225,28 @@ fn as_the_api_servers_request_info() {
             "pods",
             "proxy",
             "foo",
+        ),
+        // more segments than derive reads (it keeps the first 12): the rest is the
+        // proxied path, whatever it holds
+        (
+            "GET",
+            "/apis/apps/v1/watch/namespaces/other/deployments/foo/status/a/b/c/d/namespaces/x/pods",
+            "",
+            "watch",
+            "other",
+            "deployments",
+            "status",
+            "foo",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/other/services/web/proxy/a/b/c/d/e/f/g/h/i/j/k",
+            "",
+            "connect",
+            "other",
+            "services",
+            "proxy",
+            "web",
         ),
         ("GET", "/api/v1/watch/pods", "", "watch", "", "pods", "", ""),
         (
@@ -525,7 +547,7 @@ fn as_the_api_servers_request_info() {
         let a = RequestAttributes::derive(method, path, query, false);
         assert_eq!(
             (
-                a.verb.as_str(),
+                &*a.verb,
                 a.namespace.as_str(),
                 a.resource.as_str(),
                 a.subresource.as_str(),

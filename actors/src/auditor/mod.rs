@@ -61,8 +61,9 @@ pub struct AuditEvent {
     /// Kubernetes attributes (verb, resource, namespace, name).
     #[serde(flatten)]
     pub attributes: RequestAttributes,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method; borrowed for the standard ones, so that starting an event does not
+    /// allocate it.
+    pub method: std::borrow::Cow<'static, str>,
     /// The Kubernetes path, as authorized and forwarded.
     pub path: String,
     /// The query string, token-like values masked.

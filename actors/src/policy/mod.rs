@@ -119,7 +119,8 @@ pub struct Decision {
     pub reason: String,
     /// The subject's roles in the org (`admin`, `member`), when allowed: what an
     /// impersonated request tells the API server as the group `kubegate:org:{org}:{role}`.
-    pub roles: Vec<String>,
+    /// Shared: a worker hands out copies of the answers it keeps, one per request.
+    pub roles: Arc<[String]>,
 }
 
 /// Sent by the HTTP layer for every request: may `subject` do `action` on `object` in
@@ -215,7 +216,7 @@ impl PolicyEnforcer {
             return Decision {
                 allowed: true,
                 reason: "allowed: global administrator".into(),
-                roles: self.roles(msg),
+                roles: self.roles(msg).into(),
             };
         }
         let org = msg.org.to_string();
@@ -227,7 +228,7 @@ impl PolicyEnforcer {
             Ok(true) => Decision {
                 allowed: true,
                 reason: "allowed by policy".into(),
-                roles: self.roles(msg),
+                roles: self.roles(msg).into(),
             },
             Ok(false) => Decision {
                 allowed: false,
@@ -235,14 +236,14 @@ impl PolicyEnforcer {
                     "user \"{}\" may not {} {} in org {}",
                     msg.subject, msg.action, msg.object, msg.org
                 ),
-                roles: Vec::new(),
+                roles: Arc::default(),
             },
             Err(e) => {
                 log::error!("policy evaluation failed, denying: {e}");
                 Decision {
                     allowed: false,
                     reason: format!("policy evaluation failed: {e}"),
-                    roles: Vec::new(),
+                    roles: Arc::default(),
                 }
             }
         }

@@ -203,7 +203,7 @@ pub(super) fn authorize(
     let verb = if upgrade {
         "create".to_string()
     } else {
-        a.verb.clone()
+        a.verb.to_string()
     };
     let self_review = verb == "create"
         && matches!(
