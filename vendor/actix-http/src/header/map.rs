@@ -121,29 +121,34 @@ impl HeaderMap {
     }
 
     /// Create new `HeaderMap` from a `http::HeaderMap`-like drain.
-    pub(crate) fn from_drain<I>(mut drain: I) -> Self
+    // kubegate patch: each name is moved into the map, not cloned (a clone of a name
+    // outside the standard ones is an allocation: its bytes become shared); a value
+    // without a name goes with the one before it
+    pub(crate) fn from_drain<I>(drain: I) -> Self
     where
         I: Iterator<Item = (Option<HeaderName>, HeaderValue)>,
     {
-        let (first_name, first_value) = match drain.next() {
-            None => return HeaderMap::new(),
-            Some((name, val)) => {
-                let name = name.expect("drained first item had no name");
-                (name, val)
-            }
-        };
-
         let (lb, ub) = drain.size_hint();
-        let capacity = ub.unwrap_or(lb);
+        let mut map = HeaderMap::with_capacity(ub.unwrap_or(lb));
+        let mut last: Option<&mut Value> = None;
 
-        let mut map = HeaderMap::with_capacity(capacity);
-        map.append(first_name.clone(), first_value);
-
-        let (map, _) = drain.fold((map, first_name), |(mut map, prev_name), (name, value)| {
-            let name = name.unwrap_or(prev_name);
-            map.append(name.clone(), value);
-            (map, name)
-        });
+        for (name, value) in drain {
+            last = Some(match (name, last) {
+                (Some(name), _) => match map.inner.entry(name) {
+                    hash_map::Entry::Occupied(entry) => {
+                        let values = entry.into_mut();
+                        values.append(value);
+                        values
+                    }
+                    hash_map::Entry::Vacant(entry) => entry.insert(Value::one(value)),
+                },
+                (None, Some(values)) => {
+                    values.append(value);
+                    values
+                }
+                (None, None) => panic!("drained first item had no name"),
+            });
+        }
 
         map
     }
