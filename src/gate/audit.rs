@@ -196,7 +196,10 @@ fn method_text(method: &actix_web::http::Method) -> std::borrow::Cow<'static, st
 /// padding, a cost paid several times per request (audit event, access log,
 /// `X-Forwarded-For`).
 pub fn ip_text(ip: std::net::IpAddr) -> String {
-    let mut text = String::with_capacity(if ip.is_ipv4() { 15 } else { 39 });
+    if ip.is_ipv6() {
+        return ip.to_string();
+    }
+    let mut text = String::with_capacity(15);
     push_ip(&mut text, ip);
     text
 }
